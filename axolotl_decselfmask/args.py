@@ -1,0 +1,193 @@
+"""The recipe's ``decselfmask:`` block, declared as pydantic models.
+
+Axolotl drops unknown YAML keys silently, so every key this plugin reads is declared
+here, with its default, its range and a description. A wrong value fails Axolotl's
+config validation with a message that names the key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_LEAD_IN = "Which clinical finding does the text above describe?"
+DEFAULT_MASK_SYSTEM = "Fill in the masked part of the following text."
+DEFAULT_CLASSIFY_SYSTEM = "Answer with one of the options."
+
+
+class _Strict(BaseModel):
+    # A typo inside our own block is an error, not a silently ignored key.
+    model_config = ConfigDict(extra="forbid")
+
+
+class RelevanceConfig(_Strict):
+    """How the model scores which words of a text matter for a task item."""
+
+    method: Literal["grad_x_input"] = Field(
+        default="grad_x_input",
+        description="Attribution method. grad_x_input: embedding x gradient of the target.",
+    )
+    target: Literal["sum_logprob", "token_logit"] = Field(
+        default="sum_logprob",
+        description=(
+            "What is differentiated. sum_logprob: summed log-probability of the item's "
+            "tokens (teacher-forced). token_logit: the logit of one item token (the paper's "
+            "choice), picked by token_position."
+        ),
+    )
+    token_position: Literal["first", "middle", "last"] = Field(
+        default="middle",
+        description="Which item token token_logit scores (the paper used the middle one).",
+    )
+    lead_in: str = Field(
+        default=DEFAULT_LEAD_IN,
+        min_length=1,
+        description="Question appended to the text in the user turn; the item is the answer.",
+    )
+    model: str | None = Field(
+        default=None,
+        description="Model folder that scores relevance. Default: the recipe's base_model.",
+    )
+    batch_size: int = Field(default=4, ge=1, le=1024, description="Texts per batch.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="auto: bfloat16 on a GPU that supports it, float32 otherwise.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: cuda when available."
+    )
+
+
+class SpanConfig(_Strict):
+    """How relevance scores become masked spans (hysteresis grouping)."""
+
+    sigma: float = Field(default=1.0, ge=0.0, le=10.0, description="Gaussian smoothing width in tokens.")
+    high: float = Field(default=0.4, gt=0.0, le=1.0, description="A span needs a token above this.")
+    low: float = Field(default=0.2, ge=0.0, lt=1.0, description="A span grows while scores stay above this.")
+    max_spans_per_text: int | None = Field(
+        default=None, ge=1, description="Keep at most this many spans (highest peaks)."
+    )
+    max_span_fraction: float = Field(
+        default=0.5, gt=0.0, le=1.0,
+        description="Drop a span longer than this fraction of the text's characters.",
+    )
+    rescale_after_smoothing: bool = Field(
+        default=False,
+        description="Divide smoothed scores by their maximum again (lets a lone peak seed a span).",
+    )
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> "SpanConfig":
+        if self.low >= self.high:
+            raise ValueError(
+                f"decselfmask.spans.low ({self.low}) must be below decselfmask.spans.high ({self.high})"
+            )
+        return self
+
+
+class MaskingConfig(_Strict):
+    """How spans become masked-reconstruction training examples."""
+
+    mask_token: str = Field(
+        default="<mask>",
+        min_length=1,
+        description=(
+            "The string that replaces each span. Used as plain text unless "
+            "add_mask_token is true (see docs: the mask token)."
+        ),
+    )
+    add_mask_token: bool = Field(
+        default=False,
+        description=(
+            "Add mask_token to the vocabulary as one new special token. Needs "
+            "`tokens: [<mask_token>]` and, with LoRA, `lora_modules_to_save: [embed_tokens, lm_head]`."
+        ),
+    )
+    system_prompt: str = Field(default=DEFAULT_MASK_SYSTEM, description="System turn of each example.")
+    spans_per_example: int = Field(
+        default=1, ge=1, le=64,
+        description="1: one example per span. n>1: up to n spans masked in one example, answers joined by answer_separator.",
+    )
+    answer_separator: str = Field(default="\n", description="Joins the answers of several spans.")
+
+
+class ClassificationConfig(_Strict):
+    """Stage 2 (supervised classification with TRL) and the evaluation."""
+
+    enabled: bool = Field(default=True, description="Run stage 2 after stage 1, in the same `axolotl train`.")
+    task: str = Field(default="task", min_length=1, description="Task name used in metrics.json.")
+    train_file: str | None = Field(default=None, description="Labelled examples (jsonl, csv, parquet or a saved HF dataset).")
+    test_file: str | None = Field(default=None, description="Test examples; Macro F1 is computed on these.")
+    text_column: str = Field(default="text", description="Column holding the text.")
+    label_column: str = Field(default="label", description="Column holding the label.")
+    labels: list[str] = Field(
+        default_factory=list,
+        description="The label options, in order. Empty: the sorted distinct labels of train_file.",
+    )
+    question: str = Field(
+        default="Which category does the text above belong to?",
+        min_length=1,
+        description="Question asked after the text; the options are listed after it.",
+    )
+    system_prompt: str = Field(default=DEFAULT_CLASSIFY_SYSTEM, description="System turn of the classification prompt.")
+    lora_r: int = Field(default=32, ge=1, description="Stage-2 LoRA rank (the paper: 32).")
+    lora_alpha: int = Field(default=64, ge=1, description="Stage-2 LoRA alpha (the paper: 64).")
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    learning_rate: float = Field(default=3e-4, gt=0.0, description="Stage-2 learning rate (the paper: 3e-4).")
+    num_epochs: float = Field(default=1.0, gt=0.0, description="Stage-2 epochs.")
+    batch_size: int = Field(default=8, ge=1, description="Stage-2 per-device batch size.")
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_length: int | None = Field(
+        default=None, ge=16, description="Token limit of a classification prompt. Default: sequence_len."
+    )
+    eval_batch_size: int = Field(default=8, ge=1)
+    max_test_examples: int | None = Field(default=None, ge=1, description="Evaluate on the first n test rows only.")
+
+    @model_validator(mode="after")
+    def _labels_distinct(self) -> "ClassificationConfig":
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("decselfmask.classification.labels has duplicates")
+        if self.labels and len(self.labels) < 2:
+            raise ValueError("decselfmask.classification.labels needs at least 2 options")
+        return self
+
+
+class DecSelfMaskConfig(_Strict):
+    """Settings of the DecSelfMask plugin (the recipe's ``decselfmask:`` block)."""
+
+    items: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Task items the relevance is computed for (e.g. 'Presence of pacemaker'). "
+            "Empty: the classification labels."
+        ),
+    )
+    items_per_text: int = Field(default=1, ge=1, description="Items scored per unlabelled text (picked at random with seed).")
+    seed: int = Field(default=0, description="Seed of item choice and example order.")
+    stage1: bool = Field(default=True, description="false skips masked-reconstruction training: the plain-SFT baseline.")
+    fallback_chat_template: bool = Field(
+        default=True,
+        description="Use a plain built-in chat template when the tokenizer has none (false: error).",
+    )
+    max_texts: int | None = Field(default=None, ge=1, description="Use only the first n unlabelled texts.")
+    cache_dir: str | None = Field(
+        default=None,
+        description="Where relevance and masked examples are cached. Default: <dataset_prepared_path>/decselfmask.",
+    )
+    relevance: RelevanceConfig = Field(default_factory=RelevanceConfig)
+    spans: SpanConfig = Field(default_factory=SpanConfig)
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
+
+    def task_items(self) -> list[str]:
+        return list(self.items) or list(self.classification.labels)
+
+
+class DecSelfMaskArgs(BaseModel):
+    """What the plugin adds to Axolotl's config schema: one nested block."""
+
+    decselfmask: DecSelfMaskConfig = Field(
+        default_factory=DecSelfMaskConfig,
+        description="DecSelfMask settings (see docs/configuration.md).",
+    )

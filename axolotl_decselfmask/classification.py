@@ -1,0 +1,207 @@
+"""Stage 2: supervised classification fine-tuning with TRL, then the evaluation.
+
+Runs after stage 1 in the same ``axolotl train``: the stage-1 weights in ``output_dir``
+(a LoRA adapter, merged into the base model, or a full model) are the starting point; a
+fresh LoRA (the paper: r 32, alpha 64, lr 3e-4) is trained on the labelled examples with
+TRL's ``SFTTrainer``, loss on the label only, and saved to ``<output_dir>/stage2``. The
+test file is then scored (see :mod:`.evaluation`) and ``<output_dir>/metrics.json`` written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from .args import ClassificationConfig, DecSelfMaskConfig
+from .evaluation import dump_predictions, evaluate, format_table, write_metrics
+from .inputs import InputError, LabelledData, label_options, read_labelled
+from .prompts import classification_messages, ensure_chat_template, tokenize_for_training
+
+LOG = logging.getLogger(__name__)
+
+STAGE2_DIR = "stage2"
+
+
+@dataclass
+class TaskData:
+    train: LabelledData
+    test: LabelledData | None
+    labels: list[str]
+
+
+def load_task_data(c: ClassificationConfig) -> TaskData:
+    """Read and check the labelled files (no model needed): errors name file, row or key."""
+    if not c.train_file:
+        raise InputError("decselfmask.classification.train_file is not set (or set classification.enabled: false).")
+    train = read_labelled(c.train_file, c.text_column, c.label_column, c.labels or None,
+                          "decselfmask.classification.train_file")
+    labels = label_options(train, c.labels or None, c.train_file)
+    test = None
+    if c.test_file:
+        test = read_labelled(c.test_file, c.text_column, c.label_column, labels,
+                             "decselfmask.classification.test_file")
+    return TaskData(train, test, labels)
+
+
+def _truncate_for(tokenizer, c: ClassificationConfig, labels: list[str], max_length: int, texts: list[str]):
+    """Cut texts at a token boundary so prompt, text and longest label fit ``max_length``."""
+    longest = max(labels, key=lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
+    overhead = len(tokenize_for_training(
+        tokenizer, classification_messages("x", c.question, labels, c.system_prompt, answer=longest))["input_ids"])
+    budget = max_length - overhead - 2
+    if budget < 16:
+        raise InputError(f"decselfmask.classification.max_length ({max_length}) is too small for the prompt.")
+    out, cut = [], 0
+    for text in texts:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) > budget:
+            out.append(text[: enc["offset_mapping"][budget - 1][1]])
+            cut += 1
+        else:
+            out.append(text)
+    return out, cut
+
+
+def _precision(cfg) -> torch.dtype:
+    cuda = torch.cuda.is_available()
+    if cfg.bf16 is True or (cfg.bf16 == "auto" and cuda and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_stage1_model(cfg, config: DecSelfMaskConfig, dtype: torch.dtype):
+    """The base model with the stage-1 weights of ``output_dir`` merged in."""
+    from transformers import AutoModelForCausalLM
+
+    out = Path(cfg.output_dir)
+    kwargs = {"dtype": dtype, "trust_remote_code": bool(cfg.trust_remote_code)}
+    if not config.stage1:
+        return AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs), "none (plain SFT)"
+    if (out / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
+        tok_vocab = _tokenizer_len(out)
+        if tok_vocab and tok_vocab != base.get_input_embeddings().weight.shape[0]:
+            base.resize_token_embeddings(tok_vocab)
+        model = PeftModel.from_pretrained(base, str(out)).merge_and_unload()
+        return model, f"LoRA adapter {out} (merged)"
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return AutoModelForCausalLM.from_pretrained(str(out), **kwargs), f"full model {out}"
+    raise FileNotFoundError(
+        f"Stage 1 left no weights in {out} (no adapter_config.json, no model): stage 1 did not "
+        "finish. Resume stage 1 (`axolotl train recipe.yml` with `resume_from_checkpoint`) "
+        "before stage 2 runs."
+    )
+
+
+def _tokenizer_len(folder: Path) -> int | None:
+    if not (folder / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(str(folder)))
+
+
+def _load_tokenizer(cfg):
+    from transformers import AutoTokenizer
+
+    out = Path(cfg.output_dir)
+    source = str(out) if (out / "tokenizer_config.json").is_file() else (cfg.tokenizer_config or cfg.base_model)
+    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=bool(cfg.trust_remote_code))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
+    """Train the classifier and evaluate it; returns the metrics dict."""
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    c = config.classification
+    data = load_task_data(c)
+    tokenizer = _load_tokenizer(cfg)
+    ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
+    max_length = c.max_length or cfg.sequence_len
+    train_texts, n_cut = _truncate_for(tokenizer, c, data.labels, max_length, data.train.texts)
+    rows = [
+        tokenize_for_training(tokenizer, classification_messages(t, c.question, data.labels, c.system_prompt, answer=y))
+        for t, y in zip(train_texts, data.train.labels)
+    ]
+    print(f"decselfmask stage 2: {len(rows)} labelled examples, {len(data.labels)} labels, "
+          f"{n_cut} texts truncated to fit {max_length} tokens")
+
+    dtype = _precision(cfg)
+    model, source = load_stage1_model(cfg, config, dtype)
+    print(f"decselfmask stage 2: starting from {source}")
+    out_dir = Path(cfg.output_dir) / STAGE2_DIR
+    cuda = torch.cuda.is_available()
+    args = SFTConfig(
+        output_dir=str(out_dir),
+        num_train_epochs=c.num_epochs,
+        learning_rate=c.learning_rate,
+        per_device_train_batch_size=c.batch_size,
+        gradient_accumulation_steps=c.gradient_accumulation_steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.1,
+        logging_steps=5,
+        save_strategy="no",
+        report_to=_report_to(cfg),
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=dtype == torch.bfloat16,
+        fp16=False,
+        use_cpu=not cuda,
+        max_length=max_length,
+        dataset_num_proc=None,
+        disable_tqdm=not progress,
+    )
+    lora = LoraConfig(
+        r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
+        target_modules="all-linear", task_type="CAUSAL_LM",
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, peft_config=lora)
+    trainer.train()
+    trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    print(f"decselfmask stage 2: classifier saved to {out_dir}")
+
+    if data.test is None:
+        LOG.warning("decselfmask: no classification.test_file; skipping the evaluation")
+        return {}
+    test_texts = data.test.texts[: c.max_test_examples] if c.max_test_examples else data.test.texts
+    gold = data.test.labels[: len(test_texts)]
+    test_texts, _ = _truncate_for(tokenizer, c, data.labels, max_length, test_texts)
+    result = evaluate(trainer.model, tokenizer, test_texts, gold, data.labels, c.question, c.system_prompt, progress)
+    metrics = write_metrics(Path(cfg.output_dir) / "metrics.json", c.task, result,
+                            extra={"stage1": config.stage1, "labels": data.labels})
+    dump_predictions(Path(cfg.output_dir) / f"predictions-{_safe(c.task)}.jsonl",
+                     data.test.rows[: len(gold)], gold, result["predictions"])
+    print("decselfmask evaluation (constrained scoring of the label options):")
+    print(format_table(metrics))
+    print(f"metrics written to {Path(cfg.output_dir) / 'metrics.json'}")
+    return metrics
+
+
+def _report_to(cfg) -> list[str]:
+    targets = []
+    if cfg.use_tensorboard:
+        targets.append("tensorboard")
+    if cfg.use_wandb:
+        targets.append("wandb")
+    return targets or ["none"]
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:80] or "task"
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("RANK", "0")) == 0

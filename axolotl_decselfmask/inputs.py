@@ -1,0 +1,169 @@
+"""Reading the user's texts and labels, with clear errors before any model work."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """Bad input data: the message names the file, the row or the key, and the fix."""
+
+
+def _suffixes(path: Path) -> str:
+    name = path.name.lower()
+    for ext in (".jsonl.gz", ".json.gz", ".csv.gz", ".tsv.gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet"):
+        if name.endswith(ext):
+            return ext
+    return path.suffix.lower()
+
+
+def read_table(path: str | os.PathLike, key: str) -> list[dict]:
+    """Rows of a jsonl/json/csv/tsv (optionally .gz), parquet file or saved HF dataset folder.
+
+    ``key`` is the recipe key that named the file; it appears in every error.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{key}: file {str(p)!r} does not exist (working directory: {os.getcwd()}).")
+    if p.is_dir():
+        from datasets import load_from_disk
+
+        try:
+            ds = load_from_disk(str(p))
+        except Exception as exc:  # noqa: BLE001 - reported with the key
+            raise InputError(f"{key}: {p} is a folder but not a saved Hugging Face dataset ({exc}).") from exc
+        if hasattr(ds, "keys"):  # DatasetDict
+            split = "train" if "train" in ds else next(iter(ds.keys()))
+            ds = ds[split]
+        return ds.to_list()
+    ext = _suffixes(p)
+    import pandas as pd
+
+    try:
+        if ext in (".jsonl", ".jsonl.gz"):
+            frame = pd.read_json(p, lines=True, dtype=False)
+        elif ext in (".json", ".json.gz"):
+            try:
+                frame = pd.read_json(p, dtype=False)
+            except ValueError:
+                frame = pd.read_json(p, lines=True, dtype=False)
+        elif ext in (".csv", ".csv.gz"):
+            frame = pd.read_csv(p, dtype=str, keep_default_na=False)
+        elif ext in (".tsv", ".tsv.gz"):
+            frame = pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
+        elif ext == ".parquet":
+            frame = pd.read_parquet(p)
+        else:
+            raise InputError(
+                f"{key}: cannot read {p}: use .jsonl, .json, .csv, .tsv (optionally .gz), "
+                ".parquet, or a folder saved with datasets.save_to_disk."
+            )
+    except InputError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{key}: {p} is not valid UTF-8 ({exc}).") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{key}: cannot parse {p}: {exc}") from exc
+    if len(frame) == 0:
+        raise InputError(f"{key}: {p} has no rows.")
+    return frame.to_dict(orient="records")
+
+
+def require_column(rows: list[dict], column: str, path: str, key: str) -> None:
+    columns = list(rows[0].keys()) if rows else []
+    if column not in columns:
+        close = difflib.get_close_matches(column, [str(c) for c in columns], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise InputError(
+            f"{path}: no column {column!r} (set by {key}); the file has {columns}.{hint}"
+        )
+
+
+@dataclass
+class TextReport:
+    """What happened to the texts of one file."""
+
+    n_rows: int = 0
+    skipped_empty: list[int] = field(default_factory=list)  # row numbers (0-based)
+    truncated: int = 0
+
+    def summary(self, name: str) -> str:
+        out = f"{name}: {self.n_rows} rows"
+        if self.skipped_empty:
+            out += f", {len(self.skipped_empty)} empty or whitespace-only texts skipped (rows {self.skipped_empty[:5]}{'...' if len(self.skipped_empty) > 5 else ''})"
+        if self.truncated:
+            out += f", {self.truncated} texts truncated to fit sequence_len"
+        return out
+
+
+def clean_texts(values: list, path: str, column: str) -> tuple[list[str], list[int], TextReport]:
+    """Non-empty texts and their row numbers; empty ones are skipped and counted.
+
+    Raises when every text is empty or a value is not text.
+    """
+    report = TextReport(n_rows=len(values))
+    texts, rows = [], []
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and value != value):
+            report.skipped_empty.append(row)
+            continue
+        if not isinstance(value, str):
+            raise InputError(f"{path}, row {row}: column {column!r} holds {type(value).__name__} {value!r}, not text.")
+        if not value.strip():
+            report.skipped_empty.append(row)
+            continue
+        texts.append(value)
+        rows.append(row)
+    if not texts:
+        raise InputError(f"{path}: every text in column {column!r} is empty or whitespace.")
+    return texts, rows, report
+
+
+@dataclass
+class LabelledData:
+    texts: list[str]
+    labels: list[str]
+    rows: list[int]
+    report: TextReport
+
+
+def read_labelled(path: str, text_column: str, label_column: str, options: list[str] | None, key: str) -> LabelledData:
+    """Texts and labels of a labelled file, checked against the label options."""
+    rows = read_table(path, key)
+    require_column(rows, text_column, path, key.rsplit(".", 1)[0] + ".text_column")
+    require_column(rows, label_column, path, key.rsplit(".", 1)[0] + ".label_column")
+    texts, kept, report = clean_texts([r[text_column] for r in rows], path, text_column)
+    labels = []
+    for row in kept:
+        value = rows[row][label_column]
+        if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+            raise InputError(f"{path}, row {row}: empty label in column {label_column!r}.")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        labels.append(str(value).strip())
+    if options:
+        for row, label in zip(kept, labels):
+            if label not in options:
+                raise InputError(
+                    f"{path}, row {row}: label {label!r} is not among decselfmask.classification.labels "
+                    f"{options}. Add it to the options or fix the row."
+                )
+    return LabelledData(texts, labels, kept, report)
+
+
+def label_options(train: LabelledData, options: list[str] | None, path: str) -> list[str]:
+    """The label options: the recipe's, or the sorted distinct training labels (at least 2)."""
+    chosen = list(options) if options else sorted(set(train.labels))
+    present = set(train.labels)
+    if len(present) < 2:
+        raise InputError(
+            f"{path}: the training labels have {len(present)} class ({sorted(present)}); "
+            "classification needs at least 2."
+        )
+    return chosen

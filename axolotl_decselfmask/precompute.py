@@ -1,0 +1,223 @@
+"""The stage-1 precompute: texts -> self-relevance -> spans -> masked examples, cached.
+
+Layout of the cache (``decselfmask.cache_dir``)::
+
+    relevance-<key>/part-00000.json ...   relevance of each (text, item), in shards
+    examples-<key>/examples.jsonl         the masked examples, readable
+    examples-<key>/manifest.json          written last: counts and settings
+
+The relevance key covers the model, the texts, the items and every relevance setting;
+the examples key adds the span and masking settings. Changing a span threshold reuses
+the relevance; changing anything that alters the result computes it again. Shards are
+written atomically as they are finished, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import __version__
+from .args import DecSelfMaskConfig
+from .cache import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    fingerprint,
+    model_fingerprint,
+    read_json,
+    read_jsonl,
+    texts_fingerprint,
+)
+from .masking import build_examples
+from .prompts import reconstruction_messages, tokenize_for_training
+from .relevance import (
+    GradientXInput,
+    build_relevance_prompt,
+    compute_relevance,
+    items_for_texts,
+    load_relevance_model,
+)
+from .spans import SpanSettings, select_spans
+
+LOG = logging.getLogger(__name__)
+
+SHARD_SIZE = 64
+
+
+@dataclass
+class PrecomputeResult:
+    examples: list[dict]  # text_index, item, masked_text, answer, spans
+    directory: Path
+    n_texts: int
+    n_truncated: int
+    n_without_spans: int
+    reused: bool
+
+
+def text_token_budget(tokenizer, cfg: DecSelfMaskConfig, sequence_len: int) -> int:
+    """How many tokens of a text fit: ``sequence_len`` minus the longest prompt's own tokens.
+
+    The rule: a text is cut at a token boundary to this many tokens, so that both its
+    relevance prompt (with the longest item) and its reconstruction example fit.
+    """
+    items = cfg.task_items() or ["x"]
+    longest = max(items, key=lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
+    rel = len(build_relevance_prompt(tokenizer, "x", longest, cfg.relevance.lead_in).input_ids) - 1
+    mask_len = len(tokenizer(cfg.masking.mask_token, add_special_tokens=False)["input_ids"])
+    recon = len(
+        tokenize_for_training(tokenizer, reconstruction_messages("x", "x", cfg.masking.system_prompt))["input_ids"]
+    ) + (mask_len + 2) * cfg.masking.spans_per_example
+    budget = sequence_len - max(rel, recon) - 4
+    if budget < 16:
+        raise ValueError(
+            f"sequence_len ({sequence_len}) leaves only {budget} tokens for a text after the "
+            "prompt; raise sequence_len."
+        )
+    return budget
+
+
+def truncate_texts(tokenizer, texts: list[str], budget: int) -> tuple[list[str], int]:
+    out, n_cut = [], 0
+    for text in texts:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) > budget:
+            out.append(text[: enc["offset_mapping"][budget - 1][1]])
+            n_cut += 1
+        else:
+            out.append(text)
+    return out, n_cut
+
+
+def relevance_key(cfg: DecSelfMaskConfig, model_path: str, tokenizer, texts_fp: str) -> str:
+    rel = cfg.relevance.model_dump(exclude={"batch_size", "device", "model"})
+    return fingerprint(
+        "relevance", __version__, model_fingerprint(model_path), tokenizer.chat_template,
+        texts_fp, cfg.task_items(), cfg.items_per_text, cfg.seed, rel,
+    )
+
+
+def examples_key(cfg: DecSelfMaskConfig, rel_key: str) -> str:
+    masking = cfg.masking.model_dump(exclude={"system_prompt"})
+    return fingerprint("examples", rel_key, cfg.spans.model_dump(), masking)
+
+
+def span_settings(cfg: DecSelfMaskConfig) -> SpanSettings:
+    s = cfg.spans
+    return SpanSettings(
+        sigma=s.sigma, high=s.high, low=s.low, max_spans=s.max_spans_per_text,
+        max_span_fraction=s.max_span_fraction, rescale_after_smoothing=s.rescale_after_smoothing,
+    )
+
+
+def _load_shard(path: Path, expected: list[tuple[int, str]]) -> list[dict] | None:
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("pairs") != [list(p) for p in expected]:
+        return None
+    records = data.get("records")
+    if not isinstance(records, list) or len(records) != len(expected):
+        return None
+    return records
+
+
+def run_precompute(
+    texts: list[str],
+    cfg: DecSelfMaskConfig,
+    tokenizer,
+    model_path: str,
+    cache_root: str | Path,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> PrecomputeResult:
+    """Relevance, spans and masked examples of ``texts`` (already truncated), cached."""
+    cache_root = Path(cache_root)
+    texts_fp = texts_fingerprint(texts)
+    rkey = relevance_key(cfg, model_path, tokenizer, texts_fp)
+    ekey = examples_key(cfg, rkey)
+    ex_dir = cache_root / f"examples-{ekey}"
+    manifest = read_json(ex_dir / "manifest.json")
+    if isinstance(manifest, dict) and manifest.get("complete") and (ex_dir / "examples.jsonl").is_file():
+        examples = read_jsonl(ex_dir / "examples.jsonl")
+        if len(examples) == manifest.get("n_examples"):
+            LOG.info("decselfmask: reusing %d cached masked examples from %s", len(examples), ex_dir)
+            return PrecomputeResult(examples, ex_dir, manifest["n_texts"], 0, manifest["n_without_spans"], True)
+
+    items = cfg.task_items()
+    if not items:
+        raise ValueError(
+            "decselfmask.items is empty and decselfmask.classification.labels is empty: "
+            "name the task items the relevance is computed for."
+        )
+    per_text = items_for_texts(len(texts), items, cfg.items_per_text, cfg.seed)
+    pairs = [(i, item) for i, its in enumerate(per_text) for item in its]
+    rel_dir = cache_root / f"relevance-{rkey}"
+    shards = [pairs[s : s + SHARD_SIZE] for s in range(0, len(pairs), SHARD_SIZE)]
+    records: list[dict] = []
+    todo = []
+    for n, shard in enumerate(shards):
+        loaded = _load_shard(rel_dir / f"part-{n:05d}.json", shard)
+        if loaded is None:
+            todo.append(n)
+        else:
+            records.extend(loaded)
+    if todo:
+        LOG.info(
+            "decselfmask: relevance of %d (text, item) pairs with %s (%d of %d shards cached)",
+            len(pairs), model_path, len(shards) - len(todo), len(shards),
+        )
+        model = load_relevance_model(
+            model_path, cfg.relevance.dtype, cfg.relevance.device, trust_remote_code=trust_remote_code
+        )
+        method = GradientXInput(model, tokenizer, cfg.relevance.target, cfg.relevance.token_position)
+        bar = tqdm(total=sum(len(shards[n]) for n in todo), unit="text", desc="self-relevance",
+                   disable=not progress, dynamic_ncols=True)
+        by_shard: dict[int, list[dict]] = {}
+        for n in todo:
+            prompts = [build_relevance_prompt(tokenizer, texts[i], item, cfg.relevance.lead_in) for i, item in shards[n]]
+            rels = compute_relevance(method, prompts, cfg.relevance.batch_size, progress=bar)
+            shard_records = [
+                {"text_index": i, "item": item, "offsets": [list(o) for o in p.offsets],
+                 "scores": [round(float(v), 7) for v in r]}
+                for (i, item), p, r in zip(shards[n], prompts, rels)
+            ]
+            atomic_write_json(rel_dir / f"part-{n:05d}.json", {"pairs": [list(p) for p in shards[n]], "records": shard_records})
+            by_shard[n] = shard_records
+        bar.close()
+        del model
+        records = []
+        for n, shard in enumerate(shards):
+            records.extend(by_shard[n] if n in by_shard else _load_shard(rel_dir / f"part-{n:05d}.json", shard))
+
+    settings = span_settings(cfg)
+    m = cfg.masking
+    examples, without = [], 0
+    for rec in records:
+        text = texts[rec["text_index"]]
+        scores = np.asarray(rec["scores"], dtype=np.float64)
+        if scores.size == 0 or not np.all(np.isfinite(scores)):
+            without += 1
+            continue
+        spans = select_spans(scores, [tuple(o) for o in rec["offsets"]], text, settings)
+        if not spans:
+            without += 1
+            continue
+        for ex in build_examples(text, spans, m.mask_token, m.spans_per_example, m.answer_separator):
+            examples.append({"text_index": rec["text_index"], "item": rec["item"], "masked_text": ex.masked_text,
+                             "answer": ex.answer, "spans": [list(s) for s in ex.spans]})
+    if not examples:
+        raise ValueError(
+            f"decselfmask: no spans were found in any of the {len(texts)} texts; lower "
+            "decselfmask.spans.high / low or check the relevance model."
+        )
+    atomic_write_jsonl(ex_dir / "examples.jsonl", examples)
+    atomic_write_json(ex_dir / "manifest.json", {
+        "complete": True, "n_examples": len(examples), "n_texts": len(texts), "n_pairs": len(pairs),
+        "n_without_spans": without, "relevance_dir": rel_dir.name, "model": model_path,
+        "settings": cfg.model_dump(exclude={"classification"}), "version": __version__,
+    })
+    LOG.info("decselfmask: %d masked examples from %d texts (%d (text, item) pairs gave no span)",
+             len(examples), len(texts), without)
+    return PrecomputeResult(examples, ex_dir, len(texts), 0, without, False)
