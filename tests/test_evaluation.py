@@ -1,0 +1,71 @@
+"""Constrained scoring of label options and Macro F1."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from axolotl_decselfmask.evaluation import format_table, macro_f1, score_options, write_metrics
+from axolotl_decselfmask.prompts import classification_messages, render
+
+LABELS = ["neoplasms", "cardiovascular diseases", "nervous system diseases"]
+Q = "Which category does the text above belong to?"
+SYS = "Answer with one of the options."
+
+
+def _full_sequence_scores(model, tok, text):
+    """Reference: score each option by running prompt + answer as one sequence."""
+    out = []
+    for label in LABELS:
+        turns = render(tok, classification_messages(text, Q, LABELS, SYS, answer=label))
+        p = tok(turns.prompt, add_special_tokens=False)["input_ids"]
+        a = tok(turns.answer, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p + a])
+        with torch.no_grad():
+            lp = model(input_ids=ids).logits[0].float().log_softmax(-1)
+        out.append(sum(lp[len(p) + k - 1, a[k]].item() for k in range(len(a))))
+    return out
+
+
+def test_cached_option_scoring_equals_full_sequences(tiny_llama):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    texts = ["Tumour growth in the colon was observed.", "Stroke patients with atrial fibrillation."]
+    got = score_options(model, tok, texts, LABELS, Q, SYS, progress=False)
+    assert got.shape == (2, 3)
+    for row, text in enumerate(texts):
+        np.testing.assert_allclose(got[row], _full_sequence_scores(model, tok, text), rtol=1e-4, atol=1e-4)
+
+
+def test_real_model_prefers_the_plausible_label(smollm_model, smollm_tok):
+    texts = ["Breast cancer: a malignant tumour, treated with chemotherapy for metastatic carcinoma.",
+             "Cerebral stroke and epilepsy: a disorder of the brain and the nervous system."]
+    scores = score_options(smollm_model, smollm_tok, texts, LABELS, Q, SYS, progress=False)
+    assert np.isfinite(scores).all() and (scores < 0).all()
+    # The score depends on the text: the same options are ranked differently.
+    assert not np.allclose(scores[0] - scores[0].max(), scores[1] - scores[1].max(), atol=1e-3)
+
+
+def test_macro_f1_matches_sklearn():
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c", "d"]
+    gold = list(rng.choice(labels, 50))
+    pred = list(rng.choice(labels[:3], 50))  # "d" never predicted
+    assert macro_f1(gold, pred, labels) == pytest.approx(
+        f1_score(gold, pred, labels=labels, average="macro", zero_division=0))
+
+
+def test_metrics_json_shape_and_merge(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_metrics(path, "t1", {"macro_f1": 0.5, "accuracy": 0.6, "n_test": 10})
+    metrics = write_metrics(path, "t2", {"macro_f1": 0.7, "accuracy": 0.8, "n_test": 12})
+    on_disk = json.loads(path.read_text())
+    assert on_disk == metrics
+    assert set(on_disk["tasks"]) == {"t1", "t2"}
+    assert on_disk["tasks"]["t2"] == {"macro_f1": 0.7, "accuracy": 0.8, "n_test": 12}
+    assert on_disk["macro_f1_mean"] == pytest.approx(0.6)
+    table = format_table(on_disk)
+    assert "t1" in table and "0.7000" in table and "macro_f1_mean: 0.6000" in table
