@@ -159,6 +159,7 @@ def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
         fp16=False,
         use_cpu=not cuda,
         max_length=max_length,
+        gradient_checkpointing=bool(cfg.gradient_checkpointing),
         dataset_num_proc=None,
         disable_tqdm=not progress,
     )

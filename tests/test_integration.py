@@ -1,0 +1,162 @@
+"""`axolotl preprocess` and `axolotl train` with this plugin, on a tiny random model and real abstracts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import DATA, ROOT
+
+LABELS = ["neoplasms", "digestive system diseases", "nervous system diseases",
+          "cardiovascular diseases", "general pathological conditions"]
+
+
+def _rows(name, n=None, per_class=None):
+    rows = [json.loads(line) for line in (DATA / name).read_text().splitlines()]
+    if per_class:
+        out, seen = [], {}
+        for r in rows:
+            if seen.get(r["label"], 0) < per_class:
+                out.append(r)
+                seen[r["label"]] = seen.get(r["label"], 0) + 1
+        return out
+    return rows[:n]
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _recipe(tmp, model, stage1=True):
+    return {
+        "base_model": str(model),
+        "plugins": ["axolotl_decselfmask.DecSelfMaskPlugin"],
+        "datasets": [{"path": str(tmp / "pool.jsonl"), "ds_type": "json",
+                      "type": "axolotl_decselfmask.masked_reconstruction", "text_column": "text"}],
+        "dataset_prepared_path": str(tmp / "prepared"),
+        "output_dir": str(tmp / "out"),
+        "val_set_size": 0, "sequence_len": 192, "sample_packing": False,
+        "adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_linear": True,
+        "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
+        "lora_embedding_kernel": False,
+        "micro_batch_size": 2, "gradient_accumulation_steps": 1, "num_epochs": 1, "max_steps": 3,
+        "learning_rate": 1e-3, "optimizer": "adamw_torch", "bf16": False, "fp16": False, "tf32": False,
+        "save_strategy": "no", "logging_steps": 1, "seed": 0,
+        "decselfmask": {
+            "stage1": stage1, "items": LABELS,
+            "relevance": {"batch_size": 4},
+            "spans": {"rescale_after_smoothing": True},
+            "classification": {
+                "task": "abstracts", "train_file": str(tmp / "train.jsonl"),
+                "test_file": str(tmp / "test.jsonl"), "labels": LABELS,
+                "lora_r": 4, "lora_alpha": 8, "batch_size": 4, "num_epochs": 1,
+            },
+        },
+    }
+
+
+def _axolotl(cmd, recipe_path, cwd):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               HF_HUB_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1")
+    proc = subprocess.run([str(Path(sys.executable).parent / "axolotl"), cmd, str(recipe_path)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    return log
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_llama):
+    tmp = tmp_path_factory.mktemp("e2e")
+    _write(tmp / "pool.jsonl", _rows("abstracts_unlabelled.jsonl", n=10) + [{"id": -1, "text": "   ", "label": ""}])
+    _write(tmp / "train.jsonl", _rows("abstracts_train.jsonl", per_class=2))
+    _write(tmp / "test.jsonl", _rows("abstracts_test.jsonl", per_class=2))
+    return tmp
+
+
+def test_preprocess_then_train_runs_decselfmask(workdir, tiny_llama):
+    recipe = _recipe(workdir, tiny_llama)
+    path = workdir / "recipe.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    log = _axolotl("preprocess", path, workdir)
+    assert "self-relevance" in log
+    assert "1 empty or whitespace-only texts skipped" in log or "1 empty skipped" in log
+
+    cache = workdir / "prepared" / "decselfmask"
+    ex_dirs = list(cache.glob("examples-*"))
+    assert len(ex_dirs) == 1
+    manifest = json.loads((ex_dirs[0] / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["n_texts"] == 10
+    assert list(cache.glob("relevance-*/part-*.json"))
+    examples = [json.loads(l) for l in (ex_dirs[0] / "examples.jsonl").read_text().splitlines()]
+    assert len(examples) == manifest["n_examples"] > 0
+    pool = [r["text"] for r in _rows("abstracts_unlabelled.jsonl", n=10)]
+    for ex in examples:
+        assert ex["masked_text"].count("<mask>") == len(ex["spans"]) >= 1
+        original = pool[ex["text_index"]]
+        rebuilt = ex["masked_text"]
+        for s, e in ex["spans"]:
+            rebuilt = rebuilt.replace("<mask>", original[s:e], 1)
+        assert original.startswith(rebuilt)  # equal, or the text was truncated to fit
+        assert ex["item"] in LABELS
+
+    log = _axolotl("train", path, workdir)
+    assert "self-relevance" not in log  # the preprocessed examples are reused
+    out = workdir / "out"
+    assert (out / "adapter_config.json").is_file()  # stage 1
+    assert (out / "stage2" / "adapter_config.json").is_file()  # stage 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    task = metrics["tasks"]["abstracts"]
+    assert task["n_test"] == 10 and 0.0 <= task["macro_f1"] <= 1.0 and 0.0 <= task["accuracy"] <= 1.0
+    assert metrics["macro_f1_mean"] == pytest.approx(task["macro_f1"])
+    assert "macro_f1_mean" in log and "abstracts" in log
+    preds = [json.loads(l) for l in (out / "predictions-abstracts.jsonl").read_text().splitlines()]
+    assert len(preds) == 10 and all(p["pred"] in LABELS for p in preds)
+
+
+def test_changed_span_setting_recomputes_examples_not_relevance(workdir, tiny_llama):
+    recipe = _recipe(workdir, tiny_llama)
+    recipe["decselfmask"]["spans"]["high"] = 0.6
+    path = workdir / "recipe_high.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    log = _axolotl("preprocess", path, workdir)
+    assert "self-relevance" not in log  # relevance shards reused
+    cache = workdir / "prepared" / "decselfmask"
+    assert len(list(cache.glob("examples-*"))) == 2
+    assert len(list(cache.glob("relevance-*"))) == 1
+    assert len([p for p in (workdir / "prepared").glob("decselfmask-*")]) == 2
+
+
+def test_plain_sft_variant_skips_stage1(workdir, tiny_llama):
+    recipe = _recipe(workdir, tiny_llama, stage1=False)
+    recipe["output_dir"] = str(workdir / "out_sft")
+    path = workdir / "recipe_sft.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    log = _axolotl("train", path, workdir)
+    assert "self-relevance" not in log
+    assert "skipping masked-reconstruction training" in log
+    assert "starting from none (plain SFT)" in log
+    metrics = json.loads((workdir / "out_sft" / "metrics.json").read_text())
+    assert metrics["tasks"]["abstracts"]["n_test"] == 10
+    assert metrics["tasks"]["abstracts"]["stage1"] is False
+
+
+def test_bad_label_fails_before_any_model_work(workdir, tiny_llama):
+    recipe = _recipe(workdir, tiny_llama)
+    recipe["decselfmask"]["classification"]["labels"] = LABELS[:4]
+    recipe["output_dir"] = str(workdir / "out_bad")
+    path = workdir / "recipe_bad.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run([str(Path(sys.executable).parent / "axolotl"), "train", str(path)], cwd=workdir,
+                          env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "label 'general pathological conditions' is not among" in log
+    assert "train.jsonl, row" in log
+    assert "Loading weights" not in log and "self-relevance" not in log
