@@ -33,6 +33,8 @@ class DecSelfMaskPlugin(BasePlugin):
     def __init__(self):
         super().__init__()
         self._stage2_done = False
+        # Axolotl configures its own "axolotl" logger; ours is a sibling, so set its level.
+        logging.getLogger("axolotl_decselfmask").setLevel(logging.INFO)
 
     def get_input_args(self) -> str:
         return "axolotl_decselfmask.args.DecSelfMaskArgs"
