@@ -50,6 +50,9 @@ class RelevanceConfig(_Strict):
         description="Model folder that scores relevance. Default: the recipe's base_model.",
     )
     batch_size: int = Field(default=4, ge=1, le=1024, description="Texts per batch.")
+    shard_size: int = Field(
+        default=64, ge=1, description="(text, item) pairs per cache shard; a stopped run resumes at the first missing shard."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
         description="auto: bfloat16 when the recipe sets bf16: true or on a GPU that supports it, float32 otherwise.",

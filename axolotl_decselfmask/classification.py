@@ -20,6 +20,7 @@ from datasets import Dataset
 from .args import ClassificationConfig, DecSelfMaskConfig
 from .evaluation import dump_predictions, evaluate, format_table, write_metrics
 from .inputs import InputError, LabelledData, label_options, read_labelled
+from .precompute import truncate_texts
 from .prompts import classification_messages, ensure_chat_template, tokenize_for_training
 
 LOG = logging.getLogger(__name__)
@@ -56,15 +57,7 @@ def _truncate_for(tokenizer, c: ClassificationConfig, labels: list[str], max_len
     budget = max_length - overhead - 2
     if budget < 16:
         raise InputError(f"decselfmask.classification.max_length ({max_length}) is too small for the prompt.")
-    out, cut = [], 0
-    for text in texts:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        if len(enc["input_ids"]) > budget:
-            out.append(text[: enc["offset_mapping"][budget - 1][1]])
-            cut += 1
-        else:
-            out.append(text)
-    return out, cut
+    return truncate_texts(tokenizer, texts, budget)
 
 
 def _precision(cfg) -> torch.dtype:
@@ -87,7 +80,7 @@ def load_stage1_model(cfg, config: DecSelfMaskConfig, dtype: torch.dtype):
 
         base = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
         tok_vocab = _tokenizer_len(out)
-        if tok_vocab and tok_vocab != base.get_input_embeddings().weight.shape[0]:
+        if tok_vocab and tok_vocab > base.get_input_embeddings().weight.shape[0]:  # tokens added in stage 1
             base.resize_token_embeddings(tok_vocab)
         model = PeftModel.from_pretrained(base, str(out)).merge_and_unload()
         return model, f"LoRA adapter {out} (merged)"

@@ -45,9 +45,6 @@ from .spans import SpanSettings, select_spans
 
 LOG = logging.getLogger(__name__)
 
-SHARD_SIZE = 64
-
-
 @dataclass
 class PrecomputeResult:
     examples: list[dict]  # text_index, item, masked_text, answer, spans
@@ -154,7 +151,8 @@ def run_precompute(
     per_text = items_for_texts(len(texts), items, cfg.items_per_text, cfg.seed)
     pairs = [(i, item) for i, its in enumerate(per_text) for item in its]
     rel_dir = cache_root / f"relevance-{rkey}"
-    shards = [pairs[s : s + SHARD_SIZE] for s in range(0, len(pairs), SHARD_SIZE)]
+    size = cfg.relevance.shard_size
+    shards = [pairs[s : s + size] for s in range(0, len(pairs), size)]
     records: list[dict] = []
     todo = []
     for n, shard in enumerate(shards):
