@@ -113,6 +113,13 @@ class MaskingConfig(_Strict):
         description="1: one example per span. n>1: up to n spans masked in one example, answers joined by answer_separator.",
     )
     answer_separator: str = Field(default="\n", description="Joins the answers of several spans.")
+    write_jsonl: bool = Field(
+        default=True,
+        description=(
+            "Keep the readable masked examples (examples.jsonl) in the cache. false: the cache "
+            "holds only relevance scores and offsets (no text); examples are rebuilt from them."
+        ),
+    )
 
 
 class ClassificationConfig(_Strict):
@@ -172,6 +179,13 @@ class DecSelfMaskConfig(_Strict):
     fallback_chat_template: bool = Field(
         default=True,
         description="Use a plain built-in chat template when the tokenizer has none (false: error).",
+    )
+    drop_test_texts_from_pool: bool = Field(
+        default=False,
+        description=(
+            "Unlabelled texts that also appear in classification.test_file are an error; "
+            "true drops them from the pool (counted) instead."
+        ),
     )
     max_texts: int | None = Field(default=None, ge=1, description="Use only the first n unlabelled texts.")
     cache_dir: str | None = Field(

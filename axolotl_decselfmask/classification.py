@@ -67,15 +67,134 @@ def _precision(cfg) -> torch.dtype:
     return torch.float32
 
 
+STAGE1_MARKER = "decselfmask_stage1_complete.json"
+
+
+class Stage1IncompleteError(RuntimeError):
+    """The stage-1 weights in ``output_dir`` are missing, unfinished or changed since stage 1 ended."""
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stage1_weight_files(out: Path, adapter: bool) -> list[Path]:
+    """The weight files stage 1 saved in ``out``: the adapter, or the full model (with its shards).
+
+    Raises :class:`Stage1IncompleteError` when a file is missing or its safetensors header
+    does not read (a half-written or truncated file).
+    """
+    import json
+
+    from safetensors import safe_open
+
+    prefix = "adapter_model" if adapter else "model"
+    index = out / f"{prefix}.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            raise Stage1IncompleteError(f"{index} does not read ({exc})") from exc
+        files = [out / n for n in names]
+    else:
+        files = [out / f"{prefix}.safetensors"]
+    for f in files:
+        if not f.is_file():
+            raise Stage1IncompleteError(f"{f} is missing")
+        try:
+            with safe_open(str(f), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+            raise Stage1IncompleteError(f"{f} is not a readable safetensors file ({exc})") from exc
+    return files + ([index] if index.is_file() else [])
+
+
+def write_stage1_marker(out: str | os.PathLike, adapter: bool, extra: dict | None = None) -> dict:
+    """Check the saved stage-1 weights and record them in ``<out>/decselfmask_stage1_complete.json``.
+
+    Called once stage 1 has finished and Axolotl has saved the weights; stage 2 starts only
+    from weights that match this record.
+    """
+    from datetime import datetime, timezone
+
+    from .cache import atomic_write_json
+
+    out = Path(out)
+    files = stage1_weight_files(out, adapter)
+    marker = {
+        "kind": "lora" if adapter else "full",
+        "files": [{"name": f.name, "size": f.stat().st_size, "sha256": _file_sha256(f)} for f in files],
+        "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    atomic_write_json(out / STAGE1_MARKER, marker)
+    return marker
+
+
+def _resume_hint(cfg, out: Path) -> str:
+    recipe = cfg.get("axolotl_config_path") if hasattr(cfg, "get") else None
+    recipe = recipe if recipe and Path(str(recipe)).is_file() else "recipe.yml"
+    checkpoints = sorted((p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                         key=lambda p: int(p.name.split("-")[-1]))
+    found = (f"Axolotl checkpoints there: {', '.join(p.name for p in checkpoints)}. " if checkpoints
+             else "There are no Axolotl checkpoints there (they need `save_strategy: steps` and `save_steps`). ")
+    last = checkpoints[-1] if checkpoints else out / "checkpoint-N"
+    return (found + f"To resume stage 1, set `resume_from_checkpoint: {last}` (or `auto_resume_from_checkpoints: "
+            f"true`) in the recipe and run `axolotl train {recipe}` again; without a checkpoint the same "
+            "command trains stage 1 from the start.")
+
+
+def verify_stage1_output(cfg) -> dict:
+    """The stage-1 completion record of ``cfg.output_dir``, after checking the weights still match it."""
+    from .cache import read_json
+
+    out = Path(cfg.output_dir)
+    marker_path = out / STAGE1_MARKER
+
+    def fail(reason: str):
+        raise Stage1IncompleteError(
+            f"Stage 1 did not finish in {out}: {reason}. Stage 2 does not start from incomplete or "
+            f"changed stage-1 weights. {_resume_hint(cfg, out)}"
+        )
+
+    if not marker_path.is_file():
+        fail(f"there is no {STAGE1_MARKER} (stage 1 was interrupted, is still running, or was never run "
+             "with this plugin)")
+    marker = read_json(marker_path)
+    if not isinstance(marker, dict) or marker.get("kind") not in ("lora", "full") or not marker.get("files"):
+        fail(f"{marker_path} does not read")
+    for entry in marker["files"]:
+        f = out / entry["name"]
+        if not f.is_file():
+            fail(f"{f} is missing")
+        if f.stat().st_size != entry["size"]:
+            fail(f"{f} has {f.stat().st_size} bytes, stage 1 saved {entry['size']}")
+        if _file_sha256(f) != entry["sha256"]:
+            fail(f"{f} has changed since stage 1 saved it (sha256 differs)")
+    return marker
+
+
 def load_stage1_model(cfg, config: DecSelfMaskConfig, dtype: torch.dtype):
-    """The base model with the stage-1 weights of ``output_dir`` merged in."""
+    """The base model with the stage-1 weights of ``output_dir`` merged in.
+
+    With ``stage1: true`` the weights must match the completion record that the plugin writes
+    once stage 1 has finished (:func:`write_stage1_marker`); otherwise
+    :class:`Stage1IncompleteError` says how to resume.
+    """
     from transformers import AutoModelForCausalLM
 
     out = Path(cfg.output_dir)
     kwargs = {"dtype": dtype, "trust_remote_code": bool(cfg.trust_remote_code)}
     if not config.stage1:
         return AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs), "none (plain SFT)"
-    if (out / "adapter_config.json").is_file():
+    marker = verify_stage1_output(cfg)
+    if marker["kind"] == "lora":
         from peft import PeftModel
 
         base = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
@@ -84,13 +203,7 @@ def load_stage1_model(cfg, config: DecSelfMaskConfig, dtype: torch.dtype):
             base.resize_token_embeddings(tok_vocab)
         model = PeftModel.from_pretrained(base, str(out)).merge_and_unload()
         return model, f"LoRA adapter {out} (merged)"
-    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
-        return AutoModelForCausalLM.from_pretrained(str(out), **kwargs), f"full model {out}"
-    raise FileNotFoundError(
-        f"Stage 1 left no weights in {out} (no adapter_config.json, no model): stage 1 did not "
-        "finish. Resume stage 1 (`axolotl train recipe.yml` with `resume_from_checkpoint`) "
-        "before stage 2 runs."
-    )
+    return AutoModelForCausalLM.from_pretrained(str(out), **kwargs), f"full model {out}"
 
 
 def _tokenizer_len(folder: Path) -> int | None:

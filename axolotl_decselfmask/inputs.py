@@ -23,6 +23,34 @@ def _suffixes(path: Path) -> str:
     return path.suffix.lower()
 
 
+def check_utf8(path: str | os.PathLike, key: str) -> None:
+    """Raise an InputError naming the line and byte if ``path`` is not valid UTF-8 (streamed)."""
+    import codecs
+    import gzip
+
+    p = Path(path)
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, offset = 1, 0
+    with opener(p, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                bad = offset + exc.start
+                line += chunk[: exc.start].count(b"\n")
+                raise InputError(
+                    f"{key}: {p}, line {line} (byte {bad}): byte 0x{chunk[exc.start]:02x} is not UTF-8. "
+                    "Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+                ) from None
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise InputError(f"{key}: {p} ends inside a UTF-8 character (truncated file?).") from None
+
+
 def read_table(path: str | os.PathLike, key: str) -> list[dict]:
     """Rows of a jsonl/json/csv/tsv (optionally .gz), parquet file or saved HF dataset folder.
 
@@ -44,6 +72,9 @@ def read_table(path: str | os.PathLike, key: str) -> list[dict]:
         return ds.to_list()
     ext = _suffixes(p)
     import pandas as pd
+
+    if ext != ".parquet":
+        check_utf8(p, key)
 
     try:
         if ext in (".jsonl", ".jsonl.gz"):
@@ -139,6 +170,18 @@ def read_labelled(path: str, text_column: str, label_column: str, options: list[
     require_column(rows, text_column, path, key.rsplit(".", 1)[0] + ".text_column")
     require_column(rows, label_column, path, key.rsplit(".", 1)[0] + ".label_column")
     texts, kept, report = clean_texts([r[text_column] for r in rows], path, text_column)
+    kinds: dict[str, list[int]] = {}
+    for row in kept:
+        value = rows[row][label_column]
+        if value is not None and not (isinstance(value, float) and value != value):
+            kind = "text" if isinstance(value, str) else "bool" if isinstance(value, bool) else "number"
+            kinds.setdefault(kind, []).append(row)
+    if len(kinds) > 1:
+        detail = "; ".join(f"{k} in rows {v[:5]}" for k, v in kinds.items())
+        raise InputError(
+            f"{path}: column {label_column!r} mixes value types ({detail}). Write every label the "
+            "same way (for example all as text) so that 1, '1' and true cannot be confused."
+        )
     labels = []
     for row in kept:
         value = rows[row][label_column]
@@ -167,3 +210,15 @@ def label_options(train: LabelledData, options: list[str] | None, path: str) -> 
             "classification needs at least 2."
         )
     return chosen
+
+
+def _match_key(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def overlapping_rows(a: list[str], b: list[str]) -> list[tuple[int, int]]:
+    """Pairs (index in a, index in b) of texts equal up to whitespace and case."""
+    index: dict[str, list[int]] = {}
+    for j, text in enumerate(b):
+        index.setdefault(_match_key(text), []).append(j)
+    return [(i, j) for i, text in enumerate(a) for j in index.get(_match_key(text), [])]

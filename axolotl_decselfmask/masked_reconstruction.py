@@ -22,7 +22,7 @@ from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from datasets import Dataset
 
 from .args import DecSelfMaskConfig
-from .inputs import InputError, clean_texts
+from .inputs import InputError, clean_texts, overlapping_rows, read_table, require_column
 from .precompute import run_precompute, text_token_budget, truncate_texts
 from .prompts import ensure_chat_template, reconstruction_messages, tokenize_for_training
 
@@ -58,28 +58,27 @@ class MaskedReconstructionStrategy(DatasetWrappingStrategy):
                 f"{dataset.column_names}."
             )
         texts, _, report = clean_texts(dataset[column], path, column)
+        texts = self._without_test_texts(texts, path)
+        texts, with_mask = self._without_mask_string(texts)
         if config.max_texts:
             texts = texts[: config.max_texts]
         ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
+        check_mask_token(tokenizer, config)
         budget = text_token_budget(tokenizer, config, cfg.sequence_len)
         texts, report.truncated = truncate_texts(tokenizer, texts, budget)
         LOG.info("decselfmask: %s", report.summary(str(path)))
-        clashes = sum(config.masking.mask_token in t for t in texts)
-        if clashes:
-            LOG.warning(
-                "decselfmask: the mask token %r already occurs in %d texts; choose another "
-                "decselfmask.masking.mask_token if that is not intended.",
-                config.masking.mask_token, clashes,
-            )
         if config.relevance.dtype == "auto" and cfg.bf16 is True:
             config.relevance.dtype = "bfloat16"  # follow the recipe's precision
         result = run_precompute(
             texts, config, tokenizer, relevance_model_path(cfg, config), config.cache_dir,
             trust_remote_code=bool(cfg.trust_remote_code),
         )
+        where = (f"; readable copy: {result.directory / 'examples.jsonl'}" if config.masking.write_jsonl
+                 else "; no readable copy (masking.write_jsonl: false)")
         print(f"decselfmask: {len(result.examples)} masked examples from {result.n_texts} texts "
-              f"({report.truncated} truncated, {len(report.skipped_empty)} empty skipped, "
-              f"{result.n_without_spans} without spans); readable copy: {result.directory / 'examples.jsonl'}")
+              f"({report.truncated} truncated to {budget} tokens, {len(report.skipped_empty)} empty skipped, "
+              f"{with_mask} skipped for containing the mask string, {result.n_without_spans} without spans, "
+              f"{result.n_bad_relevance} with zero or non-finite relevance){where}")
         rows = [
             tokenize_for_training(
                 tokenizer,
@@ -89,6 +88,64 @@ class MaskedReconstructionStrategy(DatasetWrappingStrategy):
             for ex in result.examples
         ]
         return Dataset.from_list(rows)
+
+    def _without_test_texts(self, texts: list[str], path) -> list[str]:
+        """Refuse (or drop, if configured) pool texts that are also test texts."""
+        c = self.config.classification
+        if not c.test_file:
+            return texts
+        test_rows = read_table(c.test_file, "decselfmask.classification.test_file")
+        require_column(test_rows, c.text_column, c.test_file, "decselfmask.classification.text_column")
+        test_texts = [str(r[c.text_column]) for r in test_rows if isinstance(r[c.text_column], str)]
+        pairs = overlapping_rows(texts, test_texts)
+        if not pairs:
+            return texts
+        if not self.config.drop_test_texts_from_pool:
+            shown = ", ".join(f"pool text {i} = test row {j}" for i, j in pairs[:5])
+            raise InputError(
+                f"{path}: {len(pairs)} unlabelled texts also appear in the test file {c.test_file} "
+                f"({shown}). Test rows must never be in the pool: remove them, or set "
+                "decselfmask.drop_test_texts_from_pool: true to drop them."
+            )
+        drop = {i for i, _ in pairs}
+        LOG.warning("decselfmask: dropped %d pool texts that also appear in %s", len(drop), c.test_file)
+        return [t for i, t in enumerate(texts) if i not in drop]
+
+    def _without_mask_string(self, texts: list[str]) -> tuple[list[str], int]:
+        """Texts that already contain the mask string would make ambiguous examples: skip them."""
+        mask = self.config.masking.mask_token
+        kept = [t for t in texts if mask not in t]
+        if not kept:
+            raise InputError(
+                f"every unlabelled text contains the mask string {mask!r}; choose another "
+                "decselfmask.masking.mask_token."
+            )
+        if len(kept) < len(texts):
+            LOG.warning("decselfmask: %d texts contain the mask string %r and are skipped; choose another "
+                        "decselfmask.masking.mask_token to keep them", len(texts) - len(kept), mask)
+        return kept, len(texts) - len(kept)
+
+
+def check_mask_token(tokenizer, config: DecSelfMaskConfig) -> None:
+    """The mask string must survive tokenisation (and be one token when added as one)."""
+    mask = config.masking.mask_token
+    ids = tokenizer(mask, add_special_tokens=False)["input_ids"]
+    if config.masking.add_mask_token and len(ids) != 1:
+        raise InputError(
+            f"decselfmask.masking.mask_token {mask!r} is not one token of the tokenizer ({len(ids)} tokens). "
+            f"Add it to the recipe's `tokens: [{mask!r}]` (the plugin does this for you when "
+            "masking.add_mask_token is true, unless the tokenizer rejects it)."
+        )
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids and mask != tokenizer.unk_token:
+        raise InputError(
+            f"decselfmask.masking.mask_token {mask!r} contains characters the tokenizer maps to its unknown "
+            "token; choose a mask string made of ordinary characters."
+        )
+    if tokenizer.decode(ids).strip() != mask.strip():
+        raise InputError(
+            f"decselfmask.masking.mask_token {mask!r} does not survive tokenisation "
+            f"(it decodes as {tokenizer.decode(ids)!r}); choose another mask string."
+        )
 
 
 def load(tokenizer, cfg, ds_cfg=None):

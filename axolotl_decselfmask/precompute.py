@@ -50,8 +50,8 @@ class PrecomputeResult:
     examples: list[dict]  # text_index, item, masked_text, answer, spans
     directory: Path
     n_texts: int
-    n_truncated: int
-    n_without_spans: int
+    n_without_spans: int  # (text, item) pairs whose relevance gave no span
+    n_bad_relevance: int  # pairs whose relevance was all zero, NaN or infinite (skipped)
     reused: bool
 
 
@@ -98,7 +98,7 @@ def relevance_key(cfg: DecSelfMaskConfig, model_path: str, tokenizer, texts_fp: 
 
 
 def examples_key(cfg: DecSelfMaskConfig, rel_key: str) -> str:
-    masking = cfg.masking.model_dump(exclude={"system_prompt"})
+    masking = cfg.masking.model_dump(exclude={"system_prompt", "write_jsonl"})
     return fingerprint("examples", rel_key, cfg.spans.model_dump(), masking)
 
 
@@ -137,10 +137,14 @@ def run_precompute(
     ex_dir = cache_root / f"examples-{ekey}"
     manifest = read_json(ex_dir / "manifest.json")
     if isinstance(manifest, dict) and manifest.get("complete") and (ex_dir / "examples.jsonl").is_file():
-        examples = read_jsonl(ex_dir / "examples.jsonl")
-        if len(examples) == manifest.get("n_examples"):
+        try:
+            examples = read_jsonl(ex_dir / "examples.jsonl")
+        except ValueError:
+            examples = None  # a damaged file is rebuilt below
+        if examples is not None and len(examples) == manifest.get("n_examples"):
             LOG.info("decselfmask: reusing %d cached masked examples from %s", len(examples), ex_dir)
-            return PrecomputeResult(examples, ex_dir, manifest["n_texts"], 0, manifest["n_without_spans"], True)
+            return PrecomputeResult(examples, ex_dir, manifest["n_texts"], manifest["n_without_spans"],
+                                    manifest.get("n_bad_relevance", 0), True)
 
     items = cfg.task_items()
     if not items:
@@ -178,7 +182,8 @@ def run_precompute(
             rels = compute_relevance(method, prompts, cfg.relevance.batch_size, progress=bar)
             shard_records = [
                 {"text_index": i, "item": item, "offsets": [list(o) for o in p.offsets],
-                 "scores": [round(float(v), 7) for v in r]}
+                 # never NaN in a cache: non-finite relevance is stored as null and skipped
+                 "scores": [round(float(v), 7) for v in r] if np.all(np.isfinite(r)) else None}
                 for (i, item), p, r in zip(shards[n], prompts, rels)
             ]
             atomic_write_json(rel_dir / f"part-{n:05d}.json", {"pairs": [list(p) for p in shards[n]], "records": shard_records})
@@ -191,12 +196,12 @@ def run_precompute(
 
     settings = span_settings(cfg)
     m = cfg.masking
-    examples, without = [], 0
+    examples, without, bad = [], 0, 0
     for rec in records:
         text = texts[rec["text_index"]]
-        scores = np.asarray(rec["scores"], dtype=np.float64)
-        if scores.size == 0 or not np.all(np.isfinite(scores)):
-            without += 1
+        scores = np.asarray(rec["scores"] if rec["scores"] is not None else [np.nan], dtype=np.float64)
+        if scores.size == 0 or not np.all(np.isfinite(scores)) or not np.any(scores):
+            bad += 1
             continue
         spans = select_spans(scores, [tuple(o) for o in rec["offsets"]], text, settings)
         if not spans:
@@ -207,15 +212,16 @@ def run_precompute(
                              "answer": ex.answer, "spans": [list(s) for s in ex.spans]})
     if not examples:
         raise ValueError(
-            f"decselfmask: no spans were found in any of the {len(texts)} texts; lower "
-            "decselfmask.spans.high / low or check the relevance model."
+            f"decselfmask: no spans were found in any of the {len(texts)} texts ({bad} with zero or "
+            "non-finite relevance); lower decselfmask.spans.high / low or check the relevance model."
         )
-    atomic_write_jsonl(ex_dir / "examples.jsonl", examples)
-    atomic_write_json(ex_dir / "manifest.json", {
-        "complete": True, "n_examples": len(examples), "n_texts": len(texts), "n_pairs": len(pairs),
-        "n_without_spans": without, "relevance_dir": rel_dir.name, "model": model_path,
-        "settings": cfg.model_dump(exclude={"classification"}), "version": __version__,
-    })
-    LOG.info("decselfmask: %d masked examples from %d texts (%d (text, item) pairs gave no span)",
-             len(examples), len(texts), without)
-    return PrecomputeResult(examples, ex_dir, len(texts), 0, without, False)
+    if m.write_jsonl:
+        atomic_write_jsonl(ex_dir / "examples.jsonl", examples)
+        atomic_write_json(ex_dir / "manifest.json", {
+            "complete": True, "n_examples": len(examples), "n_texts": len(texts), "n_pairs": len(pairs),
+            "n_without_spans": without, "n_bad_relevance": bad, "relevance_dir": rel_dir.name,
+            "model": model_path, "settings": cfg.model_dump(exclude={"classification"}), "version": __version__,
+        })
+    LOG.info("decselfmask: %d masked examples from %d texts (%d (text, item) pairs gave no span, %d had "
+             "zero or non-finite relevance)", len(examples), len(texts), without, bad)
+    return PrecomputeResult(examples, ex_dir, len(texts), without, bad, False)
