@@ -7,14 +7,23 @@ Thin on purpose: settings live in :mod:`.args`, the stage-1 data in
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from axolotl.integrations.base import BasePlugin
 
 from . import __version__
 from .args import DecSelfMaskConfig
-from .cache import fingerprint
-from .classification import is_main_process, load_task_data, run_stage2
+from .cache import atomic_write_json, fingerprint, read_json
+from .classification import (
+    STAGE1_MARKER,
+    Stage1IncompleteError,
+    _safe,
+    is_main_process,
+    load_task_data,
+    run_stage2,
+    write_stage1_marker,
+)
 from .masked_reconstruction import plugin_config
 
 LOG = logging.getLogger(__name__)
@@ -33,6 +42,8 @@ class DecSelfMaskPlugin(BasePlugin):
     def __init__(self):
         super().__init__()
         self._stage2_done = False
+        self._stage1_started = False
+        self._stage1_marked = False
         # Axolotl configures its own "axolotl" logger; ours is a sibling, so set its level.
         logging.getLogger("axolotl_decselfmask").setLevel(logging.INFO)
 
@@ -92,13 +103,120 @@ class DecSelfMaskPlugin(BasePlugin):
             return {"use_cpu": True}
         return None
 
+    def post_trainer_create(self, cfg, trainer):
+        """Runs in ``axolotl train`` only, before stage 1 trains (or resumes).
+
+        The stage-1 completion record of an earlier run no longer describes ``output_dir``, whose
+        weights this run rewrites: remove it (it is written again when this run's stage 1 ends).
+        With ``auto_resume_from_checkpoints``, set aside checkpoints that a kill left half-written,
+        so that Axolotl resumes from the newest complete one.
+        """
+        if not plugin_config(cfg).stage1:
+            return
+        self._stage1_started = True
+        out = Path(cfg.output_dir)
+        if is_main_process():
+            (out / STAGE1_MARKER).unlink(missing_ok=True)
+            if cfg.get("resume_from_checkpoint"):
+                _check_checkpoint(Path(cfg.resume_from_checkpoint))
+            elif cfg.get("auto_resume_from_checkpoints"):
+                _set_aside_torn_checkpoints(out)
+        _barrier()
+
     def post_train_unload(self, cfg):
         """Stage 2 and the evaluation, once the stage-1 model is saved and unloaded."""
         config = plugin_config(cfg)
-        if self._stage2_done or not config.classification.enabled or not is_main_process():
+        if not is_main_process():
+            return
+        if config.stage1 and self._stage1_started and not self._stage1_marked:
+            # Axolotl calls this hook only after stage 1 returned and its weights were saved.
+            marker = write_stage1_marker(cfg.output_dir, adapter=bool(cfg.adapter),
+                                         extra={"resumed_from": cfg.get("resume_from_checkpoint")})
+            self._stage1_marked = True
+            LOG.info("decselfmask: stage 1 complete, %s written (%s)", Path(cfg.output_dir) / STAGE1_MARKER,
+                     ", ".join(f["name"] for f in marker["files"]))
+        if self._stage2_done or not config.classification.enabled:
             return
         self._stage2_done = True
+        _forget_previous_results(Path(cfg.output_dir), config.classification.task)
         run_stage2(cfg, config)
+
+
+def _barrier():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    """Axolotl's ``checkpoint-N`` folders, oldest first (as its auto-resume sorts them)."""
+    found = [p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint folder is not complete, or None.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint killed while it was being
+    written has none; its weight files must also read.
+    """
+    from safetensors import safe_open
+
+    state = read_json(ckpt / "trainer_state.json")
+    if not isinstance(state, dict) or "global_step" not in state:
+        return "no readable trainer_state.json"
+    for f in sorted(ckpt.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+            return f"{f.name} does not read ({exc})"
+    return None
+
+
+def _check_checkpoint(ckpt: Path) -> None:
+    if ckpt.is_dir() and (problem := _checkpoint_problem(ckpt)):
+        earlier = [p.name for p in _checkpoints(ckpt.parent) if p != ckpt and not _checkpoint_problem(p)]
+        raise Stage1IncompleteError(
+            f"resume_from_checkpoint: {ckpt} is incomplete ({problem}); it was probably being written when "
+            f"the run was killed. Complete checkpoints in {ckpt.parent}: {', '.join(earlier) or 'none'}."
+        )
+
+
+def _set_aside_torn_checkpoints(out: Path) -> None:
+    """Rename incomplete ``checkpoint-N`` folders to ``incomplete-checkpoint-N`` (kept, not deleted)."""
+    for ckpt in _checkpoints(out):
+        problem = _checkpoint_problem(ckpt)
+        if problem is None:
+            continue
+        target = out / f"incomplete-{ckpt.name}"
+        n = 1
+        while target.exists():
+            target = out / f"incomplete-{ckpt.name}.{n}"
+            n += 1
+        os.replace(ckpt, target)
+        LOG.warning("decselfmask: %s is incomplete (%s): moved to %s so that auto-resume uses the newest "
+                    "complete checkpoint", ckpt, problem, target)
+
+
+def _forget_previous_results(out: Path, task: str) -> None:
+    """Drop this task's metrics and predictions of an earlier run before stage 2 starts.
+
+    ``metrics.json`` is written (atomically) only after stage 2 and the evaluation, so an entry
+    for the task then always belongs to a finished run.
+    """
+    path = out / "metrics.json"
+    metrics = read_json(path)
+    if isinstance(metrics, dict) and task in (metrics.get("tasks") or {}):
+        tasks = {k: v for k, v in metrics["tasks"].items() if k != task}
+        if tasks:
+            metrics["tasks"] = tasks
+            metrics["macro_f1_mean"] = sum(t["macro_f1"] for t in tasks.values()) / len(tasks)
+            atomic_write_json(path, metrics)
+        else:
+            path.unlink()
+    (out / f"predictions-{_safe(task)}.jsonl").unlink(missing_ok=True)
 
 
 def _placeholder_meta(cfg):

@@ -14,6 +14,7 @@ written atomically as they are finished, so an interrupted run resumes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from .cache import (
     model_fingerprint,
     read_json,
     read_jsonl,
+    stable_json,
     texts_fingerprint,
 )
 from .masking import build_examples
@@ -117,7 +119,14 @@ def _load_shard(path: Path, expected: list[tuple[int, str]]) -> list[dict] | Non
     records = data.get("records")
     if not isinstance(records, list) or len(records) != len(expected):
         return None
+    if data.get("sha256") != _records_checksum(records):
+        LOG.warning("decselfmask: %s fails its checksum; recomputing it", path)
+        return None
     return records
+
+
+def _records_checksum(records: list[dict]) -> str:
+    return hashlib.sha256(stable_json(records).encode("utf-8")).hexdigest()
 
 
 def run_precompute(
@@ -186,7 +195,9 @@ def run_precompute(
                  "scores": [round(float(v), 7) for v in r] if np.all(np.isfinite(r)) else None}
                 for (i, item), p, r in zip(shards[n], prompts, rels)
             ]
-            atomic_write_json(rel_dir / f"part-{n:05d}.json", {"pairs": [list(p) for p in shards[n]], "records": shard_records})
+            atomic_write_json(rel_dir / f"part-{n:05d}.json", {
+                "pairs": [list(p) for p in shards[n]], "records": shard_records,
+                "sha256": _records_checksum(shard_records)})
             by_shard[n] = shard_records
         bar.close()
         del model

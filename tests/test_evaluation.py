@@ -69,3 +69,12 @@ def test_metrics_json_shape_and_merge(tmp_path):
     assert on_disk["macro_f1_mean"] == pytest.approx(0.6)
     table = format_table(on_disk)
     assert "t1" in table and "0.7000" in table and "macro_f1_mean: 0.6000" in table
+
+
+def test_task_names_cannot_escape_the_output_folder(tmp_path):
+    from axolotl_decselfmask.classification import _safe
+
+    for name in ["../../etc/passwd", "/abs/path", "a/../../b", "..", "ok-name_1"]:
+        target = (tmp_path / f"predictions-{_safe(name)}.jsonl").resolve()
+        assert target.parent == tmp_path.resolve(), name
+    assert _safe("ok-name_1") == "ok-name_1"

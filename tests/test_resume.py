@@ -88,3 +88,25 @@ def test_truncated_shard_is_recomputed_not_used(tmp_path, tiny_llama):
     assert not second.reused
     assert shard.read_bytes() == good
     assert second.examples == first.examples
+
+
+def test_silently_altered_shard_and_damaged_examples_are_rebuilt(tmp_path, tiny_llama):
+    from transformers import AutoTokenizer
+
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+    from axolotl_decselfmask.precompute import run_precompute
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    texts = [json.loads(l)["text"][:300] for l in (DATA / "abstracts_unlabelled.jsonl").read_text().splitlines()[:4]]
+    cfg = DecSelfMaskConfig(items=["neoplasms"], relevance={"shard_size": 2},
+                            spans={"rescale_after_smoothing": True})
+    first = run_precompute(texts, cfg, tok, str(tiny_llama), tmp_path, progress=False)
+    shard = sorted(tmp_path.glob("relevance-*/part-*.json"))[0]
+    data = json.loads(shard.read_text())
+    data["records"][0]["scores"][0] += 1.0  # still valid JSON, wrong numbers
+    shard.write_text(json.dumps(data))
+    examples = first.directory / "examples.jsonl"
+    examples.write_text(examples.read_text()[:-40])  # torn last line
+    second = run_precompute(texts, cfg, tok, str(tiny_llama), tmp_path, progress=False)
+    assert not second.reused and second.examples == first.examples
+    assert json.loads(shard.read_text())["records"][0]["scores"][0] != data["records"][0]["scores"][0]
