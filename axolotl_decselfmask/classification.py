@@ -22,6 +22,7 @@ from .evaluation import dump_predictions, evaluate, format_table, write_metrics
 from .inputs import InputError, LabelledData, label_options, read_labelled
 from .precompute import truncate_texts
 from .prompts import classification_messages, ensure_chat_template, tokenize_for_training
+from .stage1_output import verify_stage1_output
 
 LOG = logging.getLogger(__name__)
 
@@ -65,119 +66,6 @@ def _precision(cfg) -> torch.dtype:
     if cfg.bf16 is True or (cfg.bf16 == "auto" and cuda and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float32
-
-
-STAGE1_MARKER = "decselfmask_stage1_complete.json"
-
-
-class Stage1IncompleteError(RuntimeError):
-    """The stage-1 weights in ``output_dir`` are missing, unfinished or changed since stage 1 ended."""
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def stage1_weight_files(out: Path, adapter: bool) -> list[Path]:
-    """The weight files stage 1 saved in ``out``: the adapter, or the full model (with its shards).
-
-    Raises :class:`Stage1IncompleteError` when a file is missing or its safetensors header
-    does not read (a half-written or truncated file).
-    """
-    import json
-
-    from safetensors import safe_open
-
-    prefix = "adapter_model" if adapter else "model"
-    index = out / f"{prefix}.safetensors.index.json"
-    if index.is_file():
-        try:
-            names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError) as exc:
-            raise Stage1IncompleteError(f"{index} does not read ({exc})") from exc
-        files = [out / n for n in names]
-    else:
-        files = [out / f"{prefix}.safetensors"]
-    for f in files:
-        if not f.is_file():
-            raise Stage1IncompleteError(f"{f} is missing")
-        try:
-            with safe_open(str(f), framework="pt") as handle:
-                handle.keys()
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-            raise Stage1IncompleteError(f"{f} is not a readable safetensors file ({exc})") from exc
-    return files + ([index] if index.is_file() else [])
-
-
-def write_stage1_marker(out: str | os.PathLike, adapter: bool, extra: dict | None = None) -> dict:
-    """Check the saved stage-1 weights and record them in ``<out>/decselfmask_stage1_complete.json``.
-
-    Called once stage 1 has finished and Axolotl has saved the weights; stage 2 starts only
-    from weights that match this record.
-    """
-    from datetime import datetime, timezone
-
-    from .cache import atomic_write_json
-
-    out = Path(out)
-    files = stage1_weight_files(out, adapter)
-    marker = {
-        "kind": "lora" if adapter else "full",
-        "files": [{"name": f.name, "size": f.stat().st_size, "sha256": _file_sha256(f)} for f in files],
-        "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **(extra or {}),
-    }
-    atomic_write_json(out / STAGE1_MARKER, marker)
-    return marker
-
-
-def _resume_hint(cfg, out: Path) -> str:
-    recipe = cfg.get("axolotl_config_path") if hasattr(cfg, "get") else None
-    recipe = recipe if recipe and Path(str(recipe)).is_file() else "recipe.yml"
-    checkpoints = sorted((p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                         key=lambda p: int(p.name.split("-")[-1]))
-    found = (f"Axolotl checkpoints there: {', '.join(p.name for p in checkpoints)}. " if checkpoints
-             else "There are no Axolotl checkpoints there (they need `save_strategy: steps` and `save_steps`). ")
-    last = checkpoints[-1] if checkpoints else out / "checkpoint-N"
-    return (found + f"To resume stage 1, set `resume_from_checkpoint: {last}` (or `auto_resume_from_checkpoints: "
-            f"true`) in the recipe and run `axolotl train {recipe}` again; without a checkpoint the same "
-            "command trains stage 1 from the start.")
-
-
-def verify_stage1_output(cfg) -> dict:
-    """The stage-1 completion record of ``cfg.output_dir``, after checking the weights still match it."""
-    from .cache import read_json
-
-    out = Path(cfg.output_dir)
-    marker_path = out / STAGE1_MARKER
-
-    def fail(reason: str):
-        raise Stage1IncompleteError(
-            f"Stage 1 did not finish in {out}: {reason}. Stage 2 does not start from incomplete or "
-            f"changed stage-1 weights. {_resume_hint(cfg, out)}"
-        )
-
-    if not marker_path.is_file():
-        fail(f"there is no {STAGE1_MARKER} (stage 1 was interrupted, is still running, or was never run "
-             "with this plugin)")
-    marker = read_json(marker_path)
-    if not isinstance(marker, dict) or marker.get("kind") not in ("lora", "full") or not marker.get("files"):
-        fail(f"{marker_path} does not read")
-    for entry in marker["files"]:
-        f = out / entry["name"]
-        if not f.is_file():
-            fail(f"{f} is missing")
-        if f.stat().st_size != entry["size"]:
-            fail(f"{f} has {f.stat().st_size} bytes, stage 1 saved {entry['size']}")
-        if _file_sha256(f) != entry["sha256"]:
-            fail(f"{f} has changed since stage 1 saved it (sha256 differs)")
-    return marker
 
 
 def load_stage1_model(cfg, config: DecSelfMaskConfig, dtype: torch.dtype):
@@ -289,7 +177,7 @@ def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
     result = evaluate(trainer.model, tokenizer, test_texts, gold, data.labels, c.question, c.system_prompt, progress)
     metrics = write_metrics(Path(cfg.output_dir) / "metrics.json", c.task, result,
                             extra={"stage1": config.stage1, "labels": data.labels})
-    dump_predictions(Path(cfg.output_dir) / f"predictions-{_safe(c.task)}.jsonl",
+    dump_predictions(Path(cfg.output_dir) / f"predictions-{safe_filename(c.task)}.jsonl",
                      data.test.rows[: len(gold)], gold, result["predictions"])
     print("decselfmask evaluation (constrained scoring of the label options):")
     print(format_table(metrics))
@@ -306,7 +194,7 @@ def _report_to(cfg) -> list[str]:
     return targets or ["none"]
 
 
-def _safe(name: str) -> str:
+def safe_filename(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:80] or "task"
 
 

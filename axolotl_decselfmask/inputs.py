@@ -222,3 +222,53 @@ def overlapping_rows(a: list[str], b: list[str]) -> list[tuple[int, int]]:
     for j, text in enumerate(b):
         index.setdefault(_match_key(text), []).append(j)
     return [(i, j) for i, text in enumerate(a) for j in index.get(_match_key(text), [])]
+
+
+def check_pool_file(path: str, text_column: str, key: str) -> None:
+    """Cheap checks of an unlabelled-pool file before Axolotl loads it: exists, UTF-8, column.
+
+    Streams the file once for UTF-8 and reads only the header or first row for the column.
+    A path that is not local (a hub dataset name) is left to Axolotl.
+    """
+    import csv
+    import gzip
+    import json
+
+    p = Path(path)
+    if not p.exists():
+        if "/" in path and not path.startswith((".", "/")) and not Path(path).suffix:
+            return  # looks like a hub dataset name
+        raise InputError(f"{key}: file {path!r} does not exist (working directory: {os.getcwd()}).")
+    if p.is_dir():
+        from datasets import load_from_disk
+
+        try:
+            ds = load_from_disk(str(p))
+        except Exception:  # noqa: BLE001 - not a saved dataset: Axolotl will try other loaders
+            return
+        columns = ds.column_names if not hasattr(ds, "keys") else next(iter(ds.values())).column_names
+    else:
+        ext = _suffixes(p)
+        if ext == ".parquet":
+            import pyarrow.parquet as pq
+
+            columns = pq.read_schema(p).names
+        else:
+            check_utf8(p, key)
+            opener = gzip.open if p.name.lower().endswith(".gz") else open
+            with opener(p, "rt", encoding="utf-8") as handle:
+                if ext.startswith((".csv", ".tsv")):
+                    columns = next(csv.reader(handle, delimiter="\t" if ext.startswith(".tsv") else ","), [])
+                else:
+                    first = next((line for line in handle if line.strip()), None)
+                    if first is None:
+                        raise InputError(f"{key}: {p} has no rows.")
+                    try:
+                        row = json.loads(first)
+                    except ValueError:
+                        return  # a JSON array file: Axolotl reads it, and the dataset type checks the column
+                    columns = list(row) if isinstance(row, dict) else []
+    if text_column not in columns:
+        close = difflib.get_close_matches(text_column, [str(c) for c in columns], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise InputError(f"{p}: no column {text_column!r} (set by {key}); the file has {columns}.{hint}")

@@ -1,13 +1,13 @@
 """The Axolotl plugin: ``plugins: [axolotl_decselfmask.DecSelfMaskPlugin]``.
 
 Thin on purpose: settings live in :mod:`.args`, the stage-1 data in
-:mod:`.masked_reconstruction`, stage 2 and the evaluation in :mod:`.classification`.
+:mod:`.masked_reconstruction`, what stage 1 leaves behind in :mod:`.stage1_output`, stage 2
+and the evaluation in :mod:`.classification`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from axolotl.integrations.base import BasePlugin
@@ -15,13 +15,13 @@ from axolotl.integrations.base import BasePlugin
 from . import __version__
 from .args import DecSelfMaskConfig
 from .cache import atomic_write_json, fingerprint, read_json
-from .classification import (
+from .classification import safe_filename, is_main_process, load_task_data, run_stage2
+from .stage1_output import (
     STAGE1_MARKER,
-    Stage1IncompleteError,
-    _safe,
-    is_main_process,
-    load_task_data,
-    run_stage2,
+    check_checkpoint,
+    checkpoints,
+    set_aside_torn_checkpoints,
+    skip_if_finished,
     write_stage1_marker,
 )
 from .masked_reconstruction import plugin_config
@@ -109,7 +109,9 @@ class DecSelfMaskPlugin(BasePlugin):
         The stage-1 completion record of an earlier run no longer describes ``output_dir``, whose
         weights this run rewrites: remove it (it is written again when this run's stage 1 ends).
         With ``auto_resume_from_checkpoints``, set aside checkpoints that a kill left half-written,
-        so that Axolotl resumes from the newest complete one.
+        so that Axolotl resumes from the newest complete one. Resuming from a checkpoint that
+        already reached ``max_steps`` (stage 1 finished, stage 2 did not) loads it without
+        training: the Trainer would otherwise take one step past ``max_steps``.
         """
         if not plugin_config(cfg).stage1:
             return
@@ -118,10 +120,14 @@ class DecSelfMaskPlugin(BasePlugin):
         if is_main_process():
             (out / STAGE1_MARKER).unlink(missing_ok=True)
             if cfg.get("resume_from_checkpoint"):
-                _check_checkpoint(Path(cfg.resume_from_checkpoint))
+                check_checkpoint(Path(cfg.resume_from_checkpoint))
             elif cfg.get("auto_resume_from_checkpoints"):
-                _set_aside_torn_checkpoints(out)
+                set_aside_torn_checkpoints(out)
         _barrier()
+        resume = cfg.get("resume_from_checkpoint") or (
+            cfg.get("auto_resume_from_checkpoints") and next(reversed(checkpoints(out)), None))
+        if resume:
+            skip_if_finished(trainer, Path(resume))
 
     def post_train_unload(self, cfg):
         """Stage 2 and the evaluation, once the stage-1 model is saved and unloaded."""
@@ -149,57 +155,6 @@ def _barrier():
         dist.barrier()
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    """Axolotl's ``checkpoint-N`` folders, oldest first (as its auto-resume sorts them)."""
-    found = [p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def _checkpoint_problem(ckpt: Path) -> str | None:
-    """Why a checkpoint folder is not complete, or None.
-
-    The Trainer writes ``trainer_state.json`` last, so a checkpoint killed while it was being
-    written has none; its weight files must also read.
-    """
-    from safetensors import safe_open
-
-    state = read_json(ckpt / "trainer_state.json")
-    if not isinstance(state, dict) or "global_step" not in state:
-        return "no readable trainer_state.json"
-    for f in sorted(ckpt.glob("*.safetensors")):
-        try:
-            with safe_open(str(f), framework="pt") as handle:
-                handle.keys()
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-            return f"{f.name} does not read ({exc})"
-    return None
-
-
-def _check_checkpoint(ckpt: Path) -> None:
-    if ckpt.is_dir() and (problem := _checkpoint_problem(ckpt)):
-        earlier = [p.name for p in _checkpoints(ckpt.parent) if p != ckpt and not _checkpoint_problem(p)]
-        raise Stage1IncompleteError(
-            f"resume_from_checkpoint: {ckpt} is incomplete ({problem}); it was probably being written when "
-            f"the run was killed. Complete checkpoints in {ckpt.parent}: {', '.join(earlier) or 'none'}."
-        )
-
-
-def _set_aside_torn_checkpoints(out: Path) -> None:
-    """Rename incomplete ``checkpoint-N`` folders to ``incomplete-checkpoint-N`` (kept, not deleted)."""
-    for ckpt in _checkpoints(out):
-        problem = _checkpoint_problem(ckpt)
-        if problem is None:
-            continue
-        target = out / f"incomplete-{ckpt.name}"
-        n = 1
-        while target.exists():
-            target = out / f"incomplete-{ckpt.name}.{n}"
-            n += 1
-        os.replace(ckpt, target)
-        LOG.warning("decselfmask: %s is incomplete (%s): moved to %s so that auto-resume uses the newest "
-                    "complete checkpoint", ckpt, problem, target)
-
-
 def _forget_previous_results(out: Path, task: str) -> None:
     """Drop this task's metrics and predictions of an earlier run before stage 2 starts.
 
@@ -216,7 +171,7 @@ def _forget_previous_results(out: Path, task: str) -> None:
             atomic_write_json(path, metrics)
         else:
             path.unlink()
-    (out / f"predictions-{_safe(task)}.jsonl").unlink(missing_ok=True)
+    (out / f"predictions-{safe_filename(task)}.jsonl").unlink(missing_ok=True)
 
 
 def _placeholder_meta(cfg):

@@ -35,6 +35,7 @@ class RelevancePrompt:
     text_positions: list[int]  # token positions covering the text, in order
     offsets: list[tuple[int, int]]  # char offsets of those tokens inside the text
     item_positions: list[int]  # token positions of the item (assistant content)
+    text: str = ""  # the text itself (feature ablation groups its tokens into words or sentences)
 
 
 class PromptLayoutError(ValueError):
@@ -71,7 +72,7 @@ def build_relevance_prompt(tokenizer, text: str, item: str, lead_in: str) -> Rel
         raise PromptLayoutError(f"the item {item!r} has no tokens in the prompt")
     if item_positions[0] == 0:
         raise PromptLayoutError("the item cannot be the first token of the prompt")
-    return RelevancePrompt(enc["input_ids"], text_positions, offsets, item_positions)
+    return RelevancePrompt(enc["input_ids"], text_positions, offsets, item_positions, text)
 
 
 Target = Literal["sum_logprob", "token_logit"]

@@ -72,9 +72,9 @@ def test_metrics_json_shape_and_merge(tmp_path):
 
 
 def test_task_names_cannot_escape_the_output_folder(tmp_path):
-    from axolotl_decselfmask.classification import _safe
+    from axolotl_decselfmask.classification import safe_filename
 
     for name in ["../../etc/passwd", "/abs/path", "a/../../b", "..", "ok-name_1"]:
-        target = (tmp_path / f"predictions-{_safe(name)}.jsonl").resolve()
+        target = (tmp_path / f"predictions-{safe_filename(name)}.jsonl").resolve()
         assert target.parent == tmp_path.resolve(), name
-    assert _safe("ok-name_1") == "ok-name_1"
+    assert safe_filename("ok-name_1") == "ok-name_1"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DATA, ROOT
+from conftest import DATA
 
 LABELS = ["neoplasms", "digestive system diseases", "nervous system diseases",
           "cardiovascular diseases", "general pathological conditions"]

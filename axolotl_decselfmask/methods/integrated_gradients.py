@@ -1,0 +1,35 @@
+"""Integrated gradients on the embedding layer (captum ``LayerIntegratedGradients``).
+
+The baseline is the same prompt with every text token replaced by the padding token, so
+only the text is attributed; ``steps`` interpolation points (default 32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import RelevanceMethod
+
+
+class IntegratedGradients(RelevanceMethod):
+    name = "integrated_gradients"
+
+    def attribute(self, prompts) -> list[np.ndarray]:
+        from captum.attr import LayerIntegratedGradients
+
+        steps = int(self.options.get("steps") or 32)
+        batch = self.batch(prompts)
+        n = batch.ids.shape[0]
+        baseline = batch.ids.clone()
+        for row, p in enumerate(prompts):
+            baseline[row, p.text_positions] = self.pad_id
+
+        def forward(ids):
+            return self.scores(batch, expand=ids.shape[0] // n, input_ids=ids)
+
+        lig = LayerIntegratedGradients(forward, self.embedding)
+        with torch.enable_grad():
+            attr = lig.attribute(batch.ids, baselines=baseline, n_steps=steps,
+                                 internal_batch_size=n * int(self.options.get("internal_steps") or steps))
+        return self.text_values(attr.sum(-1), prompts)

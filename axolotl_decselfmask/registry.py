@@ -1,0 +1,64 @@
+"""The registry of relevance methods and span selectors: built-ins plus entry-point plugins."""
+
+from __future__ import annotations
+
+import functools
+
+import pluggy
+
+from . import hookspecs
+from .hookspecs import PROJECT, hookimpl
+
+
+class _Builtins:
+    @hookimpl
+    def decselfmask_relevance_methods(self):
+        from .methods import BUILTIN_METHODS
+
+        return dict(BUILTIN_METHODS)
+
+    @hookimpl
+    def decselfmask_span_selectors(self):
+        from .selectors import BUILTIN_SELECTORS
+
+        return dict(BUILTIN_SELECTORS)
+
+
+@functools.lru_cache(maxsize=1)
+def plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(_Builtins(), name="builtins")
+    pm.load_setuptools_entrypoints(PROJECT)
+    return pm
+
+
+def _merged(results: list[dict]) -> dict:
+    out: dict = {}
+    # pluggy calls the last registered first, so the built-ins come last and keep their names:
+    # a plugin adds methods, it cannot silently replace a built-in one.
+    for result in results:
+        out.update(result or {})
+    return out
+
+
+def relevance_methods() -> dict:
+    return _merged(plugin_manager().hook.decselfmask_relevance_methods())
+
+
+def span_selectors() -> dict:
+    return _merged(plugin_manager().hook.decselfmask_span_selectors())
+
+
+def get_method(name: str):
+    methods = relevance_methods()
+    if name not in methods:
+        raise ValueError(f"decselfmask.relevance.method {name!r} is unknown; available: {sorted(methods)}")
+    return methods[name]
+
+
+def get_selector(name: str):
+    selectors = span_selectors()
+    if name not in selectors:
+        raise ValueError(f"decselfmask.spans.selector {name!r} is unknown; available: {sorted(selectors)}")
+    return selectors[name]
