@@ -19,7 +19,7 @@ from datasets import Dataset
 
 from .args import ClassificationConfig, DecSelfMaskConfig
 from .evaluation import dump_predictions, evaluate, format_table, write_metrics
-from .inputs import InputError, LabelledData, label_options, read_labelled
+from .inputs import InputError, LabelledData, label_options, overlapping_rows, read_labelled
 from .precompute import truncate_texts
 from .prompts import classification_messages, ensure_chat_template, tokenize_for_training
 from .stage1_output import verify_stage1_output
@@ -47,6 +47,11 @@ def load_task_data(c: ClassificationConfig) -> TaskData:
     if c.test_file:
         test = read_labelled(c.test_file, c.text_column, c.label_column, labels,
                              "decselfmask.classification.test_file")
+        leaks = overlapping_rows(train.texts, test.texts)
+        if leaks:
+            shown = ", ".join(f"train row {train.rows[i]} = test row {test.rows[j]}" for i, j in leaks[:5])
+            LOG.warning("decselfmask: %d texts of %s also appear in %s (%s): the test score is optimistic; "
+                        "remove them from one of the files", len(leaks), c.train_file, c.test_file, shown)
     return TaskData(train, test, labels)
 
 

@@ -17,6 +17,7 @@ labels on the answer only (``train_on_inputs: true`` trains on the whole example
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from datasets import Dataset
@@ -92,6 +93,13 @@ class MaskedReconstructionStrategy(DatasetWrappingStrategy):
     def _without_test_texts(self, texts: list[str], path) -> list[str]:
         """Refuse (or drop, if configured) pool texts that are also test texts."""
         c = self.config.classification
+        if c.train_file and Path(c.train_file).exists():
+            train_rows = read_table(c.train_file, "decselfmask.classification.train_file")
+            if c.text_column in train_rows[0]:
+                shared = overlapping_rows(texts, [str(r[c.text_column]) for r in train_rows])
+                if shared:
+                    LOG.info("decselfmask: %d unlabelled texts are also labelled training texts (allowed: "
+                             "stage 1 never sees their labels)", len({i for i, _ in shared}))
         if not c.test_file:
             return texts
         test_rows = read_table(c.test_file, "decselfmask.classification.test_file")

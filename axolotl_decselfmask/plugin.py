@@ -24,6 +24,7 @@ from .stage1_output import (
     skip_if_finished,
     write_stage1_marker,
 )
+from .inputs import check_pool_file
 from .masked_reconstruction import plugin_config
 
 LOG = logging.getLogger(__name__)
@@ -75,13 +76,16 @@ class DecSelfMaskPlugin(BasePlugin):
                 cfg["tokens"] = tokens + [token]
 
     def load_datasets(self, cfg, preprocess: bool = False):
-        """Check the labelled data before any model work; serve a placeholder when stage 1 is off."""
+        """Check every input file before any model work; serve a placeholder when stage 1 is off."""
         config = plugin_config(cfg)
         if config.classification.enabled:
             data = load_task_data(config.classification)
             LOG.info("decselfmask: %s; labels %s", data.train.report.summary(config.classification.train_file),
                      data.labels)
         if config.stage1:
+            for n, entry in enumerate(cfg.get("datasets") or []):
+                if entry.get("type") == DATASET_TYPE:
+                    check_pool_file(entry["path"], entry.get("text_column") or "text", f"datasets[{n}].path")
             if not _uses_our_dataset(cfg):
                 LOG.warning("decselfmask: no dataset has type %s; stage 1 trains on the recipe's datasets as they are",
                             DATASET_TYPE)

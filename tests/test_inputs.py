@@ -111,3 +111,28 @@ def test_defaults_are_the_methods():
     assert c.relevance.method == "grad_x_input" and c.relevance.target == "sum_logprob"
     assert (c.classification.lora_r, c.classification.lora_alpha, c.classification.learning_rate) == (32, 64, 3e-4)
     assert c.masking.system_prompt == "Fill in the masked part of the following text."
+
+
+def test_train_test_overlap_is_reported(tmp_path, caplog):
+    tr = _jsonl(tmp_path / "tr.jsonl", [{"text": "Same  Text", "label": "x"}, {"text": "b", "label": "y"}])
+    te = _jsonl(tmp_path / "te.jsonl", [{"text": "c", "label": "x"}, {"text": "same text", "label": "y"}])
+    with caplog.at_level("WARNING", logger="axolotl_decselfmask"):
+        load_task_data(_cls(train_file=tr, test_file=te))
+    assert "1 texts of" in caplog.text and "train row 0 = test row 1" in caplog.text
+
+
+def test_pool_file_checks_before_axolotl_loads_it(tmp_path):
+    from axolotl_decselfmask.inputs import check_pool_file
+
+    good = _jsonl(tmp_path / "pool.jsonl", [{"note": "a"}])
+    check_pool_file(good, "note", "datasets[0].path")
+    with pytest.raises(InputError, match=r"no column 'text' \(set by datasets\[0\].path\).*\['note'\]"):
+        check_pool_file(good, "text", "datasets[0].path")
+    with pytest.raises(InputError, match=r"datasets\[0\].path: file .*missing.csv' does not exist"):
+        check_pool_file(str(tmp_path / "missing.csv"), "text", "datasets[0].path")
+    (tmp_path / "bad.csv").write_bytes(b"text\n\xff\n")
+    with pytest.raises(InputError, match=r"line 2 .*0xff"):
+        check_pool_file(str(tmp_path / "bad.csv"), "text", "datasets[0].path")
+    pd.DataFrame([{"body": "x"}]).to_parquet(tmp_path / "p.parquet")
+    with pytest.raises(InputError, match="Did you mean 'body'"):
+        check_pool_file(str(tmp_path / "p.parquet"), "bdy", "datasets[0].path")
