@@ -24,9 +24,17 @@ class _Strict(BaseModel):
 class RelevanceConfig(_Strict):
     """How the model scores which words of a text matter for a task item."""
 
-    method: Literal["grad_x_input"] = Field(
+    method: str = Field(
         default="grad_x_input",
-        description="Attribution method. grad_x_input: embedding x gradient of the target.",
+        description=(
+            "Attribution method: grad_x_input (embedding x gradient), integrated_gradients, "
+            "feature_ablation, attention, attnlrp (extra [lrp]), random (baseline), or one "
+            "added by another package through the plugin hooks."
+        ),
+    )
+    ig_steps: int = Field(default=32, ge=2, le=1024, description="integrated_gradients: interpolation steps.")
+    ablation_unit: Literal["word", "sentence"] = Field(
+        default="word", description="feature_ablation: what is ablated at a time."
     )
     target: Literal["sum_logprob", "token_logit"] = Field(
         default="sum_logprob",
@@ -60,11 +68,31 @@ class RelevanceConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: cuda when available."
     )
+    load_in_4bit: bool = Field(default=False, description="Score relevance on a 4-bit (bitsandbytes nf4) copy.")
+    load_in_8bit: bool = Field(default=False, description="Score relevance on an 8-bit (bitsandbytes) copy.")
+
+    @model_validator(mode="after")
+    def _known_method(self) -> "RelevanceConfig":
+        from .registry import relevance_methods
+
+        methods = relevance_methods()
+        if self.method not in methods:
+            raise ValueError(
+                f"decselfmask.relevance.method {self.method!r} is unknown; available: {sorted(methods)}"
+            )
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("decselfmask.relevance: choose load_in_4bit or load_in_8bit, not both")
+        return self
 
 
 class SpanConfig(_Strict):
     """How relevance scores become masked spans (hysteresis grouping)."""
 
+    selector: str = Field(
+        default="hysteresis",
+        description="Span selector: hysteresis (the method's), top_k, random, or one added through the hooks.",
+    )
+    top_k_ratio: float = Field(default=0.15, gt=0.0, le=1.0, description="top_k: share of text tokens kept.")
     sigma: float = Field(default=1.0, ge=0.0, le=10.0, description="Gaussian smoothing width in tokens.")
     high: float = Field(default=0.4, gt=0.0, le=1.0, description="A span needs a token above this.")
     low: float = Field(default=0.2, ge=0.0, lt=1.0, description="A span grows while scores stay above this.")
@@ -82,6 +110,12 @@ class SpanConfig(_Strict):
 
     @model_validator(mode="after")
     def _low_below_high(self) -> "SpanConfig":
+        from .registry import span_selectors
+
+        if self.selector not in span_selectors():
+            raise ValueError(
+                f"decselfmask.spans.selector {self.selector!r} is unknown; available: {sorted(span_selectors())}"
+            )
         if self.low >= self.high:
             raise ValueError(
                 f"decselfmask.spans.low ({self.low}) must be below decselfmask.spans.high ({self.high})"

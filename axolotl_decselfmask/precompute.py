@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +37,9 @@ from .cache import (
 )
 from .masking import build_examples
 from .prompts import reconstruction_messages, tokenize_for_training
-from .relevance import (
-    GradientXInput,
-    build_relevance_prompt,
-    compute_relevance,
-    items_for_texts,
-    load_relevance_model,
-)
-from .spans import SpanSettings, select_spans
+from .registry import get_method, get_selector
+from .relevance import build_relevance_prompt, compute_relevance, items_for_texts, load_relevance_model
+from .spans import SpanSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -109,7 +105,21 @@ def span_settings(cfg: DecSelfMaskConfig) -> SpanSettings:
     return SpanSettings(
         sigma=s.sigma, high=s.high, low=s.low, max_spans=s.max_spans_per_text,
         max_span_fraction=s.max_span_fraction, rescale_after_smoothing=s.rescale_after_smoothing,
+        top_k_ratio=s.top_k_ratio,
     )
+
+
+def check_method(cfg: DecSelfMaskConfig, model_path: str, trust_remote_code: bool = False):
+    """The method class, after checking it can run on the model's family (config only, no weights)."""
+    from transformers import AutoConfig
+
+    method_cls = get_method(cfg.relevance.method)
+    method_cls.check_model_config(AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code))
+    return method_cls
+
+
+def selector_for(cfg: DecSelfMaskConfig, method_cls):
+    return get_selector(getattr(method_cls, "span_selector", None) or cfg.spans.selector)
 
 
 def _load_shard(path: Path, expected: list[tuple[int, str]]) -> list[dict] | None:
@@ -155,6 +165,8 @@ def run_precompute(
             return PrecomputeResult(examples, ex_dir, manifest["n_texts"], manifest["n_without_spans"],
                                     manifest.get("n_bad_relevance", 0), True)
 
+    method_cls = check_method(cfg, model_path, trust_remote_code)
+    select = selector_for(cfg, method_cls)
     items = cfg.task_items()
     if not items:
         raise ValueError(
@@ -179,10 +191,12 @@ def run_precompute(
             "decselfmask: relevance of %d (text, item) pairs with %s (%d of %d shards cached)",
             len(pairs), model_path, len(shards) - len(todo), len(shards),
         )
+        r = cfg.relevance
         model = load_relevance_model(
-            model_path, cfg.relevance.dtype, cfg.relevance.device, trust_remote_code=trust_remote_code
+            model_path, r.dtype, r.device, trust_remote_code=trust_remote_code,
+            eager_attention=method_cls.needs_eager_attention, load_in_4bit=r.load_in_4bit, load_in_8bit=r.load_in_8bit,
         )
-        method = GradientXInput(model, tokenizer, cfg.relevance.target, cfg.relevance.token_position)
+        method = method_cls(model, tokenizer, r.target, r.token_position, steps=r.ig_steps, unit=r.ablation_unit)
         bar = tqdm(total=sum(len(shards[n]) for n in todo), unit="text", desc="self-relevance",
                    disable=not progress, dynamic_ncols=True)
         by_shard: dict[int, list[dict]] = {}
@@ -214,7 +228,8 @@ def run_precompute(
         if scores.size == 0 or not np.all(np.isfinite(scores)) or not np.any(scores):
             bad += 1
             continue
-        spans = select_spans(scores, [tuple(o) for o in rec["offsets"]], text, settings)
+        rng = np.random.default_rng([cfg.seed, rec["text_index"], zlib.crc32(rec["item"].encode("utf-8"))])
+        spans = select(scores, [tuple(o) for o in rec["offsets"]], text, settings, rng)
         if not spans:
             without += 1
             continue

@@ -1,7 +1,7 @@
-"""Self-relevance: which tokens of a text make the model answer with a task item.
+"""Self-relevance prompts, batching and model loading.
 
 The model reads the text, then a lead-in question, and the assistant turn holds the task
-item (no label is used). The relevance of a text token is embedding x gradient of a
+item (no label is used). A method of :mod:`.methods` scores each text token against a
 scalar target:
 
 - ``sum_logprob`` (default): the summed log-probability of the item's tokens under teacher
@@ -11,15 +11,15 @@ scalar target:
   For items that share a prefix ("Presence of ...") the middle token is the same word
   for every item, so every item gives the same map; kept for comparison.
 
-:class:`GradientXInput` is batched (right padding, attention mask) and differentiates with
-respect to the input embeddings only: one forward and one backward pass that computes no
-weight gradients.
+This module builds the prompts (:func:`build_relevance_prompt`), orders them into
+length-bucketed batches (:func:`compute_relevance`), picks the items of each text and loads
+the scoring model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -75,91 +75,6 @@ def build_relevance_prompt(tokenizer, text: str, item: str, lead_in: str) -> Rel
     return RelevancePrompt(enc["input_ids"], text_positions, offsets, item_positions, text)
 
 
-Target = Literal["sum_logprob", "token_logit"]
-
-
-class GradientXInput:
-    """Embedding x gradient of the item's score, for a batch of relevance prompts."""
-
-    name = "grad_x_input"
-
-    def __init__(
-        self,
-        model,
-        tokenizer,
-        target: Target = "sum_logprob",
-        token_position: Literal["first", "middle", "last"] = "middle",
-    ):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.target = target
-        self.token_position = token_position
-        self.embedding = model.get_input_embeddings()
-        pad = tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
-
-    def _scored_positions(self, prompt: RelevancePrompt) -> list[int]:
-        positions = prompt.item_positions
-        if self.target == "sum_logprob":
-            return positions
-        index = {"first": 0, "middle": (len(positions) - 1) // 2, "last": len(positions) - 1}
-        return [positions[index[self.token_position]]]
-
-    def attribute(self, prompts: list[RelevancePrompt]) -> list[np.ndarray]:
-        """Relevance of each prompt's text tokens (float32, one value per text token)."""
-        device = self.embedding.weight.device
-        length = max(len(p.input_ids) for p in prompts)
-        ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), length), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            ids[row, : len(p.input_ids)] = torch.tensor(p.input_ids)
-            mask[row, : len(p.input_ids)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-
-        # Logits are needed only at the positions that predict the scored tokens.
-        rows, cols, targets = [], [], []
-        for row, p in enumerate(prompts):
-            for pos in self._scored_positions(p):
-                rows.append(row)
-                cols.append(pos - 1)
-                targets.append(p.input_ids[pos])
-        keep = torch.tensor(sorted(set(cols)), device=device)
-        col_index = {c: i for i, c in enumerate(keep.tolist())}
-
-        embeds = self.embedding(ids).detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = self.model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=keep, use_cache=False)
-            logits = out.logits
-            if logits.shape[1] != len(keep):  # model ignored logits_to_keep
-                logits = logits[:, keep]
-            sel = logits[torch.tensor(rows, device=device), torch.tensor([col_index[c] for c in cols], device=device)]
-            sel = sel.float()
-            tgt = torch.tensor(targets, device=device)
-            if self.target == "sum_logprob":
-                scores = sel.log_softmax(-1).gather(-1, tgt[:, None]).squeeze(-1)
-            else:
-                scores = sel.gather(-1, tgt[:, None]).squeeze(-1)
-            # Prompts are independent, so the gradient of the sum is each prompt's own.
-            (grad,) = torch.autograd.grad(scores.sum(), embeds)
-        relevance = (embeds.detach().float() * grad.float()).sum(-1).cpu().numpy()
-        return [relevance[row, p.text_positions].astype(np.float32) for row, p in enumerate(prompts)]
-
-    def score(self, prompts: list[RelevancePrompt]) -> torch.Tensor:
-        """The scalar target of each prompt (no gradient); used by tests and checks."""
-        out = []
-        with torch.no_grad():
-            for p in prompts:
-                ids = torch.tensor([p.input_ids], device=self.embedding.weight.device)
-                logits = self.model(input_ids=ids, use_cache=False).logits[0].float()
-                positions = self._scored_positions(p)
-                if self.target == "sum_logprob":
-                    lp = logits.log_softmax(-1)
-                    out.append(sum(lp[q - 1, p.input_ids[q]] for q in positions))
-                else:
-                    out.append(logits[positions[0] - 1, p.input_ids[positions[0]]])
-        return torch.stack(out)
-
-
 def iter_batches(prompts: list[RelevancePrompt], batch_size: int) -> Iterator[list[int]]:
     """Indices of ``prompts`` in batches of similar length (less padding), in a fixed order."""
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i].input_ids), i))
@@ -168,7 +83,7 @@ def iter_batches(prompts: list[RelevancePrompt], batch_size: int) -> Iterator[li
 
 
 def compute_relevance(
-    method: GradientXInput, prompts: list[RelevancePrompt], batch_size: int, progress=None
+    method, prompts: list[RelevancePrompt], batch_size: int, progress=None
 ) -> list[np.ndarray]:
     """Relevance of every prompt, batched by length; results in the input order."""
     results: list[np.ndarray | None] = [None] * len(prompts)
@@ -196,15 +111,25 @@ def pick_device(name: str) -> str:
     return name
 
 
-def load_relevance_model(path: str, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False):
-    """Load a causal LM for scoring: eval mode, frozen weights."""
-    from transformers import AutoModelForCausalLM
+def load_relevance_model(path: str, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
+                         eager_attention: bool = False, load_in_4bit: bool = False, load_in_8bit: bool = False):
+    """Load a causal LM for scoring: eval mode, frozen weights, optionally quantised (bitsandbytes)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     dev = pick_device(device)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code
-    )
-    model.to(dev).eval()
+    kwargs = {"dtype": pick_dtype(dtype, dev), "trust_remote_code": trust_remote_code}
+    if eager_attention:
+        kwargs["attn_implementation"] = "eager"
+    if load_in_4bit or load_in_8bit:
+        compute = kwargs["dtype"] if kwargs["dtype"] != torch.float32 else torch.float32
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=compute)
+        kwargs["device_map"] = {"": dev}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not (load_in_4bit or load_in_8bit):
+        model.to(dev)
+    model.eval()
     model.requires_grad_(False)
     return model
 

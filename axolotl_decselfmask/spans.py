@@ -293,6 +293,7 @@ class SpanSettings:
     max_spans: int | None = None
     max_span_fraction: float = 0.5
     rescale_after_smoothing: bool = False
+    top_k_ratio: float = 0.15
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.sigma) or self.sigma < 0:

@@ -14,7 +14,8 @@ from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.inputs import InputError, read_labelled, read_table
 from axolotl_decselfmask.masked_reconstruction import load
 from axolotl_decselfmask.precompute import run_precompute, truncate_texts
-from axolotl_decselfmask.relevance import GradientXInput, build_relevance_prompt
+from axolotl_decselfmask.methods import GradientXInput
+from axolotl_decselfmask.relevance import build_relevance_prompt
 from conftest import DATA
 
 POOL = [json.loads(l)["text"] for l in (DATA / "abstracts_unlabelled.jsonl").read_text().splitlines()]

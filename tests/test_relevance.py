@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from axolotl_decselfmask.methods import GradientXInput
 from axolotl_decselfmask.relevance import (
-    GradientXInput,
     build_relevance_prompt,
     compute_relevance,
     items_for_texts,
@@ -50,7 +50,7 @@ def test_grad_x_input_matches_finite_differences(tiny_gpt2, target):
 
     def target_value(e):
         logits = model(inputs_embeds=e, use_cache=False).logits[0]
-        pos = method._scored_positions(prompt)
+        pos = method.scored_positions(prompt)
         if target == "sum_logprob":
             lp = logits.log_softmax(-1)
             return sum(lp[q - 1, prompt.input_ids[q]] for q in pos)

@@ -87,8 +87,8 @@ class AttnLRP(GradientXInput):
     needs_eager_attention = True
 
     @classmethod
-    def check_model(cls, model) -> None:
-        model_type = getattr(model.config, "model_type", "?")
+    def check_model_config(cls, config) -> None:
+        model_type = getattr(config, "model_type", "?")
         if model_type not in FAMILIES:
             raise MethodNotSupported(
                 f"relevance.method attnlrp supports the families {sorted(FAMILIES)} (lxt); this model is "
@@ -97,7 +97,7 @@ class AttnLRP(GradientXInput):
         _import_lxt()
 
     def attribute(self, prompts) -> list[np.ndarray]:
-        self.check_model(self.model)
+        self.check_model_config(self.model.config)
         module = importlib.import_module(FAMILIES[self.model.config.model_type])
         if getattr(self.model.config, "_attn_implementation", "eager") != "eager":
             self.model.set_attn_implementation("eager")

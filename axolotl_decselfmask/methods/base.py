@@ -55,8 +55,9 @@ class RelevanceMethod(ABC):
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
 
     @classmethod
-    def check_model(cls, model) -> None:
-        """Raise :class:`MethodNotSupported` before any work if the model cannot be used."""
+    def check_model_config(cls, config) -> None:
+        """Raise :class:`MethodNotSupported` before any weights load if the model (its
+        ``transformers`` config) cannot be used with this method."""
 
     @abstractmethod
     def attribute(self, prompts) -> list[np.ndarray]:
