@@ -93,6 +93,8 @@ class MaskedReconstructionStrategy(DatasetWrappingStrategy):
     def _without_test_texts(self, texts: list[str], path) -> list[str]:
         """Refuse (or drop, if configured) pool texts that are also test texts."""
         c = self.config.classification
+        if not c.enabled:
+            return texts
         if c.train_file and Path(c.train_file).exists():
             train_rows = read_table(c.train_file, "decselfmask.classification.train_file")
             if c.text_column in train_rows[0]:

@@ -92,6 +92,18 @@ class RenderedTurns:
     answer: str  # the answer content and its end-of-turn marker
 
 
+def _apply(tokenizer, messages: list[dict], **kwargs) -> str:
+    """``apply_chat_template``, folding a system turn into the first user turn for templates
+    that refuse the system role (Gemma 2, some Mistral templates)."""
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - jinja raises TemplateError from raise_exception()
+        if messages[0]["role"] != "system" or "system" not in str(exc).lower():
+            raise
+        first = {"role": messages[1]["role"], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+        return tokenizer.apply_chat_template([first, *messages[2:]], tokenize=False, **kwargs)
+
+
 def render(tokenizer, messages: list[dict]) -> RenderedTurns:
     """Render ``messages`` (last one the assistant's) as prompt + answer text.
 
@@ -100,8 +112,8 @@ def render(tokenizer, messages: list[dict]) -> RenderedTurns:
     """
     if messages[-1]["role"] != "assistant":
         raise ValueError("render() needs a conversation that ends with the assistant turn")
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt = _apply(tokenizer, messages[:-1], add_generation_prompt=True)
+    full = _apply(tokenizer, messages)
     content = messages[-1]["content"]
     if not full.startswith(prompt):
         raise ChatTemplateError(

@@ -92,3 +92,21 @@ def test_no_template_no_eos_is_a_clear_error():
     tok.eos_token = None
     with pytest.raises(ChatTemplateError, match="chat_template"):
         ensure_chat_template(tok, allow_fallback=True)
+
+
+NO_SYSTEM_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def test_template_without_system_role_gets_it_folded_into_the_user_turn(smollm_tok):
+    import copy
+
+    tok = copy.deepcopy(smollm_tok)
+    tok.chat_template = NO_SYSTEM_TEMPLATE
+    msgs = reconstruction_messages("A man with <mask> received a pacemaker.", "cardiomyopathy", "Fill in.")
+    turns = render(tok, msgs)
+    assert turns.prompt.startswith("<start_of_turn>user\nFill in.\n\nA man with <mask>")
+    assert turns.answer == "cardiomyopathy<end_of_turn>"

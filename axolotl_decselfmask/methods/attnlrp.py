@@ -51,9 +51,15 @@ def _import_lxt():
         from lxt.efficient import monkey_patch
         from lxt.efficient.models import get_default_map
     except ImportError as exc:
+        import transformers
+
+        hint = ""
+        if int(transformers.__version__.split(".")[0]) >= 5:
+            hint = (" lxt 2.1, its newest release, is written for transformers 4 and does not import or "
+                    f"patch transformers {transformers.__version__} (pinned by Axolotl 0.19).")
         raise MethodNotSupported(
-            "relevance.method attnlrp needs the lxt library: pip install 'axolotl-decselfmask[lrp]' "
-            f"(import failed: {exc})"
+            "relevance.method attnlrp needs the lxt library (pip install 'axolotl-decselfmask[lrp]'), and "
+            f"importing it failed: {exc}.{hint} Use grad_x_input (the default) or integrated_gradients."
         ) from exc
     return monkey_patch, get_default_map
 
