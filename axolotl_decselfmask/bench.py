@@ -416,6 +416,8 @@ def run_relevance(
                     method.attribute([short])
                 except (MethodNotSupported, ImportError) as exc:
                     stats[name].status = f"unavailable: {exc}"
+                except Exception as exc:  # noqa: BLE001 - the run goes on; the row says why
+                    stats[name].status = f"failed: {type(exc).__name__}: {exc}"
     live = {n: m for n, m in made.items() if stats[n].status == "ok"}
     steps = sum(
         (1 if n in SLOW_METHODS else repeats) for b in batches for n in live if runs_on(n, b))
@@ -706,10 +708,26 @@ def format_items(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _apply_lxt_shim() -> None:
-    """lxt 2.1 imports helpers that transformers 5 removed (``find_pruneable_heads_and_indices``,
-    ``prune_linear_layer``, used only by its BERT patch). Benchmark-only stand-ins, so the Llama
-    patch can be timed; they raise if anything calls them."""
+class _AttentionInterface(dict):
+    """lxt replaces a modeling module's ``ALL_ATTENTION_FUNCTIONS`` by a plain dict; transformers 5
+    calls ``.get_interface()`` on it."""
+
+    def get_interface(self, attn_implementation, default):
+        return self.get(attn_implementation, default)
+
+
+def _apply_lxt_shim() -> str | None:
+    """Benchmark-only stand-ins so that lxt 2.1's Llama patch can be *timed* on transformers 5
+    (not a fix, and its relevance is not checked here):
+
+    - lxt imports ``find_pruneable_heads_and_indices`` and ``prune_linear_layer`` (used only by its
+      BERT patch) that transformers 5 removed: stand-ins that raise if called;
+    - lxt's ``patch_attention`` stores a plain dict where transformers 5 wants an
+      ``AttentionInterface``: the dict gets a ``get_interface`` method.
+
+    Returns why it could not be applied (then attnlrp stays unavailable), or None."""
+    import types
+
     import transformers.pytorch_utils as pu
 
     def _missing(*_a, **_k):
@@ -718,6 +736,26 @@ def _apply_lxt_shim() -> None:
     for name in ("find_pruneable_heads_and_indices", "prune_linear_layer"):
         if not hasattr(pu, name):
             setattr(pu, name, _missing)
+    try:
+        from .methods.attnlrp import _import_lxt
+
+        _import_lxt()
+        from lxt.efficient.models import DEFAULT_MAP
+    except Exception as exc:  # noqa: BLE001
+        return str(exc)
+    for patch_map in DEFAULT_MAP.values():
+        for key, patch in list(patch_map.items()):
+            if isinstance(key, types.ModuleType) and not getattr(patch, "_bench_shim", False):
+                def wrapped(module, _patch=patch):
+                    done = _patch(module)
+                    fns = getattr(module, "ALL_ATTENTION_FUNCTIONS", None)
+                    if isinstance(fns, dict) and not hasattr(fns, "get_interface"):
+                        module.ALL_ATTENTION_FUNCTIONS = _AttentionInterface(fns)
+                    return done
+
+                wrapped._bench_shim = True
+                patch_map[key] = wrapped
+    return None
 
 
 def _common_args(p: argparse.ArgumentParser, notes: int) -> None:

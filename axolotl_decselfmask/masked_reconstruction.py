@@ -17,17 +17,20 @@ labels on the answer only (``train_on_inputs: true`` trains on the whole example
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from datasets import Dataset
 
 from .args import DecSelfMaskConfig
-from .inputs import InputError, clean_texts, overlapping_rows, read_table, require_column
+from .inputs import InputError, TextReport, clean_texts, overlapping_rows, read_table, require_column
 from .precompute import run_precompute, text_token_budget, truncate_texts
 from .prompts import ensure_chat_template, reconstruction_messages, tokenize_for_training
 
 LOG = logging.getLogger(__name__)
+
+DATASET_TYPE = "axolotl_decselfmask.masked_reconstruction"
 
 
 def plugin_config(cfg) -> DecSelfMaskConfig:
@@ -58,28 +61,17 @@ class MaskedReconstructionStrategy(DatasetWrappingStrategy):
                 f"{path}: no column {column!r} (set by the dataset's text_column); the file has "
                 f"{dataset.column_names}."
             )
-        texts, _, report = clean_texts(dataset[column], path, column)
-        texts = self._without_test_texts(texts, path)
-        texts, with_mask = self._without_mask_string(texts)
-        if config.max_texts:
-            texts = texts[: config.max_texts]
-        ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
-        check_mask_token(tokenizer, config)
-        budget = text_token_budget(tokenizer, config, cfg.sequence_len)
-        texts, report.truncated = truncate_texts(tokenizer, texts, budget)
-        LOG.info("decselfmask: %s", report.summary(str(path)))
-        if config.relevance.dtype == "auto" and cfg.bf16 is True:
-            config.relevance.dtype = "bfloat16"  # follow the recipe's precision
+        pool = prepare_pool(dataset[column], cfg, config, tokenizer, path, column)
         result = run_precompute(
-            texts, config, tokenizer, relevance_model_path(cfg, config), config.cache_dir,
+            pool.texts, config, tokenizer, relevance_model_path(cfg, config), config.cache_dir,
             trust_remote_code=bool(cfg.trust_remote_code),
         )
         where = (f"; readable copy: {result.directory / 'examples.jsonl'}" if config.masking.write_jsonl
                  else "; no readable copy (masking.write_jsonl: false)")
         print(f"decselfmask: {len(result.examples)} masked examples from {result.n_texts} texts "
-              f"({report.truncated} truncated to {budget} tokens, {len(report.skipped_empty)} empty skipped, "
-              f"{with_mask} skipped for containing the mask string, {result.n_without_spans} without spans, "
-              f"{result.n_bad_relevance} with zero or non-finite relevance){where}")
+              f"({pool.report.truncated} truncated to {pool.budget} tokens, {len(pool.report.skipped_empty)} empty "
+              f"skipped, {pool.with_mask} skipped for containing the mask string, {result.n_without_spans} without "
+              f"spans, {result.n_bad_relevance} with zero or non-finite relevance){where}")
         rows = [
             tokenize_for_training(
                 tokenizer,
@@ -90,50 +82,81 @@ class MaskedReconstructionStrategy(DatasetWrappingStrategy):
         ]
         return Dataset.from_list(rows)
 
-    def _without_test_texts(self, texts: list[str], path) -> list[str]:
-        """Refuse (or drop, if configured) pool texts that are also test texts."""
-        c = self.config.classification
-        if not c.enabled:
-            return texts
-        if c.train_file and Path(c.train_file).exists():
-            train_rows = read_table(c.train_file, "decselfmask.classification.train_file")
-            if c.text_column in train_rows[0]:
-                shared = overlapping_rows(texts, [str(r[c.text_column]) for r in train_rows])
-                if shared:
-                    LOG.info("decselfmask: %d unlabelled texts are also labelled training texts (allowed: "
-                             "stage 1 never sees their labels)", len({i for i, _ in shared}))
-        if not c.test_file:
-            return texts
-        test_rows = read_table(c.test_file, "decselfmask.classification.test_file")
-        require_column(test_rows, c.text_column, c.test_file, "decselfmask.classification.text_column")
-        test_texts = [str(r[c.text_column]) for r in test_rows if isinstance(r[c.text_column], str)]
-        pairs = overlapping_rows(texts, test_texts)
-        if not pairs:
-            return texts
-        if not self.config.drop_test_texts_from_pool:
-            shown = ", ".join(f"pool text {i} = test row {j}" for i, j in pairs[:5])
-            raise InputError(
-                f"{path}: {len(pairs)} unlabelled texts also appear in the test file {c.test_file} "
-                f"({shown}). Test rows must never be in the pool: remove them, or set "
-                "decselfmask.drop_test_texts_from_pool: true to drop them."
-            )
-        drop = {i for i, _ in pairs}
-        LOG.warning("decselfmask: dropped %d pool texts that also appear in %s", len(drop), c.test_file)
-        return [t for i, t in enumerate(texts) if i not in drop]
 
-    def _without_mask_string(self, texts: list[str]) -> tuple[list[str], int]:
-        """Texts that already contain the mask string would make ambiguous examples: skip them."""
-        mask = self.config.masking.mask_token
-        kept = [t for t in texts if mask not in t]
-        if not kept:
-            raise InputError(
-                f"every unlabelled text contains the mask string {mask!r}; choose another "
-                "decselfmask.masking.mask_token."
-            )
-        if len(kept) < len(texts):
-            LOG.warning("decselfmask: %d texts contain the mask string %r and are skipped; choose another "
-                        "decselfmask.masking.mask_token to keep them", len(texts) - len(kept), mask)
-        return kept, len(texts) - len(kept)
+@dataclass
+class PreparedPool:
+    texts: list[str]
+    report: TextReport
+    budget: int
+    with_mask: int
+
+
+def prepare_pool(values, cfg, config: DecSelfMaskConfig, tokenizer, path, column) -> PreparedPool:
+    """The unlabelled texts as the precompute sees them: cleaned, checked against the test
+    file and the mask string, cut to ``max_texts``, truncated to the token budget.
+
+    Also sets ``config.relevance.dtype`` from the recipe's precision when it is ``auto``.
+    """
+    texts, _, report = clean_texts(values, path, column)
+    texts = _without_test_texts(texts, config, path)
+    texts, with_mask = _without_mask_string(texts, config)
+    if config.max_texts:
+        texts = texts[: config.max_texts]
+    ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
+    check_mask_token(tokenizer, config)
+    budget = text_token_budget(tokenizer, config, cfg.sequence_len)
+    texts, report.truncated = truncate_texts(tokenizer, texts, budget)
+    LOG.info("decselfmask: %s", report.summary(str(path)))
+    if config.relevance.dtype == "auto" and cfg.bf16 is True:
+        config.relevance.dtype = "bfloat16"  # follow the recipe's precision
+    return PreparedPool(texts, report, budget, with_mask)
+
+
+def _without_test_texts(texts: list[str], config: DecSelfMaskConfig, path) -> list[str]:
+    """Refuse (or drop, if configured) pool texts that are also test texts."""
+    c = config.classification
+    if not c.enabled:
+        return texts
+    if c.train_file and Path(c.train_file).exists():
+        train_rows = read_table(c.train_file, "decselfmask.classification.train_file")
+        if c.text_column in train_rows[0]:
+            shared = overlapping_rows(texts, [str(r[c.text_column]) for r in train_rows])
+            if shared:
+                LOG.info("decselfmask: %d unlabelled texts are also labelled training texts (allowed: "
+                         "stage 1 never sees their labels)", len({i for i, _ in shared}))
+    if not c.test_file:
+        return texts
+    test_rows = read_table(c.test_file, "decselfmask.classification.test_file")
+    require_column(test_rows, c.text_column, c.test_file, "decselfmask.classification.text_column")
+    test_texts = [str(r[c.text_column]) for r in test_rows if isinstance(r[c.text_column], str)]
+    pairs = overlapping_rows(texts, test_texts)
+    if not pairs:
+        return texts
+    if not config.drop_test_texts_from_pool:
+        shown = ", ".join(f"pool text {i} = test row {j}" for i, j in pairs[:5])
+        raise InputError(
+            f"{path}: {len(pairs)} unlabelled texts also appear in the test file {c.test_file} "
+            f"({shown}). Test rows must never be in the pool: remove them, or set "
+            "decselfmask.drop_test_texts_from_pool: true to drop them."
+        )
+    drop = {i for i, _ in pairs}
+    LOG.warning("decselfmask: dropped %d pool texts that also appear in %s", len(drop), c.test_file)
+    return [t for i, t in enumerate(texts) if i not in drop]
+
+
+def _without_mask_string(texts: list[str], config: DecSelfMaskConfig) -> tuple[list[str], int]:
+    """Texts that already contain the mask string would make ambiguous examples: skip them."""
+    mask = config.masking.mask_token
+    kept = [t for t in texts if mask not in t]
+    if not kept:
+        raise InputError(
+            f"every unlabelled text contains the mask string {mask!r}; choose another "
+            "decselfmask.masking.mask_token."
+        )
+    if len(kept) < len(texts):
+        LOG.warning("decselfmask: %d texts contain the mask string %r and are skipped; choose another "
+                    "decselfmask.masking.mask_token to keep them", len(texts) - len(kept), mask)
+    return kept, len(texts) - len(kept)
 
 
 def check_mask_token(tokenizer, config: DecSelfMaskConfig) -> None:

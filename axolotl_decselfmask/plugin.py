@@ -25,11 +25,10 @@ from .stage1_output import (
     write_stage1_marker,
 )
 from .inputs import check_pool_file
-from .masked_reconstruction import plugin_config
+from .masked_reconstruction import DATASET_TYPE, plugin_config
 
 LOG = logging.getLogger(__name__)
 
-DATASET_TYPE = "axolotl_decselfmask.masked_reconstruction"
 DEFAULT_PREPARED_PATH = "last_run_prepared"
 
 

@@ -122,6 +122,33 @@ def selector_for(cfg: DecSelfMaskConfig, method_cls):
     return get_selector(getattr(method_cls, "span_selector", None) or cfg.spans.selector)
 
 
+def shard_plan(n_texts: int, cfg: DecSelfMaskConfig) -> tuple[list[tuple[int, str]], list[list[tuple[int, str]]]]:
+    """The (text, item) pairs and how they are cut into shards: fixed by the texts and settings."""
+    per_text = items_for_texts(n_texts, cfg.task_items(), cfg.items_per_text, cfg.seed)
+    pairs = [(i, item) for i, its in enumerate(per_text) for item in its]
+    size = cfg.relevance.shard_size
+    return pairs, [pairs[s : s + size] for s in range(0, len(pairs), size)]
+
+
+def wait_for_shards(texts, cfg: DecSelfMaskConfig, tokenizer, model_path: str, cache_root, timeout_s: float,
+                    poll_s: float = 2.0) -> None:
+    """Block until every relevance shard of ``texts`` is in the cache (other processes write them)."""
+    import time
+
+    rel_dir = Path(cache_root) / f"relevance-{relevance_key(cfg, model_path, tokenizer, texts_fingerprint(texts))}"
+    _, shards = shard_plan(len(texts), cfg)
+    deadline = time.monotonic() + timeout_s
+    pending = set(range(len(shards)))
+    while pending:
+        pending = {n for n in pending if _load_shard(rel_dir / f"part-{n:05d}.json", shards[n]) is None}
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"decselfmask: {len(pending)} relevance shards in {rel_dir} did not appear in "
+                               f"{timeout_s:.0f} s; did another process fail? Run the command again to resume.")
+        time.sleep(poll_s)
+
+
 def _load_shard(path: Path, expected: list[tuple[int, str]]) -> list[dict] | None:
     data = read_json(path)
     if not isinstance(data, dict) or data.get("pairs") != [list(p) for p in expected]:
@@ -147,8 +174,15 @@ def run_precompute(
     cache_root: str | Path,
     trust_remote_code: bool = False,
     progress: bool = True,
-) -> PrecomputeResult:
-    """Relevance, spans and masked examples of ``texts`` (already truncated), cached."""
+    rank: int = 0,
+    world_size: int = 1,
+) -> PrecomputeResult | None:
+    """Relevance, spans and masked examples of ``texts`` (already truncated), cached.
+
+    With ``world_size > 1`` (one call per process) this process computes only the relevance
+    shards ``n`` with ``n % world_size == rank`` and returns None; once every shard exists, a
+    call with ``world_size=1`` builds the examples from them (see :func:`main`).
+    """
     cache_root = Path(cache_root)
     texts_fp = texts_fingerprint(texts)
     rkey = relevance_key(cfg, model_path, tokenizer, texts_fp)
@@ -173,14 +207,13 @@ def run_precompute(
             "decselfmask.items is empty and decselfmask.classification.labels is empty: "
             "name the task items the relevance is computed for."
         )
-    per_text = items_for_texts(len(texts), items, cfg.items_per_text, cfg.seed)
-    pairs = [(i, item) for i, its in enumerate(per_text) for item in its]
+    pairs, shards = shard_plan(len(texts), cfg)
     rel_dir = cache_root / f"relevance-{rkey}"
-    size = cfg.relevance.shard_size
-    shards = [pairs[s : s + size] for s in range(0, len(pairs), size)]
     records: list[dict] = []
     todo = []
     for n, shard in enumerate(shards):
+        if n % world_size != rank:
+            continue
         loaded = _load_shard(rel_dir / f"part-{n:05d}.json", shard)
         if loaded is None:
             todo.append(n)
@@ -211,14 +244,18 @@ def run_precompute(
             ]
             atomic_write_json(rel_dir / f"part-{n:05d}.json", {
                 "pairs": [list(p) for p in shards[n]], "records": shard_records,
-                "sha256": _records_checksum(shard_records)})
+                "sha256": _records_checksum(shard_records), "written_by": {"rank": rank, "world_size": world_size}})
             by_shard[n] = shard_records
         bar.close()
         del model
+        if world_size > 1:
+            return None
         records = []
         for n, shard in enumerate(shards):
             records.extend(by_shard[n] if n in by_shard else _load_shard(rel_dir / f"part-{n:05d}.json", shard))
 
+    if world_size > 1:
+        return None
     settings = span_settings(cfg)
     m = cfg.masking
     examples, without, bad = [], 0, 0
@@ -251,3 +288,54 @@ def run_precompute(
     LOG.info("decselfmask: %d masked examples from %d texts (%d (text, item) pairs gave no span, %d had "
              "zero or non-finite relevance)", len(examples), len(texts), without, bad)
     return PrecomputeResult(examples, ex_dir, len(texts), without, bad, False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``[accelerate launch --num_processes N] python -m axolotl_decselfmask.precompute recipe.yml``
+
+    The relevance precompute of a recipe, on its own: with ``accelerate launch`` (or torchrun)
+    each process scores its slice of the shards (shard ``n`` goes to rank ``n % world_size``),
+    then the main process waits for all shards and builds the masked examples. A later
+    ``axolotl preprocess`` / ``axolotl train`` of the same recipe finds them in the cache.
+    """
+    import argparse
+    import os
+
+    from axolotl.cli.config import load_cfg
+    from axolotl.loaders import load_tokenizer
+
+    from .inputs import read_table
+    from .masked_reconstruction import DATASET_TYPE, plugin_config, prepare_pool, relevance_model_path
+
+    parser = argparse.ArgumentParser(prog="python -m axolotl_decselfmask.precompute")
+    parser.add_argument("recipe")
+    parser.add_argument("--wait-timeout", type=float, default=7 * 24 * 3600,
+                        help="seconds the main process waits for the other processes' shards")
+    args = parser.parse_args(argv)
+    # set by `accelerate launch` / torchrun; the processes share nothing but the cache folder
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    cfg = load_cfg(args.recipe)
+    config = plugin_config(cfg)
+    tokenizer = load_tokenizer(cfg)
+    entries = [d for d in cfg.datasets or [] if d.get("type") == DATASET_TYPE]
+    if not entries:
+        raise SystemExit(f"{args.recipe}: no dataset has type {DATASET_TYPE}")
+    for entry in entries:
+        column = entry.get("text_column") or "text"
+        rows = read_table(entry["path"], "datasets[].path")
+        pool = prepare_pool([r.get(column) for r in rows], cfg, config, tokenizer, entry["path"], column)
+        model_path = relevance_model_path(cfg, config)
+        common = dict(texts=pool.texts, cfg=config, tokenizer=tokenizer, model_path=model_path,
+                      cache_root=config.cache_dir, trust_remote_code=bool(cfg.trust_remote_code), progress=rank == 0)
+        if world > 1:
+            run_precompute(**common, rank=rank, world_size=world)
+            if rank != 0:
+                continue
+            wait_for_shards(pool.texts, config, tokenizer, model_path, config.cache_dir, args.wait_timeout)
+        result = run_precompute(**common)
+        print(f"decselfmask: {len(result.examples)} masked examples from {result.n_texts} texts in "
+              f"{result.directory} ({world} process(es))")
+
+
+if __name__ == "__main__":
+    main()
