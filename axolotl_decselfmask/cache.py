@@ -31,6 +31,15 @@ def texts_fingerprint(texts: Iterable[str]) -> str:
     return h.hexdigest()[:20]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def model_fingerprint(path: str) -> dict:
     """Identity of a model: its config and the size and mtime of its weight files.
 

@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from .cache import read_json
+from .cache import atomic_write_json, file_sha256, read_json
 
 LOG = logging.getLogger(__name__)
 
@@ -25,16 +25,6 @@ STAGE1_MARKER = "decselfmask_stage1_complete.json"
 
 class Stage1IncompleteError(RuntimeError):
     """The stage-1 weights in ``output_dir`` are missing, unfinished or changed since stage 1 ended."""
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def stage1_weight_files(out: Path, adapter: bool) -> list[Path]:
@@ -76,13 +66,12 @@ def write_stage1_marker(out: str | os.PathLike, adapter: bool, extra: dict | Non
     """
     from datetime import datetime, timezone
 
-    from .cache import atomic_write_json
 
     out = Path(out)
     files = stage1_weight_files(out, adapter)
     marker = {
         "kind": "lora" if adapter else "full",
-        "files": [{"name": f.name, "size": f.stat().st_size, "sha256": _file_sha256(f)} for f in files],
+        "files": [{"name": f.name, "size": f.stat().st_size, "sha256": file_sha256(f)} for f in files],
         "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
@@ -105,8 +94,6 @@ def _resume_hint(cfg, out: Path) -> str:
 
 def verify_stage1_output(cfg) -> dict:
     """The stage-1 completion record of ``cfg.output_dir``, after checking the weights still match it."""
-    from .cache import read_json
-
     out = Path(cfg.output_dir)
     marker_path = out / STAGE1_MARKER
 
@@ -128,7 +115,7 @@ def verify_stage1_output(cfg) -> dict:
             fail(f"{f} is missing")
         if f.stat().st_size != entry["size"]:
             fail(f"{f} has {f.stat().st_size} bytes, stage 1 saved {entry['size']}")
-        if _file_sha256(f) != entry["sha256"]:
+        if file_sha256(f) != entry["sha256"]:
             fail(f"{f} has changed since stage 1 saved it (sha256 differs)")
     return marker
 
