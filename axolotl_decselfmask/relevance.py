@@ -21,10 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+import logging
+
 import numpy as np
 import torch
 
 from .prompts import relevance_messages, render
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,14 +89,35 @@ def iter_batches(prompts: list[RelevancePrompt], batch_size: int) -> Iterator[li
 def compute_relevance(
     method, prompts: list[RelevancePrompt], batch_size: int, progress=None
 ) -> list[np.ndarray]:
-    """Relevance of every prompt, batched by length; results in the input order."""
+    """Relevance of every prompt, batched by length; results in the input order.
+
+    A batch that runs out of accelerator memory is split in halves and retried (the halves
+    give the same values: prompts are independent).
+    """
     results: list[np.ndarray | None] = [None] * len(prompts)
     for batch in iter_batches(prompts, batch_size):
-        for index, rel in zip(batch, method.attribute([prompts[i] for i in batch])):
+        for index, rel in zip(batch, _attribute_with_backoff(method, [prompts[i] for i in batch])):
             results[index] = rel
         if progress is not None:
             progress.update(len(batch))
     return results  # type: ignore[return-value]
+
+
+def _attribute_with_backoff(method, prompts: list[RelevancePrompt]) -> list[np.ndarray]:
+    try:
+        return method.attribute(prompts)
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(prompts) == 1:
+            raise torch.OutOfMemoryError(
+                f"decselfmask: one prompt of {len(prompts[0].input_ids)} tokens does not fit in memory for "
+                "relevance; lower sequence_len, or set decselfmask.relevance.load_in_4bit: true"
+            ) from None
+        half = len(prompts) // 2
+        LOG.warning("decselfmask: out of memory with %d prompts per batch; retrying with %d",
+                    len(prompts), half)
+        return _attribute_with_backoff(method, prompts[:half]) + _attribute_with_backoff(method, prompts[half:])
 
 
 def pick_dtype(name: str, device: str) -> torch.dtype:

@@ -119,3 +119,25 @@ def test_items_for_texts_is_seeded_and_distinct():
     assert a != items_for_texts(50, items, 3, seed=2)
     assert all(len(set(x)) == 3 for x in a)
     assert items_for_texts(2, items[:2], 5, seed=0) == [items[:2], items[:2]]
+
+
+def test_out_of_memory_splits_the_batch_and_gives_the_same_values(tiny):
+    """Fault injection: a method that runs out of memory above 1 prompt per batch."""
+    model, tok = tiny
+
+    class SmallMemory(GradientXInput):
+        calls = []
+
+        def attribute(self, prompts):
+            self.calls.append(len(prompts))
+            if len(prompts) > 1:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().attribute(prompts)
+
+    prompts = [build_relevance_prompt(tok, TEXT[: 40 + 10 * k], "pacemaker", LEAD_IN) for k in range(4)]
+    method = SmallMemory(model, tok)
+    got = compute_relevance(method, prompts, batch_size=4)
+    assert method.calls == [4, 2, 1, 1, 2, 1, 1]  # 4 fails, each half of 2 fails, then ones
+    ref = compute_relevance(GradientXInput(model, tok), prompts, batch_size=1)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
