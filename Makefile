@@ -11,6 +11,9 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export AXOLOTL_DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
+# torch's OpenMP threads spin-wait by default; on a shared 2-core machine that made a forward
+# pass 8x slower (docs/benchmark.md)
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: setup model quickstart quickstart-sft test test-slow clean
 

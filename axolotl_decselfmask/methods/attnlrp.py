@@ -35,6 +35,8 @@ def _import_lxt():
     """Import lxt's efficient API. lxt imports torchvision for its ViT map at import time;
     where torchvision is absent or broken, a stand-in providing ``torch.nn`` is used (only
     ViT models need the real one, and they are not supported here)."""
+    import transformers  # noqa: F401 - before the stand-in: transformers probes find_spec("torchvision")
+
     try:
         import torchvision.models.vision_transformer  # noqa: F401  (lxt needs it importable)
     except Exception:  # noqa: BLE001 - absent or broken torchvision
@@ -50,9 +52,7 @@ def _import_lxt():
     try:
         from lxt.efficient import monkey_patch
         from lxt.efficient.models import get_default_map
-    except ImportError as exc:
-        import transformers
-
+    except (ImportError, ValueError) as exc:
         hint = ""
         if int(transformers.__version__.split(".")[0]) >= 5:
             hint = (" lxt 2.1, its newest release, is written for transformers 4 and does not import or "

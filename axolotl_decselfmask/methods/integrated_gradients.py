@@ -1,7 +1,8 @@
 """Integrated gradients on the embedding layer (captum ``LayerIntegratedGradients``).
 
 The baseline is the same prompt with every text token replaced by the padding token, so
-only the text is attributed; ``steps`` interpolation points (default 32).
+only the text is attributed; ``steps`` interpolation points (default 32), evaluated 8 at a
+time (all 32 at once peaked at 14.7 GiB for 4 notes of 300 tokens on SmolLM2-135M).
 """
 
 from __future__ import annotations
@@ -31,5 +32,5 @@ class IntegratedGradients(RelevanceMethod):
         lig = LayerIntegratedGradients(forward, self.embedding)
         with torch.enable_grad():
             attr = lig.attribute(batch.ids, baselines=baseline, n_steps=steps,
-                                 internal_batch_size=n * int(self.options.get("internal_steps") or steps))
+                                 internal_batch_size=n * int(self.options.get("internal_steps") or min(steps, 8)))
         return self.text_values(attr.sum(-1), prompts)
