@@ -146,10 +146,9 @@ def load_relevance_model(path: str, dtype: str = "auto", device: str = "auto", t
     if eager_attention:
         kwargs["attn_implementation"] = "eager"
     if load_in_4bit or load_in_8bit:
-        compute = kwargs["dtype"] if kwargs["dtype"] != torch.float32 else torch.float32
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=compute)
+            bnb_4bit_compute_dtype=kwargs["dtype"])
         kwargs["device_map"] = {"": dev}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not (load_in_4bit or load_in_8bit):
