@@ -22,13 +22,11 @@ LOG = logging.getLogger(__name__)
 
 
 def _option_ids(tokenizer, text, labels, question, system_prompt):
-    prompt = None
-    answers = []
-    for label in labels:
-        turns = render(tokenizer, classification_messages(text, question, labels, system_prompt, answer=label))
-        prompt = turns.prompt
-        answers.append(tokenizer(turns.answer, add_special_tokens=False)["input_ids"])
-    return tokenizer(prompt, add_special_tokens=False)["input_ids"], answers
+    """Token ids of the shared prompt and of each option's answer (label + end of turn)."""
+    turns = [render(tokenizer, classification_messages(text, question, labels, system_prompt, answer=label))
+             for label in labels]
+    answers = [tokenizer(t.answer, add_special_tokens=False)["input_ids"] for t in turns]
+    return tokenizer(turns[0].prompt, add_special_tokens=False)["input_ids"], answers
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ the scoring model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import logging
 
@@ -165,7 +165,3 @@ def items_for_texts(n_texts: int, items: list[str], per_text: int, seed: int) ->
     if k == len(items):
         return [list(items) for _ in range(n_texts)]
     return [[items[j] for j in sorted(rng.choice(len(items), size=k, replace=False))] for _ in range(n_texts)]
-
-
-def flatten(pairs: Iterable[tuple[int, list[str]]]) -> list[tuple[int, str]]:
-    return [(i, item) for i, items in pairs for item in items]

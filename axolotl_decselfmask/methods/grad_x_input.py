@@ -22,8 +22,3 @@ class GradientXInput(RelevanceMethod):
             scores = self.scores(batch, inputs_embeds=embeds)
             (grad,) = torch.autograd.grad(scores.sum(), embeds)
         return self.text_values((embeds.detach().float() * grad.float()).sum(-1), prompts)
-
-    def score(self, prompts) -> torch.Tensor:
-        """The target of each prompt, one at a time, without padding (for checks)."""
-        with torch.no_grad():
-            return torch.cat([self.scores(self.batch([p]), input_ids=self.batch([p]).ids) for p in prompts])
