@@ -156,10 +156,40 @@ class MaskingConfig(_Strict):
     )
 
 
+class PseudoLabelConfig(_Strict):
+    """The synthetic-labels baseline: the stage-2 model labels unlabelled texts, the confident
+    labels join the gold ones, and stage 2 is trained again from the start on both."""
+
+    enabled: bool = Field(default=False, description="Add confident pseudo-labels of pool_file, then train stage 2 again.")
+    pool_file: str | None = Field(default=None, description="Unlabelled texts to label (jsonl, csv, parquet or a saved HF dataset).")
+    text_column: str = Field(default="text", description="Column of pool_file holding the text.")
+    max_texts: int = Field(default=256, ge=1, description="Label at most the first n texts of pool_file.")
+    min_confidence: float = Field(
+        default=0.6, ge=0.0, le=1.0,
+        description="Keep a pseudo-label when its probability among the label options is at least this.",
+    )
+    max_per_label: int = Field(default=32, ge=1, description="Keep at most this many pseudo-labels per label (the most confident).")
+
+
+class ProbingConfig(_Strict):
+    """Probing: the frozen model's last-token hidden state of the classification prompt, and a
+    small classifier (hidden -> hidden_size -> labels) trained on the labelled examples."""
+
+    enabled: bool = Field(default=False, description="Probe the model before stage 2 (after stage 1, or the base model).")
+    hidden_size: int = Field(default=256, ge=1, description="Width of the classifier's hidden layer (the paper: 256).")
+    epochs: int = Field(default=200, ge=1, description="Full-batch training epochs of the classifier.")
+    learning_rate: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-2, ge=0.0)
+
+
 class ClassificationConfig(_Strict):
     """Stage 2 (supervised classification with TRL) and the evaluation."""
 
     enabled: bool = Field(default=True, description="Run stage 2 after stage 1, in the same `axolotl train`.")
+    train: bool = Field(
+        default=True,
+        description="false: no stage-2 training; the model is evaluated as it is (the zero-shot baseline).",
+    )
     task: str = Field(default="task", min_length=1, description="Task name used in metrics.json.")
     train_file: str | None = Field(default=None, description="Labelled examples (jsonl, csv, parquet or a saved HF dataset).")
     test_file: str | None = Field(default=None, description="Test examples; Macro F1 is computed on these.")
@@ -187,6 +217,7 @@ class ClassificationConfig(_Strict):
     )
     eval_batch_size: int = Field(default=8, ge=1)
     max_test_examples: int | None = Field(default=None, ge=1, description="Evaluate on the first n test rows only.")
+    pseudo_labels: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
 
     @model_validator(mode="after")
     def _labels_distinct(self) -> "ClassificationConfig":
@@ -195,6 +226,23 @@ class ClassificationConfig(_Strict):
         if self.labels and len(self.labels) < 2:
             raise ValueError("decselfmask.classification.labels needs at least 2 options")
         return self
+
+
+class TaskConfig(_Strict):
+    """One task of a many-task run: its files and labels. Keys left out are taken from
+    ``decselfmask.classification``."""
+
+    task: str = Field(min_length=1, description="Task name used in metrics.json.")
+    train_file: str | None = None
+    test_file: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    labels: list[str] | None = None
+    question: str | None = None
+    items: list[str] = Field(
+        default_factory=list,
+        description="Task items this task adds to the relevance items. Empty: its labels.",
+    )
 
 
 class DecSelfMaskConfig(_Strict):
@@ -222,6 +270,13 @@ class DecSelfMaskConfig(_Strict):
         ),
     )
     max_texts: int | None = Field(default=None, ge=1, description="Use only the first n unlabelled texts.")
+    stage1_token_budget: int | None = Field(
+        default=None, ge=1,
+        description=(
+            "Stage-1 examples are kept, in order, while their summed token count stays within this "
+            "budget (the same budget makes stage-1 methods comparable). Default: all examples."
+        ),
+    )
     cache_dir: str | None = Field(
         default=None,
         description="Where relevance and masked examples are cached. Default: <dataset_prepared_path>/decselfmask.",
@@ -230,9 +285,43 @@ class DecSelfMaskConfig(_Strict):
     spans: SpanConfig = Field(default_factory=SpanConfig)
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
+    tasks: list[TaskConfig] = Field(
+        default_factory=list,
+        description="Many tasks over one pool: each entry overrides classification's files, columns, labels and question.",
+    )
+    probing: ProbingConfig = Field(default_factory=ProbingConfig)
+
+    @model_validator(mode="after")
+    def _distinct_tasks(self) -> "DecSelfMaskConfig":
+        names = [t.task for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"decselfmask.tasks: task names must be distinct, got {names}")
+        for n, task in enumerate(self.task_configs()):
+            if task.labels and len(task.labels) < 2:
+                raise ValueError(f"decselfmask.tasks[{n}].labels needs at least 2 options")
+        return self
+
+    def task_configs(self) -> list[ClassificationConfig]:
+        """One classification setting per task (``classification`` alone when ``tasks`` is empty)."""
+        if not self.tasks:
+            return [self.classification]
+        out = []
+        for t in self.tasks:
+            update = {k: v for k, v in t.model_dump(exclude={"items"}).items() if v is not None}
+            out.append(self.classification.model_copy(update=update))
+        return out
 
     def task_items(self) -> list[str]:
-        return list(self.items) or list(self.classification.labels)
+        """The relevance items: ``items``, else each task's items (or labels), in order, once each."""
+        if self.items:
+            return list(self.items)
+        if not self.tasks:
+            return list(self.classification.labels)
+        seen: dict[str, None] = {}
+        for t, c in zip(self.tasks, self.task_configs()):
+            for item in (t.items or c.labels):
+                seen.setdefault(item, None)
+        return list(seen)
 
 
 class DecSelfMaskArgs(BaseModel):
