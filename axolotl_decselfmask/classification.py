@@ -119,27 +119,106 @@ def _load_tokenizer(cfg):
 
 
 def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
-    """Train the classifier and evaluate it; returns the metrics dict."""
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
+    """Stage 2 and the evaluation of every task (``decselfmask.tasks``, else ``classification``).
 
-    c = config.classification
-    data = load_task_data(c)
+    Every task's files are checked before any model work. Each task starts from the same
+    stage-1 model (reloaded), gets its own LoRA and its own entry in ``metrics.json``.
+    Returns the metrics dict.
+    """
+    tasks = config.task_configs()
+    data = [load_task_data(c) for c in tasks]
+    pool = None
+    if any(c.pseudo_labels.enabled for c in tasks):
+        from .pseudo_labels import read_pool
+
+        pool = {c.task: read_pool(c.pseudo_labels) for c in tasks if c.pseudo_labels.enabled}
     tokenizer = _load_tokenizer(cfg)
     ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
+    metrics: dict = {}
+    for c, d in zip(tasks, data):
+        out_dir = Path(cfg.output_dir) / STAGE2_DIR
+        if config.tasks:
+            out_dir = out_dir / safe_filename(c.task)
+        metrics = run_task(cfg, config, c, d, tokenizer, out_dir, (pool or {}).get(c.task), progress)
+    return metrics
+
+
+def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: TaskData, tokenizer,
+             out_dir: Path, pool_texts: list[str] | None, progress: bool = True) -> dict:
+    """Probe (optional), train the classifier (unless ``train: false``), evaluate one task."""
     max_length = c.max_length or cfg.sequence_len
     train_texts, n_cut = _truncate_for(tokenizer, c, data.labels, max_length, data.train.texts)
-    rows = [
-        tokenize_for_training(tokenizer, classification_messages(t, c.question, data.labels, c.system_prompt, answer=y))
-        for t, y in zip(train_texts, data.train.labels)
-    ]
-    print(f"decselfmask stage 2: {len(rows)} labelled examples, {len(data.labels)} labels, "
+    print(f"decselfmask stage 2 [{c.task}]: {len(train_texts)} labelled examples, {len(data.labels)} labels, "
           f"{n_cut} texts truncated to fit {max_length} tokens")
+    test_texts = gold = None
+    if data.test is not None:
+        test_texts = data.test.texts[: c.max_test_examples] if c.max_test_examples else data.test.texts
+        gold = data.test.labels[: len(test_texts)]
+        test_texts, _ = _truncate_for(tokenizer, c, data.labels, max_length, test_texts)
 
     dtype = _precision(cfg)
     model, source = load_stage1_model(cfg, config, dtype)
-    print(f"decselfmask stage 2: starting from {source}")
-    out_dir = Path(cfg.output_dir) / STAGE2_DIR
+    print(f"decselfmask stage 2 [{c.task}]: starting from {source}")
+    extra = {"stage1": config.stage1, "labels": data.labels, "n_train": len(train_texts), "trained": c.train}
+
+    if config.probing.enabled and test_texts is not None:
+        from .probing import probe
+
+        probed = probe(model, tokenizer, train_texts, data.train.labels, test_texts, gold, data.labels,
+                       c.question, c.system_prompt, config.probing, config.seed, progress)
+        extra.update(probe_macro_f1=probed["macro_f1"], probe_accuracy=probed["accuracy"])
+        print(f"decselfmask probing [{c.task}]: Macro F1 {probed['macro_f1']:.4f} (frozen model, last-token "
+              f"hidden state, {config.probing.hidden_size}-unit classifier)")
+
+    trainer = None
+    if c.train:
+        texts, labels = list(train_texts), list(data.train.labels)
+        if c.pseudo_labels.enabled:
+            from .pseudo_labels import pseudo_label
+
+            trainer = _train(cfg, config, c, model, tokenizer, texts, labels, data.labels, max_length, out_dir, progress)
+            pool_texts, _ = _truncate_for(tokenizer, c, data.labels, max_length, pool_texts or [])
+            added = pseudo_label(trainer.model, tokenizer, pool_texts, data.labels, c.question, c.system_prompt,
+                                 c.pseudo_labels, progress)
+            print(f"decselfmask pseudo-labels [{c.task}]: {len(added)} of {len(pool_texts)} pool texts labelled "
+                  f"with confidence >= {c.pseudo_labels.min_confidence}; training again on gold + pseudo-labels")
+            extra["n_pseudo"] = len(added)
+            texts += [a["text"] for a in added]
+            labels += [a["label"] for a in added]
+            del trainer, model
+            model, _ = load_stage1_model(cfg, config, dtype)
+        trainer = _train(cfg, config, c, model, tokenizer, texts, labels, data.labels, max_length, out_dir, progress)
+        model = trainer.model
+
+    if test_texts is None:
+        LOG.warning("decselfmask: no classification.test_file for %s; skipping the evaluation", c.task)
+        return {}
+    result = evaluate(model, tokenizer, test_texts, gold, data.labels, c.question, c.system_prompt, progress)
+    metrics = write_metrics(Path(cfg.output_dir) / "metrics.json", c.task, result, extra=extra)
+    dump_predictions(Path(cfg.output_dir) / f"predictions-{safe_filename(c.task)}.jsonl",
+                     data.test.rows[: len(gold)], gold, result["predictions"])
+    if trainer is not None:  # into Axolotl's loggers (tensorboard, wandb) when the recipe has them
+        logged = {f"decselfmask/{c.task}/macro_f1": result["macro_f1"],
+                  f"decselfmask/{c.task}/accuracy": result["accuracy"]}
+        if "probe_macro_f1" in extra:
+            logged[f"decselfmask/{c.task}/probe_macro_f1"] = extra["probe_macro_f1"]
+        trainer.log(logged)
+    print(f"decselfmask evaluation [{c.task}] (constrained scoring of the label options):")
+    print(format_table(metrics))
+    print(f"metrics written to {Path(cfg.output_dir) / 'metrics.json'}")
+    return metrics
+
+
+def _train(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, model, tokenizer, texts, labels, options,
+           max_length: int, out_dir: Path, progress: bool):
+    """A fresh LoRA on ``model`` trained with TRL's SFTTrainer, loss on the label; saved to ``out_dir``."""
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    rows = [
+        tokenize_for_training(tokenizer, classification_messages(t, c.question, options, c.system_prompt, answer=y))
+        for t, y in zip(texts, labels)
+    ]
     cuda = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=str(out_dir),
@@ -154,7 +233,7 @@ def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
         report_to=_report_to(cfg),
         seed=config.seed,
         data_seed=config.seed,
-        bf16=dtype == torch.bfloat16,
+        bf16=next(model.parameters()).dtype == torch.bfloat16,
         fp16=False,
         use_cpu=not cuda,
         max_length=max_length,
@@ -171,23 +250,8 @@ def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
     trainer.train()
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    print(f"decselfmask stage 2: classifier saved to {out_dir}")
-
-    if data.test is None:
-        LOG.warning("decselfmask: no classification.test_file; skipping the evaluation")
-        return {}
-    test_texts = data.test.texts[: c.max_test_examples] if c.max_test_examples else data.test.texts
-    gold = data.test.labels[: len(test_texts)]
-    test_texts, _ = _truncate_for(tokenizer, c, data.labels, max_length, test_texts)
-    result = evaluate(trainer.model, tokenizer, test_texts, gold, data.labels, c.question, c.system_prompt, progress)
-    metrics = write_metrics(Path(cfg.output_dir) / "metrics.json", c.task, result,
-                            extra={"stage1": config.stage1, "labels": data.labels})
-    dump_predictions(Path(cfg.output_dir) / f"predictions-{safe_filename(c.task)}.jsonl",
-                     data.test.rows[: len(gold)], gold, result["predictions"])
-    print("decselfmask evaluation (constrained scoring of the label options):")
-    print(format_table(metrics))
-    print(f"metrics written to {Path(cfg.output_dir) / 'metrics.json'}")
-    return metrics
+    print(f"decselfmask stage 2 [{c.task}]: classifier saved to {out_dir}")
+    return trainer
 
 
 def _report_to(cfg) -> list[str]:

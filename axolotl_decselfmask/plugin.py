@@ -62,7 +62,10 @@ class DecSelfMaskPlugin(BasePlugin):
             # Axolotl's prepared-dataset hash does not see the decselfmask block; key the
             # folder by it so that a changed setting never reuses stale examples.
             try:
-                settings = DecSelfMaskConfig(**block).model_dump(exclude={"classification"})
+                config = DecSelfMaskConfig(**block)
+                # what stage 1's data depends on (not stage 2's or probing's settings)
+                settings = config.model_dump(exclude={"classification", "tasks", "probing"})
+                settings["task_items"] = config.task_items()
             except Exception:  # noqa: BLE001 - Axolotl's validation reports it next
                 settings = dict(block)
             key = fingerprint(__version__, settings)
@@ -78,9 +81,10 @@ class DecSelfMaskPlugin(BasePlugin):
         """Check every input file before any model work; serve a placeholder when stage 1 is off."""
         config = plugin_config(cfg)
         if config.classification.enabled:
-            data = load_task_data(config.classification)
-            LOG.info("decselfmask: %s; labels %s", data.train.report.summary(config.classification.train_file),
-                     data.labels)
+            for task in config.task_configs():
+                data = load_task_data(task)
+                LOG.info("decselfmask [%s]: %s; labels %s", task.task, data.train.report.summary(task.train_file),
+                         data.labels)
         if config.stage1:
             for n, entry in enumerate(cfg.get("datasets") or []):
                 if entry.get("type") == DATASET_TYPE:
@@ -147,8 +151,12 @@ class DecSelfMaskPlugin(BasePlugin):
         if self._stage2_done or not config.classification.enabled:
             return
         self._stage2_done = True
-        _forget_previous_results(Path(cfg.output_dir), config.classification.task)
+        for task in config.task_configs():
+            _forget_previous_results(Path(cfg.output_dir), task.task)
         run_stage2(cfg, config)
+        from .model_card import write_model_card  # README.md in output_dir; never raises
+
+        write_model_card(cfg, config)
 
 
 def _barrier():
