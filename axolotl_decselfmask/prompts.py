@@ -115,6 +115,13 @@ def render(tokenizer, messages: list[dict]) -> RenderedTurns:
     prompt = _apply(tokenizer, messages[:-1], add_generation_prompt=True)
     full = _apply(tokenizer, messages)
     content = messages[-1]["content"]
+    if not full.startswith(prompt) and messages[0]["role"] == "system":
+        # Some templates (Mistral v0.3's) write the system turn into the last user turn only,
+        # which moves it when the answer is added: fold it into the first user turn ourselves.
+        messages = [{"role": messages[1]["role"], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"},
+                    *messages[2:]]
+        prompt = _apply(tokenizer, messages[:-1], add_generation_prompt=True)
+        full = _apply(tokenizer, messages)
     if not full.startswith(prompt):
         raise ChatTemplateError(
             "The chat template renders the conversation differently with and without the "

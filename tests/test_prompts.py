@@ -110,3 +110,25 @@ def test_template_without_system_role_gets_it_folded_into_the_user_turn(smollm_t
     turns = render(tok, msgs)
     assert turns.prompt.startswith("<start_of_turn>user\nFill in.\n\nA man with <mask>")
     assert turns.answer == "cardiomyopathy<end_of_turn>"
+
+
+def test_template_that_moves_the_system_turn_to_the_last_user_turn(smollm_tok):
+    """Mistral v0.3's template writes the system text into the LAST user turn only, so the
+    prompt without the answer is not a prefix of the whole: the system turn is folded."""
+    from pathlib import Path
+
+    import axolotl
+
+    import copy
+
+    template = (Path(axolotl.__file__).parent / "utils/chat_templates/templates/mistral_v2v3.jinja").read_text()
+    tok = copy.deepcopy(smollm_tok)
+    tok.chat_template = template
+    msgs = reconstruction_messages("The <mask> was implanted.", "pacemaker", "Fill in the masked part.")
+    turns = render(tok, msgs)
+    assert turns.prompt.count("Fill in the masked part.") == 1
+    assert turns.prompt.index("Fill in the masked part.") < turns.prompt.index("The <mask> was implanted.")
+    assert turns.answer.lstrip().startswith("pacemaker")
+    ids = tokenize_for_training(tok, msgs)
+    answer = [t for t, label in zip(ids["input_ids"], ids["labels"]) if label != -100]
+    assert tok.decode(answer).lstrip().startswith("pacemaker")
