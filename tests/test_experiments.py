@@ -130,3 +130,35 @@ def test_report_spread_and_difference_from_sft():
         {"name": "a", "label_column": "l", "question": "q"}]}]))
     assert "| decselfmask | 0.5500 +- 0.0707 (n=2) | +0.1000 | 2/2 |" in text
     assert "| sft | 0.4500 +- 0.0707 (n=2) |" in text
+
+
+@pytest.mark.parametrize("grid_name", ["small_cpu.yml", "full_gpu.yml"])
+def test_shipped_grids_write_recipes_that_axolotl_accepts(tmp_path, grid_name):
+    """The grids in examples/grids: data splits written, and every run's recipe passes Axolotl's
+    own validation with the plugin's schema merged (no model needed)."""
+    from conftest import ROOT
+    from test_recipes import _validate
+
+    grid_path = ROOT / "examples" / "grids" / grid_name
+    raw = yaml.safe_load(grid_path.read_text())
+    missing = [c["file"] for c in raw["corpora"] if not (ROOT / c["file"]).exists()]
+    if missing:
+        pytest.skip(f"shared corpora not on this machine: {missing}")
+    raw.update(pool_size=50, test_per_task=20)  # the same grid, smaller, to keep the test fast
+    small = tmp_path / grid_name
+    small.write_text(yaml.safe_dump(raw))
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # grid paths are relative to the repository root
+    try:
+        run_grid(str(small), str(tmp_path / "out"), dry_run=True)
+    finally:
+        os.chdir(cwd)
+    recipes = sorted((tmp_path / "out" / "runs").rglob("recipe.yml"))
+    n_runs = len(raw["corpora"]) * len(raw["methods"]) * (1 if raw["share_stage1_across_seeds"] else len(raw["seeds"]))
+    assert len(recipes) == n_runs
+    for path in recipes:
+        recipe = yaml.safe_load(path.read_text())
+        cfg = _validate(recipe)
+        assert cfg["decselfmask"]["tasks"], path
