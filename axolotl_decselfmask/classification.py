@@ -193,7 +193,8 @@ def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: Task
     if test_texts is None:
         LOG.warning("decselfmask: no classification.test_file for %s; skipping the evaluation", c.task)
         return {}
-    result = evaluate(model, tokenizer, test_texts, gold, data.labels, c.question, c.system_prompt, progress)
+    result = evaluate(model, tokenizer, test_texts, gold, data.labels, c.question, c.system_prompt, progress,
+                      c.eval_batch_size)
     metrics = write_metrics(Path(cfg.output_dir) / "metrics.json", c.task, result, extra=extra)
     dump_predictions(Path(cfg.output_dir) / f"predictions-{safe_filename(c.task)}.jsonl",
                      data.test.rows[: len(gold)], gold, result["predictions"])

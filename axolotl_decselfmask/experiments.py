@@ -345,7 +345,8 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
     seed_groups = [list(grid.seeds)] if grid.share_stage1_across_seeds else [[s] for s in grid.seeds]
     for c in grid.corpora:
         for method in grid.methods:
-            for seeds in seed_groups:
+            # zero-shot trains nothing and its test split is fixed: one evaluation serves every seed
+            for seeds in ([[grid.seeds[0]]] if method == "zero_shot" else seed_groups):
                 name = method if grid.share_stage1_across_seeds else f"{method}-seed{seeds[0]}"
                 run_dir = out / "runs" / c.name / name
                 runs.append({"corpus": c.name, "method": method, "seeds": seeds, "dir": run_dir,
@@ -400,15 +401,16 @@ def collect(grid: Grid, runs: list[dict]) -> list[dict]:
             continue
         for task_seed, m in sorted(record["metrics"].get("tasks", {}).items()):
             task, _, seed = task_seed.rpartition("@seed")
-            rows.append({
-                "corpus": run["corpus"], "task": task, "method": run["method"], "seed": int(seed),
+            seeds = grid.seeds if run["method"] == "zero_shot" else [int(seed)]
+            rows += [{
+                "corpus": run["corpus"], "task": task, "method": run["method"], "seed": seed,
                 "macro_f1": round(m["macro_f1"], 4), "accuracy": round(m["accuracy"], 4),
                 "probe_macro_f1": round(m["probe_macro_f1"], 4) if "probe_macro_f1" in m else "",
                 "n_train": m.get("n_train", ""), "n_pseudo": m.get("n_pseudo", ""), "n_test": m["n_test"],
                 "n_labels": len(m.get("labels") or []),
                 "stage1_tokens": record.get("stage1_tokens") or "",
                 "run_seconds": record["seconds"],
-            })
+            } for seed in seeds]
     return rows
 
 
@@ -485,7 +487,9 @@ def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float |
     for c, t in s["tasks"]:
         cells = [f"{s['per_task'][(c, t, m)]:.4f}" if (c, t, m) in s["per_task"] else "" for m in s["methods"]]
         lines.append(f"| {c} | {t} | " + " | ".join(cells) + " |")
-    lines += ["", "Probing is the frozen model before stage 2: the base model for `sft`, the stage-1 model for "
+    lines += ["", "`zero_shot` trains nothing and every seed shares its test split: it is evaluated once and its "
+              "result stands for every seed (spread 0).",
+              "", "Probing is the frozen model before stage 2: the base model for `sft`, the stage-1 model for "
               "the stage-1 methods.", ""]
     return "\n".join(lines)
 

@@ -34,10 +34,21 @@ def test_cached_option_scoring_equals_full_sequences(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     texts = ["Tumour growth in the colon was observed.", "Stroke patients with atrial fibrillation."]
-    got = score_options(model, tok, texts, LABELS, Q, SYS, progress=False)
-    assert got.shape == (2, 3)
-    for row, text in enumerate(texts):
-        np.testing.assert_allclose(got[row], _full_sequence_scores(model, tok, text), rtol=1e-4, atol=1e-4)
+    texts += ["A long note. " * 9 + "Seizures and migraine.", "Short."]  # prompts of different lengths
+    for batch_size in (1, 3, 8):  # left padding inside a batch must not change a text's scores
+        got = score_options(model, tok, texts, LABELS, Q, SYS, progress=False, batch_size=batch_size)
+        assert got.shape == (4, 3)
+        for row, text in enumerate(texts):
+            np.testing.assert_allclose(got[row], _full_sequence_scores(model, tok, text), rtol=1e-4, atol=1e-4)
+
+
+def test_batched_scoring_on_the_real_model(smollm_model, smollm_tok):
+    texts = ["Breast cancer treated with chemotherapy.", "Atrial fibrillation and stroke risk in elderly patients "
+             "with hypertension, followed for five years.", "Epilepsy."]
+    one = score_options(smollm_model, smollm_tok, texts, LABELS, Q, SYS, progress=False, batch_size=1)
+    together = score_options(smollm_model, smollm_tok, texts, LABELS, Q, SYS, progress=False, batch_size=3)
+    np.testing.assert_allclose(together, one, rtol=1e-3, atol=2e-3)
+    assert (one.argmax(1) == together.argmax(1)).all()
 
 
 def test_real_model_prefers_the_plausible_label(smollm_model, smollm_tok):

@@ -104,6 +104,8 @@ def test_tiny_grid_runs_all_methods_and_resumes(tmp_path):
     # probing: base model (sft) and every stage-1 model; not for zero-shot or synthetic labels
     assert by_method["sft"]["probe_macro_f1"] != "" and by_method["decselfmask"]["probe_macro_f1"] != ""
     assert by_method["zero_shot"]["probe_macro_f1"] == ""
+    zero = [r for r in table if r["method"] == "zero_shot"]  # evaluated once, one row per seed
+    assert sorted(r["seed"] for r in zero) == ["0", "1"] and zero[0]["macro_f1"] == zero[1]["macro_f1"]
     # the stage-1 methods trained on the same token budget
     for m in ("continual_pretraining", "random_masking", "decselfmask"):
         assert 0 < int(by_method[m]["stage1_tokens"]) <= 600, m
@@ -156,7 +158,8 @@ def test_shipped_grids_write_recipes_that_axolotl_accepts(tmp_path, grid_name):
     finally:
         os.chdir(cwd)
     recipes = sorted((tmp_path / "out" / "runs").rglob("recipe.yml"))
-    n_runs = len(raw["corpora"]) * len(raw["methods"]) * (1 if raw["share_stage1_across_seeds"] else len(raw["seeds"]))
+    per_method = 1 if raw["share_stage1_across_seeds"] else len(raw["seeds"])
+    n_runs = len(raw["corpora"]) * ((len(raw["methods"]) - 1) * per_method + 1)  # zero-shot: one run
     assert len(recipes) == n_runs
     for path in recipes:
         recipe = yaml.safe_load(path.read_text())
