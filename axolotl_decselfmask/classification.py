@@ -198,12 +198,10 @@ def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: Task
     metrics = write_metrics(Path(cfg.output_dir) / "metrics.json", c.task, result, extra=extra)
     dump_predictions(Path(cfg.output_dir) / f"predictions-{safe_filename(c.task)}.jsonl",
                      data.test.rows[: len(gold)], gold, result["predictions"])
-    if trainer is not None:  # into Axolotl's loggers (tensorboard, wandb) when the recipe has them
-        logged = {f"decselfmask/{c.task}/macro_f1": result["macro_f1"],
-                  f"decselfmask/{c.task}/accuracy": result["accuracy"]}
-        if "probe_macro_f1" in extra:
-            logged[f"decselfmask/{c.task}/probe_macro_f1"] = extra["probe_macro_f1"]
-        trainer.log(logged)
+    logged = {"macro_f1": result["macro_f1"], "accuracy": result["accuracy"]}
+    if "probe_macro_f1" in extra:
+        logged["probe_macro_f1"] = extra["probe_macro_f1"]
+    log_metrics(cfg, c.task, logged)
     print(f"decselfmask evaluation [{c.task}] (constrained scoring of the label options):")
     print(format_table(metrics))
     print(f"metrics written to {Path(cfg.output_dir) / 'metrics.json'}")
@@ -253,6 +251,26 @@ def _train(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, model, token
     tokenizer.save_pretrained(str(out_dir))
     print(f"decselfmask stage 2 [{c.task}]: classifier saved to {out_dir}")
     return trainer
+
+
+def log_metrics(cfg, task: str, values: dict[str, float]) -> None:
+    """The evaluation's metrics into the loggers the recipe configures (tensorboard under
+    ``<output_dir>/runs/decselfmask``, and the active wandb run), as ``decselfmask/<task>/<name>``."""
+    tags = {f"decselfmask/{task}/{k}": float(v) for k, v in values.items()}
+    if cfg.use_tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(Path(cfg.output_dir) / "runs" / "decselfmask"))
+        for tag, value in tags.items():
+            writer.add_scalar(tag, value, 0)
+        writer.close()
+    if cfg.use_wandb:
+        try:
+            import wandb
+        except ImportError:
+            return
+        if wandb.run is not None:
+            wandb.log(tags)
 
 
 def _report_to(cfg) -> list[str]:

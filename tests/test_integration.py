@@ -135,6 +135,7 @@ def test_changed_span_setting_recomputes_examples_not_relevance(workdir, tiny_ll
 def test_plain_sft_variant_skips_stage1(workdir, tiny_llama):
     recipe = _recipe(workdir, tiny_llama, stage1=False)
     recipe["output_dir"] = str(workdir / "out_sft")
+    recipe["use_tensorboard"] = True
     path = workdir / "recipe_sft.yml"
     path.write_text(yaml.safe_dump(recipe))
     log = _axolotl("train", path, workdir)
@@ -144,6 +145,16 @@ def test_plain_sft_variant_skips_stage1(workdir, tiny_llama):
     metrics = json.loads((workdir / "out_sft" / "metrics.json").read_text())
     assert metrics["tasks"]["abstracts"]["n_test"] == 10
     assert metrics["tasks"]["abstracts"]["stage1"] is False
+    # the evaluation's metrics go to the recipe's logger (tensorboard here)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / "out_sft" / "runs" / "decselfmask"))
+    events.Reload()
+    logged = events.Scalars("decselfmask/abstracts/macro_f1")
+    assert logged[0].value == pytest.approx(metrics["tasks"]["abstracts"]["macro_f1"])
+    # the model card of the trained output folder
+    card = (workdir / "out_sft" / "README.md").read_text()
+    assert "abstracts" in card and f"{metrics['tasks']['abstracts']['macro_f1']:.4f}" in card
 
 
 def test_bad_label_fails_before_any_model_work(workdir, tiny_llama):
