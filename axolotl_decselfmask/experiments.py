@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import json
 import logging
 import os
 import subprocess
@@ -363,8 +362,6 @@ def _done(run: dict) -> dict | None:
 
 def execute(run: dict, log_progress=print) -> dict:
     """``axolotl train`` of one run (its output in ``run.log``); returns the done record."""
-    import yaml
-
     run_dir: Path = run["dir"]
     run_dir.mkdir(parents=True, exist_ok=True)
     recipe_path = run_dir / "recipe.yml"
@@ -561,8 +558,6 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
     print(f"experiments: {len(runs)} runs ({len(runs) - len(todo)} already done), "
           f"{sum(len(c.tasks) for c in grid.corpora)} tasks, seeds {grid.seeds}, into {out_dir}")
     if dry_run:
-        import yaml
-
         for r in todo:
             r["dir"].mkdir(parents=True, exist_ok=True)
             atomic_write_text(r["dir"] / "recipe.yml", _yaml_dump(r["recipe"]))

@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 LOG = logging.getLogger(__name__)
 
@@ -104,6 +105,108 @@ def read_table(path: str | os.PathLike, key: str) -> list[dict]:
     if len(frame) == 0:
         raise InputError(f"{key}: {p} has no rows.")
     return frame.to_dict(orient="records")
+
+
+#: rows read at a time by :func:`iter_column`
+CHUNK_ROWS = 10_000
+
+
+def iter_column(path: str | os.PathLike, column: str, key: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[list]:
+    """The values of one column of a table file, ``chunk_rows`` rows at a time.
+
+    The streaming counterpart of ``[r.get(column) for r in read_table(path, key)]``, with the
+    same values: jsonl and csv/tsv (optionally .gz) are read line by line, parquet by record
+    batches of that one column, a saved HF dataset (memory-mapped) by slices. Only the
+    current chunk is held, and no other column. A JSON array file (``.json`` that is not
+    json lines) cannot be streamed and is read whole. The same errors as :func:`read_table`.
+    """
+    import csv
+    import gzip
+    import json
+
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{key}: file {str(p)!r} does not exist (working directory: {os.getcwd()}).")
+    ext = "" if p.is_dir() else _suffixes(p)
+    if p.is_dir() or ext in (".json", ".json.gz") and not _is_json_lines(p):
+        rows = read_table(p, key)
+        for start in range(0, len(rows), chunk_rows):
+            yield [r.get(column) for r in rows[start : start + chunk_rows]]
+        return
+    if ext == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            handle = pq.ParquetFile(p)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{key}: cannot parse {p}: {exc}") from exc
+        if handle.metadata.num_rows == 0:
+            raise InputError(f"{key}: {p} has no rows.")
+        if column not in handle.schema_arrow.names:
+            yield from ([None] * n for n in _chunk_sizes(handle.metadata.num_rows, chunk_rows))
+            return
+        for batch in handle.iter_batches(batch_size=chunk_rows, columns=[column]):
+            yield batch.column(0).to_pandas().tolist()
+        return
+    if ext not in (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz", ".tsv", ".tsv.gz"):
+        raise InputError(
+            f"{key}: cannot read {p}: use .jsonl, .json, .csv, .tsv (optionally .gz), "
+            ".parquet, or a folder saved with datasets.save_to_disk."
+        )
+    check_utf8(p, key)
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    n_rows, chunk = 0, []
+    with opener(p, "rt", encoding="utf-8-sig", newline="" if ext.startswith((".csv", ".tsv")) else None) as handle:
+        if ext.startswith((".csv", ".tsv")):
+            reader = csv.reader(handle, delimiter="\t" if ext.startswith(".tsv") else ",")
+            header = next(reader, None)
+            where = header.index(column) if header and column in header else None
+            rows = ((row[where] if where is not None and where < len(row) else None) for row in reader if row)
+        else:
+            rows = (_json_row(line, p, key, n).get(column) for n, line in enumerate(handle, 1) if line.strip())
+        for value in rows:
+            chunk.append(value)
+            n_rows += 1
+            if len(chunk) == chunk_rows:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+    if n_rows == 0:
+        raise InputError(f"{key}: {p} has no rows.")
+
+
+def _chunk_sizes(total: int, size: int) -> Iterator[int]:
+    for start in range(0, total, size):
+        yield min(size, total - start)
+
+
+def _is_json_lines(path: Path) -> bool:
+    """Whether a .json file holds one object a line (else it is one JSON document)."""
+    import gzip
+    import json
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig") as handle:
+        first = next((line for line in handle if line.strip()), "")
+    try:
+        return isinstance(json.loads(first), dict)
+    except ValueError:
+        return False
+
+
+def _json_row(line: str, path: Path, key: str, number: int) -> dict:
+    import json
+
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        raise InputError(f"{key}: cannot parse {path}, line {number}: {exc}") from exc
+    if not isinstance(row, dict):
+        raise InputError(f"{key}: {path}, line {number} is not a JSON object.")
+    return row
 
 
 def require_column(rows: list[dict], column: str, path: str, key: str) -> None:
@@ -272,3 +375,13 @@ def check_pool_file(path: str, text_column: str, key: str) -> None:
         close = difflib.get_close_matches(text_column, [str(c) for c in columns], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise InputError(f"{p}: no column {text_column!r} (set by {key}); the file has {columns}.{hint}")
+
+
+def dataset_text_column(entry) -> str:
+    """The text column of a ``datasets:`` entry of this plugin's types.
+
+    Axolotl's dataset schema has no ``text_column`` and drops it during validation; the plugin
+    copies it into Axolotl's ``field`` key before validation (see ``DecSelfMaskPlugin.register``).
+    """
+    get = entry.get if hasattr(entry, "get") else (lambda k: getattr(entry, k, None))
+    return get("text_column") or get("field") or "text"

@@ -24,7 +24,7 @@ from .stage1_output import (
     skip_if_finished,
     write_stage1_marker,
 )
-from .inputs import check_pool_file
+from .inputs import check_pool_file, dataset_text_column
 from .masked_reconstruction import DATASET_TYPE, plugin_config
 
 LOG = logging.getLogger(__name__)
@@ -32,8 +32,11 @@ LOG = logging.getLogger(__name__)
 DEFAULT_PREPARED_PATH = "last_run_prepared"
 
 
+OUR_TYPES = (DATASET_TYPE, "axolotl_decselfmask.continual_pretraining")
+
+
 def _uses_our_dataset(cfg) -> bool:
-    return any(isinstance(d, dict) and d.get("type") == DATASET_TYPE for d in (cfg.get("datasets") or []))
+    return any(isinstance(d, dict) and d.get("type") in OUR_TYPES for d in (cfg.get("datasets") or []))
 
 
 class DecSelfMaskPlugin(BasePlugin):
@@ -58,6 +61,13 @@ class DecSelfMaskPlugin(BasePlugin):
         prepared = cfg.get("dataset_prepared_path") or DEFAULT_PREPARED_PATH
         if not block.get("cache_dir"):
             block["cache_dir"] = str(Path(prepared) / "decselfmask")
+        for entry in cfg.get("datasets") or []:
+            # Axolotl's dataset schema drops `text_column`; carry it in `field`, which it keeps.
+            if isinstance(entry, dict) and entry.get("type") in OUR_TYPES and entry.get("text_column"):
+                if entry.get("field") not in (None, entry["text_column"]):
+                    raise ValueError(f"datasets entry {entry.get('path')}: text_column {entry['text_column']!r} "
+                                     f"and field {entry['field']!r} differ; set one of them")
+                entry["field"] = entry["text_column"]
         if _uses_our_dataset(cfg):
             # Axolotl's prepared-dataset hash does not see the decselfmask block; key the
             # folder by it so that a changed setting never reuses stale examples.
@@ -87,8 +97,8 @@ class DecSelfMaskPlugin(BasePlugin):
                          data.labels)
         if config.stage1:
             for n, entry in enumerate(cfg.get("datasets") or []):
-                if entry.get("type") == DATASET_TYPE:
-                    check_pool_file(entry["path"], entry.get("text_column") or "text", f"datasets[{n}].path")
+                if entry.get("type") in OUR_TYPES:
+                    check_pool_file(entry["path"], dataset_text_column(entry), f"datasets[{n}].path")
             if not _uses_our_dataset(cfg):
                 LOG.warning("decselfmask: no dataset has type %s; stage 1 trains on the recipe's datasets as they are",
                             DATASET_TYPE)

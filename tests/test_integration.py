@@ -171,3 +171,19 @@ def test_bad_label_fails_before_any_model_work(workdir, tiny_llama):
     assert "label 'general pathological conditions' is not among" in log
     assert "train.jsonl, row" in log
     assert "Loading weights" not in log and "self-relevance" not in log
+
+
+def test_pool_text_column_other_than_text(workdir, tiny_llama):
+    """Axolotl's dataset schema drops `text_column`; the plugin carries it through."""
+    notes = [{"note": r["text"], "text": "decoy"} for r in _rows("abstracts_unlabelled.jsonl", n=6)]
+    _write(workdir / "notes.jsonl", notes)
+    recipe = _recipe(workdir, tiny_llama)
+    recipe["datasets"][0].update(path=str(workdir / "notes.jsonl"), text_column="note")
+    recipe["dataset_prepared_path"] = str(workdir / "prepared_notes")
+    path = workdir / "recipe_notes.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    _axolotl("preprocess", path, workdir)
+    ex_dir = next((workdir / "prepared_notes" / "decselfmask").glob("examples-*"))
+    examples = [json.loads(l) for l in (ex_dir / "examples.jsonl").read_text().splitlines()]
+    assert examples and all("decoy" not in ex["masked_text"] for ex in examples)
+    assert {ex["text_index"] for ex in examples} <= set(range(6))
