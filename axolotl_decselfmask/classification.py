@@ -131,7 +131,9 @@ def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
     if any(c.pseudo_labels.enabled for c in tasks):
         from .pseudo_labels import read_pool
 
-        pool = {c.task: read_pool(c.pseudo_labels) for c in tasks if c.pseudo_labels.enabled}
+        # never pseudo-label (and then train on) a test text
+        pool = {c.task: read_pool(c.pseudo_labels, exclude_texts=d.test.texts if d.test else None)
+                for c, d in zip(tasks, data) if c.pseudo_labels.enabled}
     tokenizer = _load_tokenizer(cfg)
     ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
     metrics: dict = {}

@@ -23,7 +23,7 @@ import logging
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from datasets import Dataset
 
-from .inputs import InputError
+from .inputs import InputError, dataset_text_column
 from .masked_reconstruction import clean_pool, plugin_config
 from .precompute import truncate_texts
 from .stage1_budget import apply_token_budget, write_stage1_stats
@@ -62,7 +62,7 @@ class ContinualPretrainingStrategy(DatasetWrappingStrategy):
     def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs) -> Dataset:
         cfg, config, tokenizer = self.cfg, self.config, self.tokenizer
         path = self.ds_cfg.get("path", "<dataset>")
-        column = self.ds_cfg.get("text_column") or "text"
+        column = dataset_text_column(self.ds_cfg)
         if column not in dataset.column_names:
             raise InputError(
                 f"{path}: no column {column!r} (set by the dataset's text_column); the file has "
@@ -87,7 +87,7 @@ class ContinualPretrainingStrategy(DatasetWrappingStrategy):
               f"truncated to {budget} tokens)")
         rows, stats = apply_token_budget(rows, config.stage1_token_budget, f"{DATASET_TYPE}, {path}")
         write_stage1_stats(cfg.output_dir, {"dataset_type": DATASET_TYPE, **stats, "texts": len(rows),
-                                                   "pool_texts": len(texts)})
+                                            "pool_texts": len(texts)})
         return Dataset.from_list(rows)
 
 

@@ -24,9 +24,11 @@ from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from datasets import Dataset
 
 from .args import DecSelfMaskConfig
-from .inputs import InputError, TextReport, clean_texts, overlapping_rows, read_table, require_column
+from .inputs import (InputError, TextReport, clean_texts, dataset_text_column, overlapping_rows, read_table,
+                     require_column)
 from .precompute import run_precompute, text_token_budget, truncate_texts
 from .prompts import ensure_chat_template, reconstruction_messages, tokenize_for_training
+from .stage1_budget import apply_token_budget, write_stage1_stats
 
 LOG = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class MaskedReconstructionStrategy(DatasetWrappingStrategy):
     def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs) -> Dataset:
         cfg, config, tokenizer = self.cfg, self.config, self.tokenizer
         path = self.ds_cfg.get("path", "<dataset>")
-        column = self.ds_cfg.get("text_column") or "text"
+        column = dataset_text_column(self.ds_cfg)
         if column not in dataset.column_names:
             raise InputError(
                 f"{path}: no column {column!r} (set by the dataset's text_column); the file has "
@@ -80,6 +82,10 @@ class MaskedReconstructionStrategy(DatasetWrappingStrategy):
             )
             for ex in result.examples
         ]
+        rows, stats = apply_token_budget(rows, config.stage1_token_budget, f"{DATASET_TYPE}, {path}")
+        kept_texts = {ex["text_index"] for ex in result.examples[: len(rows)]}
+        write_stage1_stats(cfg.output_dir, {"dataset_type": DATASET_TYPE, **stats, "texts": len(kept_texts),
+                                            "pool_texts": result.n_texts})
         return Dataset.from_list(rows)
 
 
@@ -97,11 +103,7 @@ def prepare_pool(values, cfg, config: DecSelfMaskConfig, tokenizer, path, column
 
     Also sets ``config.relevance.dtype`` from the recipe's precision when it is ``auto``.
     """
-    texts, _, report = clean_texts(values, path, column)
-    texts = _without_test_texts(texts, config, path)
-    texts, with_mask = _without_mask_string(texts, config)
-    if config.max_texts:
-        texts = texts[: config.max_texts]
+    texts, report, with_mask = clean_pool(values, config, path, column, skip=_without_mask_string)
     ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
     check_mask_token(tokenizer, config)
     budget = text_token_budget(tokenizer, config, cfg.sequence_len)
@@ -112,36 +114,53 @@ def prepare_pool(values, cfg, config: DecSelfMaskConfig, tokenizer, path, column
     return PreparedPool(texts, report, budget, with_mask)
 
 
+def clean_pool(values, config: DecSelfMaskConfig, path, column, skip=None) -> tuple[list[str], TextReport, int]:
+    """The unlabelled texts before any tokenizer work, shared by both stage-1 dataset types:
+    non-empty, checked against the test file, filtered by ``skip(texts, config) -> (kept,
+    n_skipped)`` if given, then cut to ``decselfmask.max_texts``. Returns the texts, the report
+    and the number ``skip`` removed."""
+    texts, _, report = clean_texts(values, path, column)
+    texts = _without_test_texts(texts, config, path)
+    n_skipped = 0
+    if skip is not None:
+        texts, n_skipped = skip(texts, config)
+    if config.max_texts:
+        texts = texts[: config.max_texts]
+    return texts, report, n_skipped
+
+
 def _without_test_texts(texts: list[str], config: DecSelfMaskConfig, path) -> list[str]:
-    """Refuse (or drop, if configured) pool texts that are also test texts."""
-    c = config.classification
-    if not c.enabled:
+    """Refuse (or drop, if configured) pool texts that are also test texts of any task."""
+    if not config.classification.enabled:
         return texts
-    if c.train_file and Path(c.train_file).exists():
-        train_rows = read_table(c.train_file, "decselfmask.classification.train_file")
-        if c.text_column in train_rows[0]:
-            shared = overlapping_rows(texts, [str(r[c.text_column]) for r in train_rows])
-            if shared:
-                LOG.info("decselfmask: %d unlabelled texts are also labelled training texts (allowed: "
-                         "stage 1 never sees their labels)", len({i for i, _ in shared}))
-    if not c.test_file:
-        return texts
-    test_rows = read_table(c.test_file, "decselfmask.classification.test_file")
-    require_column(test_rows, c.text_column, c.test_file, "decselfmask.classification.text_column")
-    test_texts = [str(r[c.text_column]) for r in test_rows if isinstance(r[c.text_column], str)]
-    pairs = overlapping_rows(texts, test_texts)
-    if not pairs:
-        return texts
-    if not config.drop_test_texts_from_pool:
-        shown = ", ".join(f"pool text {i} = test row {j}" for i, j in pairs[:5])
-        raise InputError(
-            f"{path}: {len(pairs)} unlabelled texts also appear in the test file {c.test_file} "
-            f"({shown}). Test rows must never be in the pool: remove them, or set "
-            "decselfmask.drop_test_texts_from_pool: true to drop them."
-        )
-    drop = {i for i, _ in pairs}
-    LOG.warning("decselfmask: dropped %d pool texts that also appear in %s", len(drop), c.test_file)
-    return [t for i, t in enumerate(texts) if i not in drop]
+    drop: set[int] = set()
+    for c in config.task_configs():
+        if c.train_file and Path(c.train_file).exists():
+            train_rows = read_table(c.train_file, "decselfmask.classification.train_file")
+            if c.text_column in train_rows[0]:
+                shared = overlapping_rows(texts, [str(r[c.text_column]) for r in train_rows])
+                if shared:
+                    LOG.info("decselfmask: %d unlabelled texts are also labelled training texts of %s (allowed: "
+                             "stage 1 never sees their labels)", len({i for i, _ in shared}), c.task)
+        if not c.test_file:
+            continue
+        test_rows = read_table(c.test_file, "decselfmask.classification.test_file")
+        require_column(test_rows, c.text_column, c.test_file, "decselfmask.classification.text_column")
+        test_texts = [str(r[c.text_column]) for r in test_rows if isinstance(r[c.text_column], str)]
+        pairs = overlapping_rows(texts, test_texts)
+        if not pairs:
+            continue
+        if not config.drop_test_texts_from_pool:
+            shown = ", ".join(f"pool text {i} = test row {j}" for i, j in pairs[:5])
+            raise InputError(
+                f"{path}: {len(pairs)} unlabelled texts also appear in the test file {c.test_file} "
+                f"({shown}). Test rows must never be in the pool: remove them, or set "
+                "decselfmask.drop_test_texts_from_pool: true to drop them."
+            )
+        drop |= {i for i, _ in pairs}
+        LOG.warning("decselfmask: dropped %d pool texts that also appear in %s", len({i for i, _ in pairs}),
+                    c.test_file)
+    return [t for i, t in enumerate(texts) if i not in drop] if drop else texts
 
 
 def _without_mask_string(texts: list[str], config: DecSelfMaskConfig) -> tuple[list[str], int]:

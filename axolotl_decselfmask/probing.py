@@ -123,7 +123,7 @@ def probe(model, tokenizer, train_texts: list[str], train_labels: list[str], tes
         raise InputError("probing needs at least one training and one test example "
                          "(decselfmask.classification.train_file and test_file).")
     train_y = _indices(train_labels, labels, "training")
-    test_y = _indices(test_labels, labels, "test")
+    _indices(test_labels, labels, "test")  # every test label must be an option
     requires = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     try:
