@@ -137,16 +137,18 @@ def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
     tokenizer = _load_tokenizer(cfg)
     ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
     metrics: dict = {}
+    features: dict = {}  # probing features of the (same) stage-1 model, shared by the tasks
     for c, d in zip(tasks, data):
         out_dir = Path(cfg.output_dir) / STAGE2_DIR
         if config.tasks:
             out_dir = out_dir / safe_filename(c.task)
-        metrics = run_task(cfg, config, c, d, tokenizer, out_dir, (pool or {}).get(c.task), progress)
+        metrics = run_task(cfg, config, c, d, tokenizer, out_dir, (pool or {}).get(c.task), progress, features)
     return metrics
 
 
 def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: TaskData, tokenizer,
-             out_dir: Path, pool_texts: list[str] | None, progress: bool = True) -> dict:
+             out_dir: Path, pool_texts: list[str] | None, progress: bool = True,
+             feature_cache: dict | None = None) -> dict:
     """Probe (optional), train the classifier (unless ``train: false``), evaluate one task."""
     max_length = c.max_length or cfg.sequence_len
     train_texts, n_cut = _truncate_for(tokenizer, c, data.labels, max_length, data.train.texts)
@@ -167,7 +169,8 @@ def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: Task
         from .probing import probe
 
         probed = probe(model, tokenizer, train_texts, data.train.labels, test_texts, gold, data.labels,
-                       c.question, c.system_prompt, config.probing, config.seed, progress)
+                       c.question, c.system_prompt, config.probing, config.seed, progress,
+                       feature_cache=feature_cache)
         extra.update(probe_macro_f1=probed["macro_f1"], probe_accuracy=probed["accuracy"])
         print(f"decselfmask probing [{c.task}]: Macro F1 {probed['macro_f1']:.4f} (frozen model, last-token "
               f"hidden state, {config.probing.hidden_size}-unit classifier)")
@@ -180,7 +183,7 @@ def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: Task
 
             trainer = _train(cfg, config, c, model, tokenizer, texts, labels, data.labels, max_length, out_dir, progress)
             pool_texts, _ = _truncate_for(tokenizer, c, data.labels, max_length, pool_texts or [])
-            added = pseudo_label(trainer.model, tokenizer, pool_texts, data.labels, c.question, c.system_prompt,
+            added = pseudo_label(trainer.model.merge_and_unload(), tokenizer, pool_texts, data.labels, c.question, c.system_prompt,
                                  c.pseudo_labels, progress)
             print(f"decselfmask pseudo-labels [{c.task}]: {len(added)} of {len(pool_texts)} pool texts labelled "
                   f"with confidence >= {c.pseudo_labels.min_confidence}; training again on gold + pseudo-labels")
@@ -190,7 +193,7 @@ def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: Task
             del trainer, model
             model, _ = load_stage1_model(cfg, config, dtype)
         trainer = _train(cfg, config, c, model, tokenizer, texts, labels, data.labels, max_length, out_dir, progress)
-        model = trainer.model
+        model = trainer.model.merge_and_unload()  # saved already; merged, the evaluation runs faster
 
     if test_texts is None:
         LOG.warning("decselfmask: no classification.test_file for %s; skipping the evaluation", c.task)

@@ -114,9 +114,14 @@ def _indices(values: list[str], labels: list[str], what: str) -> list[int]:
 
 def probe(model, tokenizer, train_texts: list[str], train_labels: list[str], test_texts: list[str],
           test_labels: list[str], labels: list[str], question: str, system_prompt: str,
-          settings: ProbingConfig, seed: int, progress: bool = True, batch_size: int = 8) -> dict:
+          settings: ProbingConfig, seed: int, progress: bool = True, batch_size: int = 8,
+          feature_cache: dict | None = None) -> dict:
     """Probe the frozen ``model``: Macro F1 and accuracy of a small classifier trained on its
-    last-token prompt features. Returns ``macro_f1``, ``accuracy``, ``n_train``, ``n_test``."""
+    last-token prompt features. Returns ``macro_f1``, ``accuracy``, ``n_train``, ``n_test``.
+
+    ``feature_cache`` (a dict kept by the caller for one and the same model) keeps each prompt's
+    feature, so tasks that share texts (seeds over one test split) compute them once.
+    """
     if len(train_texts) != len(train_labels) or len(test_texts) != len(test_labels):
         raise ValueError("probing: every text needs one label")
     if not train_texts or not test_texts:
@@ -127,8 +132,15 @@ def probe(model, tokenizer, train_texts: list[str], train_labels: list[str], tes
     requires = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     try:
-        feats = prompt_features(model, tokenizer, list(train_texts) + list(test_texts), labels, question,
-                                system_prompt, batch_size=batch_size, progress=progress)
+        texts = list(train_texts) + list(test_texts)
+        cache = feature_cache if feature_cache is not None else {}
+        keys = [(t, tuple(labels), question, system_prompt) for t in texts]
+        todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        if todo:
+            new = prompt_features(model, tokenizer, [k[0] for k in todo], labels, question, system_prompt,
+                                  batch_size=batch_size, progress=progress)
+            cache.update(zip(todo, new))
+        feats = torch.stack([cache[k] for k in keys])
     finally:
         for p, r in zip(model.parameters(), requires):
             p.requires_grad_(r)

@@ -110,3 +110,37 @@ def test_labels_outside_the_options_are_named(smollm_tok, smollm_model):
     with pytest.raises(InputError, match=r"training labels \['cancer'\] are not among the label options"):
         probe(smollm_model, smollm_tok, ["a", "b"], ["neoplasms", "cancer"], ["c"], ["neoplasms"], LABELS,
               QUESTION, SYSTEM, ProbingConfig(), seed=0, progress=False)
+
+
+def test_feature_cache_gives_the_same_probe_and_skips_known_texts(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from axolotl_decselfmask import probing
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    labels = ["yes", "no"]
+    train = [f"Patient {i} has {'a pacemaker' if i % 2 else 'no device'}." for i in range(8)]
+    train_y = ["yes" if i % 2 else "no" for i in range(8)]
+    test, test_y = train[:4], train_y[:4]
+    settings = ProbingConfig(epochs=20)
+    plain = probing.probe(model, tok, train, train_y, test, test_y, labels, "Q?", "S.", settings, 0, False)
+    cache: dict = {}
+    first = probing.probe(model, tok, train, train_y, test, test_y, labels, "Q?", "S.", settings, 0, False,
+                          feature_cache=cache)
+    assert first == plain and len(cache) == 8  # the test texts are among the train texts: 8 distinct prompts
+    seen = []
+    original = probing.prompt_features
+
+    def counting(model, tokenizer, texts, *args, **kwargs):
+        seen.extend(texts)
+        return original(model, tokenizer, texts, *args, **kwargs)
+
+    probing.prompt_features = counting
+    try:
+        again = probing.probe(model, tok, train[:6] + ["A new note."], train_y[:6] + ["no"], test, test_y, labels,
+                              "Q?", "S.", settings, 0, False, feature_cache=cache)
+    finally:
+        probing.prompt_features = original
+    assert seen == ["A new note."]
+    assert set(again) == {"macro_f1", "accuracy", "n_train", "n_test"} and again["n_train"] == 7
