@@ -68,6 +68,14 @@ class RelevanceConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: cuda when available."
     )
+    fast_backward: bool = Field(
+        default=False,
+        description=(
+            "grad_x_input: run the backward pass with torch's float32 matmul precision 'medium' "
+            "(measured 1.25x faster on this project's CPU, maps within 5e-5 relative); on AMX CPUs "
+            "and GPUs it may compute in bfloat16/TF32. Off by default."
+        ),
+    )
     load_in_4bit: bool = Field(default=False, description="Score relevance on a 4-bit (bitsandbytes nf4) copy.")
     load_in_8bit: bool = Field(default=False, description="Score relevance on an 8-bit (bitsandbytes) copy.")
 

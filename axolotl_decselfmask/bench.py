@@ -7,7 +7,8 @@ right after it), peak RSS during the method, and the overlap of its top tokens (
 spans) with integrated gradients'.
 
 ``python -m axolotl_decselfmask.bench items``: K items of one note scored in one
-``compute_relevance`` call against K separate scorings, as a cost ratio.
+``compute_relevance`` call (grad x input shares their prompt's prefix) against K separate
+scorings, as a cost ratio.
 
 Timings on a shared machine are noisy, so every measurement is paired: a plain forward of the
 same batch runs before and after each method call (the methods rotate their order from note to
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from .methods.base import MethodNotSupported
-from .relevance import RelevancePrompt, build_relevance_prompt, compute_relevance
+from .relevance import build_relevance_prompt, compute_relevance
 from .spans import SpanSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,14 +333,13 @@ def _variant_matmul_medium(method, prompts):
 
 
 def _variant_backward_medium(method, prompts):
-    """The forward at the default precision, only the backward with ``"medium"``."""
-    batch = method.batch(prompts)
-    embeds = method.embedding(batch.ids).detach().requires_grad_(True)
-    with torch.enable_grad():
-        scores = method.scores(batch, inputs_embeds=embeds)
-        with matmul_precision("medium"):
-            (grad,) = torch.autograd.grad(scores.sum(), embeds)
-    return method.text_values((embeds.detach().float() * grad.float()).sum(-1), prompts)
+    """The product's ``fast_backward`` option (forward as is, the backward with ``"medium"``)."""
+    fast = getattr(method, "_bench_fast", None)
+    if fast is None:
+        fast = type(method)(method.model, method.tokenizer, method.target, method.token_position,
+                            **{**method.options, "fast_backward": True})
+        method._bench_fast = fast
+    return fast.attribute(prompts)
 
 
 def _variant_compile(method, prompts):
@@ -593,43 +593,6 @@ def _batch_of(method, prompts):
 # ---------------------------------------------------------------------------------------
 # items: K items of one note at once vs K separate scorings
 # ---------------------------------------------------------------------------------------
-def _shared_prefix_gxi(method, prompts: list[RelevancePrompt]) -> list[np.ndarray]:
-    """Prototype of reuse across items (``--prototype shared_prefix``): the prompts of one
-    note differ only from the assistant's item on, so the prefix (template, text, lead-in)
-    runs forward once with autograd recording; every item then runs only its own few suffix
-    tokens on the prefix's key/value tensors (a fresh cache each, so the items' graphs do not
-    touch) and one backward pass (``retain_graph`` keeps the prefix graph). Logits only at the
-    scored positions. Only ``sum_logprob``."""
-    from transformers import DynamicCache
-
-    if method.target != "sum_logprob":
-        raise ValueError("shared_prefix: only the sum_logprob target")
-    model = method.model
-    split = min(p.item_positions[0] for p in prompts) - 1  # the suffix starts at the first scored col
-    prefix = prompts[0].input_ids[:split]
-    if split < 1 or any(p.input_ids[:split] != prefix for p in prompts):
-        raise ValueError("shared_prefix: the prompts do not share their prefix")
-    dev = method.device
-    embeds = method.embedding(torch.tensor([prefix], device=dev)).detach().requires_grad_(True)
-    rels = []
-    with torch.enable_grad():
-        cache = DynamicCache(config=model.config)
-        model(inputs_embeds=embeds, use_cache=True, past_key_values=cache, logits_to_keep=1)
-        prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
-        for n, p in enumerate(prompts):
-            cols = [q - 1 - split for q in p.item_positions]
-            out = model(input_ids=torch.tensor([p.input_ids[split:]], device=dev), use_cache=True,
-                        past_key_values=DynamicCache(ddp_cache_data=prefix_kv, config=model.config),
-                        logits_to_keep=torch.tensor(cols, device=dev))
-            logits = out.logits[0] if out.logits.shape[1] == len(cols) else out.logits[0, cols]
-            target = torch.tensor([p.input_ids[q] for q in p.item_positions], device=dev)
-            score = logits.float().log_softmax(-1).gather(-1, target[:, None]).sum()
-            (grad,) = torch.autograd.grad(score, embeds, retain_graph=n < len(prompts) - 1)
-            values = (embeds.detach().float() * grad.float()).sum(-1)[0]
-            rels.append(values[p.text_positions].cpu().numpy().astype(np.float32))
-    return rels
-
-
 def run_items(
     model,
     tokenizer,
@@ -640,34 +603,37 @@ def run_items(
     lead_in: str = DEFAULT_LEAD_IN,
     target: str = "sum_logprob",
     batch_size: int | None = None,
-    prototype: str | None = None,
+    padded_batch: bool = False,
+    fast_backward: bool = False,
     progress: bool = True,
 ) -> list[dict]:
-    """For each note: its K items scored in one ``compute_relevance`` call (batch size K
-    unless ``batch_size``) vs K separate ``attribute`` calls, interleaved (order alternates);
-    the ratio is the median over notes of together / separate. ``prototype='shared_prefix'``
-    adds the shared-prefix prototype, measured in the same loop and checked against the
-    separate scorings (``max_abs_diff``)."""
+    """For each note: its K items scored in one ``compute_relevance`` call (as the precompute
+    does; grad x input shares the prompt's prefix between the items) vs K separate
+    ``attribute`` calls, interleaved (order alternates); the ratio is the median over notes of
+    together / separate, and the maps are checked against the separate scorings
+    (``max_rel_diff_vs_separate``). ``padded_batch`` adds the K prompts as one padded batch
+    without sharing (``share_prefix=False``, the path before). ``batch_size``: texts per call."""
     from tqdm.auto import tqdm
 
     from .registry import get_method
 
-    method = get_method(method_name)(model, tokenizer, target, "middle", steps=32, unit="sentence")
+    cls = get_method(method_name)
+    method = cls(model, tokenizer, target, "middle", steps=32, unit="sentence", fast_backward=fast_backward)
     k = len(items)
-    bs = batch_size or k
+    bs = batch_size or 1
     arms: dict[str, Callable] = {
         "together": lambda ps: compute_relevance(method, ps, bs),
         "separate": lambda ps: [method.attribute([p])[0] for p in ps],
     }
-    if prototype == "shared_prefix":
-        arms["shared_prefix"] = lambda ps: _shared_prefix_gxi(method, ps)
-    elif prototype:
-        raise ValueError(f"unknown prototype {prototype!r}")
+    if padded_batch:
+        unshared = cls(model, tokenizer, target, "middle", steps=32, unit="sentence", fast_backward=fast_backward,
+                       share_prefix=False)
+        arms["padded_batch"] = lambda ps: unshared.attribute(ps)
     times: dict[str, list[float]] = {a: [] for a in arms}
     diffs: dict[str, list[float]] = {a: [] for a in arms}
     all_prompts = [[build_relevance_prompt(tokenizer, t, it, lead_in) for it in items] for t in notes]
-    arms["separate"](all_prompts[0][:2])  # warm-up
-    arms["together"](all_prompts[0][:2])
+    for arm in arms:  # warm-up
+        arms[arm](all_prompts[0][:2])
     bar = tqdm(total=len(notes) * len(arms), desc="items bench", unit="arm", disable=not progress,
                dynamic_ncols=True)
     for n, ps in enumerate(all_prompts):
@@ -688,9 +654,10 @@ def run_items(
         if arm == "separate":
             continue
         ratios = [a / b for a, b in zip(times[arm], times["separate"])]
+        suffix = ":fast_backward" if fast_backward else ""
         rows.append({
-            "benchmark": "items", "method": method_name if arm == "together" else f"{method_name}:{arm}",
-            "items": k, "notes": len(notes), "batch_size": bs if arm == "together" else None,
+            "benchmark": "items", "method": (method_name if arm == "together" else f"{method_name}:{arm}") + suffix,
+            "items": k, "notes": len(notes), "fast_backward": fast_backward,
             "seconds_per_note": statistics.median(times[arm]),
             "separate_seconds_per_note": statistics.median(times["separate"]),
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
@@ -958,8 +925,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _common_args(items, 2)
     items.add_argument("--items", default=",".join(DEFAULT_ITEMS), help="comma-separated items (default: 8)")
     items.add_argument("--method", default=DEFAULT_METHOD)
-    items.add_argument("--batch-size", type=int, default=None, help="batch size of the one call (default: K)")
-    items.add_argument("--prototype", choices=("shared_prefix",), default=None)
+    items.add_argument("--padded-batch", action="store_true",
+                       help="also time the K prompts as one padded batch without sharing their prefix")
+    items.add_argument("--fast-backward", action="store_true",
+                       help="grad_x_input's fast_backward option, in every arm")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -999,7 +968,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         rows = run_items(model, tokenizer, notes, [i.strip() for i in args.items.split(",") if i.strip()],
                          method_name=args.method, lead_in=args.lead_in, target=args.target,
-                         batch_size=args.batch_size, prototype=args.prototype, progress=not args.no_progress)
+                         padded_batch=args.padded_batch, fast_backward=args.fast_backward,
+                         progress=not args.no_progress)
         print(format_items(rows))
         failed = False
     if args.json_path:

@@ -122,7 +122,6 @@ def iter_column(path: str | os.PathLike, column: str, key: str, chunk_rows: int 
     """
     import csv
     import gzip
-    import json
 
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,8 +88,15 @@ def truncate_texts(tokenizer, texts: list[str], budget: int) -> tuple[list[str],
     return out, n_cut
 
 
+def fast_backward(cfg: DecSelfMaskConfig) -> bool:
+    """``relevance.fast_backward`` (grad_x_input's backward with float32 matmul precision "medium")."""
+    return bool(cfg.relevance.fast_backward)
+
+
 def relevance_key(cfg: DecSelfMaskConfig, model_path: str, tokenizer, texts_fp: str) -> str:
-    rel = cfg.relevance.model_dump(exclude={"batch_size", "device", "model"})
+    rel = cfg.relevance.model_dump(exclude={"batch_size", "device", "model", "fast_backward"})
+    if fast_backward(cfg):  # other matmul kernels: other rounding (keys without it stay as they were)
+        rel["fast_backward"] = True
     return fingerprint(
         "relevance", __version__, model_fingerprint(model_path), tokenizer.chat_template,
         texts_fp, cfg.task_items(), cfg.items_per_text, cfg.seed, rel,
@@ -229,11 +237,14 @@ def run_precompute(
             model_path, r.dtype, r.device, trust_remote_code=trust_remote_code,
             eager_attention=method_cls.needs_eager_attention, load_in_4bit=r.load_in_4bit, load_in_8bit=r.load_in_8bit,
         )
-        method = method_cls(model, tokenizer, r.target, r.token_position, steps=r.ig_steps, unit=r.ablation_unit)
+        method = method_cls(model, tokenizer, r.target, r.token_position, steps=r.ig_steps, unit=r.ablation_unit,
+                            fast_backward=fast_backward(cfg))
         bar = tqdm(total=sum(len(shards[n]) for n in todo), unit="text", desc="self-relevance",
                    disable=not progress, dynamic_ncols=True)
         by_shard: dict[int, list[dict]] = {}
         for n in todo:
+            # a shard's pairs are text by text: compute_relevance hands a method that shares work between
+            # the items of a text (grad_x_input) all of them at once; the records keep the shard's order
             prompts = [build_relevance_prompt(tokenizer, texts[i], item, cfg.relevance.lead_in) for i, item in shards[n]]
             rels = compute_relevance(method, prompts, cfg.relevance.batch_size, progress=bar)
             shard_records = [
@@ -290,6 +301,18 @@ def run_precompute(
     return PrecomputeResult(examples, ex_dir, len(texts), without, bad, False)
 
 
+def read_pool_column(path: str, column: str, chunk_rows: int | None = None) -> list:
+    """The text column of an unlabelled pool file, streamed in chunks of ``chunk_rows`` rows
+    (:func:`..inputs.iter_column`): the other columns and the parsed rows are never held
+    whole; only the texts themselves, which the precompute needs (fingerprint, examples)."""
+    from .inputs import CHUNK_ROWS, iter_column
+
+    values: list = []
+    for chunk in iter_column(path, column, "datasets[].path", chunk_rows or CHUNK_ROWS):
+        values.extend(chunk)
+    return values
+
+
 def main(argv: list[str] | None = None) -> None:
     """``[accelerate launch --num_processes N] python -m axolotl_decselfmask.precompute recipe.yml``
 
@@ -299,12 +322,11 @@ def main(argv: list[str] | None = None) -> None:
     ``axolotl preprocess`` / ``axolotl train`` of the same recipe finds them in the cache.
     """
     import argparse
-    import os
 
     from axolotl.cli.config import load_cfg
     from axolotl.loaders import load_tokenizer
 
-    from .inputs import read_table
+    from .inputs import dataset_text_column
     from .masked_reconstruction import DATASET_TYPE, plugin_config, prepare_pool, relevance_model_path
 
     parser = argparse.ArgumentParser(prog="python -m axolotl_decselfmask.precompute")
@@ -321,9 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     if not entries:
         raise SystemExit(f"{args.recipe}: no dataset has type {DATASET_TYPE}")
     for entry in entries:
-        column = entry.get("text_column") or "text"
-        rows = read_table(entry["path"], "datasets[].path")
-        pool = prepare_pool([r.get(column) for r in rows], cfg, config, tokenizer, entry["path"], column)
+        column = dataset_text_column(entry)
+        pool = prepare_pool(read_pool_column(entry["path"], column), cfg, config, tokenizer, entry["path"], column)
         model_path = relevance_model_path(cfg, config)
         common = dict(texts=pool.texts, cfg=config, tokenizer=tokenizer, model_path=model_path,
                       cache_root=config.cache_dir, trust_remote_code=bool(cfg.trust_remote_code), progress=rank == 0)

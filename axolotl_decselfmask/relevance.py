@@ -18,6 +18,8 @@ the scoring model.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -79,11 +81,31 @@ def build_relevance_prompt(tokenizer, text: str, item: str, lead_in: str) -> Rel
     return RelevancePrompt(enc["input_ids"], text_positions, offsets, item_positions, text)
 
 
-def iter_batches(prompts: list[RelevancePrompt], batch_size: int) -> Iterator[list[int]]:
-    """Indices of ``prompts`` in batches of similar length (less padding), in a fixed order."""
-    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i].input_ids), i))
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+def shared_prefix_key(prompt: RelevancePrompt) -> tuple[int, ...]:
+    """The tokens before the item: prompts of one text (and lead-in) with different items
+    share them, unless the tokenizer merges the item's first token with what precedes it."""
+    return tuple(prompt.input_ids[: prompt.item_positions[0]])
+
+
+def iter_batches(prompts: list[RelevancePrompt], batch_size: int, by_text: bool = False) -> Iterator[list[int]]:
+    """Indices of ``prompts`` in batches of similar length (less padding), in a fixed order.
+
+    ``by_text``: a batch holds ``batch_size`` texts with all of their items (prompts that
+    share every token before the item), for methods that share work between the items of a
+    text (:attr:`..methods.base.RelevanceMethod.scores_items_together`). With one item per
+    text both give the same batches.
+    """
+    if not by_text:
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i].input_ids), i))
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+        return
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(shared_prefix_key(p), []).append(i)
+    ordered = sorted(groups.values(), key=lambda g: (max(len(prompts[i].input_ids) for i in g), g[0]))
+    for start in range(0, len(ordered), batch_size):
+        yield [i for g in ordered[start : start + batch_size] for i in g]
 
 
 def compute_relevance(
@@ -91,11 +113,14 @@ def compute_relevance(
 ) -> list[np.ndarray]:
     """Relevance of every prompt, batched by length; results in the input order.
 
+    ``batch_size`` counts texts: a method that scores the items of a text together gets all
+    the items of each text of the batch in one call (see :func:`iter_batches`).
     A batch that runs out of accelerator memory is split in halves and retried (the halves
     give the same values: prompts are independent).
     """
     results: list[np.ndarray | None] = [None] * len(prompts)
-    for batch in iter_batches(prompts, batch_size):
+    by_text = bool(getattr(method, "scores_items_together", False))
+    for batch in iter_batches(prompts, batch_size, by_text):
         for index, rel in zip(batch, _attribute_with_backoff(method, [prompts[i] for i in batch])):
             results[index] = rel
         if progress is not None:
@@ -129,11 +154,14 @@ def pick_dtype(name: str, device: str) -> torch.dtype:
 
 
 def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    """``cpu``, or this process's GPU: ``cuda:<LOCAL_RANK>`` under ``accelerate launch``/torchrun,
+    so that the processes of a sharded precompute do not all load onto GPU 0."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("decselfmask.relevance.device is 'cuda' but no CUDA device is available")
-    return name
+    if name == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return f"cuda:{local_rank % torch.cuda.device_count()}"
 
 
 def load_relevance_model(path: str, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,

@@ -73,16 +73,18 @@ def test_cli_writes_json_and_reports_an_unavailable_method(tiny_llama, tmp_path,
     assert "unavailable_here  unavailable: needs a library" in printed
 
 
-def test_items_ratio_and_shared_prefix_prototype_agree(tiny):
+def test_items_ratio_shared_and_padded_batch_agree_with_separate_scorings(tiny):
     model, tok = tiny
     rows = bench.run_items(model, tok, NOTES[:1], ["neoplasms", "digestive system diseases", "diabetes"],
-                           prototype="shared_prefix", progress=False)
-    assert [r["method"] for r in rows] == ["grad_x_input", "grad_x_input:shared_prefix"]
+                           padded_batch=True, progress=False)
+    assert [r["method"] for r in rows] == ["grad_x_input", "grad_x_input:padded_batch"]
     for row in rows:
         assert _positive(row["ratio"]) and _positive(row["seconds_per_note"])
         # same maps as scoring every item on its own (float32 rounding only)
         assert row["max_rel_diff_vs_separate"] < 1e-3
     assert "ratio" in bench.format_items(rows)
+    fast = bench.run_items(model, tok, NOTES[:1], ["neoplasms", "diabetes"], fast_backward=True, progress=False)
+    assert [r["method"] for r in fast] == ["grad_x_input:fast_backward"] and fast[0]["fast_backward"]
 
 
 def test_truncate_and_overlap_helpers(tiny):

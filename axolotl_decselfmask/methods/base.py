@@ -42,6 +42,9 @@ class RelevanceMethod(ABC):
     name: ClassVar[str]
     #: the method needs the model loaded with eager attention (attention weights)
     needs_eager_attention: ClassVar[bool] = False
+    #: the method shares work between the items of one text: :func:`..relevance.compute_relevance`
+    #: then hands it every item of a text in the same :meth:`attribute` call
+    scores_items_together: ClassVar[bool] = False
 
     def __init__(self, model, tokenizer, target: Target = "sum_logprob", token_position: Position = "middle",
                  **options):
@@ -108,13 +111,18 @@ class RelevanceMethod(ABC):
         n = batch.mask.shape[0]
         offsets = torch.arange(expand, device=self.device).repeat_interleave(len(batch.rows)) * n
         rows = batch.rows.repeat(expand) + offsets
-        sel = logits[rows, batch.col_index.repeat(expand)].float()
-        tgt = batch.targets.repeat(expand)
+        sel = logits[rows, batch.col_index.repeat(expand)]
+        return self.target_values(sel, batch.targets.repeat(expand), rows, n * expand)
+
+    def target_values(self, logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+        """The target of each of ``n`` prompts from the logits that predict its scored tokens
+        (``logits[j]`` predicts ``targets[j]`` of prompt ``rows[j]``)."""
+        logits = logits.float()
         if self.target == "sum_logprob":
-            per_token = sel.log_softmax(-1).gather(-1, tgt[:, None]).squeeze(-1)
+            per_token = logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
         else:
-            per_token = sel.gather(-1, tgt[:, None]).squeeze(-1)
-        total = torch.zeros(n * expand, dtype=per_token.dtype, device=self.device)
+            per_token = logits.gather(-1, targets[:, None]).squeeze(-1)
+        total = torch.zeros(n, dtype=per_token.dtype, device=logits.device)
         return total.index_add(0, rows, per_token)
 
     @staticmethod
