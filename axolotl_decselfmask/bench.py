@@ -314,14 +314,10 @@ def _variant_eager(method, prompts):
         model.set_attn_implementation(before)
 
 
-@contextlib.contextmanager
 def matmul_precision(value: str):
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(value)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
+    from .methods.grad_x_input import matmul_precision as precision
+
+    return precision(value)
 
 
 def _variant_matmul_medium(method, prompts):

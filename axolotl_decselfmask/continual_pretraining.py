@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import logging
 
-from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from datasets import Dataset
 
-from .inputs import InputError, dataset_text_column
-from .masked_reconstruction import clean_pool, plugin_config
+from .inputs import InputError
+from .masked_reconstruction import PoolStrategy, clean_pool
 from .precompute import truncate_texts
 from .stage1_budget import apply_token_budget, write_stage1_stats
 
@@ -52,22 +51,10 @@ def tokenize_text(tokenizer, text: str, max_length: int | None = None) -> dict[s
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
 
 
-class ContinualPretrainingStrategy(DatasetWrappingStrategy):
-    def __init__(self, tokenizer, cfg, ds_cfg):
-        self.tokenizer = tokenizer
-        self.cfg = cfg
-        self.ds_cfg = ds_cfg or {}
-        self.config = plugin_config(cfg)
-
+class ContinualPretrainingStrategy(PoolStrategy):
     def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs) -> Dataset:
         cfg, config, tokenizer = self.cfg, self.config, self.tokenizer
-        path = self.ds_cfg.get("path", "<dataset>")
-        column = dataset_text_column(self.ds_cfg)
-        if column not in dataset.column_names:
-            raise InputError(
-                f"{path}: no column {column!r} (set by the dataset's text_column); the file has "
-                f"{dataset.column_names}."
-            )
+        path, column = self.text_column(dataset)
         if tokenizer.eos_token_id is None:
             raise InputError(
                 f"the tokenizer of {cfg.base_model} has no eos token, which ends each continual-pretraining "

@@ -47,15 +47,18 @@ def relevance_model_path(cfg, config: DecSelfMaskConfig) -> str:
     return config.relevance.model or cfg.base_model
 
 
-class MaskedReconstructionStrategy(DatasetWrappingStrategy):
+class PoolStrategy(DatasetWrappingStrategy):
+    """What the plugin's dataset types share: the recipe, the ``decselfmask:`` block, the pool's
+    text column (checked)."""
+
     def __init__(self, tokenizer, cfg, ds_cfg):
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.ds_cfg = ds_cfg or {}
         self.config = plugin_config(cfg)
 
-    def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs) -> Dataset:
-        cfg, config, tokenizer = self.cfg, self.config, self.tokenizer
+    def text_column(self, dataset) -> tuple[str, str]:
+        """(path, column) of the pool; a missing column is an error naming both."""
         path = self.ds_cfg.get("path", "<dataset>")
         column = dataset_text_column(self.ds_cfg)
         if column not in dataset.column_names:
@@ -63,6 +66,13 @@ class MaskedReconstructionStrategy(DatasetWrappingStrategy):
                 f"{path}: no column {column!r} (set by the dataset's text_column); the file has "
                 f"{dataset.column_names}."
             )
+        return path, column
+
+
+class MaskedReconstructionStrategy(PoolStrategy):
+    def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs) -> Dataset:
+        cfg, config, tokenizer = self.cfg, self.config, self.tokenizer
+        path, column = self.text_column(dataset)
         pool = prepare_pool(dataset[column], cfg, config, tokenizer, path, column)
         result = run_precompute(
             pool.texts, config, tokenizer, relevance_model_path(cfg, config), config.cache_dir,

@@ -25,7 +25,7 @@ from .base import RelevanceMethod
 
 
 @contextlib.contextmanager
-def _matmul_precision(value: str | None):
+def matmul_precision(value: str | None):
     if value is None:
         yield
         return
@@ -42,8 +42,8 @@ class GradientXInput(RelevanceMethod):
     (frozen weights, no weight gradients), for a whole batch at once (prompts are
     independent, so the gradient of the summed targets is each prompt's own).
 
-    Options: ``fast_backward`` (recipe key ``relevance.fast_backward``, default off) runs the backward pass with ``torch.set_float32_matmul_precision
-    ("medium")``: on a CPU without AMX float32 matmuls then go to oneDNN's float32 kernels
+    Options: ``fast_backward`` (recipe key ``relevance.fast_backward``, default off) runs the
+    backward pass with ``torch.set_float32_matmul_precision("medium")``: on a CPU without AMX float32 matmuls then go to oneDNN's float32 kernels
     (1.3x faster backward here, maps within 1e-4); on a CPU with AMX they may run in
     bfloat16, on a GPU in TF32. No effect on bfloat16 models. ``share_prefix`` scores the
     items of one text together (see the module); default on, except for subclasses that need
@@ -62,7 +62,7 @@ class GradientXInput(RelevanceMethod):
         return self.share_prefix
 
     def _backward_precision(self):
-        return _matmul_precision("medium" if self.fast_backward else None)
+        return matmul_precision("medium" if self.fast_backward else None)
 
     def attribute(self, prompts) -> list[np.ndarray]:
         results: list[np.ndarray | None] = [None] * len(prompts)
