@@ -328,14 +328,23 @@ def _variant_matmul_medium(method, prompts):
         return method.attribute(prompts)
 
 
+def _with_fast_backward(method, prompts, on: bool):
+    copy = getattr(method, f"_bench_fast_{on}", None)
+    if copy is None:
+        copy = type(method)(method.model, method.tokenizer, method.target, method.token_position,
+                            **{**method.options, "fast_backward": on})
+        setattr(method, f"_bench_fast_{on}", copy)
+    return copy.attribute(prompts)
+
+
 def _variant_backward_medium(method, prompts):
-    """The product's ``fast_backward`` option (forward as is, the backward with ``"medium"``)."""
-    fast = getattr(method, "_bench_fast", None)
-    if fast is None:
-        fast = type(method)(method.model, method.tokenizer, method.target, method.token_position,
-                            **{**method.options, "fast_backward": True})
-        method._bench_fast = fast
-    return fast.attribute(prompts)
+    """The product's ``fast_backward`` option on (forward as is, the backward with ``"medium"``)."""
+    return _with_fast_backward(method, prompts, True)
+
+
+def _variant_exact_backward(method, prompts):
+    """The product's ``fast_backward`` option off (the default before ``auto``)."""
+    return _with_fast_backward(method, prompts, False)
 
 
 def _variant_compile(method, prompts):
@@ -369,6 +378,7 @@ VARIANTS = {
     "eager": _variant_eager,
     "matmul_medium": _variant_matmul_medium,
     "backward_medium": _variant_backward_medium,
+    "exact_backward": _variant_exact_backward,
     "autocast_bf16": _variant_autocast_bf16,
     "compile": _variant_compile,
     "forward_medium": _variant_forward_medium,
@@ -395,6 +405,15 @@ class _Stats:
     status: str = "ok"
 
 
+def product_fast_backward(model) -> bool:
+    """What ``relevance.fast_backward: auto`` (the default) resolves to for ``model``'s device."""
+    from .args import DecSelfMaskConfig
+    from .precompute import fast_backward
+
+    device = "cpu" if model.get_input_embeddings().weight.device.type == "cpu" else "cuda"
+    return fast_backward(DecSelfMaskConfig(relevance={"device": device}))
+
+
 def _make_methods(names, model, tokenizer, target, steps, unit, variants):
     from .registry import relevance_methods
 
@@ -404,17 +423,19 @@ def _make_methods(names, model, tokenizer, target, steps, unit, variants):
         raise ValueError(f"unknown relevance method(s) {unknown}; registered: {sorted(registered)}")
     made: dict[str, object] = {}
     status: dict[str, str] = {}
+    fast = product_fast_backward(model)
     for name in names:
         cls = registered[name]
         try:
             cls.check_model_config(model.config)
-            made[name] = cls(model, tokenizer, target, "middle", steps=steps, unit=unit)
+            made[name] = cls(model, tokenizer, target, "middle", steps=steps, unit=unit, fast_backward=fast)
         except (MethodNotSupported, ImportError) as exc:
             status[name] = f"unavailable: {exc}"
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r}; known: {sorted(VARIANTS)}")
-        base = registered[DEFAULT_METHOD](model, tokenizer, target, "middle", steps=steps, unit=unit)
+        base = registered[DEFAULT_METHOD](model, tokenizer, target, "middle", steps=steps, unit=unit,
+                                          fast_backward=fast)
         made[f"{DEFAULT_METHOD}:{v}"] = Variant(f"{DEFAULT_METHOD}:{v}", base, VARIANTS[v])
     return made, status
 

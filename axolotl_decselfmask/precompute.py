@@ -89,8 +89,26 @@ def truncate_texts(tokenizer, texts: list[str], budget: int) -> tuple[list[str],
 
 
 def fast_backward(cfg: DecSelfMaskConfig) -> bool:
-    """``relevance.fast_backward`` (grad_x_input's backward with float32 matmul precision "medium")."""
-    return bool(cfg.relevance.fast_backward)
+    """``relevance.fast_backward`` (grad_x_input's backward with float32 matmul precision
+    "medium"); ``auto`` is on where that precision still computes in float32: a CPU without AMX."""
+    value = cfg.relevance.fast_backward
+    if value != "auto":
+        return bool(value)
+    from .relevance import pick_device
+
+    return pick_device(cfg.relevance.device) == "cpu" and not cpu_has_amx()
+
+
+def cpu_has_amx(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has AMX tiles (``amx_tile`` in /proc/cpuinfo's flags); unknown counts as yes."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return True
+    flags = [line for line in cpuinfo.splitlines() if line.startswith("flags")]
+    return not flags or "amx_tile" in flags[0].split()
 
 
 def relevance_key(cfg: DecSelfMaskConfig, model_path: str, tokenizer, texts_fp: str) -> str:

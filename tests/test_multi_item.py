@@ -174,3 +174,17 @@ def test_precompute_with_several_items_matches_separate_scorings(tmp_path, tiny_
         ref = method.attribute([build_relevance_prompt(tok, texts[r["text_index"]], r["item"], cfg.relevance.lead_in)])[0]
         np.testing.assert_allclose(r["scores"], ref, rtol=1e-4, atol=1e-7)  # stored rounded to 7 decimals
         assert np.abs(ref).max() > 1e-5
+
+
+def test_fast_backward_auto_is_on_only_for_cpus_without_amx():
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+    from axolotl_decselfmask.precompute import cpu_has_amx, fast_backward
+
+    assert cpu_has_amx("processor : 0\nflags : fpu avx512f amx_bf16 amx_tile amx_int8\n")
+    assert not cpu_has_amx("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n")
+    assert cpu_has_amx("processor : 0\n")  # no flags line: unknown, stay exact
+    auto = DecSelfMaskConfig(relevance={"device": "cpu"})
+    assert auto.relevance.fast_backward == "auto"
+    assert fast_backward(auto) == (not cpu_has_amx())
+    assert fast_backward(DecSelfMaskConfig(relevance={"fast_backward": True}))
+    assert not fast_backward(DecSelfMaskConfig(relevance={"device": "cpu", "fast_backward": False}))
