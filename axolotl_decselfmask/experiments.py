@@ -529,7 +529,7 @@ def plot(rows: list[dict], out: Path) -> None:
         ax.set_ylim(0, hi)
         ax.set_xlabel("sft Macro F1")
         ax.set_ylabel("decselfmask Macro F1")
-        ax.set_title("Per task (mean over seeds); above the line: DecSelfMask wins")
+        ax.set_title("Per task, mean over seeds\n(above the line: DecSelfMask wins)", fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
         _save(fig, out / "tasks_decselfmask_vs_sft.png")
