@@ -462,8 +462,8 @@ def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float |
     base = s["summary"].get(BASELINE)
     lines = ["# Results", ""]
     n_tasks = len(s["tasks"])
-    lines.append(f"{len(rows)} runs (rows of results.csv) over {n_tasks} tasks; Macro F1 is the mean over tasks "
-                 "of one seed, then mean +- standard deviation over seeds.")
+    lines.append(f"{len(rows)} results (rows of results.csv) over {n_tasks} tasks; Macro F1 is the mean over "
+                 "tasks of one seed, then mean +- standard deviation over seeds.")
     if elapsed is not None:
         lines.append(f"Wall time of this invocation: {elapsed / 60:.1f} min.")
     lines += ["", "| method | Macro F1 (mean +- std over seeds) | vs sft | tasks won vs sft | probing Macro F1 |",
