@@ -118,6 +118,22 @@ def write_metrics(path: str | Path, task: str, result: dict, extra: dict | None 
     if extra:
         entry.update(extra)
     tasks[task] = entry
+    return _store(path, metrics, tasks)
+
+
+def forget_task(path: str | Path, task: str) -> None:
+    """Remove one task's entry from ``metrics.json`` (atomic; the file goes when none is left)."""
+    path = Path(path)
+    metrics = read_json(path)
+    if isinstance(metrics, dict) and task in (metrics.get("tasks") or {}):
+        _store(path, metrics, {k: v for k, v in metrics["tasks"].items() if k != task})
+
+
+def _store(path: Path, metrics: dict, tasks: dict) -> dict:
+    """``metrics`` with ``tasks`` and their mean Macro F1, written atomically (removed when empty)."""
+    if not tasks:
+        path.unlink(missing_ok=True)
+        return {}
     metrics["tasks"] = tasks
     metrics["macro_f1_mean"] = float(np.mean([t["macro_f1"] for t in tasks.values()]))
     atomic_write_json(path, metrics)

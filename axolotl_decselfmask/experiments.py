@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .cache import atomic_write_json, atomic_write_jsonl, atomic_write_text, fingerprint, read_json
+from .stage1_budget import STATS_FILE
 
 LOG = logging.getLogger(__name__)
 
@@ -225,12 +226,12 @@ def build_data(grid: Grid, out: Path) -> dict:
         pool_candidates = [i for i in rng.permutation(len(rows)) if i not in test_union]
         pool = [int(i) for i in pool_candidates[: grid.pool_size]]
         text = c.text_column
-        _write_rows(folder / "pool.jsonl", [{"text": rows[i][text], "row": rows[i]["_row"]} for i in pool])
+        atomic_write_jsonl(folder / "pool.jsonl", [{"text": rows[i][text], "row": rows[i]["_row"]} for i in pool])
         info = {"pool": str(folder / "pool.jsonl"), "n_pool": len(pool), "n_rows": len(rows), "tasks": {}}
         for t in c.tasks:
             d = tasks[t.name]
             y_of = {i: y for y, v in d["by"].items() for i in v}
-            _write_rows(folder / f"test-{t.name}.jsonl",
+            atomic_write_jsonl(folder / f"test-{t.name}.jsonl",
                         [{"text": rows[i][text], "label": y_of[i], "row": rows[i]["_row"]} for i in d["test"]])
             trainable = {y: [i for i in v if i not in test_union] for y, v in d["by"].items()}
             seeds = {}
@@ -238,7 +239,7 @@ def build_data(grid: Grid, out: Path) -> dict:
                 pick = _stratified(trainable, grid.labelled_per_task, np.random.default_rng([grid.split_seed, seed]),
                                    balanced=True)
                 path = folder / f"train-{t.name}-seed{seed}.jsonl"
-                _write_rows(path, [{"text": rows[i][text], "label": y_of[i], "row": rows[i]["_row"]} for i in pick])
+                atomic_write_jsonl(path, [{"text": rows[i][text], "label": y_of[i], "row": rows[i]["_row"]} for i in pick])
                 seeds[seed] = str(path)
             info["tasks"][t.name] = {
                 "labels": d["labels"], "test": str(folder / f"test-{t.name}.jsonl"), "n_test": len(d["test"]),
@@ -247,11 +248,6 @@ def build_data(grid: Grid, out: Path) -> dict:
             }
         described[c.name] = info
     return described
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_jsonl(path, rows)
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -382,7 +378,7 @@ def execute(run: dict, log_progress=print) -> dict:
         tail = (run_dir / "run.log").read_text(errors="replace").splitlines()[-25:]
         raise RuntimeError(f"run {run_dir} failed (exit {proc.returncode}); last lines of {run_dir / 'run.log'}:\n"
                            + "\n".join(tail))
-    stage1 = read_json(run_dir / "output" / "decselfmask_stage1_data.json") or {}
+    stage1 = read_json(run_dir / "output" / STATS_FILE) or {}
     record = {"recipe_key": fingerprint(run["recipe"]), "seconds": round(seconds, 1), "command": command,
               "stage1_tokens": stage1.get("tokens"), "stage1_examples": stage1.get("examples"),
               "stage1_supervised_tokens": stage1.get("supervised_tokens"), "metrics": metrics}

@@ -144,9 +144,16 @@ def _without_test_texts(texts: list[str], config: DecSelfMaskConfig, path) -> li
     if not config.classification.enabled:
         return texts
     drop: set[int] = set()
+    tables: dict[str, list[dict]] = {}  # tasks often share a test file (seeds): read each file once
+
+    def table(path: str, key: str) -> list[dict]:
+        if path not in tables:
+            tables[path] = read_table(path, key)
+        return tables[path]
+
     for c in config.task_configs():
         if c.train_file and Path(c.train_file).exists():
-            train_rows = read_table(c.train_file, "decselfmask.classification.train_file")
+            train_rows = table(c.train_file, "decselfmask.classification.train_file")
             if c.text_column in train_rows[0]:
                 shared = overlapping_rows(texts, [str(r[c.text_column]) for r in train_rows])
                 if shared:
@@ -154,7 +161,7 @@ def _without_test_texts(texts: list[str], config: DecSelfMaskConfig, path) -> li
                              "stage 1 never sees their labels)", len({i for i, _ in shared}), c.task)
         if not c.test_file:
             continue
-        test_rows = read_table(c.test_file, "decselfmask.classification.test_file")
+        test_rows = table(c.test_file, "decselfmask.classification.test_file")
         require_column(test_rows, c.text_column, c.test_file, "decselfmask.classification.text_column")
         test_texts = [str(r[c.text_column]) for r in test_rows if isinstance(r[c.text_column], str)]
         pairs = overlapping_rows(texts, test_texts)

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__
 from .cache import read_json
+from .stage1_budget import STATS_FILE
 
 LOG = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[P
     elif stage1:
         lines.append("- unlabelled texts and masked examples: not found (no complete precompute manifest "
                      "in the cache for these settings)")
-    stats = read_json(Path(str(_get(cfg, "output_dir", "."))) / "decselfmask_stage1_data.json") if stage1 else None
+    stats = read_json(Path(str(_get(cfg, "output_dir", "."))) / STATS_FILE) if stage1 else None
     if isinstance(stats, dict) and "examples" in stats:
         budget = f" within the token budget {stats['budget']}" if stats.get("budget") else ""
         lines.append(f"- stage-1 training rows: {stats['examples']} ({stats.get('tokens', '?')} tokens{budget}; "

@@ -14,7 +14,8 @@ from axolotl.integrations.base import BasePlugin
 
 from . import __version__
 from .args import DecSelfMaskConfig
-from .cache import atomic_write_json, fingerprint, read_json
+from .cache import fingerprint
+from .evaluation import forget_task
 from .classification import safe_filename, is_main_process, load_task_data, run_stage2
 from .stage1_output import (
     STAGE1_MARKER,
@@ -182,16 +183,7 @@ def _forget_previous_results(out: Path, task: str) -> None:
     ``metrics.json`` is written (atomically) only after stage 2 and the evaluation, so an entry
     for the task then always belongs to a finished run.
     """
-    path = out / "metrics.json"
-    metrics = read_json(path)
-    if isinstance(metrics, dict) and task in (metrics.get("tasks") or {}):
-        tasks = {k: v for k, v in metrics["tasks"].items() if k != task}
-        if tasks:
-            metrics["tasks"] = tasks
-            metrics["macro_f1_mean"] = sum(t["macro_f1"] for t in tasks.values()) / len(tasks)
-            atomic_write_json(path, metrics)
-        else:
-            path.unlink()
+    forget_task(out / "metrics.json", task)
     (out / f"predictions-{safe_filename(task)}.jsonl").unlink(missing_ok=True)
 
 

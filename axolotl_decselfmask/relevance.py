@@ -18,12 +18,10 @@ the scoring model.
 
 from __future__ import annotations
 
+import logging
 import os
-
 from dataclasses import dataclass
 from typing import Iterator
-
-import logging
 
 import numpy as np
 import torch

@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import f1_score
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from axolotl_decselfmask.evaluation import format_table, macro_f1, score_options, write_metrics
+from axolotl_decselfmask.evaluation import forget_task, format_table, macro_f1, score_options, write_metrics
 from axolotl_decselfmask.prompts import classification_messages, render
 
 LABELS = ["neoplasms", "cardiovascular diseases", "nervous system diseases"]
@@ -89,3 +89,16 @@ def test_task_names_cannot_escape_the_output_folder(tmp_path):
         target = (tmp_path / f"predictions-{safe_filename(name)}.jsonl").resolve()
         assert target.parent == tmp_path.resolve(), name
     assert safe_filename("ok-name_1") == "ok-name_1"
+
+
+def test_forget_task_updates_the_mean_and_removes_an_empty_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_metrics(path, "a", {"macro_f1": 0.2, "accuracy": 0.5, "n_test": 4})
+    write_metrics(path, "b", {"macro_f1": 0.6, "accuracy": 0.7, "n_test": 4})
+    assert json.loads(path.read_text())["macro_f1_mean"] == pytest.approx(0.4)
+    forget_task(path, "a")
+    metrics = json.loads(path.read_text())
+    assert list(metrics["tasks"]) == ["b"] and metrics["macro_f1_mean"] == pytest.approx(0.6)
+    forget_task(path, "missing")  # nothing to do
+    forget_task(path, "b")
+    assert not path.exists()
