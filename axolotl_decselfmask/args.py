@@ -7,7 +7,7 @@ config validation with a message that names the key.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -284,6 +284,14 @@ class DecSelfMaskConfig(_Strict):
         description=(
             "Stage-1 examples are kept, in order, while their summed token count stays within this "
             "budget (the same budget makes stage-1 methods comparable). Default: all examples."
+        ),
+    )
+    cpu_threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description=(
+            "CPU threads of each training process. auto: every core of the process's share when "
+            "`accelerate launch` (how `axolotl train` starts) set OMP_NUM_THREADS=1; any other "
+            "OMP_NUM_THREADS is kept. A number pins it."
         ),
     )
     cache_dir: str | None = Field(

@@ -18,6 +18,7 @@ import torch
 from datasets import Dataset
 
 from .args import ClassificationConfig, DecSelfMaskConfig
+from .hardware import environment, recipe_precision
 from .evaluation import dump_predictions, evaluate, format_table, write_metrics
 from .inputs import InputError, LabelledData, label_options, overlapping_rows, read_labelled
 from .precompute import truncate_texts
@@ -64,13 +65,6 @@ def _truncate_for(tokenizer, c: ClassificationConfig, labels: list[str], max_len
     if budget < 16:
         raise InputError(f"decselfmask.classification.max_length ({max_length}) is too small for the prompt.")
     return truncate_texts(tokenizer, texts, budget)
-
-
-def _precision(cfg) -> torch.dtype:
-    cuda = torch.cuda.is_available()
-    if cfg.bf16 is True or (cfg.bf16 == "auto" and cuda and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float32
 
 
 def load_stage1_model(cfg, config: DecSelfMaskConfig, dtype: torch.dtype):
@@ -160,10 +154,12 @@ def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: Task
         gold = data.test.labels[: len(test_texts)]
         test_texts, _ = _truncate_for(tokenizer, c, data.labels, max_length, test_texts)
 
-    dtype = _precision(cfg)
+    precision = recipe_precision(cfg)
+    dtype = precision.torch_dtype()
     model, source = load_stage1_model(cfg, config, dtype)
     print(f"decselfmask stage 2 [{c.task}]: starting from {source}")
-    extra = {"stage1": config.stage1, "labels": data.labels, "n_train": len(train_texts), "trained": c.train}
+    extra = {"stage1": config.stage1, "labels": data.labels, "n_train": len(train_texts), "trained": c.train,
+             "environment": environment(precision)}
 
     if config.probing.enabled and test_texts is not None:
         from .probing import probe

@@ -119,8 +119,8 @@ def prepare_pool(values, cfg, config: DecSelfMaskConfig, tokenizer, path, column
     budget = text_token_budget(tokenizer, config, cfg.sequence_len)
     texts, report.truncated = truncate_texts(tokenizer, texts, budget)
     LOG.info("decselfmask: %s", report.summary(str(path)))
-    if config.relevance.dtype == "auto" and cfg.bf16 is True:
-        config.relevance.dtype = "bfloat16"  # follow the recipe's precision
+    if config.relevance.dtype == "auto" and isinstance(cfg.bf16, bool):
+        config.relevance.dtype = "bfloat16" if cfg.bf16 else "float32"  # the recipe's precision (the plugin resolved auto)
     return PreparedPool(texts, report, budget, with_mask)
 
 

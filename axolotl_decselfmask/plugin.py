@@ -15,6 +15,7 @@ from axolotl.integrations.base import BasePlugin
 from . import __version__
 from .args import DecSelfMaskConfig
 from .cache import fingerprint
+from .hardware import apply_threads, log_line, resolve_recipe_precision, slow_bf16_warning
 from .evaluation import forget_task
 from .classification import safe_filename, is_main_process, load_task_data, run_stage2
 from .stage1_output import (
@@ -55,10 +56,11 @@ class DecSelfMaskPlugin(BasePlugin):
         return "axolotl_decselfmask.args.DecSelfMaskArgs"
 
     def register(self, cfg: dict):
-        """Runs on the raw recipe, before validation."""
+        """Runs on the raw recipe, before validation (once in each process)."""
         block = cfg.get("decselfmask")
         if block is None:
             cfg["decselfmask"] = block = {}
+        _set_up_machine(cfg, block)
         prepared = cfg.get("dataset_prepared_path") or DEFAULT_PREPARED_PATH
         if not block.get("cache_dir"):
             block["cache_dir"] = str(Path(prepared) / "decselfmask")
@@ -75,7 +77,7 @@ class DecSelfMaskPlugin(BasePlugin):
             try:
                 config = DecSelfMaskConfig(**block)
                 # what stage 1's data depends on (not stage 2's or probing's settings)
-                settings = config.model_dump(exclude={"classification", "tasks", "probing"})
+                settings = config.model_dump(exclude={"classification", "tasks", "probing", "cpu_threads"})
                 settings["task_items"] = config.task_items()
             except Exception:  # noqa: BLE001 - Axolotl's validation reports it next
                 settings = dict(block)
@@ -168,6 +170,17 @@ class DecSelfMaskPlugin(BasePlugin):
         from .model_card import write_model_card  # README.md in output_dir; never raises
 
         write_model_card(cfg, config)
+
+
+def _set_up_machine(cfg: dict, block: dict) -> None:
+    """Precision and CPU threads, decided before Axolotl's own dtype resolution (see :mod:`.hardware`)."""
+    precision = resolve_recipe_precision(cfg)
+    warning = slow_bf16_warning(precision)
+    if warning:
+        LOG.warning(warning)
+    setting = block.get("cpu_threads", "auto")
+    threads, why = apply_threads(setting if setting == "auto" or isinstance(setting, int) else "auto")
+    LOG.info(log_line(precision, threads, why))
 
 
 def _barrier():

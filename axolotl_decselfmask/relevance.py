@@ -144,11 +144,13 @@ def _attribute_with_backoff(method, prompts: list[RelevancePrompt]) -> list[np.n
 
 
 def pick_dtype(name: str, device: str) -> torch.dtype:
+    """``relevance.dtype``; ``auto`` is the machine's precision (:func:`.hardware.decide_precision`)."""
     if name != "auto":
         return getattr(torch, name)
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    from .hardware import decide_precision
+
+    cuda = device.startswith("cuda")
+    return decide_precision(cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported()).torch_dtype()
 
 
 def pick_device(name: str) -> str:

@@ -1,0 +1,249 @@
+"""The machine a run is on: which precision to compute in, and how many CPU threads to use.
+
+One decision for every stage (relevance, stage 1, stage 2, probing, pseudo-labels, evaluation):
+
+- on CUDA, bfloat16 where the GPU supports it, else float32;
+- on a CPU, bfloat16 only where the processor has native bfloat16 units: AMX, or
+  AVX512-BF16 where a short measurement finds bfloat16 faster than float32. Elsewhere
+  (AVX2-only processors, AVX-512 without AVX512-BF16) torch emulates bfloat16, and a forward
+  pass ran 5.5x, a forward plus backward 23x, slower than float32 (docs/benchmark.md).
+
+The decision reads torch's own dispatch level (``torch.backends.cpu.get_cpu_capability()``,
+which ``ATEN_CPU_CAPABILITY`` lowers), the processor flags of ``/proc/cpuinfo`` and oneDNN's
+ISA cap (``ONEDNN_MAX_CPU_ISA``), so that a machine told to behave as AVX2 is treated as AVX2.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+LOG = logging.getLogger(__name__)
+
+# oneDNN ISA names (ONEDNN_MAX_CPU_ISA) at or above which its bfloat16 kernels are native.
+_ONEDNN_NATIVE_BF16 = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                       "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512",
+                       "AVX10_2_512_AMX_2", "ALL", "DEFAULT")
+SLOWDOWN_NOTE = ("on a CPU without native bfloat16 a forward pass ran 5.5x and a training step 23x slower "
+                 "than in float32 (AVX2 machine, docs/benchmark.md)")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What decides bfloat16 on a CPU."""
+
+    capability: str  # torch's dispatch level: "AVX512", "AVX2", "DEFAULT", ...
+    flags: frozenset[str]  # /proc/cpuinfo flags (empty where there is no such file)
+    model_name: str
+    onednn_isa: str  # ONEDNN_MAX_CPU_ISA, "" when unset
+
+    @property
+    def amx(self) -> bool:
+        return "amx_bf16" in self.flags
+
+    @property
+    def avx512_bf16(self) -> bool:
+        return "avx512_bf16" in self.flags
+
+    def describe(self) -> str:
+        extras = [name for name, on in (("AMX", self.amx), ("AVX512-BF16", self.avx512_bf16)) if on]
+        if self.capability != "AVX512":
+            extras = []  # torch dispatches below AVX-512 (ATEN_CPU_CAPABILITY): the flags do not apply
+        isa = f", oneDNN capped at {self.onednn_isa}" if self.onednn_isa else ""
+        return self.capability + (f" with {'+'.join(extras)}" if extras else "") + isa
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The compute precision of a run and why."""
+
+    dtype: str  # "bfloat16" or "float32"
+    device: str  # "cuda" or "cpu"
+    reason: str  # "AVX2, no native bf16"
+
+    @property
+    def bf16(self) -> bool:
+        return self.dtype == "bfloat16"
+
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+def read_cpu_info() -> CpuInfo:
+    import torch
+
+    flags: frozenset[str] = frozenset()
+    model = "unknown processor"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "flags" and not flags:
+                    flags = frozenset(value.split())
+                elif key == "model name" and model == "unknown processor":
+                    model = value.strip()
+    except OSError:
+        pass
+    return CpuInfo(torch.backends.cpu.get_cpu_capability(), flags, model,
+                   os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper())
+
+
+def cpu_bf16_native(info: CpuInfo, measure=None) -> tuple[bool, str]:
+    """Whether bfloat16 runs on native units of this CPU, and the reason in a few words.
+
+    ``measure`` (no arguments, returns bf16 time / fp32 time) is called only for a processor
+    with AVX512-BF16 and no AMX, the one case the flags alone do not decide.
+    """
+    if info.capability not in ("AVX512",):
+        return False, f"{info.capability}, no native bf16"
+    if info.onednn_isa and info.onednn_isa not in _ONEDNN_NATIVE_BF16:
+        return False, f"{info.describe()}, no native bf16"
+    if info.amx:
+        return True, f"{info.describe()}, native bf16"
+    if info.avx512_bf16:
+        ratio = (measure or measure_cpu_bf16)()
+        faster = ratio < 1.0
+        return faster, f"{info.describe()}, bf16 measured {ratio:.2f}x the time of fp32"
+    return False, f"{info.describe()}, no native bf16"
+
+
+def decide_precision(requested=None, *, cuda: bool | None = None, cuda_bf16: bool | None = None,
+                     cpu: CpuInfo | None = None, measure=None) -> Precision:
+    """The precision of a run: ``requested`` is the recipe's ``bf16`` (None or ``"auto"``, True, False).
+
+    An explicit True or False is kept (a True on a CPU without native bf16 runs, slowly: see
+    :func:`slow_bf16_warning`); ``auto`` and unset follow the machine.
+    """
+    if cuda is None or cuda_bf16 is None:
+        import torch
+
+        cuda = torch.cuda.is_available() if cuda is None else cuda
+        cuda_bf16 = (cuda and torch.cuda.is_bf16_supported()) if cuda_bf16 is None else cuda_bf16
+    device = "cuda" if cuda else "cpu"
+    if cuda:
+        native, reason = bool(cuda_bf16), ("GPU with bf16" if cuda_bf16 else "GPU without bf16")
+    else:
+        native, reason = cpu_bf16_native(cpu or read_cpu_info(), measure)
+    if requested is True:
+        return Precision("bfloat16", device, reason + ("" if native else "; bf16: true in the recipe"))
+    if requested is False:
+        return Precision("float32", device, reason + "; bf16: false in the recipe")
+    return Precision("bfloat16" if native else "float32", device, reason)
+
+
+def slow_bf16_warning(precision: Precision, cpu: CpuInfo | None = None) -> str | None:
+    """The warning for bf16 on a CPU that emulates it, else None."""
+    if precision.device != "cpu" or not precision.bf16 or "bf16: true in the recipe" not in precision.reason:
+        return None
+    info = cpu or read_cpu_info()
+    return (f"decselfmask: bf16: true on {info.model_name} ({info.describe()}), which has no native bfloat16: "
+            f"{SLOWDOWN_NOTE}. Set bf16: auto (float32 here) unless you need bfloat16.")
+
+
+@functools.lru_cache(maxsize=1)
+def measure_cpu_bf16(size: int = 384, reps: int = 3) -> float:
+    """bf16 time / fp32 time of a linear layer's forward and backward on this CPU (well under a second)."""
+    import torch
+
+    def run(dtype):
+        layer = torch.nn.Linear(size, 4 * size).to(dtype)
+        x = torch.randn(256, size, dtype=dtype, requires_grad=True)
+        layer(x).sum().backward()  # warm-up
+        start = time.perf_counter()
+        for _ in range(reps):
+            layer(x).sum().backward()
+        return time.perf_counter() - start
+
+    return run(torch.bfloat16) / max(run(torch.float32), 1e-9)
+
+
+def resolve_recipe_precision(cfg) -> Precision:
+    """Set the recipe's ``bf16`` (and ``fp16`` when unset) from :func:`decide_precision`.
+
+    Axolotl 0.19 turns ``bf16: auto`` on a machine without a bf16 GPU into ``fp16: true`` when
+    ``fp16`` is unset; the plugin decides first, so that a CPU never trains in float16.
+    """
+    requested = cfg.get("bf16")
+    precision = decide_precision(None if requested in (None, "auto") else bool(requested))
+    cfg["bf16"] = precision.bf16
+    if cfg.get("fp16") in (None, "auto"):
+        cfg["fp16"] = False
+    return precision
+
+
+def recipe_precision(cfg) -> Precision:
+    """The precision of a recipe whose ``bf16`` the plugin resolved (True/False), or still ``auto``."""
+    requested = cfg.get("bf16") if hasattr(cfg, "get") else getattr(cfg, "bf16", None)
+    return decide_precision(None if requested in (None, "auto") else bool(requested))
+
+
+# ---------------------------------------------------------------------------------------- threads
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def decide_threads(setting: int | str = "auto", *, cores: int | None = None, env: dict | None = None) -> tuple[int | None, str]:
+    """CPU threads for this process: (number, or None to leave torch's choice; why).
+
+    ``accelerate launch``, through which ``axolotl train`` starts, sets ``OMP_NUM_THREADS=1``
+    when it is unset, so a one-process CPU run trains on one core. ``auto`` then gives the
+    process its share of the cores; any other ``OMP_NUM_THREADS`` is the user's and is kept.
+    """
+    env = os.environ if env is None else env
+    cores = available_cores() if cores is None else cores
+    if setting != "auto":
+        return int(setting), "decselfmask.cpu_threads"
+    accelerate = "ACCELERATE_MIXED_PRECISION" in env  # set in every process that accelerate launches
+    if env.get("OMP_NUM_THREADS") == "1" and accelerate:
+        local = max(int(env.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
+        return max(cores // local, 1), f"{cores} cores / {local} process(es); accelerate had set OMP_NUM_THREADS=1"
+    return None, ("OMP_NUM_THREADS=" + env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS") else "torch default"
+
+
+def apply_threads(setting: int | str = "auto") -> tuple[int, str]:
+    """Set torch's CPU threads by :func:`decide_threads`; returns (threads in use, why)."""
+    import torch
+
+    threads, why = decide_threads(setting)
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return torch.get_num_threads(), why
+
+
+def environment(precision: Precision | None = None) -> dict:
+    """What a result was measured on, for ``metrics.json`` and the model card."""
+    import torch
+    import transformers
+
+    info = read_cpu_info()
+    out = {
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu": info.model_name,
+        "cpu_capability": info.describe(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    if precision is not None:
+        out["dtype"] = precision.dtype
+        out["precision_reason"] = precision.reason
+    return out
+
+
+def log_line(precision: Precision, threads: int, why: str) -> str:
+    return f"decselfmask: precision {precision.dtype} ({precision.reason}); {threads} CPU thread(s) ({why})"
+
+
+__all__ = ["CpuInfo", "Precision", "decide_precision", "decide_threads", "apply_threads",
+           "environment", "read_cpu_info", "recipe_precision", "resolve_recipe_precision", "slow_bf16_warning"]

@@ -1,0 +1,104 @@
+"""The precision and thread decisions of :mod:`axolotl_decselfmask.hardware`, on described machines."""
+
+from __future__ import annotations
+
+import pytest
+
+from axolotl_decselfmask.hardware import (
+    CpuInfo,
+    cpu_bf16_native,
+    decide_precision,
+    decide_threads,
+    resolve_recipe_precision,
+    slow_bf16_warning,
+)
+
+AVX2 = CpuInfo("AVX2", frozenset({"avx2", "fma"}), "AVX2 laptop", "")
+AVX512_NO_BF16 = CpuInfo("AVX512", frozenset({"avx2", "avx512f", "avx512bw"}), "Skylake server", "")
+AVX512_BF16 = CpuInfo("AVX512", frozenset({"avx512f", "avx512_bf16"}), "Cooper Lake", "")
+AMX = CpuInfo("AVX512", frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}), "Sapphire Rapids", "")
+# A Sapphire Rapids told to behave as AVX2 (ATEN_CPU_CAPABILITY=avx2): torch reports AVX2.
+AMX_AS_AVX2 = CpuInfo("AVX2", AMX.flags, "Sapphire Rapids", "")
+AMX_ONEDNN_AVX2 = CpuInfo("AVX512", AMX.flags, "Sapphire Rapids", "AVX2")
+
+
+def _never():
+    raise AssertionError("no measurement expected here")
+
+
+@pytest.mark.parametrize("info, native", [
+    (AVX2, False), (AVX512_NO_BF16, False), (AMX, True), (AMX_AS_AVX2, False), (AMX_ONEDNN_AVX2, False),
+    (CpuInfo("DEFAULT", frozenset(), "arm?", ""), False), (CpuInfo("NO AVX", frozenset(), "old", ""), False),
+])
+def test_cpu_bf16_from_capability_and_flags(info, native):
+    got, reason = cpu_bf16_native(info, measure=_never)
+    assert got is native
+    assert reason.startswith(info.capability)
+    assert ("native bf16" in reason) and (("no native" in reason) is not native)
+
+
+@pytest.mark.parametrize("ratio, native", [(0.4, True), (1.3, False)])
+def test_avx512_bf16_without_amx_is_measured(ratio, native):
+    got, reason = cpu_bf16_native(AVX512_BF16, measure=lambda: ratio)
+    assert got is native and f"{ratio:.2f}x" in reason
+
+
+def test_precision_on_cuda_follows_the_gpu():
+    assert decide_precision(None, cuda=True, cuda_bf16=True).dtype == "bfloat16"
+    assert decide_precision("auto", cuda=True, cuda_bf16=False).dtype == "float32"
+    assert decide_precision(False, cuda=True, cuda_bf16=True).dtype == "float32"
+
+
+@pytest.mark.parametrize("requested, info, dtype, warns", [
+    ("auto", AVX2, "float32", False), (None, AVX512_NO_BF16, "float32", False), ("auto", AMX, "bfloat16", False),
+    (True, AVX2, "bfloat16", True), (True, AMX, "bfloat16", False), (False, AMX, "float32", False),
+])
+def test_precision_on_cpu(requested, info, dtype, warns):
+    p = decide_precision(requested, cuda=False, cuda_bf16=False, cpu=info, measure=_never)
+    assert p.dtype == dtype and p.device == "cpu"
+    warning = slow_bf16_warning(p, cpu=info)
+    assert (warning is not None) is warns
+    if warns:
+        assert info.model_name in warning and "23x" in warning and "bf16: auto" in warning
+
+
+def test_axolotl_turns_auto_into_fp16_on_a_cpu_and_the_plugin_decides_first(monkeypatch):
+    """Axolotl 0.19's resolve_dtype makes ``bf16: auto`` fp16 on a machine without a bf16 GPU;
+    after resolve_recipe_precision it keeps the machine's decision and never fp16."""
+    from axolotl.utils.config import resolve_dtype
+    from axolotl.utils.dict import DictDefault
+
+    import axolotl_decselfmask.hardware as hw
+
+    if hw.decide_precision().device != "cpu":
+        pytest.skip("needs a machine without CUDA")
+    raw = DictDefault({"bf16": "auto", "base_model": "x"})
+    resolve_dtype(raw)
+    assert raw.fp16 is True and raw.bf16 is False  # Axolotl alone: float16 training on a CPU
+
+    for info, bf16 in ((AVX2, False), (AMX, True)):
+        monkeypatch.setattr(hw, "read_cpu_info", lambda info=info: info)
+        cfg = DictDefault({"bf16": "auto", "base_model": "x"})
+        precision = resolve_recipe_precision(cfg)
+        resolve_dtype(cfg)
+        assert cfg.bf16 is bf16 and cfg.fp16 is False and precision.bf16 is bf16
+
+
+def test_threads_under_accelerate():
+    env = {"OMP_NUM_THREADS": "1", "ACCELERATE_MIXED_PRECISION": "no"}
+    assert decide_threads(cores=8, env=env)[0] == 8
+    assert decide_threads(cores=8, env={**env, "LOCAL_WORLD_SIZE": "2"})[0] == 4
+    assert decide_threads(cores=8, env={**env, "OMP_NUM_THREADS": "3"})[0] is None  # the user's own value
+    assert decide_threads(cores=8, env={"OMP_NUM_THREADS": "1"})[0] is None  # set by the user, not accelerate
+    assert decide_threads(3, cores=8, env=env) == (3, "decselfmask.cpu_threads")
+    assert decide_threads(cores=1, env=env)[0] == 1
+
+
+def test_cpu_threads_key_is_validated():
+    from pydantic import ValidationError
+
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+
+    assert DecSelfMaskConfig(cpu_threads=4).cpu_threads == 4
+    with pytest.raises(ValidationError, match="cpu_threads"):
+        DecSelfMaskConfig(cpu_threads=0)
