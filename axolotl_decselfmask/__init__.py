@@ -1,12 +1,12 @@
 """DecSelfMask (Decoder Self-learning by Masking) as an Axolotl plugin."""
 
-__version__ = "0.1.0"
+from axolotl_decselfmask.version import __version__
 
 
 def __getattr__(name):
     # The plugin imports Axolotl; keep `import axolotl_decselfmask` light for the rest.
     if name == "DecSelfMaskPlugin":
-        from .plugin import DecSelfMaskPlugin
+        from axolotl_decselfmask.plugin import DecSelfMaskPlugin
 
         return DecSelfMaskPlugin
     raise AttributeError(name)

@@ -82,7 +82,7 @@ class RelevanceConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_method(self) -> "RelevanceConfig":
-        from .registry import relevance_methods
+        from axolotl_decselfmask.registry import relevance_methods
 
         methods = relevance_methods()
         if self.method not in methods:
@@ -119,7 +119,7 @@ class SpanConfig(_Strict):
 
     @model_validator(mode="after")
     def _low_below_high(self) -> "SpanConfig":
-        from .registry import span_selectors
+        from axolotl_decselfmask.registry import span_selectors
 
         if self.selector not in span_selectors():
             raise ValueError(
@@ -348,3 +348,11 @@ class DecSelfMaskArgs(BaseModel):
         default_factory=DecSelfMaskConfig,
         description="DecSelfMask settings (see docs/configuration.md).",
     )
+
+
+def plugin_config(cfg) -> DecSelfMaskConfig:
+    """The validated ``decselfmask:`` block of an Axolotl config."""
+    block = cfg.get("decselfmask") or {}
+    if hasattr(block, "to_dict"):
+        block = block.to_dict()
+    return DecSelfMaskConfig(**block)

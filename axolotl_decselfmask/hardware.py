@@ -183,6 +183,18 @@ def recipe_precision(cfg) -> Precision:
     return decide_precision(None if requested in (None, "auto") else bool(requested))
 
 
+def cpu_has_amx(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has AMX tiles (``amx_tile`` in /proc/cpuinfo's flags); unknown counts as yes."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return True
+    flags = [line for line in cpuinfo.splitlines() if line.startswith("flags")]
+    return not flags or "amx_tile" in flags[0].split()
+
+
 # ---------------------------------------------------------------------------------------- threads
 
 def available_cores() -> int:

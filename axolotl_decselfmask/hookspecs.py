@@ -9,7 +9,7 @@ A package declares an entry point in the group ``axolotl_decselfmask`` pointing 
 
     # my_package/decselfmask_hooks.py
     from axolotl_decselfmask.hookspecs import hookimpl
-    from axolotl_decselfmask.methods import RelevanceMethod
+    from axolotl_decselfmask.relevance.methods import RelevanceMethod
 
     class Occlusion(RelevanceMethod):
         name = "occlusion"

@@ -12,13 +12,17 @@ from pathlib import Path
 
 from axolotl.integrations.base import BasePlugin
 
-from . import __version__
-from .args import DecSelfMaskConfig
-from .cache import fingerprint
-from .hardware import apply_threads, log_line, resolve_recipe_precision, slow_bf16_warning
-from .evaluation import forget_task
-from .classification import safe_filename, is_main_process, load_task_data, run_stage2
-from .stage1_output import (
+from axolotl_decselfmask.args import DecSelfMaskConfig, plugin_config
+from axolotl_decselfmask.hardware import (
+    apply_threads,
+    log_line,
+    resolve_recipe_precision,
+    slow_bf16_warning,
+)
+from axolotl_decselfmask.io.distributed import is_main_process
+from axolotl_decselfmask.io.files import fingerprint, safe_filename
+from axolotl_decselfmask.io.tables import check_pool_file, dataset_text_column
+from axolotl_decselfmask.stage1.checkpoints import (
     STAGE1_MARKER,
     check_checkpoint,
     checkpoints,
@@ -26,15 +30,19 @@ from .stage1_output import (
     skip_if_finished,
     write_stage1_marker,
 )
-from .inputs import check_pool_file, dataset_text_column
-from .masked_reconstruction import DATASET_TYPE, plugin_config
+from axolotl_decselfmask.stage1.pool import MASKED_RECONSTRUCTION_TYPE as DATASET_TYPE
+from axolotl_decselfmask.stage1.pool import POOL_TYPES
+from axolotl_decselfmask.stage2.data import load_task_data
+from axolotl_decselfmask.stage2.metrics import forget_task
+from axolotl_decselfmask.stage2.run import run_stage2
+from axolotl_decselfmask.version import __version__
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_PREPARED_PATH = "last_run_prepared"
 
 
-OUR_TYPES = (DATASET_TYPE, "axolotl_decselfmask.continual_pretraining")
+OUR_TYPES = POOL_TYPES
 
 
 def _uses_our_dataset(cfg) -> bool:
@@ -110,7 +118,7 @@ class DecSelfMaskPlugin(BasePlugin):
 
     def get_trainer_cls(self, cfg):
         if not plugin_config(cfg).stage1:
-            from .trainer import SkipStage1Trainer
+            from axolotl_decselfmask.stage1.trainer import SkipStage1Trainer
 
             return SkipStage1Trainer
         return None
@@ -167,7 +175,9 @@ class DecSelfMaskPlugin(BasePlugin):
         for task in config.task_configs():
             _forget_previous_results(Path(cfg.output_dir), task.task)
         run_stage2(cfg, config)
-        from .model_card import write_model_card  # README.md in output_dir; never raises
+        from axolotl_decselfmask.stage2.model_card import (
+            write_model_card,  # README.md in output_dir; never raises
+        )
 
         write_model_card(cfg, config)
 

@@ -6,20 +6,20 @@ import functools
 
 import pluggy
 
-from . import hookspecs
-from .hookspecs import PROJECT, hookimpl
+from axolotl_decselfmask import hookspecs
+from axolotl_decselfmask.hookspecs import PROJECT, hookimpl
 
 
 class _Builtins:
     @hookimpl
     def decselfmask_relevance_methods(self):
-        from .methods import BUILTIN_METHODS
+        from axolotl_decselfmask.relevance.methods import BUILTIN_METHODS
 
         return dict(BUILTIN_METHODS)
 
     @hookimpl
     def decselfmask_span_selectors(self):
-        from .selectors import BUILTIN_SELECTORS
+        from axolotl_decselfmask.stage1.selectors import BUILTIN_SELECTORS
 
         return dict(BUILTIN_SELECTORS)
 
@@ -62,3 +62,8 @@ def get_selector(name: str):
     if name not in selectors:
         raise ValueError(f"decselfmask.spans.selector {name!r} is unknown; available: {sorted(selectors)}")
     return selectors[name]
+
+
+def selector_for(cfg, method_cls):
+    """The span selector of a run (``DecSelfMaskConfig``): the method's own (``random``), else ``spans.selector``."""
+    return get_selector(getattr(method_cls, "span_selector", None) or cfg.spans.selector)

@@ -1,0 +1,62 @@
+"""Every use of another library's private or internal API, in one place.
+
+Each function names the version it was written against. ``tests/unit/test_compat.py`` runs each
+one against the installed libraries, so that an upgrade that changes them fails there, with
+the function's name, rather than deep inside a run. Outside this module the package uses
+public APIs only (``tests/unit/test_layout.py`` checks it).
+"""
+
+from __future__ import annotations
+
+# ------------------------------------------------------------------------- transformers 5.16
+
+def attn_implementation(model) -> str:
+    """The attention implementation a loaded model runs (``config._attn_implementation``,
+    transformers 5.16; there is no public getter)."""
+    return getattr(model.config, "_attn_implementation", None) or "eager"
+
+
+def ensure_eager_attention(model) -> str:
+    """Switch ``model`` to eager attention (public ``set_attn_implementation``) if it runs
+    another one; returns the implementation it ran before, for :func:`restore_attention`."""
+    before = attn_implementation(model)
+    if before != "eager":
+        model.set_attn_implementation("eager")
+    return before
+
+
+def restore_attention(model, before: str) -> None:
+    if attn_implementation(model) != before:
+        model.set_attn_implementation(before)
+
+
+def plain_dynamic_cache(config):
+    """A ``DynamicCache`` for ``config`` whose layers are all plain ``DynamicLayer`` s (keys and
+    values kept whole, no sliding window or quantisation), else None. ``cache.layers`` and
+    ``transformers.cache_utils.DynamicLayer`` are internals of transformers 5.16's cache."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache(config=config)
+    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return None
+    return cache
+
+
+def cache_tensors(cache) -> list:
+    """Keys and values of every layer, in layer order (``layer.keys``/``layer.values``, transformers 5.16)."""
+    return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+
+
+def repeat_cache_rows(cache, n: int) -> None:
+    """Repeat every row of the cache ``n`` times in place (each prompt's cache shared by its
+    ``n`` continuations; ``layer.batch_repeat_interleave``, transformers 5.16)."""
+    for layer in cache.layers:
+        layer.batch_repeat_interleave(n)
+
+
+def load_trainer_checkpoint(trainer, checkpoint: str) -> None:
+    """Load a checkpoint's weights into a Trainer's model without training
+    (``Trainer._load_from_checkpoint``, transformers 5.16; ``train(resume_from_checkpoint=...)``
+    would also take a step)."""
+    trainer._load_from_checkpoint(checkpoint)

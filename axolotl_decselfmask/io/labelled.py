@@ -1,0 +1,81 @@
+"""Labelled files: texts and labels checked against the label options, and texts shared by two files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from axolotl_decselfmask.io.tables import (
+    InputError,
+    TextReport,
+    clean_texts,
+    read_table,
+    require_column,
+)
+
+
+@dataclass
+class LabelledData:
+    texts: list[str]
+    labels: list[str]
+    rows: list[int]
+    report: TextReport
+
+
+def read_labelled(path: str, text_column: str, label_column: str, options: list[str] | None, key: str) -> LabelledData:
+    """Texts and labels of a labelled file, checked against the label options."""
+    rows = read_table(path, key)
+    require_column(rows, text_column, path, key.rsplit(".", 1)[0] + ".text_column")
+    require_column(rows, label_column, path, key.rsplit(".", 1)[0] + ".label_column")
+    texts, kept, report = clean_texts([r[text_column] for r in rows], path, text_column)
+    kinds: dict[str, list[int]] = {}
+    for row in kept:
+        value = rows[row][label_column]
+        if value is not None and not (isinstance(value, float) and value != value):
+            kind = "text" if isinstance(value, str) else "bool" if isinstance(value, bool) else "number"
+            kinds.setdefault(kind, []).append(row)
+    if len(kinds) > 1:
+        detail = "; ".join(f"{k} in rows {v[:5]}" for k, v in kinds.items())
+        raise InputError(
+            f"{path}: column {label_column!r} mixes value types ({detail}). Write every label the "
+            "same way (for example all as text) so that 1, '1' and true cannot be confused."
+        )
+    labels = []
+    for row in kept:
+        value = rows[row][label_column]
+        if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+            raise InputError(f"{path}, row {row}: empty label in column {label_column!r}.")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        labels.append(str(value).strip())
+    if options:
+        for row, label in zip(kept, labels):
+            if label not in options:
+                raise InputError(
+                    f"{path}, row {row}: label {label!r} is not among decselfmask.classification.labels "
+                    f"{options}. Add it to the options or fix the row."
+                )
+    return LabelledData(texts, labels, kept, report)
+
+
+def label_options(train: LabelledData, options: list[str] | None, path: str) -> list[str]:
+    """The label options: the recipe's, or the sorted distinct training labels (at least 2)."""
+    chosen = list(options) if options else sorted(set(train.labels))
+    present = set(train.labels)
+    if len(present) < 2:
+        raise InputError(
+            f"{path}: the training labels have {len(present)} class ({sorted(present)}); "
+            "classification needs at least 2."
+        )
+    return chosen
+
+
+def _match_key(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def overlapping_rows(a: list[str], b: list[str]) -> list[tuple[int, int]]:
+    """Pairs (index in a, index in b) of texts equal up to whitespace and case."""
+    index: dict[str, list[int]] = {}
+    for j, text in enumerate(b):
+        index.setdefault(_match_key(text), []).append(j)
+    return [(i, j) for i, text in enumerate(a) for j in index.get(_match_key(text), [])]

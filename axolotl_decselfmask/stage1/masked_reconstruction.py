@@ -1,0 +1,114 @@
+"""Axolotl dataset type ``axolotl_decselfmask.masked_reconstruction``.
+
+In a recipe::
+
+    datasets:
+      - path: notes.jsonl          # jsonl, csv, parquet or a saved HF dataset
+        type: axolotl_decselfmask.masked_reconstruction
+        text_column: text
+
+Axolotl loads the file and hands the rows to :meth:`MaskedReconstructionStrategy.wrap_dataset`,
+which computes self-relevance with the recipe's model (or ``decselfmask.relevance.model``),
+selects spans, builds one masked-reconstruction example per span and tokenises them with
+labels on the answer only (``train_on_inputs: true`` trains on the whole example).
+``axolotl preprocess`` runs this once and both Axolotl and this plugin cache the result.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from axolotl.prompt_tokenizers import DatasetWrappingStrategy
+from datasets import Dataset
+
+from axolotl_decselfmask.args import plugin_config
+from axolotl_decselfmask.io.tables import (
+    InputError,
+    dataset_text_column,
+)
+from axolotl_decselfmask.prompts import (
+    reconstruction_messages,
+    tokenize_for_training,
+)
+from axolotl_decselfmask.stage1.budget import apply_token_budget, write_stage1_stats
+from axolotl_decselfmask.stage1.pool import (
+    MASKED_RECONSTRUCTION_TYPE,
+    prepare_pool,
+    relevance_model_path,
+)
+from axolotl_decselfmask.stage1.precompute import run_precompute
+
+LOG = logging.getLogger(__name__)
+
+DATASET_TYPE = MASKED_RECONSTRUCTION_TYPE
+
+
+
+
+class PoolStrategy(DatasetWrappingStrategy):
+    """What the plugin's dataset types share: the recipe, the ``decselfmask:`` block, the pool's
+    text column (checked)."""
+
+    def __init__(self, tokenizer, cfg, ds_cfg):
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.ds_cfg = ds_cfg or {}
+        self.config = plugin_config(cfg)
+
+    def text_column(self, dataset) -> tuple[str, str]:
+        """(path, column) of the pool; a missing column is an error naming both."""
+        path = self.ds_cfg.get("path", "<dataset>")
+        column = dataset_text_column(self.ds_cfg)
+        if column not in dataset.column_names:
+            raise InputError(
+                f"{path}: no column {column!r} (set by the dataset's text_column); the file has "
+                f"{dataset.column_names}."
+            )
+        return path, column
+
+
+class MaskedReconstructionStrategy(PoolStrategy):
+    def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs) -> Dataset:
+        cfg, config, tokenizer = self.cfg, self.config, self.tokenizer
+        path, column = self.text_column(dataset)
+        pool = prepare_pool(dataset[column], cfg, config, tokenizer, path, column)
+        result = run_precompute(
+            pool.texts, config, tokenizer, relevance_model_path(cfg, config), config.cache_dir,
+            trust_remote_code=bool(cfg.trust_remote_code),
+        )
+        where = (f"; readable copy: {result.directory / 'examples.jsonl'}" if config.masking.write_jsonl
+                 else "; no readable copy (masking.write_jsonl: false)")
+        print(f"decselfmask: {len(result.examples)} masked examples from {result.n_texts} texts "
+              f"({pool.report.truncated} truncated to {pool.budget} tokens, {len(pool.report.skipped_empty)} empty "
+              f"skipped, {pool.with_mask} skipped for containing the mask string, {result.n_without_spans} without "
+              f"spans, {result.n_bad_relevance} with zero or non-finite relevance){where}")
+        rows = [
+            tokenize_for_training(
+                tokenizer,
+                reconstruction_messages(ex["masked_text"], ex["answer"], config.masking.system_prompt),
+                train_on_inputs=bool(cfg.train_on_inputs),
+            )
+            for ex in result.examples
+        ]
+        rows, stats = apply_token_budget(rows, config.stage1_token_budget, f"{DATASET_TYPE}, {path}")
+        kept_texts = {ex["text_index"] for ex in result.examples[: len(rows)]}
+        write_stage1_stats(cfg.output_dir, {"dataset_type": DATASET_TYPE, **stats, "texts": len(kept_texts),
+                                            "pool_texts": result.n_texts})
+        return Dataset.from_list(rows)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def load(tokenizer, cfg, ds_cfg=None):
+    """Entry point Axolotl calls for ``type: axolotl_decselfmask.masked_reconstruction``."""
+    return MaskedReconstructionStrategy(tokenizer, cfg, ds_cfg)

@@ -1,0 +1,292 @@
+"""The stage-1 precompute: texts -> self-relevance -> spans -> masked examples, cached.
+
+The cache's format (keys, folders, shards, manifests) is :mod:`.cache`'s; this module computes
+what goes in it, shard by shard, and can run as ``[accelerate launch] python -m
+axolotl_decselfmask.precompute recipe.yml`` to fill the cache before ``axolotl train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.io.files import (
+    texts_fingerprint,
+)
+from axolotl_decselfmask.registry import get_method, selector_for
+from axolotl_decselfmask.relevance import (
+    build_relevance_prompt,
+    compute_relevance,
+    items_for_texts,
+    load_relevance_model,
+)
+from axolotl_decselfmask.stage1.cache import (
+    examples_dir,
+    examples_key,
+    fast_backward,
+    load_shard,
+    read_examples,
+    relevance_dir,
+    relevance_key,
+    shard_path,
+    write_examples,
+    write_shard,
+)
+from axolotl_decselfmask.stage1.examples import (
+    examples_of_record,
+    usable_scores,
+)
+from axolotl_decselfmask.stage1.pool import read_pool_column
+from axolotl_decselfmask.version import __version__
+
+LOG = logging.getLogger(__name__)
+
+@dataclass
+class PrecomputeResult:
+    examples: list[dict]  # text_index, item, masked_text, answer, spans
+    directory: Path
+    n_texts: int
+    n_without_spans: int  # (text, item) pairs whose relevance gave no span
+    n_bad_relevance: int  # pairs whose relevance was all zero, NaN or infinite (skipped)
+    reused: bool
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def check_method(cfg: DecSelfMaskConfig, model_path: str, trust_remote_code: bool = False):
+    """The method class, after checking it can run on the model's family (config only, no weights)."""
+    from transformers import AutoConfig
+
+    method_cls = get_method(cfg.relevance.method)
+    method_cls.check_model_config(AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code))
+    return method_cls
+
+
+
+
+def shard_plan(n_texts: int, cfg: DecSelfMaskConfig) -> tuple[list[tuple[int, str]], list[list[tuple[int, str]]]]:
+    """The (text, item) pairs and how they are cut into shards: fixed by the texts and settings."""
+    per_text = items_for_texts(n_texts, cfg.task_items(), cfg.items_per_text, cfg.seed)
+    pairs = [(i, item) for i, its in enumerate(per_text) for item in its]
+    size = cfg.relevance.shard_size
+    return pairs, [pairs[s : s + size] for s in range(0, len(pairs), size)]
+
+
+def wait_for_shards(texts, cfg: DecSelfMaskConfig, tokenizer, model_path: str, cache_root, timeout_s: float,
+                    poll_s: float = 2.0) -> None:
+    """Block until every relevance shard of ``texts`` is in the cache (other processes write them)."""
+    import time
+
+    rel_dir = relevance_dir(cache_root, relevance_key(cfg, model_path, tokenizer, texts_fingerprint(texts)))
+    _, shards = shard_plan(len(texts), cfg)
+    deadline = time.monotonic() + timeout_s
+    pending = set(range(len(shards)))
+    while pending:
+        pending = {n for n in pending if load_shard(shard_path(rel_dir, n), shards[n]) is None}
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"decselfmask: {len(pending)} relevance shards in {rel_dir} did not appear in "
+                               f"{timeout_s:.0f} s; did another process fail? Run the command again to resume.")
+        time.sleep(poll_s)
+
+
+
+
+
+
+def run_precompute(
+    texts: list[str],
+    cfg: DecSelfMaskConfig,
+    tokenizer,
+    model_path: str,
+    cache_root: str | Path,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> PrecomputeResult | None:
+    """Relevance, spans and masked examples of ``texts`` (already truncated), cached.
+
+    With ``world_size > 1`` (one call per process) this process computes only the relevance
+    shards ``n`` with ``n % world_size == rank`` and returns None; once every shard exists, a
+    call with ``world_size=1`` builds the examples from them (see :func:`main`).
+    """
+    rkey = relevance_key(cfg, model_path, tokenizer, texts_fingerprint(texts))
+    ex_dir = examples_dir(cache_root, examples_key(cfg, rkey))
+    cached = read_examples(ex_dir)
+    if cached is not None:
+        examples, manifest = cached
+        LOG.info("decselfmask: reusing %d cached masked examples from %s", len(examples), ex_dir)
+        return PrecomputeResult(examples, ex_dir, manifest["n_texts"], manifest["n_without_spans"],
+                                manifest.get("n_bad_relevance", 0), True)
+
+    method_cls = check_method(cfg, model_path, trust_remote_code)
+    if not cfg.task_items():
+        raise ValueError(
+            "decselfmask.items is empty and decselfmask.classification.labels is empty: "
+            "name the task items the relevance is computed for."
+        )
+    rel_dir = relevance_dir(cache_root, rkey)
+    pairs, shards = shard_plan(len(texts), cfg)
+    records = _relevance_records(texts, cfg, tokenizer, model_path, method_cls, rel_dir, shards,
+                                 trust_remote_code, progress, rank, world_size)
+    if records is None:
+        return None
+    examples, without, bad = _examples_from_records(texts, records, cfg, selector_for(cfg, method_cls))
+    if cfg.masking.write_jsonl:
+        write_examples(ex_dir, examples, {
+            "n_texts": len(texts), "n_pairs": len(pairs), "n_without_spans": without, "n_bad_relevance": bad,
+            "relevance_dir": rel_dir.name, "model": model_path,
+            "settings": cfg.model_dump(exclude={"classification"}), "version": __version__,
+        })
+    LOG.info("decselfmask: %d masked examples from %d texts (%d (text, item) pairs gave no span, %d had "
+             "zero or non-finite relevance)", len(examples), len(texts), without, bad)
+    return PrecomputeResult(examples, ex_dir, len(texts), without, bad, False)
+
+
+def _relevance_records(texts, cfg: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path,
+                       shards, trust_remote_code: bool, progress: bool, rank: int, world_size: int):
+    """Every shard's relevance records, computing this process's missing shards; None while other
+    processes of a sharded run still own some."""
+    records: dict[int, list[dict]] = {}
+    todo = []
+    for n, shard in enumerate(shards):
+        if n % world_size != rank:
+            continue
+        loaded = load_shard(shard_path(rel_dir, n), shard)
+        if loaded is None:
+            todo.append(n)
+        else:
+            records[n] = loaded
+    if todo:
+        LOG.info("decselfmask: relevance of %d (text, item) pairs with %s (%d of %d shards cached)",
+                 sum(len(s) for s in shards), model_path, len(shards) - len(todo), len(shards))
+        records.update(_compute_shards(texts, cfg, tokenizer, model_path, method_cls, rel_dir, shards, todo,
+                                       trust_remote_code, progress, rank, world_size))
+    if world_size > 1:
+        return None
+    return [rec for n in range(len(shards)) for rec in records[n]]
+
+
+def _compute_shards(texts, cfg: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path, shards,
+                    todo: list[int], trust_remote_code: bool, progress: bool, rank: int, world_size: int):
+    r = cfg.relevance
+    model = load_relevance_model(
+        model_path, r.dtype, r.device, trust_remote_code=trust_remote_code,
+        eager_attention=method_cls.needs_eager_attention, load_in_4bit=r.load_in_4bit, load_in_8bit=r.load_in_8bit,
+    )
+    method = method_cls(model, tokenizer, r.target, r.token_position, steps=r.ig_steps, unit=r.ablation_unit,
+                        fast_backward=fast_backward(cfg))
+    bar = tqdm(total=sum(len(shards[n]) for n in todo), unit="text", desc="self-relevance",
+               disable=not progress, dynamic_ncols=True)
+    done: dict[int, list[dict]] = {}
+    for n in todo:
+        # a shard's pairs are text by text: compute_relevance hands a method that shares work between
+        # the items of a text (grad_x_input) all of them at once; the records keep the shard's order
+        prompts = [build_relevance_prompt(tokenizer, texts[i], item, r.lead_in) for i, item in shards[n]]
+        rels = compute_relevance(method, prompts, r.batch_size, progress=bar)
+        done[n] = [
+            {"text_index": i, "item": item, "offsets": [list(o) for o in p.offsets],
+             # never NaN in a cache: non-finite relevance is stored as null and skipped
+             "scores": [round(float(v), 7) for v in rel] if np.all(np.isfinite(rel)) else None}
+            for (i, item), p, rel in zip(shards[n], prompts, rels)
+        ]
+        write_shard(rel_dir, n, shards[n], done[n], rank, world_size)
+    bar.close()
+    del model
+    return done
+
+
+def _examples_from_records(texts, records: list[dict], cfg: DecSelfMaskConfig, select):
+    """The masked examples of every record; counts of records without spans and with unusable relevance."""
+    examples, without, bad = [], 0, 0
+    for rec in records:
+        if not usable_scores(rec["scores"]):
+            bad += 1
+            continue
+        spans, rows = examples_of_record(texts[rec["text_index"]], rec, cfg, select)
+        if not spans:
+            without += 1
+        examples.extend(rows)
+    if not examples:
+        raise ValueError(
+            f"decselfmask: no spans were found in any of the {len(texts)} texts ({bad} with zero or "
+            "non-finite relevance); lower decselfmask.spans.high / low or check the relevance model."
+        )
+    return examples, without, bad
+
+
+
+
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``[accelerate launch --num_processes N] python -m axolotl_decselfmask.precompute recipe.yml``
+
+    The relevance precompute of a recipe, on its own: with ``accelerate launch`` (or torchrun)
+    each process scores its slice of the shards (shard ``n`` goes to rank ``n % world_size``),
+    then the main process waits for all shards and builds the masked examples. A later
+    ``axolotl preprocess`` / ``axolotl train`` of the same recipe finds them in the cache.
+    """
+    import argparse
+
+    from axolotl.cli.config import load_cfg
+    from axolotl.loaders import load_tokenizer
+
+    from axolotl_decselfmask.args import plugin_config
+    from axolotl_decselfmask.io.tables import dataset_text_column
+    from axolotl_decselfmask.stage1.pool import (
+        MASKED_RECONSTRUCTION_TYPE as DATASET_TYPE,
+    )
+    from axolotl_decselfmask.stage1.pool import prepare_pool, relevance_model_path
+
+    parser = argparse.ArgumentParser(prog="python -m axolotl_decselfmask.precompute")
+    parser.add_argument("recipe")
+    parser.add_argument("--wait-timeout", type=float, default=7 * 24 * 3600,
+                        help="seconds the main process waits for the other processes' shards")
+    args = parser.parse_args(argv)
+    # set by `accelerate launch` / torchrun; the processes share nothing but the cache folder
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    cfg = load_cfg(args.recipe)
+    config = plugin_config(cfg)
+    tokenizer = load_tokenizer(cfg)
+    entries = [d for d in cfg.datasets or [] if d.get("type") == DATASET_TYPE]
+    if not entries:
+        raise SystemExit(f"{args.recipe}: no dataset has type {DATASET_TYPE}")
+    for entry in entries:
+        column = dataset_text_column(entry)
+        pool = prepare_pool(read_pool_column(entry["path"], column), cfg, config, tokenizer, entry["path"], column)
+        model_path = relevance_model_path(cfg, config)
+        common = dict(texts=pool.texts, cfg=config, tokenizer=tokenizer, model_path=model_path,
+                      cache_root=config.cache_dir, trust_remote_code=bool(cfg.trust_remote_code), progress=rank == 0)
+        if world > 1:
+            run_precompute(**common, rank=rank, world_size=world)
+            if rank != 0:
+                continue
+            wait_for_shards(pool.texts, config, tokenizer, model_path, config.cache_dir, args.wait_timeout)
+        result = run_precompute(**common)
+        print(f"decselfmask: {len(result.examples)} masked examples from {result.n_texts} texts in "
+              f"{result.directory} ({world} process(es))")
+
+
+if __name__ == "__main__":
+    main()

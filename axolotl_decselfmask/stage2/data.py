@@ -1,0 +1,59 @@
+"""A task's labelled data for stage 2: read and checked before any model work, texts cut to fit the prompt."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from axolotl_decselfmask.args import ClassificationConfig
+from axolotl_decselfmask.io.labelled import (
+    LabelledData,
+    label_options,
+    overlapping_rows,
+    read_labelled,
+)
+from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.prompts import (
+    classification_messages,
+    tokenize_for_training,
+)
+from axolotl_decselfmask.stage1.pool import truncate_texts
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskData:
+    train: LabelledData
+    test: LabelledData | None
+    labels: list[str]
+
+
+def load_task_data(c: ClassificationConfig) -> TaskData:
+    """Read and check the labelled files (no model needed): errors name file, row or key."""
+    if not c.train_file:
+        raise InputError("decselfmask.classification.train_file is not set (or set classification.enabled: false).")
+    train = read_labelled(c.train_file, c.text_column, c.label_column, c.labels or None,
+                          "decselfmask.classification.train_file")
+    labels = label_options(train, c.labels or None, c.train_file)
+    test = None
+    if c.test_file:
+        test = read_labelled(c.test_file, c.text_column, c.label_column, labels,
+                             "decselfmask.classification.test_file")
+        leaks = overlapping_rows(train.texts, test.texts)
+        if leaks:
+            shown = ", ".join(f"train row {train.rows[i]} = test row {test.rows[j]}" for i, j in leaks[:5])
+            LOG.warning("decselfmask: %d texts of %s also appear in %s (%s): the test score is optimistic; "
+                        "remove them from one of the files", len(leaks), c.train_file, c.test_file, shown)
+    return TaskData(train, test, labels)
+
+
+def truncate_for(tokenizer, c: ClassificationConfig, labels: list[str], max_length: int, texts: list[str]):
+    """Cut texts at a token boundary so prompt, text and longest label fit ``max_length``."""
+    longest = max(labels, key=lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
+    overhead = len(tokenize_for_training(
+        tokenizer, classification_messages("x", c.question, labels, c.system_prompt, answer=longest))["input_ids"])
+    budget = max_length - overhead - 2
+    if budget < 16:
+        raise InputError(f"decselfmask.classification.max_length ({max_length}) is too small for the prompt.")
+    return truncate_texts(tokenizer, texts, budget)

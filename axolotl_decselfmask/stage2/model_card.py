@@ -1,0 +1,325 @@
+"""The model card: ``<output_dir>/README.md`` after stage 2 and the evaluation.
+
+It says what was trained and how well it did, from what the run left behind: the base model,
+the relevance method and its settings, the tasks, the data sizes (unlabelled texts and masked
+examples from the precompute cache's manifest, labelled and test rows from ``metrics.json``),
+the metrics, the recipe (secrets removed) and the citation. Every piece is optional: a missing
+file or key leaves a line saying so instead of stopping the run. It replaces the generic card
+that the Trainer writes into ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from axolotl_decselfmask.io.files import read_json
+from axolotl_decselfmask.stage1.budget import STATS_FILE
+from axolotl_decselfmask.version import __version__
+
+LOG = logging.getLogger(__name__)
+
+CARD = "README.md"
+PAPER = "https://arxiv.org/abs/2606.09466"
+BIBTEX = """\
+@misc{ferrazzi2026decselfmask,
+  title         = {DecSelfMask: Decoder Self-learning by Masking},
+  author        = {Ferrazzi and Merler and Bonetta and Lavelli and Magnini},
+  year          = {2026},
+  eprint        = {2606.09466},
+  archivePrefix = {arXiv}
+}"""
+
+REDACTED = "<redacted>"
+# Key names that hold credentials (not `tokens`, `mask_token`, `eos_token`, `stage1_token_budget`).
+_SECRET_KEY = re.compile(
+    r"(api[_-]?key|secret|passw(or)?d|credential|access[_-]?key|private[_-]?key|auth"
+    r"|(^|_)(hf|hub|wandb|mlflow|comet|github|gh|openai|neptune|swanlab)_?(api_)?token)$",
+    re.IGNORECASE,
+)
+# Values that look like a credential whatever their key is called.
+_SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{20,}|xox[bp]-\S+)$")
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """``value`` with credentials replaced by ``<redacted>`` (nested dicts and lists)."""
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, key) for v in value]
+    if isinstance(value, str) and (_SECRET_KEY.search(key) or _SECRET_VALUE.match(value.strip())):
+        return REDACTED
+    return value
+
+
+def recipe_yaml(cfg) -> str:
+    """The recipe as YAML, secrets removed: the file the run was started with when it can be read,
+    else the (validated) cfg without its unset keys."""
+    import yaml
+
+    path = _get(cfg, "axolotl_config_path")
+    recipe = None
+    if path and Path(str(path)).is_file():
+        try:
+            recipe = yaml.safe_load(Path(str(path)).read_text(encoding="utf-8"))
+        except Exception:  # noqa: BLE001 - fall back to the cfg
+            recipe = None
+    if not isinstance(recipe, dict):
+        recipe = _plain(cfg)
+        recipe = {k: v for k, v in recipe.items() if v is not None and k != "axolotl_config_path"}
+    return yaml.safe_dump(redact(recipe), sort_keys=False, allow_unicode=True, width=100)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of a cfg (DictDefault, pydantic models, paths)."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _get(cfg, key: str, default=None):
+    try:
+        value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    except Exception:  # noqa: BLE001
+        return default
+    return default if value is None else value
+
+
+def base_model_licence(base_model: str | None) -> str | None:
+    """The base model's licence when its folder says it (embedded-model record, card front
+    matter, config); None when unknown."""
+    if not base_model:
+        return None
+    folder = Path(str(base_model))
+    record = read_json(folder / "decselfmask_materialised.json")
+    if isinstance(record, dict) and record.get("licence"):
+        return str(record["licence"])
+    card = folder / "README.md"
+    if card.is_file():
+        try:
+            text = card.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        m = re.match(r"^---\s*\n(.*?)\n---", text, re.S)
+        if m:
+            lic = re.search(r"^license:\s*(\S.*)$", m.group(1), re.M)
+            if lic:
+                return lic.group(1).strip().strip("'\"")
+    return None
+
+
+def find_manifest(cache_dir: str | None, settings: dict | None) -> tuple[Path, dict] | None:
+    """The precompute manifest of this run: among ``<cache_dir>/examples-*/manifest.json``, the
+    newest whose recorded settings agree with ``settings`` (the keys both have)."""
+    if not cache_dir or not Path(cache_dir).is_dir():
+        return None
+    found = []
+    for path in Path(cache_dir).glob("examples-*/manifest.json"):
+        manifest = read_json(path)
+        if not isinstance(manifest, dict) or not manifest.get("complete"):
+            continue
+        if settings is not None and not _agrees(manifest.get("settings") or {}, settings):
+            continue
+        found.append((path.stat().st_mtime, path, manifest))
+    if not found:
+        return None
+    _, path, manifest = max(found, key=lambda f: f[0])
+    return path, manifest
+
+
+def _agrees(recorded: dict, current: dict) -> bool:
+    for key in ("items", "items_per_text", "seed", "max_texts", "relevance", "spans", "masking"):
+        if key not in recorded or key not in current:
+            continue
+        a, b = recorded[key], current[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            if any(k in b and b[k] != v for k, v in a.items() if k not in ("dtype", "device", "batch_size")):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[Path, dict] | None = None) -> str:
+    """The card's Markdown. ``config`` is the plugin's :class:`DecSelfMaskConfig` (or None)."""
+    base = _get(cfg, "base_model")
+    licence = base_model_licence(base)
+    adapter = _get(cfg, "adapter") or "full fine-tuning"
+    tasks = (metrics or {}).get("tasks") or {}
+    lines = ["---"]
+    lines.append(f"base_model: {json.dumps(str(base)) if base else 'unknown'}")
+    lines.append(f"license: {licence.lower() if licence else 'unknown'}")
+    lines.append("library_name: peft")
+    lines.append("pipeline_tag: text-classification")
+    lines.append("tags: [axolotl, decselfmask, text-classification, few-shot]")
+    lines.append("---")
+    lines.append("")
+    lines.append(f"# {Path(str(_get(cfg, 'output_dir', 'model'))).name}: DecSelfMask classifier")
+    lines.append("")
+    stage1 = config.stage1 if config is not None else True
+    lines.append(
+        f"A few-label text classifier built from `{base}` with DecSelfMask ([paper]({PAPER})), "
+        f"by the `axolotl-decselfmask` {__version__} Axolotl plugin. "
+        + ("Stage 1 taught the model to reconstruct the words of unlabelled texts that matter most for "
+           "the task items (masked reconstruction, guided by the model's own relevance scores); "
+           if stage1 else "Stage 1 was switched off (`decselfmask.stage1: false`): this is the plain-SFT baseline; ")
+        + "stage 2 fine-tuned a LoRA classifier on the labelled examples, and the test set was scored by "
+          "constrained scoring of the label options."
+    )
+    lines.append("")
+    lines.append("## Files")
+    lines.append("")
+    lines.append(f"- `./`: the stage-1 weights ({adapter}{' adapter' if _get(cfg, 'adapter') else ''}) on `{base}`")
+    lines.append("- `stage2/`: the stage-2 classifier, a LoRA adapter on the base model"
+                 + (" with the stage-1 weights merged in" if stage1 else "")
+                 + " (one sub-folder per task when `decselfmask.tasks` is set)")
+    lines.append("- `metrics.json`, `predictions-<task>.jsonl`: the evaluation")
+    lines.append("")
+
+    lines.append("## Method and settings")
+    lines.append("")
+    if config is not None:
+        r, s, m = config.relevance, config.spans, config.masking
+        rows = [
+            ("relevance method", f"`{r.method}`" + (f" ({r.ig_steps} steps)" if r.method == "integrated_gradients" else "")),
+            ("relevance target", f"`{r.target}`" + (f" ({r.token_position} token)" if r.target == "token_logit" else "")),
+            ("lead-in", r.lead_in),
+            ("task items", ", ".join(config.task_items()) or "(none)"),
+            ("items per text", config.items_per_text),
+            ("span selector", f"`{s.selector}`"
+             + (f" (sigma {s.sigma}, high {s.high}, low {s.low})" if s.selector == "hysteresis" else "")),
+            ("mask token", f"`{m.mask_token}`" + (" (added to the vocabulary)" if m.add_mask_token else " (plain text)")),
+            ("spans per example", m.spans_per_example),
+            ("stage 1", f"{adapter}, {_get(cfg, 'num_epochs', '?')} epoch(s)"
+             + (f", max {_get(cfg, 'max_steps')} steps" if _get(cfg, "max_steps") else "")
+             + f", learning rate {_get(cfg, 'learning_rate', '?')}" if stage1 else "off (plain-SFT baseline)"),
+        ]
+        for c in config.task_configs():
+            rows.append((f"stage 2 [{c.task}]",
+                         (f"LoRA r {c.lora_r}, alpha {c.lora_alpha}, learning rate {c.learning_rate}, "
+                          f"{c.num_epochs:g} epoch(s)") if c.train else "not trained (zero-shot evaluation)"))
+        lines.append("| setting | value |")
+        lines.append("| --- | --- |")
+        lines.extend(f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows)
+    else:
+        lines.append("The plugin settings could not be read; see the recipe below.")
+    lines.append("")
+
+    lines.append("## Data")
+    lines.append("")
+    if manifest is not None:
+        path, man = manifest
+        lines.append(f"- unlabelled texts: {man.get('n_texts', '?')}, giving {man.get('n_examples', '?')} "
+                     f"masked examples ({man.get('n_without_spans', 0)} (text, item) pairs without a span; "
+                     f"cache `{path.parent}`)")
+    elif stage1:
+        lines.append("- unlabelled texts and masked examples: not found (no complete precompute manifest "
+                     "in the cache for these settings)")
+    stats = read_json(Path(str(_get(cfg, "output_dir", "."))) / STATS_FILE) if stage1 else None
+    if isinstance(stats, dict) and "examples" in stats:
+        budget = f" within the token budget {stats['budget']}" if stats.get("budget") else ""
+        lines.append(f"- stage-1 training rows: {stats['examples']} ({stats.get('tokens', '?')} tokens{budget}; "
+                     f"dataset type `{stats.get('dataset_type', '?')}`)")
+    pools = [d.get("path") for d in (_get(cfg, "datasets") or []) if isinstance(d, dict)]
+    if pools and stage1:
+        lines.append(f"- unlabelled pool: {', '.join(f'`{p}`' for p in pools)}")
+    configs = {c.task: c for c in config.task_configs()} if config is not None else {}
+    for name in list(dict.fromkeys([*configs, *tasks])):
+        entry, c = tasks.get(name, {}), configs.get(name)
+        n_train = entry.get("n_train", "?")
+        files = f" (`{c.train_file}`, `{c.test_file}`)" if c is not None else ""
+        extra = f", {entry['n_pseudo']} pseudo-labelled" if "n_pseudo" in entry else ""
+        lines.append(f"- task `{name}`: {n_train} labelled training rows{extra}, "
+                     f"{entry.get('n_test', '?')} test rows{files}")
+    lines.append("")
+
+    lines.append("## Results")
+    lines.append("")
+    if tasks:
+        probe = any("probe_macro_f1" in t for t in tasks.values())
+        header = "| task | labels | Macro F1 | accuracy | test rows |" + (" probing Macro F1 |" if probe else "")
+        lines.append(header)
+        lines.append("|" + " --- |" * (header.count("|") - 1))
+        for name, t in tasks.items():
+            labels = ", ".join(t.get("labels") or []) or "?"
+            row = (f"| {name} | {labels} | {_fmt(t.get('macro_f1', '?'))} | {_fmt(t.get('accuracy', '?'))} "
+                   f"| {t.get('n_test', '?')} |")
+            if probe:
+                row += f" {_fmt(t.get('probe_macro_f1', '-'))} |"
+            lines.append(row)
+        if "macro_f1_mean" in (metrics or {}):
+            lines.append("")
+            lines.append(f"Mean Macro F1 over the tasks: {_fmt(metrics['macro_f1_mean'])}.")
+        lines.append("")
+        lines.append("Predictions come from scoring every label option as the answer and taking the most "
+                     "likely; free generation was not used.")
+    else:
+        lines.append("No `metrics.json` was found: the evaluation did not run (no test file) or did not finish.")
+    lines.append("")
+
+    lines.append("## Licence")
+    lines.append("")
+    if licence:
+        lines.append(f"The base model `{base}` is under {licence}; these weights are derived from it and "
+                     "from the training data, whose terms also apply.")
+    else:
+        lines.append(f"The licence of the base model `{base}` is unknown to the plugin. These weights are "
+                     "derived from it and from the training data: check both licences before sharing them.")
+    lines.append("")
+
+    lines.append("## Recipe")
+    lines.append("")
+    lines.append("The Axolotl recipe of the run (values that look like credentials are replaced by "
+                 f"`{REDACTED}`). Run it again with `axolotl preprocess` and `axolotl train`.")
+    lines.append("")
+    try:
+        lines.append("```yaml\n" + recipe_yaml(cfg).rstrip() + "\n```")
+    except Exception as exc:  # noqa: BLE001
+        lines.append(f"(the recipe could not be written: {type(exc).__name__})")
+    lines.append("")
+
+    lines.append("## Citation")
+    lines.append("")
+    lines.append("```bibtex\n" + BIBTEX + "\n```")
+    lines.append("")
+    lines.append("Built with [Axolotl](https://github.com/axolotl-ai-cloud/axolotl), "
+                 "[TRL](https://github.com/huggingface/trl) and [PEFT](https://github.com/huggingface/peft).")
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(cfg, config=None) -> Path | None:
+    """Write ``<output_dir>/README.md``; never raises (a failure is logged)."""
+    try:
+        out = Path(str(_get(cfg, "output_dir")))
+        if config is None:
+            from axolotl_decselfmask.args import plugin_config
+
+            config = plugin_config(cfg)
+        metrics = read_json(out / "metrics.json")
+        settings = config.model_dump(mode="json", exclude={"classification", "tasks", "probing"}) if config else None
+        manifest = find_manifest(config.cache_dir if config else None, settings) if (config is None or config.stage1) else None
+        text = render_card(cfg, config, metrics if isinstance(metrics, dict) else None, manifest)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".{CARD}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out / CARD)
+        LOG.info("decselfmask: model card written to %s", out / CARD)
+        return out / CARD
+    except Exception as exc:  # noqa: BLE001 - a card must never fail a finished run
+        LOG.warning("decselfmask: the model card was not written (%s: %s)", type(exc).__name__, exc)
+        return None

@@ -1,0 +1,161 @@
+"""Probing: how much of the task a frozen model's representation already holds.
+
+For each text the classification prompt is rendered exactly as the evaluation renders it (see
+:func:`.evaluation.score_options`): system turn, user turn with the text, the question and the
+options, and the start of the assistant turn, without any answer. The frozen model reads it
+and the final layer's hidden state at the last prompt token is the text's feature. A small
+classifier (hidden -> ``probing.hidden_size`` -> labels, ReLU; features standardised with the
+training statistics) is trained full-batch with AdamW on the labelled examples and scored on
+the test examples with the same Macro F1 as the evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from axolotl_decselfmask.args import ProbingConfig
+from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.prompts import classification_messages, render
+from axolotl_decselfmask.stage2.scoring import macro_f1
+
+LOG = logging.getLogger(__name__)
+
+
+def prompt_ids(tokenizer, text: str, labels: list[str], question: str, system_prompt: str) -> list[int]:
+    """Token ids of the classification prompt up to and including the assistant-turn start,
+    as the evaluation builds them (the answer is not part of it)."""
+    turns = render(tokenizer, classification_messages(text, question, labels, system_prompt, answer=labels[0]))
+    return tokenizer(turns.prompt, add_special_tokens=False)["input_ids"]
+
+
+@torch.no_grad()
+def prompt_features(model, tokenizer, texts: list[str], labels: list[str], question: str, system_prompt: str,
+                    batch_size: int = 8, progress: bool = True) -> torch.Tensor:
+    """Final-layer hidden state at the last real token of each text's classification prompt,
+    float32 on the CPU, shape (texts, hidden).
+
+    Prompts are run in batches of similar length, left-padded, with position ids that start at
+    0 at each prompt's first real token, so a prompt's feature does not depend on its batch.
+    """
+    if not texts:
+        return torch.zeros((0, model.config.get_text_config().hidden_size), dtype=torch.float32)
+    device = model.get_input_embeddings().weight.device
+    was_training = model.training
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    encoded = [prompt_ids(tokenizer, t, labels, question, system_prompt) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    out: list[torch.Tensor | None] = [None] * len(texts)
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    try:
+        for batch in tqdm(batches, desc="probing features", unit="batch", disable=not progress):
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                n = len(encoded[i])
+                ids[row, width - n:] = torch.tensor(encoded[i])
+                mask[row, width - n:] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            result = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           position_ids=positions.to(device), output_hidden_states=True, use_cache=False)
+            last = result.hidden_states[-1][:, -1].float().cpu()  # left padding: the last column is real
+            for row, i in enumerate(batch):
+                out[i] = last[row]
+    finally:
+        if was_training:
+            model.train()
+    return torch.stack(out)
+
+
+def train_probe(train_x: torch.Tensor, train_y: list[int], test_x: torch.Tensor, n_labels: int,
+                settings: ProbingConfig, seed: int) -> list[int]:
+    """Fit the classifier on (train_x, train_y) and return its predicted class for each test row.
+
+    Deterministic for a seed: the random state used for the initialisation is local.
+    """
+    train_x, test_x = train_x.float().cpu(), test_x.float().cpu()
+    mean = train_x.mean(0, keepdim=True)
+    std = train_x.std(0, keepdim=True, unbiased=False)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    xs, xt = (train_x - mean) / std, (test_x - mean) / std
+    target = torch.tensor(train_y, dtype=torch.long)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        classifier = torch.nn.Sequential(
+            torch.nn.Linear(xs.shape[1], settings.hidden_size), torch.nn.ReLU(),
+            torch.nn.Linear(settings.hidden_size, n_labels),
+        )
+    optimiser = torch.optim.AdamW(classifier.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    classifier.train()
+    with torch.enable_grad():
+        for _ in range(settings.epochs):
+            optimiser.zero_grad()
+            loss = torch.nn.functional.cross_entropy(classifier(xs), target)
+            loss.backward()
+            optimiser.step()
+    classifier.eval()
+    with torch.no_grad():
+        return classifier(xt).argmax(-1).tolist()
+
+
+def _indices(values: list[str], labels: list[str], what: str) -> list[int]:
+    index = {label: i for i, label in enumerate(labels)}
+    bad = sorted({v for v in values if v not in index})
+    if bad:
+        raise InputError(f"probing: {what} labels {bad} are not among the label options {labels}.")
+    return [index[v] for v in values]
+
+
+def probe(model, tokenizer, train_texts: list[str], train_labels: list[str], test_texts: list[str],
+          test_labels: list[str], labels: list[str], question: str, system_prompt: str,
+          settings: ProbingConfig, seed: int, progress: bool = True, batch_size: int = 8,
+          feature_cache: dict | None = None) -> dict:
+    """Probe the frozen ``model``: Macro F1 and accuracy of a small classifier trained on its
+    last-token prompt features. Returns ``macro_f1``, ``accuracy``, ``n_train``, ``n_test``.
+
+    ``feature_cache`` (a dict kept by the caller for one and the same model) keeps each prompt's
+    feature, so tasks that share texts (seeds over one test split) compute them once.
+    """
+    if len(train_texts) != len(train_labels) or len(test_texts) != len(test_labels):
+        raise ValueError("probing: every text needs one label")
+    if not train_texts or not test_texts:
+        raise InputError("probing needs at least one training and one test example "
+                         "(decselfmask.classification.train_file and test_file).")
+    train_y = _indices(train_labels, labels, "training")
+    _indices(test_labels, labels, "test")  # every test label must be an option
+    requires = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        texts = list(train_texts) + list(test_texts)
+        cache = feature_cache if feature_cache is not None else {}
+        keys = [(t, tuple(labels), question, system_prompt) for t in texts]
+        todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        if todo:
+            new = prompt_features(model, tokenizer, [k[0] for k in todo], labels, question, system_prompt,
+                                  batch_size=batch_size, progress=progress)
+            cache.update(zip(todo, new))
+        feats = torch.stack([cache[k] for k in keys])
+    finally:
+        for p, r in zip(model.parameters(), requires):
+            p.requires_grad_(r)
+    train_x, test_x = feats[: len(train_texts)], feats[len(train_texts):]
+    if not torch.isfinite(feats).all():
+        raise ValueError("probing: the model's hidden states are not finite (NaN or inf); check its precision.")
+    pred_idx = train_probe(train_x, train_y, test_x, len(labels), settings, seed)
+    pred = [labels[i] for i in pred_idx]
+    gold = list(test_labels)
+    result = {
+        "macro_f1": macro_f1(gold, pred, labels),
+        "accuracy": float(np.mean([g == p for g, p in zip(gold, pred)])),
+        "n_train": len(train_texts),
+        "n_test": len(test_texts),
+    }
+    LOG.info("decselfmask probing: macro_f1 %.4f, accuracy %.4f (%d train, %d test)", result["macro_f1"],
+             result["accuracy"], result["n_train"], result["n_test"])
+    return result

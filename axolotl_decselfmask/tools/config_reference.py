@@ -1,0 +1,210 @@
+"""The configuration reference (docs/configuration.md), generated from the pydantic schema.
+
+``python -m axolotl_decselfmask.config_reference > docs/configuration.md``, or
+``python -m axolotl_decselfmask.config_reference --write`` (writes docs/configuration.md next to
+the package when run from a checkout, or the path given with ``--out``). A test compares the
+file with a fresh rendering, so the page cannot drift from :mod:`.args`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from axolotl_decselfmask.args import DecSelfMaskConfig
+
+COMMAND = "python -m axolotl_decselfmask.config_reference --write"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+HEADER = """\
+# Configuration reference: the `decselfmask:` block
+
+<!-- Generated from axolotl_decselfmask/args.py by `{command}`. Do not edit by hand:
+     tests/test_config_reference.py fails when this page and the schema differ. -->
+
+Every key the plugin reads sits under one `decselfmask:` block of an ordinary Axolotl recipe.
+The block is validated by pydantic with unknown keys forbidden, so a misspelt key or a value out
+of range stops `axolotl preprocess`/`axolotl train` with the key's name (the rest of the recipe
+is Axolotl's, and Axolotl drops keys it does not know without a word: see
+[troubleshooting](troubleshooting.md)).
+
+Columns: the key's path inside `decselfmask:`, its type, its default (`required` when it has
+none), the allowed range, and what it does. Nested blocks have their own section.
+"""
+
+
+def _type_name(annotation) -> str:
+    """A short, YAML-minded name of a field's type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        name = " \\| ".join(_type_name(a) for a in inner)
+        return f"{name} or null" if len(inner) < len(args) else name
+    if origin in (list, typing.List):  # noqa: UP006 - both spellings may appear
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin in (dict, typing.Dict):  # noqa: UP006
+        return "mapping"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "block"
+    names = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _default(info: FieldInfo) -> str:
+    if info.default_factory is not None:
+        value = info.default_factory()
+        if isinstance(value, BaseModel):
+            return "(block)"
+    elif info.default is PydanticUndefined:
+        return "required"
+    else:
+        value = info.default
+    if value is None:
+        return "null"
+    return f"`{json.dumps(value, ensure_ascii=False)}`"
+
+
+def _range(info: FieldInfo) -> str:
+    parts = []
+    for meta in info.metadata:
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                parts.append(f"{sign} {value}")
+        min_length = getattr(meta, "min_length", None)
+        if min_length:
+            parts.append(f"length >= {min_length}")
+    return ", ".join(parts)
+
+
+# Descriptions of keys whose Field() has none (args.py's own description wins once it has one).
+FALLBACK_DESCRIPTIONS = {
+    "classification.lora_dropout": "Stage-2 LoRA dropout.",
+    "classification.gradient_accumulation_steps": "Stage-2 gradient accumulation steps.",
+    "classification.eval_batch_size": "Batch size of the evaluation.",
+    "probing.learning_rate": "Learning rate of the probing classifier.",
+    "probing.weight_decay": "Weight decay of the probing classifier.",
+}
+
+
+def _description(model: type[BaseModel], path: str, name: str, info: FieldInfo) -> str:
+    if info.description:
+        return info.description
+    key = f"{path}.{name}" if path else name
+    if key in FALLBACK_DESCRIPTIONS:
+        return FALLBACK_DESCRIPTIONS[key]
+    from axolotl_decselfmask.args import ClassificationConfig, TaskConfig
+
+    if model is TaskConfig and name in ClassificationConfig.model_fields and info.default is None:
+        return f"This task's value; null takes `classification.{name}`."
+    return ""
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _blocks(model: type[BaseModel], path: str) -> list[tuple[str, type[BaseModel]]]:
+    """``(path, model)`` for the model and every nested block, depth first."""
+    out = [(path, model)]
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        child = None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            child, suffix = annotation, ""
+        elif typing.get_origin(annotation) is list:
+            (arg,) = typing.get_args(annotation)
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                child, suffix = arg, "[]"
+        if child is not None:
+            out.extend(_blocks(child, f"{path}.{name}{suffix}" if path else f"{name}{suffix}"))
+    return out
+
+
+def render() -> str:
+    """The whole page, as Markdown."""
+    lines = [HEADER.format(command=COMMAND)]
+    blocks = _blocks(DecSelfMaskConfig, "")
+    lines.append("Sections: " + ", ".join(
+        f"[`{p or 'decselfmask'}`](#{_anchor(p)})" for p, _ in blocks) + ".\n")
+    for path, model in blocks:
+        title = f"decselfmask.{path}" if path else "decselfmask"
+        lines.append(f"## `{title}`\n")
+        doc = " ".join((model.__doc__ or "").split())
+        if doc:
+            lines.append(doc + "\n")
+        if path.endswith("[]"):
+            lines.append(f"A list: each entry of `{title[:-2]}` is a block with these keys.\n")
+        lines.append("| key | type | default | range | description |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for name, info in model.model_fields.items():
+            key = f"{path}.{name}" if path else name
+            description = _cell(_description(model, path, name, info))
+            annotation = info.annotation
+            nested = _type_name(annotation) == "block" or (
+                typing.get_origin(annotation) is list and _type_name(typing.get_args(annotation)[0]) == "block")
+            if nested:
+                target = f"{key}[]" if typing.get_origin(annotation) is list else key
+                description = (description + " " if description else "") + f"See [`decselfmask.{target}`](#{_anchor(target)})."
+            type_name = "list of blocks" if typing.get_origin(annotation) is list and nested else _type_name(annotation)
+            lines.append(f"| `{key}` | {type_name} | {_default(info)} | {_range(info)} | {description} |")
+        lines.append("")
+    lines.append("## The whole block with its defaults\n")
+    lines.append("Copy what you need; a key left out keeps its default.\n")
+    lines.append("```yaml\n" + defaults_yaml() + "```\n")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def defaults_yaml() -> str:
+    """The ``decselfmask:`` block with every default, as YAML."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper, value):
+        style = '"' if "\n" in value or value.strip() != value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, _str)
+    block = DecSelfMaskConfig().model_dump(mode="json")
+    return yaml.dump({"decselfmask": block}, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _anchor(path: str) -> str:
+    """GitHub's heading anchor for ``## `decselfmask.<path>` ``."""
+    title = f"decselfmask.{path}" if path else "decselfmask"
+    return "".join(ch for ch in title.lower() if ch.isalnum() or ch in "-_")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m axolotl_decselfmask.config_reference",
+        description="Print (or --write) the configuration reference of the decselfmask: block.",
+    )
+    parser.add_argument("--write", action="store_true", help="write the page instead of printing it")
+    parser.add_argument("--out", type=Path, default=DEFAULT_PATH, help=f"with --write: the file (default {DEFAULT_PATH})")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

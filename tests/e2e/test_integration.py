@@ -1,0 +1,140 @@
+"""`axolotl preprocess` and `axolotl train` with this plugin, on a tiny random model and real abstracts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import LABELS, base_recipe, data_rows, write_rows
+
+
+def _axolotl(cmd, recipe_path, cwd):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               HF_HUB_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1")
+    proc = subprocess.run([str(Path(sys.executable).parent / "axolotl"), cmd, str(recipe_path)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    return log
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_llama):
+    tmp = tmp_path_factory.mktemp("e2e")
+    write_rows(tmp / "pool.jsonl", data_rows("abstracts_unlabelled.jsonl", n=10) + [{"id": -1, "text": "   ", "label": ""}])
+    write_rows(tmp / "train.jsonl", data_rows("abstracts_train.jsonl", per_class=2))
+    write_rows(tmp / "test.jsonl", data_rows("abstracts_test.jsonl", per_class=2))
+    return tmp
+
+
+def test_preprocess_then_train_runs_decselfmask(workdir, tiny_llama):
+    recipe = base_recipe(workdir, tiny_llama)
+    path = workdir / "recipe.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    log = _axolotl("preprocess", path, workdir)
+    assert "self-relevance" in log
+    assert "1 empty or whitespace-only texts skipped" in log or "1 empty skipped" in log
+
+    cache = workdir / "prepared" / "decselfmask"
+    ex_dirs = list(cache.glob("examples-*"))
+    assert len(ex_dirs) == 1
+    manifest = json.loads((ex_dirs[0] / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["n_texts"] == 10
+    assert list(cache.glob("relevance-*/part-*.json"))
+    examples = [json.loads(l) for l in (ex_dirs[0] / "examples.jsonl").read_text().splitlines()]
+    assert len(examples) == manifest["n_examples"] > 0
+    pool = [r["text"] for r in data_rows("abstracts_unlabelled.jsonl", n=10)]
+    for ex in examples:
+        assert ex["masked_text"].count("<mask>") == len(ex["spans"]) >= 1
+        original = pool[ex["text_index"]]
+        rebuilt = ex["masked_text"]
+        for s, e in ex["spans"]:
+            rebuilt = rebuilt.replace("<mask>", original[s:e], 1)
+        assert original.startswith(rebuilt)  # equal, or the text was truncated to fit
+        assert ex["item"] in LABELS
+
+    log = _axolotl("train", path, workdir)
+    assert "self-relevance" not in log  # the preprocessed examples are reused
+    out = workdir / "out"
+    assert (out / "adapter_config.json").is_file()  # stage 1
+    assert (out / "stage2" / "adapter_config.json").is_file()  # stage 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    task = metrics["tasks"]["abstracts"]
+    assert task["n_test"] == 10 and 0.0 <= task["macro_f1"] <= 1.0 and 0.0 <= task["accuracy"] <= 1.0
+    assert metrics["macro_f1_mean"] == pytest.approx(task["macro_f1"])
+    assert "macro_f1_mean" in log and "abstracts" in log
+    preds = [json.loads(l) for l in (out / "predictions-abstracts.jsonl").read_text().splitlines()]
+    assert len(preds) == 10 and all(p["pred"] in LABELS for p in preds)
+
+
+def test_changed_span_setting_recomputes_examples_not_relevance(workdir, tiny_llama):
+    recipe = base_recipe(workdir, tiny_llama)
+    recipe["decselfmask"]["spans"]["high"] = 0.6
+    path = workdir / "recipe_high.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    log = _axolotl("preprocess", path, workdir)
+    assert "self-relevance" not in log  # relevance shards reused
+    cache = workdir / "prepared" / "decselfmask"
+    assert len(list(cache.glob("examples-*"))) == 2
+    assert len(list(cache.glob("relevance-*"))) == 1
+    assert len([p for p in (workdir / "prepared").glob("decselfmask-*")]) == 2
+
+
+def test_plain_sft_variant_skips_stage1(workdir, tiny_llama):
+    recipe = base_recipe(workdir, tiny_llama, stage1=False)
+    recipe["output_dir"] = str(workdir / "out_sft")
+    recipe["use_tensorboard"] = True
+    path = workdir / "recipe_sft.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    log = _axolotl("train", path, workdir)
+    assert "self-relevance" not in log
+    assert "skipping masked-reconstruction training" in log
+    assert "starting from none (plain SFT)" in log
+    metrics = json.loads((workdir / "out_sft" / "metrics.json").read_text())
+    assert metrics["tasks"]["abstracts"]["n_test"] == 10
+    assert metrics["tasks"]["abstracts"]["stage1"] is False
+    # the evaluation's metrics go to the recipe's logger (tensorboard here)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / "out_sft" / "runs" / "decselfmask"))
+    events.Reload()
+    logged = events.Scalars("decselfmask/abstracts/macro_f1")
+    assert logged[0].value == pytest.approx(metrics["tasks"]["abstracts"]["macro_f1"])
+    # the model card of the trained output folder
+    card = (workdir / "out_sft" / "README.md").read_text()
+    assert "abstracts" in card and f"{metrics['tasks']['abstracts']['macro_f1']:.4f}" in card
+
+
+def test_bad_label_fails_before_any_model_work(workdir, tiny_llama):
+    recipe = base_recipe(workdir, tiny_llama)
+    recipe["decselfmask"]["classification"]["labels"] = LABELS[:4]
+    recipe["output_dir"] = str(workdir / "out_bad")
+    path = workdir / "recipe_bad.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run([str(Path(sys.executable).parent / "axolotl"), "train", str(path)], cwd=workdir,
+                          env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "label 'general pathological conditions' is not among" in log
+    assert "train.jsonl, row" in log
+    assert "Loading weights" not in log and "self-relevance" not in log
+
+
+def test_pool_text_column_other_than_text(workdir, tiny_llama):
+    """Axolotl's dataset schema drops `text_column`; the plugin carries it through."""
+    notes = [{"note": r["text"], "text": "decoy"} for r in data_rows("abstracts_unlabelled.jsonl", n=6)]
+    write_rows(workdir / "notes.jsonl", notes)
+    recipe = base_recipe(workdir, tiny_llama)
+    recipe["datasets"][0].update(path=str(workdir / "notes.jsonl"), text_column="note")
+    recipe["dataset_prepared_path"] = str(workdir / "prepared_notes")
+    path = workdir / "recipe_notes.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    _axolotl("preprocess", path, workdir)
+    ex_dir = next((workdir / "prepared_notes" / "decselfmask").glob("examples-*"))
+    examples = [json.loads(l) for l in (ex_dir / "examples.jsonl").read_text().splitlines()]
+    assert examples and all("decoy" not in ex["masked_text"] for ex in examples)
+    assert {ex["text_index"] for ex in examples} <= set(range(6))

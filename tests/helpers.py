@@ -1,0 +1,97 @@
+"""Helpers shared by test files: labelled rows of the shipped abstracts, tiny recipes, Axolotl validation, span checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from conftest import DATA
+
+LABELS = ["neoplasms", "digestive system diseases", "nervous system diseases",
+          "cardiovascular diseases", "general pathological conditions"]
+
+
+def data_rows(name, n=None, per_class=None):
+    rows = [json.loads(line) for line in (DATA / name).read_text().splitlines()]
+    if per_class:
+        out, seen = [], {}
+        for r in rows:
+            if seen.get(r["label"], 0) < per_class:
+                out.append(r)
+                seen[r["label"]] = seen.get(r["label"], 0) + 1
+        return out
+    return rows[:n]
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def base_recipe(tmp, model, stage1=True):
+    return {
+        "base_model": str(model),
+        "plugins": ["axolotl_decselfmask.DecSelfMaskPlugin"],
+        "datasets": [{"path": str(tmp / "pool.jsonl"), "ds_type": "json",
+                      "type": "axolotl_decselfmask.masked_reconstruction", "text_column": "text"}],
+        "dataset_prepared_path": str(tmp / "prepared"),
+        "output_dir": str(tmp / "out"),
+        "val_set_size": 0, "sequence_len": 192, "sample_packing": False,
+        "adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_linear": True,
+        "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
+        "lora_embedding_kernel": False,
+        "micro_batch_size": 2, "gradient_accumulation_steps": 1, "num_epochs": 1, "max_steps": 3,
+        "learning_rate": 1e-3, "optimizer": "adamw_torch", "bf16": False, "fp16": False, "tf32": False,
+        "save_strategy": "no", "logging_steps": 1, "seed": 0,
+        "decselfmask": {
+            "stage1": stage1, "items": LABELS,
+            "relevance": {"batch_size": 4},
+            "spans": {"rescale_after_smoothing": True},
+            "classification": {
+                "task": "abstracts", "train_file": str(tmp / "train.jsonl"),
+                "test_file": str(tmp / "test.jsonl"), "labels": LABELS,
+                "lora_r": 4, "lora_alpha": 8, "batch_size": 4, "num_epochs": 1,
+            },
+        },
+    }
+
+
+# A GPU with bf16 (what the recipes are written for); validation needs capabilities to resolve bf16: auto.
+GPU_CAPABILITIES = {"bf16": True, "fp8": False, "tf32": True, "n_gpu": 1, "compute_capability": "sm_89"}
+
+
+ENV_CAPABILITIES = {"torch_version": "2.13.0"}
+
+
+def validate_recipe(raw: dict):
+    """What `axolotl train` does to a recipe before normalisation: plugins registered, then validated."""
+    from axolotl.cli.config import prepare_plugins
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    cfg = DictDefault(copy.deepcopy(raw))
+    prepare_plugins(cfg)
+    return validate_config(cfg, capabilities=dict(GPU_CAPABILITIES), env_capabilities=dict(ENV_CAPABILITIES))
+
+
+def assert_well_formed(spans, text):
+    """Sorted, in bounds, non-empty, non-overlapping, not touching, stripped, word aligned."""
+    for s, e in spans:
+        assert 0 <= s < e <= len(text), (s, e)
+        assert not text[s].isspace() and not text[e - 1].isspace(), repr(text[s:e])
+        if s > 0:
+            assert not (is_word_char(text, s - 1) and is_word_char(text, s)), f"cuts word at {s}: {text[s-5:s+5]!r}"
+        if e < len(text):
+            assert not (is_word_char(text, e - 1) and is_word_char(text, e)), f"cuts word at {e}: {text[e-5:e+5]!r}"
+    for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+        assert e0 < s1, (spans, "overlap or touch")
+
+
+def is_word_char(text, i):
+    ch = text[i]
+    if ch.isalnum() or ch == "_":
+        return True
+    if ch in "'-\u2019\u2010\u2011" and 0 < i < len(text) - 1:
+        b, a = text[i - 1], text[i + 1]
+        return (b.isalnum() or b == "_") and (a.isalnum() or a == "_")
+    return False

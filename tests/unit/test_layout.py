@@ -1,0 +1,94 @@
+"""The package's shape: no import cycle, short functions, private APIs of other libraries only in compat.py."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "axolotl_decselfmask"
+MAX_LINES = 80
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PKG.rglob("*.py"):
+        parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Package modules that ``path`` imports anywhere (module level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            subs = [f"{node.module}.{a.name}" for a in node.names]
+            # `from package import submodule` imports the submodule (and runs the package's face)
+            names = subs if all(s in modules for s in subs) else [node.module] + subs
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        found.update(n for n in names if n in modules)
+    return found
+
+
+def test_no_import_cycle():
+    modules = _modules()
+    graph = {m: _imports(p, modules) - {m} for m, p in modules.items()}
+    # a package's face may import its own submodules; a submodule importing its face is the loop
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(m, stack):
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append(stack[stack.index(n):] + [n])
+            elif n not in state:
+                visit(n, stack + [n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_long_functions():
+    long = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_LINES:
+                    long.append(f"{path.relative_to(PKG)}:{node.name} ({n} lines)")
+    assert not long, f"functions over {MAX_LINES} lines: {long}"
+
+
+def _private_uses(path: Path) -> list[str]:
+    """``obj._name`` on objects other than self/cls, and ``sys.modules``."""
+    tree = ast.parse(path.read_text())
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            base = node.value.id if isinstance(node.value, ast.Name) else None
+            if node.attr == "modules" and base == "sys":
+                hits.append(f"{node.lineno}: sys.modules")
+            elif (node.attr.startswith("_") and not node.attr.startswith("__") and base not in ("self", "cls")
+                  and node.attr not in own):
+                hits.append(f"{node.lineno}: .{node.attr}")
+    return hits
+
+
+def test_private_apis_only_in_compat():
+    found = {}
+    for path in PKG.rglob("*.py"):
+        if path.name == "compat.py":
+            continue
+        hits = _private_uses(path)
+        if hits:
+            found[str(path.relative_to(PKG))] = hits
+    assert not found, f"private attributes of other libraries outside compat.py: {found}"
