@@ -48,6 +48,14 @@ def cache_tensors(cache) -> list:
     return [t for layer in cache.layers for t in (layer.keys, layer.values)]
 
 
+def cache_from_tensors(tensors: list, config):
+    """A ``DynamicCache`` holding ``tensors`` as produced by :func:`cache_tensors` (keys and values
+    alternating, layer by layer; the ``ddp_cache_data`` argument of transformers 5.16)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=list(zip(tensors[::2], tensors[1::2])), config=config)
+
+
 def repeat_cache_rows(cache, n: int) -> None:
     """Repeat every row of the cache ``n`` times in place (each prompt's cache shared by its
     ``n`` continuations; ``layer.batch_repeat_interleave``, transformers 5.16)."""

@@ -93,7 +93,9 @@ class MaskedReconstructionStrategy(PoolStrategy):
         rows, stats = apply_token_budget(rows, config.stage1_token_budget, f"{DATASET_TYPE}, {path}")
         kept_texts = {ex["text_index"] for ex in result.examples[: len(rows)]}
         write_stage1_stats(cfg.output_dir, {"dataset_type": DATASET_TYPE, **stats, "texts": len(kept_texts),
-                                            "pool_texts": result.n_texts})
+                                            "pool_texts": result.n_texts,
+                                            # the model card names this run's examples by it (cache.py's layout)
+                                            "examples_dir": str(result.directory) if config.masking.write_jsonl else None})
         return Dataset.from_list(rows)
 
 

@@ -186,13 +186,26 @@ def truncate_texts(tokenizer, texts: list[str], budget: int) -> tuple[list[str],
     return out, n_cut
 
 
-def read_pool_column(path: str, column: str, chunk_rows: int | None = None) -> list:
-    """The text column of an unlabelled pool file, streamed in chunks of ``chunk_rows`` rows
-    (:func:`..inputs.iter_column`): the other columns and the parsed rows are never held
-    whole; only the texts themselves, which the precompute needs (fingerprint, examples)."""
-    from axolotl_decselfmask.io.tables import CHUNK_ROWS, iter_column
+def read_pool_as_axolotl(entry, cfg, column: str) -> list:
+    """The text column of a ``datasets:`` entry exactly as ``axolotl preprocess``/``train`` hand it to
+    the dataset type: Axolotl's own loader (local files and folders, hub names, ``data_files``,
+    ``name``), then its choice of ``split`` (default ``train``) and ``shards``. The precompute CLI
+    reads the pool this way, so that the cache it fills is the one the training run looks up."""
+    from axolotl.utils.data.shared import load_dataset_with_config
+    from axolotl.utils.dict import DictDefault
+    from datasets import DatasetDict, IterableDatasetDict
 
-    values: list = []
-    for chunk in iter_column(path, column, "datasets[].path", chunk_rows or CHUNK_ROWS):
-        values.extend(chunk)
-    return values
+    entry = entry if isinstance(entry, DictDefault) else DictDefault(dict(entry))
+    dataset = load_dataset_with_config(entry, cfg.get("hf_use_auth_token"))
+    if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
+        split = entry.get("split") or "train"
+        if split not in dataset:
+            raise InputError(f"{entry.get('path')}: no split {split!r} (it has {list(dataset)}); set the dataset's `split:`")
+        dataset = dataset[split]
+    if entry.get("shards"):
+        dataset = dataset.shuffle(seed=cfg.get("seed")).shard(num_shards=entry["shards"],
+                                                              index=entry.get("shards_idx") or 0)
+    if column not in dataset.column_names:
+        raise InputError(f"{entry.get('path')}: no column {column!r} (set by the dataset's text_column); "
+                         f"the dataset has {dataset.column_names}.")
+    return list(dataset[column])

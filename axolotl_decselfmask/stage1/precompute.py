@@ -42,7 +42,7 @@ from axolotl_decselfmask.stage1.examples import (
     examples_of_record,
     usable_scores,
 )
-from axolotl_decselfmask.stage1.pool import read_pool_column
+from axolotl_decselfmask.stage1.pool import read_pool_as_axolotl
 from axolotl_decselfmask.version import __version__
 
 LOG = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.recipe}: no dataset has type {DATASET_TYPE}")
     for entry in entries:
         column = dataset_text_column(entry)
-        pool = prepare_pool(read_pool_column(entry["path"], column), cfg, config, tokenizer, entry["path"], column)
+        pool = prepare_pool(read_pool_as_axolotl(entry, cfg, column), cfg, config, tokenizer, entry["path"], column)
         model_path = relevance_model_path(cfg, config)
         common = dict(texts=pool.texts, cfg=config, tokenizer=tokenizer, model_path=model_path,
                       cache_root=config.cache_dir, trust_remote_code=bool(cfg.trust_remote_code), progress=rank == 0)

@@ -18,6 +18,7 @@ from typing import Any
 
 from axolotl_decselfmask.io.files import read_json
 from axolotl_decselfmask.stage1.budget import STATS_FILE
+from axolotl_decselfmask.stage1.cache import MANIFEST_FILE, read_manifest
 from axolotl_decselfmask.version import __version__
 
 LOG = logging.getLogger(__name__)
@@ -117,36 +118,18 @@ def base_model_licence(base_model: str | None) -> str | None:
     return None
 
 
-def find_manifest(cache_dir: str | None, settings: dict | None) -> tuple[Path, dict] | None:
-    """The precompute manifest of this run: among ``<cache_dir>/examples-*/manifest.json``, the
-    newest whose recorded settings agree with ``settings`` (the keys both have)."""
-    if not cache_dir or not Path(cache_dir).is_dir():
+def run_manifest(output_dir) -> tuple[Path, dict] | None:
+    """The precompute manifest of the run in ``output_dir``: the stage-1 dataset type records the
+    examples folder it used in the run's stage-1 statistics, so runs that share a cache each
+    name their own (None when the run kept no examples file or stage 1 was off)."""
+    stats = read_json(Path(str(output_dir)) / STATS_FILE)
+    folder = stats.get("examples_dir") if isinstance(stats, dict) else None
+    if not folder:
         return None
-    found = []
-    for path in Path(cache_dir).glob("examples-*/manifest.json"):
-        manifest = read_json(path)
-        if not isinstance(manifest, dict) or not manifest.get("complete"):
-            continue
-        if settings is not None and not _agrees(manifest.get("settings") or {}, settings):
-            continue
-        found.append((path.stat().st_mtime, path, manifest))
-    if not found:
+    manifest = read_manifest(Path(folder))
+    if not manifest or not manifest.get("complete"):
         return None
-    _, path, manifest = max(found, key=lambda f: f[0])
-    return path, manifest
-
-
-def _agrees(recorded: dict, current: dict) -> bool:
-    for key in ("items", "items_per_text", "seed", "max_texts", "relevance", "spans", "masking"):
-        if key not in recorded or key not in current:
-            continue
-        a, b = recorded[key], current[key]
-        if isinstance(a, dict) and isinstance(b, dict):
-            if any(k in b and b[k] != v for k, v in a.items() if k not in ("dtype", "device", "batch_size")):
-                return False
-        elif a != b:
-            return False
-    return True
+    return Path(folder) / MANIFEST_FILE, manifest
 
 
 def _fmt(value: Any) -> str:
@@ -157,79 +140,90 @@ def _fmt(value: Any) -> str:
 
 def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[Path, dict] | None = None) -> str:
     """The card's Markdown. ``config`` is the plugin's :class:`DecSelfMaskConfig` (or None)."""
+    tasks = (metrics or {}).get("tasks") or {}
+    stage1 = config.stage1 if config is not None else True
+    sections = [
+        _front_matter(cfg), _intro(cfg, stage1), _files(cfg, stage1), _settings(cfg, config, stage1),
+        _data(cfg, config, tasks, manifest, stage1), _results(tasks, metrics), _environment(tasks),
+        _licence(cfg), _recipe(cfg), _citation(),
+    ]
+    return "\n".join(line for section in sections for line in section) + "\n"
+
+
+def _front_matter(cfg) -> list[str]:
     base = _get(cfg, "base_model")
     licence = base_model_licence(base)
-    adapter = _get(cfg, "adapter") or "full fine-tuning"
-    tasks = (metrics or {}).get("tasks") or {}
-    lines = ["---"]
-    lines.append(f"base_model: {json.dumps(str(base)) if base else 'unknown'}")
-    lines.append(f"license: {licence.lower() if licence else 'unknown'}")
-    lines.append("library_name: peft")
-    lines.append("pipeline_tag: text-classification")
-    lines.append("tags: [axolotl, decselfmask, text-classification, few-shot]")
-    lines.append("---")
-    lines.append("")
-    lines.append(f"# {Path(str(_get(cfg, 'output_dir', 'model'))).name}: DecSelfMask classifier")
-    lines.append("")
-    stage1 = config.stage1 if config is not None else True
-    lines.append(
+    return ["---", f"base_model: {json.dumps(str(base)) if base else 'unknown'}",
+            f"license: {licence.lower() if licence else 'unknown'}", "library_name: peft",
+            "pipeline_tag: text-classification", "tags: [axolotl, decselfmask, text-classification, few-shot]",
+            "---", ""]
+
+
+def _intro(cfg, stage1: bool) -> list[str]:
+    base = _get(cfg, "base_model")
+    return [
+        f"# {Path(str(_get(cfg, 'output_dir', 'model'))).name}: DecSelfMask classifier", "",
         f"A few-label text classifier built from `{base}` with DecSelfMask ([paper]({PAPER})), "
         f"by the `axolotl-decselfmask` {__version__} Axolotl plugin. "
         + ("Stage 1 taught the model to reconstruct the words of unlabelled texts that matter most for "
            "the task items (masked reconstruction, guided by the model's own relevance scores); "
            if stage1 else "Stage 1 was switched off (`decselfmask.stage1: false`): this is the plain-SFT baseline; ")
         + "stage 2 fine-tuned a LoRA classifier on the labelled examples, and the test set was scored by "
-          "constrained scoring of the label options."
-    )
-    lines.append("")
-    lines.append("## Files")
-    lines.append("")
-    lines.append(f"- `./`: the stage-1 weights ({adapter}{' adapter' if _get(cfg, 'adapter') else ''}) on `{base}`")
-    lines.append("- `stage2/`: the stage-2 classifier, a LoRA adapter on the base model"
-                 + (" with the stage-1 weights merged in" if stage1 else "")
-                 + " (one sub-folder per task when `decselfmask.tasks` is set)")
-    lines.append("- `metrics.json`, `predictions-<task>.jsonl`: the evaluation")
-    lines.append("")
+          "constrained scoring of the label options.",
+        "",
+    ]
 
-    lines.append("## Method and settings")
-    lines.append("")
-    if config is not None:
-        r, s, m = config.relevance, config.spans, config.masking
-        rows = [
-            ("relevance method", f"`{r.method}`" + (f" ({r.ig_steps} steps)" if r.method == "integrated_gradients" else "")),
-            ("relevance target", f"`{r.target}`" + (f" ({r.token_position} token)" if r.target == "token_logit" else "")),
-            ("lead-in", r.lead_in),
-            ("task items", ", ".join(config.task_items()) or "(none)"),
-            ("items per text", config.items_per_text),
-            ("span selector", f"`{s.selector}`"
-             + (f" (sigma {s.sigma}, high {s.high}, low {s.low})" if s.selector == "hysteresis" else "")),
-            ("mask token", f"`{m.mask_token}`" + (" (added to the vocabulary)" if m.add_mask_token else " (plain text)")),
-            ("spans per example", m.spans_per_example),
-            ("stage 1", f"{adapter}, {_get(cfg, 'num_epochs', '?')} epoch(s)"
-             + (f", max {_get(cfg, 'max_steps')} steps" if _get(cfg, "max_steps") else "")
-             + f", learning rate {_get(cfg, 'learning_rate', '?')}" if stage1 else "off (plain-SFT baseline)"),
-        ]
-        for c in config.task_configs():
-            rows.append((f"stage 2 [{c.task}]",
-                         (f"LoRA r {c.lora_r}, alpha {c.lora_alpha}, learning rate {c.learning_rate}, "
-                          f"{c.num_epochs:g} epoch(s)") if c.train else "not trained (zero-shot evaluation)"))
-        lines.append("| setting | value |")
-        lines.append("| --- | --- |")
-        lines.extend(f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows)
-    else:
-        lines.append("The plugin settings could not be read; see the recipe below.")
-    lines.append("")
 
-    lines.append("## Data")
-    lines.append("")
+def _files(cfg, stage1: bool) -> list[str]:
+    adapter = _get(cfg, "adapter") or "full fine-tuning"
+    return [
+        "## Files", "",
+        f"- `./`: the stage-1 weights ({adapter}{' adapter' if _get(cfg, 'adapter') else ''}) on `{_get(cfg, 'base_model')}`",
+        "- `stage2/`: the stage-2 classifier, a LoRA adapter on the base model"
+        + (" with the stage-1 weights merged in" if stage1 else "")
+        + " (one sub-folder per task when `decselfmask.tasks` is set)",
+        "- `metrics.json`, `predictions-<task>.jsonl`: the evaluation", "",
+    ]
+
+
+def _settings(cfg, config, stage1: bool) -> list[str]:
+    lines = ["## Method and settings", ""]
+    if config is None:
+        return lines + ["The plugin settings could not be read; see the recipe below.", ""]
+    adapter = _get(cfg, "adapter") or "full fine-tuning"
+    r, s, m = config.relevance, config.spans, config.masking
+    rows = [
+        ("relevance method", f"`{r.method}`" + (f" ({r.ig_steps} steps)" if r.method == "integrated_gradients" else "")),
+        ("relevance target", f"`{r.target}`" + (f" ({r.token_position} token)" if r.target == "token_logit" else "")),
+        ("lead-in", r.lead_in),
+        ("task items", ", ".join(config.task_items()) or "(none)"),
+        ("items per text", config.items_per_text),
+        ("span selector", f"`{s.selector}`"
+         + (f" (sigma {s.sigma}, high {s.high}, low {s.low})" if s.selector == "hysteresis" else "")),
+        ("mask token", f"`{m.mask_token}`" + (" (added to the vocabulary)" if m.add_mask_token else " (plain text)")),
+        ("spans per example", m.spans_per_example),
+        ("stage 1", f"{adapter}, {_get(cfg, 'num_epochs', '?')} epoch(s)"
+         + (f", max {_get(cfg, 'max_steps')} steps" if _get(cfg, "max_steps") else "")
+         + f", learning rate {_get(cfg, 'learning_rate', '?')}" if stage1 else "off (plain-SFT baseline)"),
+    ]
+    for c in config.task_configs():
+        rows.append((f"stage 2 [{c.task}]",
+                     (f"LoRA r {c.lora_r}, alpha {c.lora_alpha}, learning rate {c.learning_rate}, "
+                      f"{c.num_epochs:g} epoch(s)") if c.train else "not trained (zero-shot evaluation)"))
+    return lines + ["| setting | value |", "| --- | --- |"] + [
+        f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows] + [""]
+
+
+def _data(cfg, config, tasks: dict, manifest, stage1: bool) -> list[str]:
+    lines = ["## Data", ""]
     if manifest is not None:
         path, man = manifest
         lines.append(f"- unlabelled texts: {man.get('n_texts', '?')}, giving {man.get('n_examples', '?')} "
                      f"masked examples ({man.get('n_without_spans', 0)} (text, item) pairs without a span; "
                      f"cache `{path.parent}`)")
     elif stage1:
-        lines.append("- unlabelled texts and masked examples: not found (no complete precompute manifest "
-                     "in the cache for these settings)")
+        lines.append("- unlabelled texts and masked examples: not found (this run's stage-1 statistics name no "
+                     "finished precompute)")
     stats = read_json(Path(str(_get(cfg, "output_dir", "."))) / STATS_FILE) if stage1 else None
     if isinstance(stats, dict) and "examples" in stats:
         budget = f" within the token budget {stats['budget']}" if stats.get("budget") else ""
@@ -247,7 +241,11 @@ def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[P
         lines.append(f"- task `{name}`: {n_train} labelled training rows{extra}, "
                      f"{entry.get('n_test', '?')} test rows{files}")
     lines.append("")
+    return lines
 
+
+def _results(tasks: dict, metrics) -> list[str]:
+    lines = []
     lines.append("## Results")
     lines.append("")
     if tasks:
@@ -271,7 +269,24 @@ def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[P
     else:
         lines.append("No `metrics.json` was found: the evaluation did not run (no test file) or did not finish.")
     lines.append("")
+    return lines
 
+
+def _environment(tasks: dict) -> list[str]:
+    """Where the evaluation ran (precision, CPU kind, threads, versions): results depend on it."""
+    envs = [t["environment"] for t in tasks.values() if isinstance(t.get("environment"), dict)]
+    if not envs:
+        return []
+    env = envs[0]
+    rows = [(k, env.get(k)) for k in ("device", "gpu", "cpu", "cpu_capability", "dtype", "precision_reason", "threads",
+                                       "torch", "transformers") if env.get(k) is not None]
+    return ["## Compute environment", "", "| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows] + [""]
+
+
+def _licence(cfg) -> list[str]:
+    base = _get(cfg, 'base_model')
+    licence = base_model_licence(base)
+    lines = []
     lines.append("## Licence")
     lines.append("")
     if licence:
@@ -281,7 +296,11 @@ def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[P
         lines.append(f"The licence of the base model `{base}` is unknown to the plugin. These weights are "
                      "derived from it and from the training data: check both licences before sharing them.")
     lines.append("")
+    return lines
 
+
+def _recipe(cfg) -> list[str]:
+    lines = []
     lines.append("## Recipe")
     lines.append("")
     lines.append("The Axolotl recipe of the run (values that look like credentials are replaced by "
@@ -292,14 +311,18 @@ def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[P
     except Exception as exc:  # noqa: BLE001
         lines.append(f"(the recipe could not be written: {type(exc).__name__})")
     lines.append("")
+    return lines
 
+
+def _citation() -> list[str]:
+    lines = []
     lines.append("## Citation")
     lines.append("")
     lines.append("```bibtex\n" + BIBTEX + "\n```")
     lines.append("")
     lines.append("Built with [Axolotl](https://github.com/axolotl-ai-cloud/axolotl), "
                  "[TRL](https://github.com/huggingface/trl) and [PEFT](https://github.com/huggingface/peft).")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_model_card(cfg, config=None) -> Path | None:
@@ -311,8 +334,7 @@ def write_model_card(cfg, config=None) -> Path | None:
 
             config = plugin_config(cfg)
         metrics = read_json(out / "metrics.json")
-        settings = config.model_dump(mode="json", exclude={"classification", "tasks", "probing"}) if config else None
-        manifest = find_manifest(config.cache_dir if config else None, settings) if (config is None or config.stage1) else None
+        manifest = run_manifest(out) if (config is None or config.stage1) else None
         text = render_card(cfg, config, metrics if isinstance(metrics, dict) else None, manifest)
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".{CARD}.tmp"

@@ -11,8 +11,8 @@ from axolotl_decselfmask.io.files import atomic_write_json
 from axolotl_decselfmask.stage2.metrics import write_metrics
 from axolotl_decselfmask.stage2.model_card import (
     REDACTED,
-    find_manifest,
     redact,
+    run_manifest,
     write_model_card,
 )
 
@@ -66,6 +66,7 @@ def test_card_from_a_real_metrics_file(tmp_path):
     _manifest(config, tmp_path / "prepared" / "decselfmask" / "examples-aaa", 45)
     # another run's examples (other mask token) in the same cache must not be reported
     _manifest(config, tmp_path / "prepared" / "decselfmask" / "examples-bbb", 999, mask="[MASK]")
+    _stats(out, tmp_path / "prepared" / "decselfmask" / "examples-aaa")
 
     path = write_model_card(cfg, config)
     assert path == out / "README.md"
@@ -130,7 +131,28 @@ def test_redact_keeps_token_settings():
     assert out["github_token"] == REDACTED and out["note"] == REDACTED
 
 
-def test_find_manifest_skips_incomplete(tmp_path):
+def _stats(out, examples_dir):
+    """What the stage-1 dataset type writes into output_dir: the examples folder this run used."""
+    atomic_write_json(out / "decselfmask_stage1_data.json", {
+        "dataset_type": "axolotl_decselfmask.masked_reconstruction", "examples": 1, "tokens": 1,
+        "supervised_tokens": 1, "budget": None, "texts": 1, "examples_dir": str(examples_dir)})
+
+
+def test_each_run_names_its_own_manifest_in_a_shared_cache(tmp_path):
+    """Two runs with the same settings share one cache; the newer manifest must not be taken for both."""
+    config = DecSelfMaskConfig(**_cfg(tmp_path)["decselfmask"])
+    cache = tmp_path / "prepared" / "decselfmask"
+    _manifest(config, cache / "examples-first", 11)
+    _manifest(config, cache / "examples-second", 22)  # written last
+    for run, folder, n in (("a", "examples-first", 11), ("b", "examples-second", 22)):
+        _stats(tmp_path / run, cache / folder)
+        path, manifest = run_manifest(tmp_path / run)
+        assert path == cache / folder / "manifest.json" and manifest["n_examples"] == n
+
+
+def test_run_manifest_skips_incomplete_and_missing(tmp_path):
     (tmp_path / "examples-x").mkdir()
     atomic_write_json(tmp_path / "examples-x" / "manifest.json", {"complete": False, "settings": {}})
-    assert find_manifest(str(tmp_path), {}) is None
+    _stats(tmp_path / "out", tmp_path / "examples-x")
+    assert run_manifest(tmp_path / "out") is None
+    assert run_manifest(tmp_path / "nothing-here") is None

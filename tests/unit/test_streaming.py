@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from axolotl_decselfmask.io.tables import InputError, iter_column, read_table
-from axolotl_decselfmask.stage1.pool import read_pool_column
 
 N = 300
 CHUNK = 64
@@ -124,3 +123,10 @@ def test_errors(tmp_path):
         list(iter_column(bad, "text", "datasets[].path"))
     with pytest.raises(InputError, match="cannot read"):
         list(iter_column(tmp_path / "x.xlsx" if (tmp_path / "x.xlsx").write_text("x") else None, "text", "k"))
+
+
+def read_pool_column(path: str, column: str, chunk_rows: int) -> list:
+    values: list = []
+    for chunk in iter_column(path, column, "datasets[].path", chunk_rows):
+        values.extend(chunk)
+    return values

@@ -18,7 +18,11 @@ import contextlib
 import numpy as np
 import torch
 
-from axolotl_decselfmask.compat import cache_tensors, plain_dynamic_cache
+from axolotl_decselfmask.compat import (
+    cache_from_tensors,
+    cache_tensors,
+    plain_dynamic_cache,
+)
 from axolotl_decselfmask.relevance.methods.base import RelevanceMethod
 from axolotl_decselfmask.relevance.prompt import shared_prefix_key
 
@@ -141,8 +145,7 @@ class GradientXInput(RelevanceMethod):
             keep = sorted(set(cols))
             where = {c: i for i, c in enumerate(keep)}
             out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=True,
-                        past_key_values=DynamicCache(ddp_cache_data=list(zip(leaves[::2], leaves[1::2])),
-                                                     config=model.config),
+                        past_key_values=cache_from_tensors(leaves, model.config),
                         logits_to_keep=torch.tensor(keep, device=dev))
             logits = out.logits
             if logits.shape[1] != len(keep):  # the model ignored logits_to_keep

@@ -1,0 +1,66 @@
+"""Each private-API use of compat.py against the installed transformers: an upgrade that changes one fails here."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from axolotl_decselfmask import compat
+
+
+def _model(attn="sdpa"):
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    config._attn_implementation = attn  # the test builds the model as from_pretrained(attn_implementation=...) would
+    return LlamaForCausalLM(config).eval()
+
+
+def test_attention_implementation_switch_and_restore():
+    model = _model("sdpa")
+    assert compat.attn_implementation(model) == "sdpa"
+    before = compat.ensure_eager_attention(model)
+    assert before == "sdpa" and compat.attn_implementation(model) == "eager"
+    compat.restore_attention(model, before)
+    assert compat.attn_implementation(model) == "sdpa"
+
+
+def test_cache_round_trip_and_row_repeat():
+    model = _model()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    cache = compat.plain_dynamic_cache(model.config)
+    assert cache is not None
+    with torch.no_grad():
+        model(input_ids=ids, past_key_values=cache, use_cache=True)
+        tensors = compat.cache_tensors(cache)
+        assert len(tensors) == 2 * model.config.num_hidden_layers and tensors[0].shape[2] == 4
+        rebuilt = compat.cache_from_tensors([t.clone() for t in tensors], model.config)
+        nxt = torch.tensor([[5]])
+        a = model(input_ids=nxt, past_key_values=cache, use_cache=True).logits
+        b = model(input_ids=nxt, past_key_values=rebuilt, use_cache=True).logits
+        torch.testing.assert_close(a, b)
+        full = model(input_ids=torch.tensor([[1, 2, 3, 4, 5]])).logits[:, -1]
+        torch.testing.assert_close(a[:, -1], full, rtol=1e-4, atol=1e-5)
+
+        again = compat.plain_dynamic_cache(model.config)
+        model(input_ids=ids, past_key_values=again, use_cache=True)
+        compat.repeat_cache_rows(again, 3)
+        assert compat.cache_tensors(again)[0].shape[0] == 3
+        out = model(input_ids=torch.tensor([[5], [6], [5]]), past_key_values=again, use_cache=True).logits
+        torch.testing.assert_close(out[0], out[2])
+
+
+def test_load_trainer_checkpoint(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    model = _model()
+    model.save_pretrained(tmp_path / "ckpt")
+    other = _model()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
+    trainer = Trainer(model=other, args=TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True,
+                                                          report_to=[]))
+    compat.load_trainer_checkpoint(trainer, str(tmp_path / "ckpt"))
+    for a, b in zip(model.state_dict().values(), trainer.model.state_dict().values()):
+        torch.testing.assert_close(a, b)
