@@ -82,9 +82,9 @@ class RelevanceConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_method(self) -> "RelevanceConfig":
-        from axolotl_decselfmask.registry import relevance_methods
+        from axolotl_decselfmask.registry import relevance_method_names
 
-        methods = relevance_methods()
+        methods = relevance_method_names()
         if self.method not in methods:
             raise ValueError(
                 f"decselfmask.relevance.method {self.method!r} is unknown; available: {sorted(methods)}"

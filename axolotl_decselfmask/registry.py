@@ -10,6 +10,11 @@ from axolotl_decselfmask import hookspecs
 from axolotl_decselfmask.hookspecs import PROJECT, hookimpl
 
 
+# The built-in relevance methods by name, so that validating a recipe does not import them (and torch);
+# tests/unit/test_hooks_names.py checks it against relevance.methods.BUILTIN_METHODS.
+BUILTIN_METHOD_NAMES = ("grad_x_input", "integrated_gradients", "feature_ablation", "attention", "attnlrp", "random")
+
+
 class _Builtins:
     @hookimpl
     def decselfmask_relevance_methods(self):
@@ -44,6 +49,15 @@ def _merged(results: list[dict]) -> dict:
 
 def relevance_methods() -> dict:
     return _merged(plugin_manager().hook.decselfmask_relevance_methods())
+
+
+def relevance_method_names() -> set[str]:
+    """The names :func:`relevance_methods` would give, importing methods only where another
+    package registered some."""
+    pm = plugin_manager()
+    if any(name != "builtins" for name, _ in pm.list_name_plugin()):
+        return set(relevance_methods())
+    return set(BUILTIN_METHOD_NAMES)
 
 
 def span_selectors() -> dict:

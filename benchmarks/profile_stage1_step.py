@@ -205,36 +205,48 @@ def main(argv=None) -> int:
     print("\n".join(lines))
 
     if not a.no_profile:
+        # one whole step of each (forward, backward, optimizer; Axolotl's: on_step_begin to on_step_end
+        # of its second step, so clipping, the scheduler and zero_grad are in), by self CPU time
         from torch.profiler import ProfilerActivity, profile
 
-        def top(prof, n=12):
-            rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:n]
-            total = sum(e.self_cpu_time_total for e in prof.key_averages())
-            return total / 1e6, [(e.key, round(e.self_cpu_time_total / 1e6, 3), e.count) for e in rows]
+        def top(prof, n=14):
+            events = prof.key_averages()
+            rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:n]
+            return sum(e.self_cpu_time_total for e in events) / 1e6, [
+                (e.key, round(e.self_cpu_time_total / 1e6, 3), e.count) for e in rows]
 
-        # one Axolotl training_step (compute_loss + backward, as the Trainer calls it) on batch 2
-        b = {k: v for k, v in axo_batches[1].items()}
-        model.train()
-        trainer.training_step(model, dict(b), num_items_in_batch=int((b["labels"][:, 1:] != -100).sum()))
-        model.zero_grad(set_to_none=True)
-        with profile(activities=[ProfilerActivity.CPU]) as prof_axo:
-            trainer.training_step(model, dict(b), num_items_in_batch=int((b["labels"][:, 1:] != -100).sum()))
-        model.zero_grad(set_to_none=True)
-        with profile(activities=[ProfilerActivity.CPU]) as prof_bare:
-            loss = bare(**b).loss
-            loss.backward()
-        opt.zero_grad(set_to_none=True)
-        lb = long_batches[1]
-        with profile(activities=[ProfilerActivity.CPU]) as prof_long:
-            loss = bare(**lb).loss
-            loss.backward()
-        opt.zero_grad(set_to_none=True)
-        for name, prof in (("axolotl training_step", prof_axo), ("bare fwd+bwd, same batch", prof_bare),
-                           ("bare fwd+bwd, longest", prof_long)):
+        class Profiled(TrainerCallback):
+            def __init__(self):
+                self.prof, self.wall = None, None
+
+            def on_step_begin(self, args, state, control, **kw):
+                if state.global_step == 1:
+                    self.prof = profile(activities=[ProfilerActivity.CPU])
+                    self.prof.__enter__()
+                    self.t = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                if self.prof is not None and self.wall is None:
+                    self.prof.__exit__(None, None, None)
+                    self.wall = time.perf_counter() - self.t
+
+        prof_cb = Profiled()
+        trainer.add_callback(prof_cb)
+        trainer.train()
+        profs = [("axolotl trainer step 2", prof_cb.prof, prof_cb.wall)]
+        for name, b in (("bare step, same padded batch", axo_batches[1]), ("bare step, padded to longest",
+                                                                           long_batches[1])):
+            bare_step(axo_batches[0])
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                t = time.perf_counter()
+                bare_step(b)
+                wall = time.perf_counter() - t
+            profs.append((name, prof, wall))
+        for name, prof, wall in profs:
             total, rows = top(prof)
-            print(f"\n== {name}: self CPU total {total:.2f} s")
-            for key, s, count in rows:
-                print(f"  {key:60s} {s:8.3f} s  x{count}")
+            print(f"\n== {name}: wall {wall:.2f} s, self CPU total {total:.2f} s (operators timed on the calling thread)")
+            for key, s_, count in rows:
+                print(f"  {key:60s} {s_:8.3f} s  x{count}")
     if a.json:
         Path(a.json).write_text(json.dumps({"seconds": res, "real_tokens": real}, indent=1))
     return 0

@@ -28,7 +28,7 @@ HEADER = """\
 # Configuration reference: the `decselfmask:` block
 
 <!-- Generated from axolotl_decselfmask/args.py by `{command}`. Do not edit by hand:
-     tests/test_config_reference.py fails when this page and the schema differ. -->
+     tests/unit/test_config_reference.py fails when this page and the schema differ. -->
 
 Every key the plugin reads sits under one `decselfmask:` block of an ordinary Axolotl recipe.
 The block is validated by pydantic with unknown keys forbidden, so a misspelt key or a value out

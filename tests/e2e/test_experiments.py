@@ -13,7 +13,9 @@ from axolotl_decselfmask.tools.experiments import (
     METHODS,
     Grid,
     build_data,
+    definition_problems,
     load_grid,
+    plan,
     report_markdown,
     run_grid,
 )
@@ -91,6 +93,51 @@ def test_bad_grid_names_the_key(tmp_path, tiny_llama):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(SystemExit, match="nope"):
         build_data(load_grid(path), tmp_path / "out")
+
+
+def _plan(tmp_path, model, **over):
+    grid = load_grid(_grid(tmp_path, model, **over))
+    out = tmp_path / "out"
+    return grid, plan(grid, out, build_data(grid, out))
+
+
+def test_runner_recipes_set_exactly_the_keys_of_their_method(tmp_path, tiny_llama):
+    """The runner's recipes are the methods of METHODS (tools/experiments/methods.py), and a grid's
+    decselfmask: overrides change every method alike without turning one into another."""
+    over = {"decselfmask": {"spans": {"selector": "top_k"}, "probing": {"enabled": False}}}
+    _, runs = _plan(tmp_path, tiny_llama, **over)
+    recipes = {r["method"]: r["recipe"] for r in runs}
+    assert set(recipes) == set(METHODS)
+    # per run: its folders; zero-shot evaluates one seed only
+    problems = definition_problems(recipes, ignore=("output_dir", "dataset_prepared_path", "decselfmask.tasks"))
+    assert not problems, "\n".join(problems)
+    assert recipes["decselfmask"]["decselfmask"]["spans"]["selector"] == "top_k"
+    assert recipes["random_masking"]["decselfmask"]["spans"]["selector"] == "random"
+    pseudo = recipes["synthetic_labels"]["decselfmask"]["classification"]["pseudo_labels"]
+    assert pseudo["enabled"] and pseudo["max_texts"] == 6 and pseudo["pool_file"].endswith("pool.jsonl")
+
+
+def test_random_masking_reuses_the_relevance_cache_of_decselfmask(tmp_path, tiny_llama):
+    """random_masking draws random spans of the relevance spans' lengths: the same relevance key
+    (and cache folder) as decselfmask, so its precompute reuses those shards; other examples."""
+    from transformers import AutoTokenizer
+
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+    from axolotl_decselfmask.io.files import texts_fingerprint
+    from axolotl_decselfmask.stage1.cache import examples_key, relevance_key
+
+    grid, runs = _plan(tmp_path, tiny_llama)
+    recipes = {r["method"]: r["recipe"] for r in runs}
+    tok = AutoTokenizer.from_pretrained(grid.model)
+    pool = [json.loads(line)["text"] for line in open(recipes["decselfmask"]["datasets"][0]["path"])]
+    keys = {}
+    for m in ("random_masking", "decselfmask"):
+        cfg = DecSelfMaskConfig(**recipes[m]["decselfmask"])
+        rkey = relevance_key(cfg, recipes[m]["base_model"], tok, texts_fingerprint(pool))
+        keys[m] = (rkey, examples_key(cfg, rkey), cfg.cache_dir)
+    assert keys["random_masking"][0] == keys["decselfmask"][0]
+    assert keys["random_masking"][1] != keys["decselfmask"][1]
+    assert keys["random_masking"][2] == keys["decselfmask"][2]
 
 
 def test_tiny_grid_runs_all_methods_and_resumes(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,23 @@ def test_preprocess_then_train_runs_decselfmask(workdir, tiny_llama):
     assert "macro_f1_mean" in log and "abstracts" in log
     preds = [json.loads(l) for l in (out / "predictions-abstracts.jsonl").read_text().splitlines()]
     assert len(preds) == 10 and all(p["pred"] in LABELS for p in preds)
+    _assert_every_core_and_the_machines_precision(log, task, out)
+
+
+def _assert_every_core_and_the_machines_precision(log, task, out):
+    """`axolotl train` runs under `accelerate launch` (OMP_NUM_THREADS=1); the plugin's line says the
+    training process got every core, and metrics.json/the model card say what it ran on."""
+    from axolotl_decselfmask.hardware import available_cores, decide_precision
+
+    line = re.search(r"decselfmask: precision (\w+) \((.*?)\); (\d+) CPU thread", log)
+    assert line, "no precision line in the training log"
+    assert line.group(1) == decide_precision(False).dtype and "bf16: false in the recipe" in line.group(2)
+    if "OMP_NUM_THREADS" not in os.environ:
+        assert int(line.group(3)) == available_cores() and "accelerate had set OMP_NUM_THREADS=1" in log
+    env = task["environment"]
+    assert env["dtype"] == line.group(1) and env["threads"] == int(line.group(3))
+    assert env["cpu_capability"] and env["torch"] and env["transformers"]
+    assert "## Compute environment" in (out / "README.md").read_text()
 
 
 def test_changed_span_setting_recomputes_examples_not_relevance(workdir, tiny_llama):

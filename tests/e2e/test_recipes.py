@@ -24,6 +24,8 @@ import yaml
 from conftest import DATA, ROOT, require_smollm
 from helpers import validate_recipe
 
+from axolotl_decselfmask.tools.experiments.methods import METHODS, definition_problems
+
 RECIPES = ROOT / "recipes"
 ALL_RECIPES = sorted(RECIPES.rglob("*.yml"))
 FAMILY_RECIPES = sorted(RECIPES.glob("*.yml"))
@@ -55,8 +57,7 @@ def test_there_are_recipes():
     assert names == {
         "llama-3.2-1b-instruct", "llama-3.2-3b-instruct", "llama-3.1-8b-instruct", "qwen3-1.7b", "qwen3-8b",
         "gemma-3-1b-it", "gemma-3-4b-it", "phi-3.5-mini-instruct", "mistral-7b-instruct-v0.3"}
-    assert {p.stem.removeprefix("llama-3.2-1b-") for p in BASELINES} == {
-        "zero_shot", "sft", "continual_pretraining", "synthetic_labels", "random_masking", "decselfmask"}
+    assert {p.stem.removeprefix("llama-3.2-1b-") for p in BASELINES} == set(METHODS)  # one file per method
     assert (RECIPES / "multi_gpu" / "llama-3.1-8b-instruct-zero2.yml").is_file()
 
 
@@ -101,32 +102,36 @@ def test_a_wrong_key_inside_decselfmask_fails_validation():
         validate_recipe(bad)
 
 
+def _baselines() -> dict[str, dict]:
+    return {p.stem.removeprefix("llama-3.2-1b-"): _load(p) for p in BASELINES}
+
+
 def test_baselines_differ_only_in_their_method():
-    recipes = {p.stem.removeprefix("llama-3.2-1b-"): _load(p) for p in BASELINES}
+    """Each baseline sets exactly the keys that METHODS (tools/experiments/methods.py) gives its
+    method, and is the same as the others everywhere else: a changed definition fails here."""
+    recipes = _baselines()
     budgets = {r["decselfmask"]["stage1_token_budget"] for r in recipes.values()}
     assert len(budgets) == 1  # every stage-1 method trains on the same token budget
-    d = {k: r["decselfmask"] for k, r in recipes.items()}
-    assert d["zero_shot"]["stage1"] is False and d["zero_shot"]["classification"]["train"] is False
-    assert d["sft"]["stage1"] is False
-    assert recipes["continual_pretraining"]["datasets"][0]["type"] == "axolotl_decselfmask.continual_pretraining"
-    assert d["synthetic_labels"]["stage1"] is False and d["synthetic_labels"]["classification"]["pseudo_labels"]["enabled"]
-    assert d["random_masking"]["relevance"]["method"] == "random"
-    assert d["decselfmask"]["relevance"]["method"] == "grad_x_input" and d["decselfmask"]["stage1"] is True
+    assert set(recipes) == set(METHODS)
+    problems = definition_problems(recipes, ignore=("output_dir",))
+    assert not problems, "\n".join(problems)
 
-    def shared(r):  # what must be identical across methods
-        r = copy.deepcopy(r)
-        r.pop("output_dir")
-        r["datasets"][0].pop("type")
-        for k in ("stage1", "probing"):
-            r["decselfmask"].pop(k)
-        r["decselfmask"]["relevance"].pop("method")
-        r["decselfmask"]["classification"].pop("train", None)
-        r["decselfmask"]["classification"].pop("pseudo_labels", None)
-        return r
 
-    reference = shared(recipes["decselfmask"])
-    for name, r in recipes.items():
-        assert shared(r) == reference, name
+def test_random_masking_baseline_reuses_the_relevance_of_decselfmask():
+    """Same relevance (one cache in the shared dataset_prepared_path), other spans."""
+    from types import SimpleNamespace
+
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+    from axolotl_decselfmask.stage1.cache import examples_key, relevance_key
+
+    recipes = _baselines()
+    assert recipes["random_masking"]["dataset_prepared_path"] == recipes["decselfmask"]["dataset_prepared_path"]
+    tok = SimpleNamespace(chat_template=None)
+    cfgs = {m: DecSelfMaskConfig(**recipes[m]["decselfmask"]) for m in ("random_masking", "decselfmask")}
+    rkeys = {m: relevance_key(c, recipes[m]["base_model"], tok, "pool") for m, c in cfgs.items()}
+    assert rkeys["random_masking"] == rkeys["decselfmask"]
+    assert examples_key(cfgs["random_masking"], rkeys["random_masking"]) != examples_key(
+        cfgs["decselfmask"], rkeys["decselfmask"])
 
 
 def test_multi_gpu_recipe_uses_axolotls_deepspeed_config():

@@ -68,11 +68,16 @@ def test_no_long_functions():
 
 
 def _private_uses(path: Path) -> list[str]:
-    """``obj._name`` on objects other than self/cls, and ``sys.modules``."""
+    """``obj._name`` on objects other than self/cls, ``getattr(obj, "_name")``, and ``sys.modules``."""
     tree = ast.parse(path.read_text())
     own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     hits = []
     for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "setattr", "hasattr") and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
+                and node.args[1].value.startswith("_") and not node.args[1].value.startswith("__")):
+            hits.append(f"{node.lineno}: {node.func.id}(..., {node.args[1].value!r})")
         if isinstance(node, ast.Attribute):
             base = node.value.id if isinstance(node.value, ast.Name) else None
             if node.attr == "modules" and base == "sys":

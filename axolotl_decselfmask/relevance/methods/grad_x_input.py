@@ -8,7 +8,7 @@ the prefix per item then carries that to the input embeddings. Only the prefix's
 shared (each item needs its own backward: its own map), so K items cost one forward plus K
 backward passes instead of K of each. The tokens before the text (system turn, template) run
 without autograd: nothing of the text flows through them, so the backward passes skip them.
-The maps are those of scoring each item on its own (tests/test_multi_item.py).
+The maps are those of scoring each item on its own (tests/unit/test_multi_item.py).
 """
 
 from __future__ import annotations

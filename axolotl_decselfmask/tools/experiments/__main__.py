@@ -1,0 +1,8 @@
+"""``python -m axolotl_decselfmask.tools.experiments`` (the same as ``python -m axolotl_decselfmask.experiments``)."""
+
+import sys
+
+from axolotl_decselfmask.tools.experiments.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The data of a grid: every task's fixed stratified test split, a labelled sample per seed, and
+one unlabelled pool per corpus that never holds a test row of any of its tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from axolotl_decselfmask.io.files import atomic_write_jsonl
+from axolotl_decselfmask.tools.experiments.grid import CorpusSpec, Grid, TaskSpec
+
+
+def _read_corpus(c: CorpusSpec, max_chars: int | None) -> list[dict]:
+    from axolotl_decselfmask.io.tables import read_table
+
+    rows = read_table(c.file, f"corpora[{c.name}].file")
+    needed = {c.text_column, *(t.label_column for t in c.tasks)}
+    missing = needed - set(rows[0])
+    if missing:
+        raise SystemExit(f"{c.file}: no column(s) {sorted(missing)} (corpus {c.name}); it has {sorted(rows[0])}")
+    out = []
+    for i, r in enumerate(rows):
+        text = r.get(c.text_column)
+        if not isinstance(text, str) or not text.strip():
+            continue
+        text = " ".join(text.split())
+        out.append({**r, c.text_column: text[:max_chars] if max_chars else text, "_row": i})
+    return out
+
+
+def _label(row: dict, t: TaskSpec) -> str | None:
+    value = row.get(t.label_column)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    value = str(int(value)) if isinstance(value, (bool, np.bool_, int, np.integer)) or (
+        isinstance(value, float) and value.is_integer()) else str(value)
+    if t.positive is None:
+        return value
+    return "yes" if value == str(t.positive) else "no"
+
+
+def _balanced_take(pools: dict[str, list], labels: list[str], n: int) -> dict[str, int]:
+    """How many of each class: as equal as the classes allow."""
+    take = {y: 0 for y in labels}
+    left = min(n, sum(len(v) for v in pools.values()))
+    while left:
+        open_ = [y for y in labels if take[y] < len(pools[y])]
+        for y in open_[:left] if len(open_) > left else open_:
+            take[y] += 1
+            left -= 1
+            if not left:
+                break
+    return take
+
+
+def _proportional_take(pools: dict[str, list], labels: list[str], n: int) -> dict[str, int]:
+    """How many of each class: proportional to the classes (largest remainders)."""
+    total = sum(len(v) for v in pools.values())
+    take = {y: int(np.floor(n * len(pools[y]) / total)) for y in labels}
+    order = sorted(labels, key=lambda y: -(n * len(pools[y]) / total - take[y]))
+    for y in order[: n - sum(take.values())]:
+        take[y] += 1
+    return take
+
+
+def _stratified(indices_by_label: dict[str, list[int]], n: int, rng: np.random.Generator, balanced: bool) -> list[int]:
+    """``n`` indices: proportional to the classes (test) or as equal as the classes allow (labelled)."""
+    labels = sorted(indices_by_label)
+    pools = {y: list(rng.permutation(indices_by_label[y])) for y in labels}
+    take = (_balanced_take if balanced else _proportional_take)(pools, labels, n)
+    chosen = [i for y in labels for i in pools[y][: take[y]]]
+    return sorted(int(i) for i in chosen)
+
+
+def _by_label(rows: list[dict], c: CorpusSpec, t: TaskSpec) -> dict[str, list[int]]:
+    """Row indices of each label of task ``t`` (rows without a label left out)."""
+    by: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if (y := _label(r, t)) is not None:
+            by.setdefault(y, []).append(i)
+    if t.positive is None:
+        by = {y: v for y, v in by.items() if len(v) >= t.min_class_rows}
+    if len(by) < 2:
+        raise SystemExit(f"{c.file}: task {t.name} has fewer than 2 classes in column {t.label_column}")
+    if t.positive is not None and "yes" not in by:
+        raise SystemExit(f"{c.file}: task {t.name}: no row has {t.label_column} == {t.positive!r}")
+    return by
+
+
+def _write_rows(path: Path, rows: list[dict], picked: list[int], text: str, y_of: dict | None = None) -> None:
+    atomic_write_jsonl(path, [{"text": rows[i][text], **({"label": y_of[i]} if y_of is not None else {}),
+                               "row": rows[i]["_row"]} for i in picked])
+
+
+def _write_task(grid: Grid, folder: Path, rows: list[dict], text: str, t: TaskSpec, split: dict,
+                test_union: set) -> dict:
+    """The test split and the labelled sample of every seed of one task; returns their description."""
+    y_of = {i: y for y, v in split["by"].items() for i in v}
+    _write_rows(folder / f"test-{t.name}.jsonl", rows, split["test"], text, y_of)
+    trainable = {y: [i for i in v if i not in test_union] for y, v in split["by"].items()}
+    seeds = {}
+    for seed in grid.seeds:
+        pick = _stratified(trainable, grid.labelled_per_task, np.random.default_rng([grid.split_seed, seed]),
+                           balanced=True)
+        seeds[seed] = str(folder / f"train-{t.name}-seed{seed}.jsonl")
+        _write_rows(Path(seeds[seed]), rows, pick, text, y_of)
+    return {
+        "labels": split["labels"], "test": str(folder / f"test-{t.name}.jsonl"), "n_test": len(split["test"]),
+        "train": seeds, "question": t.question,
+        "items": t.items or ([t.positive] if t.positive is not None else split["labels"]),
+    }
+
+
+def _write_corpus(grid: Grid, c: CorpusSpec, out: Path) -> dict:
+    folder = out / "data" / c.name
+    rows = _read_corpus(c, grid.max_text_chars)
+    rng = np.random.default_rng(grid.split_seed)
+    splits, test_union = {}, set()
+    for t in c.tasks:
+        by = _by_label(rows, c, t)
+        test = _stratified(by, grid.test_per_task, rng, balanced=False)
+        test_union |= set(test)
+        splits[t.name] = {"by": by, "test": test, "labels": sorted(by)}
+    pool = [int(i) for i in rng.permutation(len(rows)) if i not in test_union][: grid.pool_size]
+    _write_rows(folder / "pool.jsonl", rows, pool, c.text_column)
+    info = {"pool": str(folder / "pool.jsonl"), "n_pool": len(pool), "n_rows": len(rows), "tasks": {}}
+    for t in c.tasks:
+        info["tasks"][t.name] = _write_task(grid, folder, rows, c.text_column, t, splits[t.name], test_union)
+    return info
+
+
+def build_data(grid: Grid, out: Path) -> dict:
+    """Write every corpus' test splits, labelled samples and pool; returns their description."""
+    return {c.name: _write_corpus(grid, c, out) for c in grid.corpora}

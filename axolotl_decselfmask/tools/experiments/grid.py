@@ -1,0 +1,101 @@
+"""The grid file: its schema (unknown keys are errors that name the key) and :func:`load_grid`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from axolotl_decselfmask.tools.experiments.methods import METHOD_NAMES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskSpec(_Strict):
+    name: str = Field(min_length=1, description="Task name (unique within the corpus).")
+    label_column: str = Field(description="Column of the corpus holding the label.")
+    positive: str | int | None = Field(
+        default=None,
+        description="One-vs-rest: rows whose label equals this are 'yes', the others 'no'. Omit for multi-class.",
+    )
+    min_class_rows: int = Field(default=1, ge=1, description="Multi-class: drop classes with fewer rows.")
+    question: str = Field(min_length=1, description="The classification question asked after the text.")
+    items: list[str] = Field(
+        default_factory=list,
+        description="Relevance items of this task. Default: its labels (multi-class) or `positive`.",
+    )
+
+
+class CorpusSpec(_Strict):
+    name: str = Field(min_length=1)
+    file: str = Field(description="The corpus table (csv, csv.gz, jsonl, parquet).")
+    text_column: str = "text"
+    lead_in: str | None = Field(default=None, description="Relevance lead-in for this corpus.")
+    tasks: list[TaskSpec] = Field(min_length=1)
+
+
+class Grid(_Strict):
+    """An experiment grid (the YAML file given to ``run``)."""
+
+    model: str = Field(description="base_model of every run (a local folder).")
+    methods: list[Literal[METHOD_NAMES]] = Field(default_factory=lambda: list(METHOD_NAMES))
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    labelled_per_task: int = Field(default=32, ge=2, description="Labelled examples per task (balanced over classes).")
+    test_per_task: int = Field(default=100, ge=2, description="Rows of each task's fixed stratified test split.")
+    pool_size: int = Field(default=200, ge=1, description="Unlabelled texts per corpus (never a test row).")
+    stage1_token_budget: int = Field(default=20000, ge=1, description="Tokens every stage-1 method trains on.")
+    pseudo_label_texts: int = Field(default=64, ge=1, description="synthetic_labels: pool texts the SFT model labels.")
+    probing: bool = Field(default=True, description="Probe the base model (sft runs) and each stage-1 model.")
+    share_stage1_across_seeds: bool = Field(
+        default=True,
+        description=(
+            "true: one Axolotl run per corpus and method, whose stage 1 (seed of the first seed) serves every "
+            "seed's stage 2; seeds then vary the labelled sample and stage 2 only. false: one run per seed."
+        ),
+    )
+    split_seed: int = Field(default=1234, description="Seed of the test splits and the pool (fixed across runs).")
+    max_text_chars: int | None = Field(default=None, ge=100, description="Cut texts to this many characters.")
+    recipe: dict[str, Any] = Field(default_factory=dict, description="Axolotl keys that override the runner's recipe.")
+    decselfmask: dict[str, Any] = Field(default_factory=dict, description="Overrides of the decselfmask: block.")
+    corpora: list[CorpusSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "Grid":
+        names = [c.name for c in self.corpora]
+        if len(set(names)) != len(names):
+            raise ValueError(f"corpora: names must be distinct, got {names}")
+        for c in self.corpora:
+            tasks = [t.name for t in c.tasks]
+            if len(set(tasks)) != len(tasks):
+                raise ValueError(f"corpora[{c.name}].tasks: names must be distinct, got {tasks}")
+        return self
+
+
+def load_grid(path: str | Path) -> Grid:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such grid file")
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        grid = Grid(**raw)
+    except Exception as err:  # pydantic's message names the key
+        raise SystemExit(f"{path}: invalid grid:\n{err}") from None
+    base = path.parent
+    grid.model = _resolve(grid.model, base)
+    for c in grid.corpora:
+        c.file = _resolve(c.file, base)
+        if not Path(c.file).exists():
+            raise SystemExit(f"{path}: corpora[{c.name}].file {c.file} does not exist")
+    return grid
+
+
+def _resolve(p: str, base: Path) -> str:
+    """Paths in a grid are relative to the current folder, or else to the grid file's folder."""
+    if Path(p).is_absolute() or Path(p).exists():
+        return str(Path(p).resolve())
+    return str((base / p).resolve())

@@ -1,0 +1,187 @@
+"""The methods of the comparison, defined once: each is the recipe keys that make it that method.
+
+The runner applies these keys over its common recipe (:func:`apply_method`), and the tests check
+that every ``recipes/baselines/llama-3.2-1b-<method>.yml`` sets exactly them
+(:func:`definition_problems`): everything else is the same in all of them.
+
+A key is a dotted path into an Axolotl recipe; a number is a list index (``datasets.0.type``: the
+type of the first dataset). A dict value names a block: these settings, next to any of the block's
+own (the pseudo-label thresholds, the pool to label), which are then the method's too.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Method:
+    description: str
+    keys: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stage1(self) -> bool:
+        return bool(self.keys["decselfmask.stage1"])
+
+
+METHODS: dict[str, Method] = {
+    "zero_shot": Method(
+        "no stage 1 and no stage-2 training: the base model answers the test texts as it is",
+        {"decselfmask.stage1": False, "decselfmask.classification.train": False, "decselfmask.probing.enabled": False},
+    ),
+    "sft": Method(
+        "no stage 1; stage 2 fine-tunes the base model on the few labels (the paper's baseline)",
+        {"decselfmask.stage1": False, "decselfmask.probing.enabled": True},
+    ),
+    "continual_pretraining": Method(
+        "stage 1 is next-token prediction on the raw unlabelled texts; then stage 2",
+        {"decselfmask.stage1": True, "datasets.0.type": "axolotl_decselfmask.continual_pretraining",
+         "decselfmask.probing.enabled": True},
+    ),
+    "synthetic_labels": Method(
+        "no stage 1; the stage-2 model labels the pool, its confident pseudo-labels join the gold ones, stage 2 again",
+        {"decselfmask.stage1": False, "decselfmask.classification.pseudo_labels": {"enabled": True},
+         "decselfmask.probing.enabled": False},
+    ),
+    "random_masking": Method(
+        "stage 1 reconstructs spans at random places, of the relevance spans' count and lengths (the same "
+        "relevance as decselfmask, so its cache is shared); then stage 2",
+        {"decselfmask.stage1": True, "decselfmask.spans.selector": "random", "decselfmask.probing.enabled": True},
+    ),
+    "decselfmask": Method(
+        "stage 1 reconstructs the self-relevant spans (the defaults); then stage 2",
+        {"decselfmask.stage1": True, "decselfmask.probing.enabled": True},
+    ),
+}
+METHOD_NAMES = tuple(METHODS)
+STAGE1_METHODS = tuple(name for name, m in METHODS.items() if m.stage1)
+BASELINE = "sft"
+
+ABSENT = object()  # the value of a key a recipe does not have
+
+
+def _step(node, part: str):
+    if isinstance(node, list) and part.isdigit():
+        return node[int(part)] if int(part) < len(node) else ABSENT
+    return node.get(part, ABSENT) if isinstance(node, dict) else ABSENT
+
+
+def get_key(recipe: dict, key: str):
+    """The value at a dotted ``key`` of ``recipe``, or :data:`ABSENT`."""
+    node = recipe
+    for part in key.split("."):
+        node = _step(node, part)
+        if node is ABSENT:
+            return ABSENT
+    return node
+
+
+def set_key(recipe: dict, key: str, value) -> None:
+    """Set a dotted ``key`` (its blocks made as needed); a dict value is merged into the block there."""
+    *parents, last = key.split(".")
+    node = recipe
+    for part in parents:
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(last)] = copy.deepcopy(value)
+    elif isinstance(value, dict) and isinstance(node.get(last), dict):
+        node[last].update(copy.deepcopy(value))
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def drop_key(recipe: dict, key: str) -> None:
+    *parents, last = key.split(".")
+    node = get_key(recipe, ".".join(parents)) if parents else recipe
+    if isinstance(node, dict):
+        node.pop(last, None)
+
+
+def apply_method(recipe: dict, method: str) -> dict:
+    """``recipe`` (not changed) with the keys of ``method`` set."""
+    out = copy.deepcopy(recipe)
+    for key, value in METHODS[method].keys.items():
+        set_key(out, key, value)
+    return out
+
+
+def matches(value, wanted) -> bool:
+    """A recipe's value against a definition's: equal, or for a block, holding the wanted settings."""
+    if isinstance(wanted, dict):
+        return isinstance(value, dict) and all(k in value and matches(value[k], v) for k, v in wanted.items())
+    return value is not ABSENT and value == wanted and type(value) is type(wanted)
+
+
+def _flat(value, prefix: str = "") -> dict[str, Any]:
+    """Leaf values by dotted path (an empty block is no leaf: the same as an absent one)."""
+    if isinstance(value, dict):
+        return {k: v for key, sub in value.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    if isinstance(value, list) and value:
+        return {k: v for i, sub in enumerate(value) for k, v in _flat(sub, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def _shown(value) -> str:
+    return "(absent)" if value is ABSENT else repr(value)
+
+
+def method_keys() -> list[str]:
+    """Every key that defines some method, in order."""
+    return list(dict.fromkeys(key for m in METHODS.values() for key in m.keys))
+
+
+def definition_problems(recipes: dict[str, dict], ignore: tuple[str, ...] = ()) -> list[str]:
+    """Why ``recipes`` (method -> recipe) are not exactly the methods of :data:`METHODS`, or [].
+
+    Each recipe must have its method's keys; a key that defines some methods must hold one and the
+    same other value in the rest; and outside those keys (and ``ignore``, e.g. ``output_dir``)
+    every recipe must be the same.
+    """
+    problems = [f"{m}: not a method of METHODS {list(METHODS)}" for m in recipes if m not in METHODS]
+    known = {m: r for m, r in recipes.items() if m in METHODS}
+    return problems + _own_keys(known) + _keys_of_others(known) + _rest(known, ignore)
+
+
+def _own_keys(recipes: dict[str, dict]) -> list[str]:
+    return [f"{m}: {key} is {_shown(get_key(r, key))}; METHODS says {wanted!r}"
+            for m, r in recipes.items() for key, wanted in METHODS[m].keys.items()
+            if not matches(get_key(r, key), wanted)]
+
+
+def _keys_of_others(recipes: dict[str, dict]) -> list[str]:
+    problems = []
+    for key in method_keys():
+        setters = [m for m in recipes if key in METHODS[m].keys]
+        others = {m: get_key(r, key) for m, r in recipes.items() if m not in setters}
+        first = next(iter(others.values()), ABSENT)
+        if any(v != first for v in others.values()):
+            shown = ", ".join(f"{m}: {_shown(v)}" for m, v in others.items())
+            problems.append(f"{key} defines {setters}; the other methods must agree on it, but have {shown}")
+        for s in setters:
+            problems += [f"{m}: {key} is {_shown(v)}, the value that defines {s}"
+                         for m, v in others.items() if matches(v, METHODS[s].keys[key])]
+    return problems
+
+
+def _rest(recipes: dict[str, dict], ignore: tuple[str, ...]) -> list[str]:
+    stripped = {}
+    for m, r in recipes.items():
+        r = copy.deepcopy(r)
+        for key in (*method_keys(), *ignore):
+            drop_key(r, key)
+        stripped[m] = _flat(r)
+    if not stripped:
+        return []
+    name = "decselfmask" if "decselfmask" in stripped else next(iter(stripped))
+    ref = stripped[name]
+    problems = []
+    for m, flat in stripped.items():
+        diff = sorted(k for k in set(flat) | set(ref) if flat.get(k, ABSENT) != ref.get(k, ABSENT))
+        if diff:
+            problems.append(f"{m}: differs from {name} outside the method keys, at {diff}")
+    return problems

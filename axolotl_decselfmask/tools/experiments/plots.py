@@ -1,0 +1,70 @@
+"""The plots of a grid: ``methods.png`` (mean over seeds, std, the seeds) and
+``tasks_decselfmask_vs_sft.png`` (one dot per task)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from axolotl_decselfmask.tools.experiments.methods import BASELINE
+from axolotl_decselfmask.tools.experiments.results import summarise
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
+def _methods_plot(plt, rows: list[dict], s: dict, out: Path) -> None:
+    methods = s["methods"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    means = [s["summary"][m]["mean"] for m in methods]
+    stds = [s["summary"][m]["std"] for m in methods]
+    colors = ["#c44e52" if m == "decselfmask" else "#4c72b0" if m == BASELINE else "#8c8c8c" for m in methods]
+    ax.bar(range(len(methods)), means, yerr=stds, capsize=4, color=colors)
+    for i, m in enumerate(methods):  # the seeds themselves
+        seeds = sorted({r["seed"] for r in rows if r["method"] == m})
+        vals = [np.mean([r["macro_f1"] for r in rows if r["method"] == m and r["seed"] == sd]) for sd in seeds]
+        ax.scatter([i] * len(vals), vals, color="black", s=10, zorder=3)
+    ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right")
+    ax.set_ylabel("Macro F1 (mean over tasks)")
+    ax.set_title("Methods: mean over seeds, bar = std, dots = seeds")
+    fig.tight_layout()
+    _save(fig, out / "methods.png")
+    plt.close(fig)
+
+
+def _tasks_plot(plt, s: dict, out: Path) -> None:
+    pts = [(s["per_task"][(c, t, BASELINE)], s["per_task"][(c, t, "decselfmask")], c)
+           for c, t in s["tasks"] if (c, t, BASELINE) in s["per_task"] and (c, t, "decselfmask") in s["per_task"]]
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    for corpus in sorted({p[2] for p in pts}):
+        xs = [p[0] for p in pts if p[2] == corpus]
+        ys = [p[1] for p in pts if p[2] == corpus]
+        ax.scatter(xs, ys, label=corpus, s=28)
+    hi = max([max(p[0], p[1]) for p in pts] + [0.1]) * 1.05
+    ax.plot([0, hi], [0, hi], color="gray", linewidth=1, linestyle="--")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("sft Macro F1")
+    ax.set_ylabel("decselfmask Macro F1")
+    ax.set_title("Per task, mean over seeds\n(above the line: DecSelfMask wins)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, out / "tasks_decselfmask_vs_sft.png")
+    plt.close(fig)
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = summarise(rows)
+    _methods_plot(plt, rows, s, out)
+    if BASELINE in s["methods"] and "decselfmask" in s["methods"]:
+        _tasks_plot(plt, s, out)

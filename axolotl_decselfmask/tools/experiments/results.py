@@ -1,0 +1,88 @@
+"""The results of finished runs: their done records, the rows of ``results.csv``, and the
+statistics over seeds that the report and the plots show."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from axolotl_decselfmask.io.files import atomic_write_text, fingerprint, read_json
+from axolotl_decselfmask.tools.experiments.grid import Grid
+from axolotl_decselfmask.tools.experiments.methods import METHODS
+
+DONE_FILE = "done.json"
+COLUMNS = ["corpus", "task", "method", "seed", "macro_f1", "accuracy", "probe_macro_f1", "n_train", "n_pseudo",
+           "n_test", "n_labels", "stage1_tokens", "run_seconds"]
+
+
+def done_record(run: dict) -> dict | None:
+    """The done record of a run that finished with its present recipe, else None."""
+    record = read_json(run["dir"] / DONE_FILE)
+    if isinstance(record, dict) and record.get("recipe_key") == fingerprint(run["recipe"]):
+        return record
+    return None
+
+
+def _rows_of(grid: Grid, run: dict, record: dict) -> list[dict]:
+    rows = []
+    for task_seed, m in sorted(record["metrics"].get("tasks", {}).items()):
+        task, _, seed = task_seed.rpartition("@seed")
+        seeds = grid.seeds if run["method"] == "zero_shot" else [int(seed)]
+        rows += [{
+            "corpus": run["corpus"], "task": task, "method": run["method"], "seed": seed,
+            "macro_f1": round(m["macro_f1"], 4), "accuracy": round(m["accuracy"], 4),
+            "probe_macro_f1": round(m["probe_macro_f1"], 4) if "probe_macro_f1" in m else "",
+            "n_train": m.get("n_train", ""), "n_pseudo": m.get("n_pseudo", ""), "n_test": m["n_test"],
+            "n_labels": len(m.get("labels") or []),
+            "stage1_tokens": record.get("stage1_tokens") or "",
+            "run_seconds": record["seconds"],
+        } for seed in seeds]
+    return rows
+
+
+def collect(grid: Grid, runs: list[dict]) -> list[dict]:
+    """One row per corpus x task x method x seed of the finished runs."""
+    rows = []
+    for run in runs:
+        record = done_record(run)
+        if record:
+            rows += _rows_of(grid, run, record)
+    return rows
+
+
+def write_csv(out: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+
+
+def _mean_std(values) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per method: mean and std over seeds of the mean Macro F1 over tasks; per task means."""
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    per_seed: dict[str, dict[int, list[float]]] = {}
+    per_task: dict[tuple, list[float]] = {}
+    probe: dict[str, list[float]] = {}
+    for r in rows:
+        per_seed.setdefault(r["method"], {}).setdefault(r["seed"], []).append(r["macro_f1"])
+        per_task.setdefault((r["corpus"], r["task"], r["method"]), []).append(r["macro_f1"])
+        if r["probe_macro_f1"] != "":
+            probe.setdefault(r["method"], []).append(r["probe_macro_f1"])
+    summary = {}
+    for m in methods:
+        seed_means = [float(np.mean(v)) for _, v in sorted(per_seed[m].items())]
+        mean, std = _mean_std(seed_means)
+        summary[m] = {"mean": mean, "std": std, "n_seeds": len(seed_means),
+                      "probe": float(np.mean(probe[m])) if m in probe else None}
+    tasks = sorted({(c, t) for c, t, _ in per_task})
+    return {"methods": methods, "summary": summary, "tasks": tasks,
+            "per_task": {k: float(np.mean(v)) for k, v in per_task.items()}}

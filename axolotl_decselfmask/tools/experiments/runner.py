@@ -1,0 +1,118 @@
+"""Running a grid: the plan of runs, each run through an ``axolotl train`` subprocess (its output
+in ``run.log``), and ``done.json`` written last so that a finished run is not run again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from axolotl_decselfmask.io.files import atomic_write_json, atomic_write_text, fingerprint, read_json
+from axolotl_decselfmask.stage1.budget import STATS_FILE
+from axolotl_decselfmask.tools.experiments.data import build_data
+from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
+from axolotl_decselfmask.tools.experiments.recipes import run_recipe, yaml_dump
+from axolotl_decselfmask.tools.experiments.report import write_results
+from axolotl_decselfmask.tools.experiments.results import DONE_FILE, collect, done_record
+
+
+def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
+    runs = []
+    seed_groups = [list(grid.seeds)] if grid.share_stage1_across_seeds else [[s] for s in grid.seeds]
+    for c in grid.corpora:
+        for method in grid.methods:
+            # zero-shot trains nothing and its test split is fixed: one evaluation serves every seed
+            for seeds in ([[grid.seeds[0]]] if method == "zero_shot" else seed_groups):
+                name = method if grid.share_stage1_across_seeds else f"{method}-seed{seeds[0]}"
+                run_dir = out / "runs" / c.name / name
+                runs.append({"corpus": c.name, "method": method, "seeds": seeds, "dir": run_dir,
+                             "recipe": run_recipe(grid, c, data[c.name], method, seeds, run_dir)})
+    return runs
+
+
+def _environment() -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               AXOLOTL_DO_NOT_TRACK="1", TOKENIZERS_PARALLELISM="false")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def execute(run: dict, log_progress=print) -> dict:
+    """``axolotl train`` of one run (its output in ``run.log``); returns the done record."""
+    run_dir: Path = run["dir"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe_path = run_dir / "recipe.yml"
+    atomic_write_text(recipe_path, yaml_dump(run["recipe"]))
+    (run_dir / "output" / "metrics.json").unlink(missing_ok=True)  # a finished run writes it anew
+    axolotl = Path(sys.executable).parent / "axolotl"
+    command = [str(axolotl) if axolotl.exists() else "axolotl", "train", str(recipe_path)]
+    start = time.time()
+    with open(run_dir / "run.log", "w") as log:
+        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=_environment())
+    seconds = time.time() - start
+    metrics = read_json(run_dir / "output" / "metrics.json")
+    if proc.returncode != 0 or not isinstance(metrics, dict):
+        tail = (run_dir / "run.log").read_text(errors="replace").splitlines()[-25:]
+        raise RuntimeError(f"run {run_dir} failed (exit {proc.returncode}); last lines of {run_dir / 'run.log'}:\n"
+                           + "\n".join(tail))
+    stage1 = read_json(run_dir / "output" / STATS_FILE) or {}
+    record = {"recipe_key": fingerprint(run["recipe"]), "seconds": round(seconds, 1), "command": command,
+              "stage1_tokens": stage1.get("tokens"), "stage1_examples": stage1.get("examples"),
+              "stage1_supervised_tokens": stage1.get("supervised_tokens"), "metrics": metrics}
+    atomic_write_json(run_dir / DONE_FILE, record)
+    return record
+
+
+def _write_recipes(todo: list[dict]) -> None:
+    """A dry run: every recipe written, nothing run."""
+    for r in todo:
+        r["dir"].mkdir(parents=True, exist_ok=True)
+        atomic_write_text(r["dir"] / "recipe.yml", yaml_dump(r["recipe"]))
+        print(f"  would run: axolotl train {r['dir'] / 'recipe.yml'}")
+
+
+def _execute_all(grid: Grid, runs: list[dict], todo: list[dict], out_dir: Path, start: float) -> list[str]:
+    """Run ``todo`` in order, the results rewritten after each; returns the failures."""
+    from tqdm.auto import tqdm
+
+    failed = []
+    bar = tqdm(todo, desc="experiments", unit="run")
+    for run in bar:
+        bar.set_postfix_str(f"{run['corpus']}/{run['method']}")
+        try:
+            record = execute(run)
+            tqdm.write(f"  {run['corpus']}/{run['dir'].name}: {record['seconds'] / 60:.1f} min, "
+                       f"mean Macro F1 {record['metrics'].get('macro_f1_mean', float('nan')):.4f}")
+        except RuntimeError as err:
+            failed.append(str(err))
+            tqdm.write(str(err))
+        write_results(out_dir, collect(grid, runs), grid, time.time() - start)
+    return failed
+
+
+def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run: bool = False) -> list[dict]:
+    grid = load_grid(grid_path)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    data = build_data(grid, out_dir)
+    atomic_write_json(out_dir / "data" / "splits.json", data)
+    runs = plan(grid, out_dir, data)
+    if methods:
+        runs = [r for r in runs if r["method"] in methods]
+    todo = [r for r in runs if not done_record(r)]
+    print(f"experiments: {len(runs)} runs ({len(runs) - len(todo)} already done), "
+          f"{sum(len(c.tasks) for c in grid.corpora)} tasks, seeds {grid.seeds}, into {out_dir}")
+    if dry_run:
+        _write_recipes(todo)
+        return []
+    failed = _execute_all(grid, runs, todo, out_dir, start)
+    rows = collect(grid, runs)
+    write_results(out_dir, rows, grid, time.time() - start)
+    print(f"experiments: {len(rows)} result rows in {out_dir / 'results.csv'}, summary in {out_dir / 'results.md'}")
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed; see their run.log. The others are kept; run again to retry.")
+    return rows
