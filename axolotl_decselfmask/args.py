@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from axolotl_decselfmask.io.files import safe_filename
+
 DEFAULT_LEAD_IN = "Which clinical finding does the text above describe?"
 DEFAULT_MASK_SYSTEM = "Fill in the masked part of the following text."
 DEFAULT_CLASSIFY_SYSTEM = "Answer with one of the options."
@@ -63,7 +65,8 @@ class RelevanceConfig(_Strict):
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
-        description="auto: bfloat16 when the recipe sets bf16: true or on a GPU that supports it, float32 otherwise.",
+        description=("auto: the recipe's bf16 as the plugin resolved it (bfloat16 on a GPU with bf16 or a CPU with "
+                     "native bf16, such as AMX; float32 elsewhere)."),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: cuda when available."
@@ -225,6 +228,14 @@ class ClassificationConfig(_Strict):
         default=None, ge=16, description="Token limit of a classification prompt. Default: sequence_len."
     )
     eval_batch_size: int = Field(default=8, ge=1)
+    option_chunk: int = Field(
+        default=8, ge=1,
+        description=(
+            "Evaluation: label options scored together per text. Each option gets its own copy of the "
+            "prompt's key/value cache, so memory grows with this (times eval_batch_size), not with the "
+            "number of labels; the scores are the same for any value."
+        ),
+    )
     max_test_examples: int | None = Field(default=None, ge=1, description="Evaluate on the first n test rows only.")
     pseudo_labels: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
 
@@ -313,6 +324,19 @@ class DecSelfMaskConfig(_Strict):
         names = [t.task for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"decselfmask.tasks: task names must be distinct, got {names}")
+        files: dict[str, str] = {}
+        for name in names:
+            # compared without case: one file on macOS and Windows file systems
+            other = files.setdefault(safe_filename(name).casefold(), name)
+            if other != name:
+                a, b = safe_filename(other), safe_filename(name)
+                same = (f"both become the file name {a!r}" if a == b else
+                        f"become the file names {a!r} and {b!r}, one file where case is ignored (macOS, Windows)")
+                raise ValueError(
+                    f"decselfmask.tasks: task names {other!r} and {name!r} {same}, so their predictions and "
+                    "stage-2 folders would overwrite each other (file names keep letters, digits, '-' and '_'); "
+                    "rename one of them"
+                )
         for n, task in enumerate(self.task_configs()):
             if task.labels and len(task.labels) < 2:
                 raise ValueError(f"decselfmask.tasks[{n}].labels needs at least 2 options")

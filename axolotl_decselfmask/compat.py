@@ -8,6 +8,8 @@ public APIs only (``tests/unit/test_layout.py`` checks it).
 
 from __future__ import annotations
 
+import sys
+
 # ------------------------------------------------------------------------- transformers 5.16
 
 def attn_implementation(model) -> str:
@@ -68,3 +70,23 @@ def load_trainer_checkpoint(trainer, checkpoint: str) -> None:
     (``Trainer._load_from_checkpoint``, transformers 5.16; ``train(resume_from_checkpoint=...)``
     would also take a step)."""
     trainer._load_from_checkpoint(checkpoint)
+
+
+# ------------------------------------------------------------------------------ axolotl 0.19.0
+
+def install_cli_excepthook() -> None:
+    """Print the plugin's errors as one line at the end of an ``axolotl`` command
+    (:mod:`axolotl_decselfmask.errors`).
+
+    Axolotl 0.19.0 has no error hook for plugins, but none of its commands catches an exception:
+    ``axolotl preprocess`` runs in the ``axolotl`` process (click, ``axolotl.cli.main``), and
+    ``axolotl train`` in the process that ``accelerate launch -m axolotl.cli.train`` starts
+    (``fire.Fire``); the exception reaches ``sys.excepthook`` of that process, and the plugins'
+    ``register()`` runs in it (``axolotl.cli.config.load_cfg``) before anything else of the run
+    can fail. Telemetry's ``send_errors`` re-raises. (Under ``accelerate launch`` the launcher
+    then reports the child's exit status with its own, short traceback.)
+    """
+    from axolotl_decselfmask import errors
+
+    if sys.excepthook is not errors.excepthook:
+        errors.install()

@@ -13,6 +13,7 @@ from pathlib import Path
 from axolotl.integrations.base import BasePlugin
 
 from axolotl_decselfmask.args import DecSelfMaskConfig, plugin_config
+from axolotl_decselfmask.compat import install_cli_excepthook
 from axolotl_decselfmask.hardware import (
     apply_threads,
     log_line,
@@ -20,7 +21,8 @@ from axolotl_decselfmask.hardware import (
     slow_bf16_warning,
 )
 from axolotl_decselfmask.io.distributed import is_main_process
-from axolotl_decselfmask.io.files import fingerprint, safe_filename
+from axolotl_decselfmask.io.files import file_sha256, fingerprint, safe_filename
+from axolotl_decselfmask.io.recipe import check_model_paths, launcher_warning
 from axolotl_decselfmask.io.tables import check_pool_file, dataset_text_column
 from axolotl_decselfmask.stage1.checkpoints import (
     STAGE1_MARKER,
@@ -32,7 +34,7 @@ from axolotl_decselfmask.stage1.checkpoints import (
 )
 from axolotl_decselfmask.stage1.pool import MASKED_RECONSTRUCTION_TYPE as DATASET_TYPE
 from axolotl_decselfmask.stage1.pool import POOL_TYPES
-from axolotl_decselfmask.stage2.data import load_task_data
+from axolotl_decselfmask.stage2.data import load_task_data, text_budget
 from axolotl_decselfmask.stage2.metrics import forget_task
 from axolotl_decselfmask.stage2.run import run_stage2
 from axolotl_decselfmask.version import __version__
@@ -64,7 +66,18 @@ class DecSelfMaskPlugin(BasePlugin):
         return "axolotl_decselfmask.args.DecSelfMaskArgs"
 
     def register(self, cfg: dict):
-        """Runs on the raw recipe, before validation (once in each process)."""
+        """Runs on the raw recipe, before validation (once in each process).
+
+        When Axolotl runs a command (``load_cfg`` has set ``axolotl_config_path``), the plugin's
+        errors are set to end the command in one line, and the model folders are checked; a
+        recipe validated on its own (tests, the comparison runner) is not looked up on disk.
+        """
+        if cfg.get("axolotl_config_path"):
+            install_cli_excepthook()
+            check_model_paths(cfg)
+            warning = launcher_warning()
+            if warning:
+                LOG.warning(warning)
         block = cfg.get("decselfmask")
         if block is None:
             cfg["decselfmask"] = block = {}
@@ -87,6 +100,8 @@ class DecSelfMaskPlugin(BasePlugin):
                 # what stage 1's data depends on (not stage 2's or probing's settings)
                 settings = config.model_dump(exclude={"classification", "tasks", "probing", "cpu_threads"})
                 settings["task_items"] = config.task_items()
+                # the pool's texts are checked against (or cleaned of) the test texts
+                settings["test_files"] = _test_file_ids(config)
             except Exception:  # noqa: BLE001 - Axolotl's validation reports it next
                 settings = dict(block)
             key = fingerprint(__version__, settings)
@@ -102,10 +117,13 @@ class DecSelfMaskPlugin(BasePlugin):
         """Check every input file before any model work; serve a placeholder when stage 1 is off."""
         config = plugin_config(cfg)
         if config.classification.enabled:
+            tokenizer = None
             for task in config.task_configs():
                 data = load_task_data(task)
                 LOG.info("decselfmask [%s]: %s; labels %s", task.task, data.train.report.summary(task.train_file),
                          data.labels)
+                tokenizer = tokenizer or _prompt_tokenizer(cfg, config)
+                text_budget(tokenizer, task, data.labels, task.max_length or cfg.sequence_len)  # before stage 1
         if config.stage1:
             for n, entry in enumerate(cfg.get("datasets") or []):
                 if entry.get("type") in OUR_TYPES:
@@ -191,6 +209,33 @@ def _set_up_machine(cfg: dict, block: dict) -> None:
     setting = block.get("cpu_threads", "auto")
     threads, why = apply_threads(setting if setting == "auto" or isinstance(setting, int) else "auto")
     LOG.info(log_line(precision, threads, why))
+
+
+def _test_file_ids(config: DecSelfMaskConfig) -> list:
+    """Each task's test file by content (a folder by its path), with the text column compared."""
+    if not config.classification.enabled:
+        return []
+    ids: dict[str, str] = {}
+    out = []
+    for c in config.task_configs():
+        if c.test_file:
+            path = Path(c.test_file)
+            if c.test_file not in ids:
+                ids[c.test_file] = file_sha256(path) if path.is_file() else c.test_file
+            out.append([ids[c.test_file], c.text_column])
+    return out
+
+
+def _prompt_tokenizer(cfg, config: DecSelfMaskConfig):
+    """The recipe's tokenizer as Axolotl loads it (chat_template, special tokens), with the
+    plugin's fallback template: the classification prompt's length is measured with it."""
+    from axolotl.loaders import load_tokenizer
+
+    from axolotl_decselfmask.prompts import ensure_chat_template
+
+    tokenizer = load_tokenizer(cfg)
+    ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
+    return tokenizer
 
 
 def _barrier():

@@ -66,7 +66,7 @@ def model_summary(model) -> dict:
             "lora_layers": len(lora), "lora_target_suffixes": sorted({n.rsplit(".", 1)[-1] for n in lora}),
             "lora_dropout": dropouts, "trainable_params": trainable,
             "gradient_checkpointing": getattr(base, "is_gradient_checkpointing", None),
-            "input_requires_grad_hook": any(getattr(base, "_require_grads_hook", None) is not None for _ in [0]),
+            "input_requires_grad_hook": getattr(base, "_require_grads_hook", None) is not None,
             "torch_threads": torch.get_num_threads()}
 
 
@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--json", help="write the numbers here")
+    p.add_argument("--out", default="benchmarks/results/profile_stage1_step.txt", help="the printed report ('' = none)")
     a = p.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -92,6 +93,13 @@ def main(argv=None) -> int:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, TrainerCallback
 
+    report: list[str] = []
+
+    def say(*parts):
+        line = " ".join(str(x) for x in parts)
+        print(line, flush=True)
+        report.append(line)
+
     work = ROOT / a.workdir
     recipe = work / a.recipe
     cfg = load_cfg(str(recipe), max_steps=a.steps, output_dir=str(work / "out_profile"))
@@ -103,15 +111,14 @@ def main(argv=None) -> int:
         meta = None
     meta = meta or load_datasets(cfg=cfg, cli_args=TrainerCliArgs())
     trainer, model, tokenizer, _, _ = setup_model_and_trainer(cfg, meta)
-    print("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"), "torch threads", torch.get_num_threads())
-    print("TrainingArguments (speed-relevant):", json.dumps(training_args_summary(trainer.args), default=str))
+    say("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"), "torch threads", torch.get_num_threads())
+    say("TrainingArguments (speed-relevant):", json.dumps(training_args_summary(trainer.args), default=str))
     coll = trainer.data_collator
-    print("collator:", type(coll).__name__, {k: getattr(coll, k, None) for k in ("padding", "pad_to_multiple_of",
+    say("collator:", type(coll).__name__, {k: getattr(coll, k, None) for k in ("padding", "pad_to_multiple_of",
                                                                                  "label_pad_token_id")})
-    print("model:", json.dumps(model_summary(model), default=str))
-    print("trainer class:", type(trainer).__name__, "loss fn:", getattr(getattr(model, "get_base_model", lambda: model)(),
-                                                                         "loss_function", None))
-    print("callbacks:", [type(c).__name__ for c in trainer.callback_handler.callbacks])
+    say("model:", json.dumps(model_summary(model), default=str))
+    say("trainer class:", type(trainer).__name__, "loss:", getattr(model.get_base_model().loss_function, "__name__", "?"))
+    say("callbacks:", [type(c).__name__ for c in trainer.callback_handler.callbacks])
 
     # the batches Axolotl trains on (collated by its collator) and the same rows padded to longest
     dl = trainer.get_train_dataloader()
@@ -128,7 +135,7 @@ def main(argv=None) -> int:
     assert tokenizer.padding_side == "right" or all(bool(b["attention_mask"][:, 0].all()) for b in axo_batches)
     long_batches = [unpad(b) for b in axo_batches]
     real = [int(b["attention_mask"].sum()) for b in axo_batches]
-    print("padded widths (axolotl):", [tuple(b["input_ids"].shape) for b in axo_batches],
+    say("padded widths (axolotl):", [tuple(b["input_ids"].shape) for b in axo_batches],
           "longest:", [b["input_ids"].shape[1] for b in long_batches], "real tokens:", real)
 
     class StepTimer(TrainerCallback):
@@ -151,34 +158,39 @@ def main(argv=None) -> int:
     timer = StepTimer()
     trainer.add_callback(timer)
 
-    bare = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=torch.float32)
-    bare.config.use_cache = False
-    bare = get_peft_model(bare, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
-                                           task_type="CAUSAL_LM"))
-    bare.train()
-    print("bare model:", json.dumps(model_summary(bare), default=str))
-    opt = torch.optim.AdamW([q for q in bare.parameters() if q.requires_grad], lr=3e-4)
+    def bare_model(dropout):
+        m = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=torch.float32)
+        m.config.use_cache = False
+        m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, lora_dropout=dropout, target_modules="all-linear",
+                                         task_type="CAUSAL_LM"))
+        m.train()
+        return m, torch.optim.AdamW([q for q in m.parameters() if q.requires_grad], lr=3e-4)
 
-    def bare_step(b):
-        loss = bare(**b).loss
+    bare, opt = bare_model(0.05)
+    nodrop = bare_model(0.0)
+    say("bare model:", json.dumps(model_summary(bare), default=str))
+
+    def bare_step(b, m_opt=None):
+        m, o = m_opt or (bare, opt)
+        loss = m(**b).loss
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        o.step()
+        o.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    def run_bare(batches):
+    def run_bare(batches, m_opt=None):
         times = []
         for b in batches:
             t = time.perf_counter()
-            bare_step(b)
+            bare_step(b, m_opt)
             times.append(time.perf_counter() - t)
         return times
 
-    res = {"axolotl_compute": [], "axolotl_step": [], "bare@axolotl-batches": [], "bare@longest": []}
-    tok = {"axolotl_compute": real, "axolotl_step": real, "bare@axolotl-batches": real, "bare@longest": real}
+    arms = ["axolotl", "bare@axolotl-batches", "bare@longest", "bare@longest,dropout0"]
+    res = {"axolotl_compute": [], "axolotl_step": [], **{arm: [] for arm in arms[1:]}}
+    tok = {arm: real for arm in res}
     for rnd in range(a.rounds):
-        for arm in (["axolotl", "bare@axolotl-batches", "bare@longest"] if rnd % 2 == 0
-                    else ["bare@longest", "bare@axolotl-batches", "axolotl"]):
+        for arm in (arms if rnd % 2 == 0 else arms[::-1]):
             if arm == "axolotl":
                 timer.compute, timer.ends = [], []
                 trainer.train()
@@ -186,7 +198,8 @@ def main(argv=None) -> int:
                 res["axolotl_compute"].append(timer.compute[1:])
                 res["axolotl_step"].append([b - a_ for a_, b in zip(ends, ends[1:])])  # steps 2..N
             else:
-                times = run_bare(axo_batches if arm == "bare@axolotl-batches" else long_batches)
+                times = run_bare(axo_batches if arm == "bare@axolotl-batches" else long_batches,
+                                 nodrop if arm.endswith("dropout0") else None)
                 res[arm].append(times[1:])
             print(f"round {rnd} {arm}: done", flush=True)
 
@@ -200,9 +213,10 @@ def main(argv=None) -> int:
         lines.append(f"{arm:22s} {med[arm]:13.2f} {tps:9.1f}  {[round(statistics.median(r), 2) for r in rounds]}")
     lines.append(f"axolotl step / bare step on the same padded batches: {med['axolotl_step'] / med['bare@axolotl-batches']:.3f}")
     lines.append(f"axolotl step / bare step padded to longest:          {med['axolotl_step'] / med['bare@longest']:.3f}")
+    lines.append(f"bare padded to longest, lora_dropout 0 / 0.05:       {med['bare@longest,dropout0'] / med['bare@longest']:.3f}")
     lines.append(f"axolotl trainer work outside the step callbacks (data, log): "
                  f"{med['axolotl_step'] - med['axolotl_compute']:.3f} s/step")
-    print("\n".join(lines))
+    say("\n".join(lines))
 
     if not a.no_profile:
         # one whole step of each (forward, backward, optimizer; Axolotl's: on_step_begin to on_step_end
@@ -244,9 +258,17 @@ def main(argv=None) -> int:
             profs.append((name, prof, wall))
         for name, prof, wall in profs:
             total, rows = top(prof)
-            print(f"\n== {name}: wall {wall:.2f} s, self CPU total {total:.2f} s (operators timed on the calling thread)")
+            say(f"\n== {name}: wall {wall:.2f} s, self CPU total {total:.2f} s (operators timed on the calling thread)")
             for key, s_, count in rows:
-                print(f"  {key:60s} {s_:8.3f} s  x{count}")
+                say(f"  {key:60s} {s_:8.3f} s  x{count}")
+    if a.out:
+        import torch as _t
+
+        head = [f"# {time.strftime('%Y-%m-%d %H:%M')}; recipe {recipe.relative_to(ROOT)}; {a.steps} steps x {a.rounds} "
+                f"interleaved rounds; the machine was SHARED (load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])} "
+                f"at the end); cpu capability {_t.backends.cpu.get_cpu_capability()}"]
+        (ROOT / a.out).parent.mkdir(parents=True, exist_ok=True)
+        (ROOT / a.out).write_text("\n".join(head + report) + "\n")
     if a.json:
         Path(a.json).write_text(json.dumps({"seconds": res, "real_tokens": real}, indent=1))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from axolotl_decselfmask.io.tables import (
@@ -11,6 +12,8 @@ from axolotl_decselfmask.io.tables import (
     read_table,
     require_column,
 )
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,15 +61,40 @@ def read_labelled(path: str, text_column: str, label_column: str, options: list[
 
 
 def label_options(train: LabelledData, options: list[str] | None, path: str) -> list[str]:
-    """The label options: the recipe's, or the sorted distinct training labels (at least 2)."""
-    chosen = list(options) if options else sorted(set(train.labels))
+    """The label options: the recipe's, or the sorted distinct training labels (at least 2).
+
+    Without options, labels that differ only in case or spacing are refused (they would become
+    separate classes); with options, an option no training row has is warned about.
+    """
     present = set(train.labels)
+    if not options:
+        _refuse_near_duplicates(train, path)
+    chosen = list(options) if options else sorted(present)
     if len(present) < 2:
         raise InputError(
             f"{path}: the training labels have {len(present)} class ({sorted(present)}); "
             "classification needs at least 2."
         )
+    for label in chosen:
+        if label not in present:
+            LOG.warning("decselfmask: label %r of decselfmask.classification.labels has no rows in %s: stage 2 "
+                        "never trains on it (it can still be predicted). Add examples of it or drop it.",
+                        label, path)
     return chosen
+
+
+def _refuse_near_duplicates(train: LabelledData, path: str) -> None:
+    spellings: dict[str, dict[str, list[int]]] = {}
+    for row, label in zip(train.rows, train.labels):
+        spellings.setdefault(_match_key(label), {}).setdefault(label, []).append(row)
+    for found in spellings.values():
+        if len(found) > 1:
+            (a, rows_a), (b, rows_b) = list(found.items())[:2]
+            raise InputError(
+                f"{path}: the labels {a!r} (rows {rows_a[:5]}) and {b!r} (rows {rows_b[:5]}) differ only in case "
+                "or spacing; with decselfmask.classification.labels empty they would become two classes. Write "
+                "them the same way, or list the options in decselfmask.classification.labels."
+            )
 
 
 def _match_key(text: str) -> str:

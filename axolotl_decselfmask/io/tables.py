@@ -78,13 +78,12 @@ def read_table(path: str | os.PathLike, key: str) -> list[dict]:
         check_utf8(p, key)
 
     try:
-        if ext in (".jsonl", ".jsonl.gz"):
-            frame = pd.read_json(p, lines=True, dtype=False)
+        if ext in (".jsonl", ".jsonl.gz") or ext in (".json", ".json.gz") and _is_json_lines(p):
+            check_json_lines(p, key)  # names the line; pandas would not
+            frame = pd.read_json(p, lines=True, dtype=False, encoding="utf-8-sig")
         elif ext in (".json", ".json.gz"):
-            try:
-                frame = pd.read_json(p, dtype=False)
-            except ValueError:
-                frame = pd.read_json(p, lines=True, dtype=False)
+            check_json_document(p, key)
+            frame = pd.read_json(p, dtype=False, encoding="utf-8-sig")
         elif ext in (".csv", ".csv.gz"):
             frame = pd.read_csv(p, dtype=str, keep_default_na=False)
         elif ext in (".tsv", ".tsv.gz"):
@@ -200,12 +199,61 @@ def _json_row(line: str, path: Path, key: str, number: int) -> dict:
     import json
 
     try:
-        row = json.loads(line)
+        row = json.loads(line.rstrip("\r\n"))
     except ValueError as exc:
-        raise InputError(f"{key}: cannot parse {path}, line {number}: {exc}") from exc
+        why = _json_why(exc) if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise InputError(
+            f"{key}: {path}, line {number} is not valid JSON ({why}). Fix or remove that line: JSON Lines "
+            "holds one complete object a line."
+        ) from exc
     if not isinstance(row, dict):
-        raise InputError(f"{key}: {path}, line {number} is not a JSON object.")
+        raise InputError(
+            f"{key}: {path}, line {number} is not a JSON object (it holds {type(row).__name__}); JSON Lines "
+            'holds one object a line, e.g. {"text": "..."}.'
+        )
     return row
+
+
+def _json_why(exc) -> str:
+    """``Expecting ',' delimiter at column 12`` from a JSONDecodeError (its own text counts lines
+    and characters of the parsed string, not of the file)."""
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+
+
+def _open_text(path: Path):
+    """A text handle on a (possibly gzipped) UTF-8 file, without its byte-order mark if it has one."""
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    return opener(path, "rt", encoding="utf-8-sig")
+
+
+def check_json_lines(path: str | os.PathLike, key: str) -> list[str]:
+    """Parse every line of a JSON Lines file: an InputError names the first line that is not a
+    JSON object. Returns the first object's keys (the columns)."""
+    p = Path(path)
+    columns = None
+    with _open_text(p) as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                row = _json_row(line, p, key, number)
+                columns = list(row) if columns is None else columns
+    if columns is None:
+        raise InputError(f"{key}: {p} has no rows.")
+    return columns
+
+
+def check_json_document(path: str | os.PathLike, key: str) -> None:
+    """Parse a JSON file that is one document (an array of objects): an InputError names the
+    line and column of a syntax error."""
+    import json
+
+    p = Path(path)
+    with _open_text(p) as handle:
+        try:
+            json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{key}: {p}, line {exc.lineno} is not valid JSON ({_json_why(exc)}).") from exc
 
 
 def require_column(rows: list[dict], column: str, path: str, key: str) -> None:
@@ -258,25 +306,16 @@ def clean_texts(values: list, path: str, column: str) -> tuple[list[str], list[i
     return texts, rows, report
 
 
-
-
-
-
-
-
-
-
-
-
 def check_pool_file(path: str, text_column: str, key: str) -> None:
-    """Cheap checks of an unlabelled-pool file before Axolotl loads it: exists, UTF-8, column.
+    """Cheap checks of an unlabelled-pool file before Axolotl loads it: exists, a format Axolotl
+    can load, UTF-8, valid JSON on every line (JSON Lines), the column.
 
-    Streams the file once for UTF-8 and reads only the header or first row for the column.
-    A path that is not local (a hub dataset name) is left to Axolotl.
+    Streams the file for UTF-8 and, for JSON, parses it (Axolotl's loader would stop at a bad
+    line with ``DatasetGenerationError`` and no line number); a CSV's header is read for the
+    column. A byte-order mark is ignored, as Axolotl's loader ignores it. A path that is not
+    local (a hub dataset name) is left to Axolotl.
     """
     import csv
-    import gzip
-    import json
 
     p = Path(path)
     if not p.exists():
@@ -293,25 +332,26 @@ def check_pool_file(path: str, text_column: str, key: str) -> None:
         columns = ds.column_names if not hasattr(ds, "keys") else next(iter(ds.values())).column_names
     else:
         ext = _suffixes(p)
+        if ext.startswith(".tsv"):
+            raise InputError(
+                f"{key}: {p} is a TSV file, and Axolotl loads the unlabelled pool with the `datasets` library, "
+                "which has no TSV loader (ds_type csv splits on commas; without ds_type a .tsv path is read "
+                "as JSON). Convert it to CSV or JSON Lines (docs/troubleshooting.md has a one-line command)."
+            )
         if ext == ".parquet":
             import pyarrow.parquet as pq
 
             columns = pq.read_schema(p).names
         else:
             check_utf8(p, key)
-            opener = gzip.open if p.name.lower().endswith(".gz") else open
-            with opener(p, "rt", encoding="utf-8") as handle:
-                if ext.startswith((".csv", ".tsv")):
-                    columns = next(csv.reader(handle, delimiter="\t" if ext.startswith(".tsv") else ","), [])
-                else:
-                    first = next((line for line in handle if line.strip()), None)
-                    if first is None:
-                        raise InputError(f"{key}: {p} has no rows.")
-                    try:
-                        row = json.loads(first)
-                    except ValueError:
-                        return  # a JSON array file: Axolotl reads it, and the dataset type checks the column
-                    columns = list(row) if isinstance(row, dict) else []
+            if ext.startswith(".csv"):
+                with _open_text(p) as handle:
+                    columns = next(csv.reader(handle), [])
+            elif ext.startswith(".jsonl") or _is_json_lines(p):
+                columns = check_json_lines(p, key)
+            else:
+                check_json_document(p, key)
+                return  # a JSON array file: Axolotl reads it, and the dataset type checks the column
     if text_column not in columns:
         close = difflib.get_close_matches(text_column, [str(c) for c in columns], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -48,12 +48,31 @@ def load_task_data(c: ClassificationConfig) -> TaskData:
     return TaskData(train, test, labels)
 
 
-def truncate_for(tokenizer, c: ClassificationConfig, labels: list[str], max_length: int, texts: list[str]):
-    """Cut texts at a token boundary so prompt, text and longest label fit ``max_length``."""
+#: the fewest tokens of a text a classification prompt must leave room for
+MIN_TEXT_TOKENS = 16
+
+
+def text_budget(tokenizer, c: ClassificationConfig, labels: list[str], max_length: int) -> int:
+    """Tokens left for the text in a classification prompt of ``max_length`` tokens (with the
+    longest label as the answer); an InputError says what to raise when that is too few."""
     longest = max(labels, key=lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
     overhead = len(tokenize_for_training(
         tokenizer, classification_messages("x", c.question, labels, c.system_prompt, answer=longest))["input_ids"])
     budget = max_length - overhead - 2
-    if budget < 16:
-        raise InputError(f"decselfmask.classification.max_length ({max_length}) is too small for the prompt.")
-    return truncate_texts(tokenizer, texts, budget)
+    if budget < MIN_TEXT_TOKENS:
+        need = overhead + 2 + MIN_TEXT_TOKENS
+        fix = (f"raise decselfmask.classification.max_length ({max_length}) to at least {need}" if c.max_length else
+               f"classification.max_length defaults to sequence_len ({max_length}): raise sequence_len, or set "
+               f"decselfmask.classification.max_length, to at least {need}")
+        raise InputError(
+            f"decselfmask [{c.task}]: the classification prompt (system prompt, question, {len(labels)} options and "
+            f"the longest label as the answer) takes {overhead + 2} tokens, which leaves {max(budget, 0)} of "
+            f"{max_length} for the text; a text needs at least {MIN_TEXT_TOKENS}. {fix} (or shorten the question, "
+            "the system prompt or the labels)."
+        )
+    return budget
+
+
+def truncate_for(tokenizer, c: ClassificationConfig, labels: list[str], max_length: int, texts: list[str]):
+    """Cut texts at a token boundary so prompt, text and longest label fit ``max_length``."""
+    return truncate_texts(tokenizer, texts, text_budget(tokenizer, c, labels, max_length))

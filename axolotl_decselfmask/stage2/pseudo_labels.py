@@ -21,7 +21,7 @@ from axolotl_decselfmask.io.tables import (
     read_table,
     require_column,
 )
-from axolotl_decselfmask.stage2.scoring import score_options
+from axolotl_decselfmask.stage2.scoring import OPTION_CHUNK, score_options
 
 LOG = logging.getLogger(__name__)
 
@@ -80,13 +80,14 @@ def select(texts: list[str], best: np.ndarray, confidence: np.ndarray, labels: l
 
 
 def pseudo_label(model, tokenizer, pool_texts: list[str], labels: list[str], question: str, system_prompt: str,
-                 settings: PseudoLabelConfig, progress: bool = True) -> list[dict]:
+                 settings: PseudoLabelConfig, progress: bool = True, option_chunk: int = OPTION_CHUNK) -> list[dict]:
     """Pseudo-labels of ``pool_texts``: a list of ``{text, label, confidence}`` in pool order."""
     if len(labels) < 2:
         raise ValueError("pseudo-labelling needs at least 2 label options")
     if not pool_texts:
         return []
-    scores = score_options(model, tokenizer, list(pool_texts), labels, question, system_prompt, progress)
+    scores = score_options(model, tokenizer, list(pool_texts), labels, question, system_prompt, progress,
+                           option_chunk=option_chunk)
     best, confidence = softmax_confidence(scores)
     chosen = select(list(pool_texts), best, confidence, labels, settings)
     counts = {label: sum(1 for r in chosen if r["label"] == label) for label in labels}

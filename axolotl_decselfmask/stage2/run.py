@@ -113,7 +113,7 @@ def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: Task
             trainer = train_classifier(cfg, config, c, model, tokenizer, texts, labels, data.labels, max_length, out_dir, progress)
             pool_texts, _ = truncate_for(tokenizer, c, data.labels, max_length, pool_texts or [])
             added = pseudo_label(trainer.model.merge_and_unload(), tokenizer, pool_texts, data.labels, c.question, c.system_prompt,
-                                 c.pseudo_labels, progress)
+                                 c.pseudo_labels, progress, c.option_chunk)
             print(f"decselfmask pseudo-labels [{c.task}]: {len(added)} of {len(pool_texts)} pool texts labelled "
                   f"with confidence >= {c.pseudo_labels.min_confidence}; training again on gold + pseudo-labels")
             extra["n_pseudo"] = len(added)
@@ -128,7 +128,7 @@ def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: Task
         LOG.warning("decselfmask: no classification.test_file for %s; skipping the evaluation", c.task)
         return {}
     result = evaluate(model, tokenizer, test_texts, gold, data.labels, c.question, c.system_prompt, progress,
-                      c.eval_batch_size)
+                      c.eval_batch_size, c.option_chunk)
     metrics = write_metrics(Path(cfg.output_dir) / "metrics.json", c.task, result, extra=extra)
     dump_predictions(Path(cfg.output_dir) / f"predictions-{safe_filename(c.task)}.jsonl",
                      data.test.rows[: len(gold)], gold, result["predictions"])

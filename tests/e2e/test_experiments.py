@@ -4,6 +4,7 @@ results.csv / results.md / plots; and the data splits it writes."""
 import csv
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -129,7 +130,8 @@ def test_random_masking_reuses_the_relevance_cache_of_decselfmask(tmp_path, tiny
     grid, runs = _plan(tmp_path, tiny_llama)
     recipes = {r["method"]: r["recipe"] for r in runs}
     tok = AutoTokenizer.from_pretrained(grid.model)
-    pool = [json.loads(line)["text"] for line in open(recipes["decselfmask"]["datasets"][0]["path"])]
+    pool_file = Path(recipes["decselfmask"]["datasets"][0]["path"])
+    pool = [json.loads(line)["text"] for line in pool_file.read_text().splitlines()]
     keys = {}
     for m in ("random_masking", "decselfmask"):
         cfg = DecSelfMaskConfig(**recipes[m]["decselfmask"])

@@ -76,7 +76,8 @@ def test_masked_reconstruction_applies_the_budget(tmp_path, tiny_llama, smollm_t
     cfg = DictDefault({
         "base_model": str(tiny_llama), "sequence_len": 192, "output_dir": str(tmp_path / "out"),
         "decselfmask": {"items": ["neoplasms", "nervous system diseases"], "cache_dir": str(tmp_path / "cache"),
-                        "relevance": {"batch_size": 4, "device": "cpu"}, "spans": {"rescale_after_smoothing": True},
+                        "relevance": {"batch_size": 4, "device": "cpu", "dtype": "float32"},
+                        "spans": {"rescale_after_smoothing": True},
                         "classification": {"enabled": False}},
     })
     ds = Dataset.from_list([{"text": r["text"]} for r in _abstracts(4)])

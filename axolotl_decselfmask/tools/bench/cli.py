@@ -6,8 +6,8 @@ import argparse
 import json
 import os
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -23,9 +23,18 @@ from axolotl_decselfmask.tools.bench.common import (
     resolve_model,
 )
 from axolotl_decselfmask.tools.bench.items import DEFAULT_ITEMS, format_items, run_items
-from axolotl_decselfmask.tools.bench.precision import DtypeSizes, format_dtype, machine_lines, run_dtype
+from axolotl_decselfmask.tools.bench.precision import (
+    DtypeSizes,
+    format_dtype,
+    machine_lines,
+    run_dtype,
+)
 from axolotl_decselfmask.tools.bench.profiling import format_profile, run_profile
-from axolotl_decselfmask.tools.bench.relevance import SLOW_METHODS, format_relevance_table, run_relevance
+from axolotl_decselfmask.tools.bench.relevance import (
+    SLOW_METHODS,
+    format_relevance_table,
+    run_relevance,
+)
 
 DESCRIPTION = ("Benchmarks of the plugin on this machine: the relevance methods side by side (relevance), the "
                "items of one text together vs separately (items), where grad x input spends its time (profile), "
@@ -87,10 +96,13 @@ def _dtype_parser(sub) -> None:
     p = sub.add_parser(
         "dtype", help="float32 vs bfloat16 on this CPU: relevance, a stage-1 training step, an evaluation batch",
         description="float32 against bfloat16 on this machine: grad x input on a few notes, one stage-1 LoRA "
-                    "training step (r16 all-linear, AdamW) and one evaluation batch (5 options), seconds and the "
-                    "bf16/fp32 ratio, with the CPU and the precision the plugin would choose. Sized to finish in "
-                    "a few minutes even where bfloat16 is emulated (20-40x slower than float32): small batches, "
-                    f"one untimed warm-up on a short input, then {d.repeats} timed run(s) of each part (--repeats).")
+                    "training step (r16 all-linear, AdamW, the quickstart's batch of 4 x ~192 tokens) and one "
+                    "evaluation batch (5 options), seconds and the bf16/fp32 ratio, with the CPU and the precision "
+                    "the plugin would choose. Sized to finish in a few minutes even where bfloat16 is emulated "
+                    "(AVX2-only CPUs: 10-40x slower than float32): small relevance and evaluation batches, one "
+                    f"untimed warm-up on a short input, then {d.repeats} timed run of each part (--repeats 2 for "
+                    "more). Where bfloat16 is emulated the bf16 training step takes most of the time (minutes); "
+                    "--train-batch 1 makes it about 4x shorter.")
     _io_args(p)
     p.add_argument("--notes", type=int, default=d.notes, help="relevance: notes (default: %(default)s)")
     p.add_argument("--note-tokens", type=int, default=d.note_tokens, help="(default: %(default)s)")

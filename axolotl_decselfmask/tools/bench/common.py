@@ -9,11 +9,13 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
+
+from axolotl_decselfmask.compat import attn_implementation, restore_attention
 
 #: the embedded model's folder as ``python -m axolotl_decselfmask.quickstart DIR`` (or ``make model``) writes it
 DEFAULT_MODEL = "models/smollm2-135m-instruct"
@@ -104,10 +106,6 @@ def load_model(path, dtype: str):
     return load_relevance_model(str(path), dtype=dtype, device="cpu"), tokenizer
 
 
-def attn_implementation(model) -> str:
-    return getattr(model.config, "_attn_implementation", None) or "eager"
-
-
 @contextlib.contextmanager
 def keep_attn_implementation(model):
     """Restore the model's attention implementation after a method switched it (the
@@ -116,8 +114,7 @@ def keep_attn_implementation(model):
     try:
         yield
     finally:
-        if attn_implementation(model) != before:
-            model.set_attn_implementation(before)
+        restore_attention(model, before)
 
 
 def product_fast_backward(model) -> bool:
@@ -232,7 +229,7 @@ class PeakRSS:
 def top_fraction(scores, fraction: float) -> set[int]:
     """Indices of the ``fraction`` of tokens with the highest |relevance| (at least one)."""
     scores = np.abs(np.asarray(scores, dtype=np.float64))
-    k = max(1, int(round(fraction * len(scores))))
+    k = max(1, round(fraction * len(scores)))
     return set(np.argsort(-scores, kind="stable")[:k].tolist())
 
 

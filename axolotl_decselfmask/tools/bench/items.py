@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from axolotl_decselfmask.relevance import build_relevance_prompt, compute_relevance
 from axolotl_decselfmask.tools.bench.common import (

@@ -41,11 +41,11 @@ class DtypeSizes:
     """How much work each part does (small: bfloat16 may be 20-40x slower where it is emulated)."""
 
     notes: int = 2  # relevance: notes, one grad x input call each
-    note_tokens: int = 128
+    note_tokens: int = 96
     train_batch: int = 4  # stage 1: examples in the one training batch
     train_tokens: int = 192  # about this many tokens an example (template and answer included)
-    eval_texts: int = 8  # evaluation: texts in the one scoring batch (5 options each)
-    eval_tokens: int = 128
+    eval_texts: int = 4  # evaluation: texts in the one scoring batch (5 options each)
+    eval_tokens: int = 96
     repeats: int = 1
 
 
@@ -58,8 +58,8 @@ def machine_lines() -> list[str]:
     info, precision = read_cpu_info(), decide_precision()
     env = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
                                             "OMP_NUM_THREADS") if os.environ.get(k)]
-    return [f"cpu: {info.model_name}; torch.backends.cpu.get_cpu_capability(): "
-            f"{torch.backends.cpu.get_cpu_capability()} ({info.describe()})",
+    return [(f"cpu: {info.model_name}; torch.backends.cpu.get_cpu_capability(): "
+             f"{torch.backends.cpu.get_cpu_capability()} ({info.describe()})"),
             f"threads: {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs; torch {torch.__version__}"
             + (f"; environment: {' '.join(env)}" if env else ""),
             f"plugin's precision (hardware.decide_precision()): {precision.dtype} ({precision.reason})"]
@@ -69,7 +69,10 @@ def training_rows(tokenizer, texts: list[str], n: int, tokens: int) -> dict[str,
     """A right-padded batch of ``n`` masked-reconstruction examples of about ``tokens`` tokens:
     each text cut to fit, three of its words masked, the answer supervised (as stage 1 trains)."""
     from axolotl_decselfmask.args import DEFAULT_MASK_SYSTEM
-    from axolotl_decselfmask.prompts import reconstruction_messages, tokenize_for_training
+    from axolotl_decselfmask.prompts import (
+        reconstruction_messages,
+        tokenize_for_training,
+    )
     from axolotl_decselfmask.stage1.examples import build_examples
 
     rows = []
@@ -85,8 +88,8 @@ def training_rows(tokenizer, texts: list[str], n: int, tokens: int) -> dict[str,
     out = {k: torch.full((n, width), v, dtype=torch.long) for k, v in
            (("input_ids", pad), ("attention_mask", 0), ("labels", -100))}
     for i, r in enumerate(rows):
-        for key in out:
-            out[key][i, : len(r[key])] = torch.tensor(r[key])
+        for key, tensor in out.items():
+            tensor[i, : len(r[key])] = torch.tensor(r[key])
     return out
 
 
@@ -108,7 +111,7 @@ def train_step(model, optimizer, batch: dict, dtype: str) -> float:
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
 
 def build_parts(model_path, texts: list[str], sizes: DtypeSizes, dtype: str) -> dict[str, tuple[str, object]]:
@@ -129,7 +132,7 @@ def build_parts(model_path, texts: list[str], sizes: DtypeSizes, dtype: str) -> 
     batch = training_rows(tok, texts, sizes.train_batch, sizes.train_tokens)
     train_step(lora, optimizer, {k: v[:1, :32] for k, v in batch.items()}, dtype)
     evals = [truncate_to_tokens(tok, t, sizes.eval_tokens) for t in (texts * sizes.eval_texts)[: sizes.eval_texts]]
-    score = lambda ts: score_options(model, tok, ts, QUICKSTART_LABELS, QUICKSTART_QUESTION,  # noqa: E731
+    score = lambda ts: score_options(model, tok, ts, QUICKSTART_LABELS, QUICKSTART_QUESTION,
                                      DEFAULT_CLASSIFY_SYSTEM, progress=False, batch_size=len(ts))
     score([truncate_to_tokens(tok, evals[0], 16)])
     width = batch["input_ids"].shape[1]
@@ -138,8 +141,8 @@ def build_parts(model_path, texts: list[str], sizes: DtypeSizes, dtype: str) -> 
                       lambda: [method.attribute([p]) for p in prompts]),
         "stage1_step": (f"stage-1 LoRA r16 all-linear step, {sizes.train_batch} x {width} tokens, AdamW",
                         lambda: train_step(lora, optimizer, batch, dtype)),
-        "evaluation": (f"evaluation batch, {len(evals)} texts x {sizes.eval_tokens} tokens x "
-                       f"{len(QUICKSTART_LABELS)} options", lambda: score(evals)),
+        "evaluation": ((f"evaluation batch, {len(evals)} texts x {sizes.eval_tokens} tokens x "
+                        f"{len(QUICKSTART_LABELS)} options"), lambda: score(evals)),
     }
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from axolotl_decselfmask.relevance import build_relevance_prompt
-from axolotl_decselfmask.tools.bench.common import DEFAULT_ITEM, DEFAULT_LEAD_IN, plain_forward
+from axolotl_decselfmask.tools.bench.common import (
+    DEFAULT_ITEM,
+    DEFAULT_LEAD_IN,
+    plain_forward,
+)
 
 CATEGORIES = (
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::_mkldnn", "aten::mkldnn")),
@@ -70,7 +74,7 @@ def run_profile(model, tokenizer, notes, *, item=DEFAULT_ITEM, lead_in=DEFAULT_L
             for op, sec in profiled(fn).items():
                 totals[ph][op] = totals[ph].get(op, 0.0) + sec
     base = sum(totals["plain_forward"].values())
-    row = lambda ph, sec, **kw: {"benchmark": "profile", "phase": ph, **kw,  # noqa: E731
+    row = lambda ph, sec, **kw: {"benchmark": "profile", "phase": ph, **kw,
                                  "seconds_per_note": sec / len(prompts), "forward_equivalents": sec / base}
     rows = []
     for ph in PHASES:

@@ -9,8 +9,8 @@ equivalents"). notes/s is the raw throughput of the same calls and moves with th
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -113,8 +113,8 @@ def measure(model, prompts, live: dict, stats: dict, batch_size: int, ig_limit: 
     from tqdm.auto import tqdm
 
     batches = [list(range(s, min(s + batch_size, len(prompts)))) for s in range(0, len(prompts), batch_size)]
-    runs_on = lambda name, b: not (name == REFERENCE and b[0] >= ig_limit)  # noqa: E731
-    reps = lambda name: 1 if name in SLOW_METHODS else repeats  # noqa: E731
+    runs_on = lambda name, b: not (name == REFERENCE and b[0] >= ig_limit)
+    reps = lambda name: 1 if name in SLOW_METHODS else repeats
     bar = tqdm(total=sum(reps(n) for b in batches for n in live if runs_on(n, b)), desc="relevance bench",
                unit="call", disable=not progress, dynamic_ncols=True)
     order = list(live)

@@ -11,10 +11,10 @@ from axolotl_decselfmask.tools.experiments.methods import BASELINE
 from axolotl_decselfmask.tools.experiments.plots import plot
 from axolotl_decselfmask.tools.experiments.results import summarise, write_csv
 
-NOTES = ["", "`zero_shot` trains nothing and every seed shares its test split: it is evaluated once and its "
-         "result stands for every seed (spread 0).",
-         "", "Probing is the frozen model before stage 2: the base model for `sft`, the stage-1 model for "
-         "the stage-1 methods.", ""]
+NOTES = ["", ("`zero_shot` trains nothing and every seed shares its test split: it is evaluated once and its "
+               "result stands for every seed (spread 0)."),
+         "", ("Probing is the frozen model before stage 2: the base model for `sft`, the stage-1 model for "
+              "the stage-1 methods."), ""]
 
 
 def _method_line(s: dict, m: str) -> str:

@@ -1,0 +1,114 @@
+"""Checks of the recipe's model folders and of the environment, before Axolotl loads anything.
+
+Axolotl reads ``base_model``'s config while it normalises the recipe, before any dataset or
+plugin hook: a folder that does not exist then ends in huggingface_hub's "Repo id must be in
+the form ...", and a folder without tokenizer files in transformers' advice to install
+sentencepiece. The plugin's ``register()`` runs earlier and calls :func:`check_model_paths`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from axolotl_decselfmask.io.tables import InputError
+
+#: files of which a model folder needs one to load a tokenizer (vocab.json with merges.txt)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+                   "vocab.json + merges.txt", "vocab.txt", "tekken.json", "*.tiktoken")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hub_name_error(name: str) -> str | None:
+    """Why ``name`` cannot be a Hugging Face model name (huggingface_hub's own rule), else None."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return "and cannot be a Hugging Face model name"
+    first = name.split("/", 1)[0]
+    if _offline() and "/" in name and Path(first).is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return (f"though {first + '/'!r} is, and offline (HF_HUB_OFFLINE=1) the Hugging Face cache has "
+                    "no model of that name either")
+    return None
+
+
+def check_model_path(value: str, key: str) -> None:
+    """A model named by ``key`` is an existing folder or file, or could be a hub model name."""
+    path = Path(value).expanduser()
+    if path.exists():
+        return
+    why = _hub_name_error(value)
+    if why:
+        raise InputError(
+            f"{key}: {value!r} is not a folder (looked for {path.absolute()}; working directory {os.getcwd()}) "
+            f"{why}. Point {key} at the model's folder (a relative path is read from the working directory), "
+            "or at a Hugging Face model name."
+        )
+
+
+def _has_tokenizer(names: set[str]) -> bool:
+    single = {n for n in TOKENIZER_FILES if " " not in n and "*" not in n}
+    return bool(names & single) or {"vocab.json", "merges.txt"} <= names or any(n.endswith(".tiktoken") for n in names)
+
+
+def _listing(folder: Path) -> tuple[set[str], str]:
+    names = {p.name for p in folder.iterdir()}
+    return names, ", ".join(sorted(names)[:12]) + (", ..." if len(names) > 12 else "") or "nothing"
+
+
+def check_saved_model(folder: Path, key: str) -> None:
+    """A local model folder holds a config.json."""
+    names, shown = _listing(folder)
+    if "config.json" not in names:
+        raise InputError(f"{key}: the folder {folder} has no config.json (it has {shown}): it is not a saved "
+                         "model. Point it at the folder that `save_pretrained` wrote.")
+
+
+def check_tokenizer_files(folder: Path, key: str) -> None:
+    """A local folder the tokenizer is loaded from holds tokenizer files."""
+    names, shown = _listing(folder)
+    if not _has_tokenizer(names):
+        raise InputError(
+            f"{key}: the folder {folder} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}; it has "
+            f"{shown}). Save the tokenizer next to the weights (`AutoTokenizer.from_pretrained(<the original "
+            "model>).save_pretrained(folder)`), or set tokenizer_config: to a folder that has one. (transformers "
+            "reports this as a missing sentencepiece or tiktoken.)"
+        )
+
+
+def check_model_paths(cfg) -> None:
+    """``base_model``, ``tokenizer_config`` and ``decselfmask.relevance.model``: folders that exist,
+    hub names otherwise; a local base_model holds a config.json, and the folder the tokenizer
+    comes from (``tokenizer_config``, else ``base_model``) holds tokenizer files."""
+    base = cfg.get("base_model")
+    tokenizer = cfg.get("tokenizer_config")
+    relevance = ((cfg.get("decselfmask") or {}).get("relevance") or {}).get("model")
+    for value, key in ((base, "base_model"), (tokenizer, "tokenizer_config"), (relevance, "decselfmask.relevance.model")):
+        if value:
+            check_model_path(str(value), key)
+    if base and Path(str(base)).expanduser().is_dir():
+        check_saved_model(Path(str(base)).expanduser(), "base_model")
+    if cfg.get("trust_remote_code") or cfg.get("tokenizer_use_mistral_common"):
+        return  # their own tokenizer code and files
+    source, key = (tokenizer, "tokenizer_config") if tokenizer else (base, "base_model")
+    if source and Path(str(source)).expanduser().is_dir():
+        check_tokenizer_files(Path(str(source)).expanduser(), key)
+
+
+def launcher_warning() -> str | None:
+    """What to say when ``accelerate`` is not on PATH (``axolotl train`` execs ``accelerate launch``)."""
+    if shutil.which("accelerate"):
+        return None
+    return ("decselfmask: `accelerate` is not on PATH, and `axolotl train` starts training through "
+            "`accelerate launch`: it would stop with FileNotFoundError (No such file or directory: ... 'accelerate'). "
+            "Activate the environment first (`source .venv/bin/activate`), put its bin folder on PATH, or run "
+            "`axolotl train recipe.yml --launcher python` (one process).")
