@@ -30,7 +30,7 @@ class RelevanceConfig(_Strict):
         default="grad_x_input",
         description=(
             "Attribution method: grad_x_input (embedding x gradient), integrated_gradients, "
-            "feature_ablation, attention, attnlrp (extra [lrp]), random (baseline), or one "
+            "feature_ablation, attention, attnlrp (AttnLRP, built in), random (baseline), or one "
             "added by another package through the plugin hooks."
         ),
     )

@@ -32,6 +32,32 @@ def restore_attention(model, before: str) -> None:
         model.set_attn_implementation(before)
 
 
+def dispatches_attention_by_name(model) -> bool:
+    """Whether the model's attention layers look their attention function up by name in
+    ``ALL_ATTENTION_FUNCTIONS`` (so that a registered function can take their place).
+
+    transformers 5.16: ``PreTrainedModel._can_set_attn_implementation()`` (a classmethod that
+    reads the modelling module's source) answers this; ``set_attn_implementation`` only warns,
+    and then changes nothing, for models that do not."""
+    probe = getattr(type(model), "_can_set_attn_implementation", None)
+    return bool(probe()) if callable(probe) else True
+
+
+def register_attention_function(name: str, function) -> None:
+    """Register ``function`` as the attention implementation ``name``, with sdpa's masks.
+
+    transformers 5.16: ``AttentionInterface.register`` is public, but a name that is not also in
+    ``AttentionMaskInterface`` gets no mask at all (``masking_utils`` returns None for names
+    missing from its mask registry, meant for external backends), so the name is registered
+    there as well, with ``sdpa_mask`` (what ``sdpa`` gets). Idempotent: registering the same
+    key again replaces the entry."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(name, function)
+    AttentionMaskInterface.register(name, sdpa_mask)
+
+
 def plain_dynamic_cache(config):
     """A ``DynamicCache`` for ``config`` whose layers are all plain ``DynamicLayer`` s (keys and
     values kept whole, no sliding window or quantisation), else None. ``cache.layers`` and

@@ -23,7 +23,7 @@ from axolotl_decselfmask.hardware import (
 from axolotl_decselfmask.io.distributed import is_main_process
 from axolotl_decselfmask.io.files import file_sha256, fingerprint, safe_filename
 from axolotl_decselfmask.io.recipe import check_model_paths, launcher_warning
-from axolotl_decselfmask.io.tables import check_pool_file, dataset_text_column
+from axolotl_decselfmask.io.tables import InputError, check_pool_file, dataset_text_column
 from axolotl_decselfmask.stage1.checkpoints import (
     STAGE1_MARKER,
     check_checkpoint,
@@ -89,7 +89,7 @@ class DecSelfMaskPlugin(BasePlugin):
             # Axolotl's dataset schema drops `text_column`; carry it in `field`, which it keeps.
             if isinstance(entry, dict) and entry.get("type") in OUR_TYPES and entry.get("text_column"):
                 if entry.get("field") not in (None, entry["text_column"]):
-                    raise ValueError(f"datasets entry {entry.get('path')}: text_column {entry['text_column']!r} "
+                    raise InputError(f"datasets entry {entry.get('path')}: text_column {entry['text_column']!r} "
                                      f"and field {entry['field']!r} differ; set one of them")
                 entry["field"] = entry["text_column"]
         if _uses_our_dataset(cfg):

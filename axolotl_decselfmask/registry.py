@@ -9,7 +9,6 @@ import pluggy
 from axolotl_decselfmask import hookspecs
 from axolotl_decselfmask.hookspecs import PROJECT, hookimpl
 
-
 # The built-in relevance methods by name, so that validating a recipe does not import them (and torch);
 # tests/unit/test_hooks_names.py checks it against relevance.methods.BUILTIN_METHODS.
 BUILTIN_METHOD_NAMES = ("grad_x_input", "integrated_gradients", "feature_ablation", "attention", "attnlrp", "random")

@@ -167,7 +167,7 @@ def text_token_budget(tokenizer, cfg: DecSelfMaskConfig, sequence_len: int) -> i
     ) + (mask_len + 2) * cfg.masking.spans_per_example
     budget = sequence_len - max(rel, recon) - 4
     if budget < 16:
-        raise ValueError(
+        raise InputError(
             f"sequence_len ({sequence_len}) leaves only {budget} tokens for a text after the "
             "prompt; raise sequence_len."
         )

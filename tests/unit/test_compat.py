@@ -64,3 +64,21 @@ def test_load_trainer_checkpoint(tmp_path):
     compat.load_trainer_checkpoint(trainer, str(tmp_path / "ckpt"))
     for a, b in zip(model.state_dict().values(), trainer.model.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_install_cli_excepthook(monkeypatch):
+    """The plugin's errors end an `axolotl` command in one line: the hook is installed once, and
+    keeps the hook it replaced for every other error (tests/e2e/test_traps.py runs the CLI)."""
+    import sys
+
+    from axolotl_decselfmask import errors
+
+    def before(*args):
+        return None
+
+    monkeypatch.setattr(sys, "excepthook", before)
+    monkeypatch.setattr(errors, "_previous", errors._previous)
+    compat.install_cli_excepthook()
+    compat.install_cli_excepthook()
+    assert sys.excepthook is errors.excepthook
+    assert errors._previous is before

@@ -45,10 +45,23 @@ def _plugin():
     return DecSelfMaskPlugin()
 
 
+def _schema_keys() -> set[str]:
+    """Every top-level key of Axolotl's schema with the plugin's (as tests/e2e/test_recipes.py)."""
+    from axolotl.cli.config import prepare_plugins
+    from axolotl.integrations.config import merge_input_args
+
+    prepare_plugins(DictDefault({"plugins": ["axolotl_decselfmask.DecSelfMaskPlugin"]}))
+    _, input_config = merge_input_args()
+    return {key for name, f in input_config.model_fields.items() for key in (name, f.alias) if key}
+
+
 @pytest.fixture()
 def keep_excepthook(monkeypatch):
     """register() of a real run installs the plugin's exception hook: undo it after the test."""
+    from axolotl_decselfmask import errors
+
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(errors, "_previous", errors._previous)
 
 
 # ------------------------------------------------------------------------------------ the docs
@@ -66,6 +79,7 @@ def test_own_data_doc_starts_from_its_own_recipe_without_quickstart_limits():
     assert raw["sequence_len"] >= 512
     cfg = validate_recipe(raw)  # Axolotl's schema, with the plugin's block
     assert cfg["datasets"][0]["type"] == "axolotl_decselfmask.masked_reconstruction"
+    assert not set(raw) - _schema_keys(), "keys Axolotl would drop without a word"
     # shipped in the wheel and written by the quickstart, next to the quickstart's recipes
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert '"own_data.yml"' in pyproject.split("[tool.setuptools.package-data]", 1)[1]

@@ -52,8 +52,9 @@ class GradientXInput(RelevanceMethod):
     (1.3x faster backward here, maps within 1e-4); on a CPU with AMX they may run in
     bfloat16, on a GPU in TF32. No effect on bfloat16 models. ``share_prefix`` scores the
     items of one text together (see the module); default on, except for subclasses that need
-    eager attention (AttnLRP replaces the attention's backward rules; the shared cache is
-    checked against separate scorings for plain autograd only)."""
+    eager attention (their attention weights are read from one forward). AttnLRP, which only
+    changes backward rules, shares the prefix too (tests/unit/test_attnlrp.py compares it with
+    separate scorings)."""
 
     name = "grad_x_input"
 

@@ -27,7 +27,12 @@ One module per job:
 
 from axolotl_decselfmask.tools.experiments.cli import main
 from axolotl_decselfmask.tools.experiments.data import build_data
-from axolotl_decselfmask.tools.experiments.grid import CorpusSpec, Grid, TaskSpec, load_grid
+from axolotl_decselfmask.tools.experiments.grid import (
+    CorpusSpec,
+    Grid,
+    TaskSpec,
+    load_grid,
+)
 from axolotl_decselfmask.tools.experiments.methods import (
     BASELINE,
     METHOD_NAMES,

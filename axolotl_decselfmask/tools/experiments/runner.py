@@ -9,13 +9,22 @@ import sys
 import time
 from pathlib import Path
 
-from axolotl_decselfmask.io.files import atomic_write_json, atomic_write_text, fingerprint, read_json
+from axolotl_decselfmask.io.files import (
+    atomic_write_json,
+    atomic_write_text,
+    fingerprint,
+    read_json,
+)
 from axolotl_decselfmask.stage1.budget import STATS_FILE
 from axolotl_decselfmask.tools.experiments.data import build_data
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
 from axolotl_decselfmask.tools.experiments.recipes import run_recipe, yaml_dump
 from axolotl_decselfmask.tools.experiments.report import write_results
-from axolotl_decselfmask.tools.experiments.results import DONE_FILE, collect, done_record
+from axolotl_decselfmask.tools.experiments.results import (
+    DONE_FILE,
+    collect,
+    done_record,
+)
 
 
 def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
