@@ -61,7 +61,8 @@ def _validation_line(exc: BaseException) -> str | None:
         if not ours and (not loc or loc[0] != "decselfmask"):
             return None  # not only ours: Axolotl's message as it is
         key = ".".join(loc if not ours else ["decselfmask", *loc])
-        parts.append(f"{key}: {error.get('msg', '')}")
+        message = str(error.get("msg", "")).removeprefix("Value error, ")  # our validators name the key
+        parts.append(message if message.startswith(key) else f"{key}: {message}")
     return "; ".join(parts) or None
 
 

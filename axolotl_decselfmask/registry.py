@@ -77,6 +77,6 @@ def get_selector(name: str):
     return selectors[name]
 
 
-def selector_for(cfg, method_cls):
+def selector_for(config, method_cls):
     """The span selector of a run (``DecSelfMaskConfig``): the method's own (``random``), else ``spans.selector``."""
-    return get_selector(getattr(method_cls, "span_selector", None) or cfg.spans.selector)
+    return get_selector(getattr(method_cls, "span_selector", None) or config.spans.selector)

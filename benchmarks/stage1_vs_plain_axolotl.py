@@ -473,13 +473,14 @@ def table(a, arms, results, rows, batches, n, elapsed) -> list[str]:
     base = med.get("plain")
     for arm in arms:
         padded = results[arm][0]["padded_per_step"][: len(batches)]
-        width = "/".join(sorted({str(p // a.batch_size) for p in padded}))
+        widths = sorted({p // a.batch_size for p in padded})
+        width = str(widths[0]) if len(widths) == 1 else f"{widths[0]}-{widths[-1]}"
         runs = ", ".join(f"{r['tokens_per_s']:.0f}" for r in results[arm])
         ratio = f"{med[arm] / base:9.3f}" if base else f"{'-':>9s}"
         lines.append(f"{arm:15s} {med[arm]:9.1f} {ratio} {step[arm]:7.2f} {runtime[arm]:9.1f} {width:>12s}  "
                      f"{runs:15s}  {ARMS[arm][0]}")
     lines.append("")
-    lines.append("padded/step: the set of padded sequence lengths of the batches (Axolotl: tokens/total / batch)")
+    lines.append("padded/step: padded sequence length of the batches, min-max (Axolotl: its logged tokens/total / batch)")
     if "plugin" in arms and "plain" in arms:
         paired = [p["tokens_per_s"] / q["tokens_per_s"] for p, q in zip(results["plugin"], results["plain"])]
         verdict = "met" if med["plugin"] / med["plain"] >= 0.95 else "NOT met"
@@ -494,7 +495,7 @@ def table(a, arms, results, rows, batches, n, elapsed) -> list[str]:
         if tl:
             lines.append(f"{arm}: {tl}")
     loads = [f"{r['load_before']}" for arm in arms for r in results[arm]]
-    lines.append(f"load averages (1/5/15 min) before the runs: {'; '.join(loads)}")
+    lines.append(f"load averages (1/5/15 min) before each run, by arm then round: {'; '.join(loads)}")
     lines.append(f"whole benchmark: {elapsed / 60:.1f} min")
     return lines
 

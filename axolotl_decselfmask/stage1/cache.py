@@ -38,30 +38,30 @@ EXAMPLES_FILE = "examples.jsonl"
 MANIFEST_FILE = "manifest.json"
 
 
-def fast_backward(cfg: DecSelfMaskConfig) -> bool:
+def fast_backward(config: DecSelfMaskConfig) -> bool:
     """``relevance.fast_backward`` (grad_x_input's backward with float32 matmul precision
     "medium"); ``auto`` is on where that precision still computes in float32: a CPU without AMX."""
-    value = cfg.relevance.fast_backward
+    value = config.relevance.fast_backward
     if value != "auto":
         return bool(value)
     from axolotl_decselfmask.relevance.loading import pick_device
 
-    return pick_device(cfg.relevance.device) == "cpu" and not cpu_has_amx()
+    return pick_device(config.relevance.device) == "cpu" and not cpu_has_amx()
 
 
-def relevance_key(cfg: DecSelfMaskConfig, model_path: str, tokenizer, texts_fp: str) -> str:
-    rel = cfg.relevance.model_dump(exclude={"batch_size", "device", "model", "fast_backward"})
-    if fast_backward(cfg):  # other matmul kernels: other rounding (keys without it stay as they were)
+def relevance_key(config: DecSelfMaskConfig, model_path: str, tokenizer, texts_fp: str) -> str:
+    rel = config.relevance.model_dump(exclude={"batch_size", "device", "model", "fast_backward"})
+    if fast_backward(config):  # other matmul kernels: other rounding (keys without it stay as they were)
         rel["fast_backward"] = True
     return fingerprint(
         "relevance", __version__, model_fingerprint(model_path), tokenizer.chat_template,
-        texts_fp, cfg.task_items(), cfg.items_per_text, cfg.seed, rel,
+        texts_fp, config.task_items(), config.items_per_text, config.seed, rel,
     )
 
 
-def examples_key(cfg: DecSelfMaskConfig, rel_key: str) -> str:
-    masking = cfg.masking.model_dump(exclude={"system_prompt", "write_jsonl"})
-    return fingerprint("examples", rel_key, cfg.spans.model_dump(), masking)
+def examples_key(config: DecSelfMaskConfig, rel_key: str) -> str:
+    masking = config.masking.model_dump(exclude={"system_prompt", "write_jsonl"})
+    return fingerprint("examples", rel_key, config.spans.model_dump(), masking)
 
 
 def relevance_dir(root: str | Path, rkey: str) -> Path:

@@ -56,8 +56,8 @@ def build_examples(
     return examples
 
 
-def span_settings(cfg: DecSelfMaskConfig) -> SpanSettings:
-    s = cfg.spans
+def span_settings(config: DecSelfMaskConfig) -> SpanSettings:
+    s = config.spans
     return SpanSettings(
         sigma=s.sigma, high=s.high, low=s.low, max_spans=s.max_spans_per_text,
         max_span_fraction=s.max_span_fraction, rescale_after_smoothing=s.rescale_after_smoothing,
@@ -73,13 +73,13 @@ def usable_scores(scores) -> bool:
     return values.size > 0 and bool(np.all(np.isfinite(values))) and bool(np.any(values))
 
 
-def examples_of_record(text: str, rec: dict, cfg: DecSelfMaskConfig, select) -> tuple[list, list[dict]]:
+def examples_of_record(text: str, rec: dict, config: DecSelfMaskConfig, select) -> tuple[list, list[dict]]:
     """The spans of one (text, item) relevance record and its masked example rows (the precompute's
     rule, also used by the inspector to recompute spans from the shards)."""
-    rng = np.random.default_rng([cfg.seed, rec["text_index"], zlib.crc32(rec["item"].encode("utf-8"))])
+    rng = np.random.default_rng([config.seed, rec["text_index"], zlib.crc32(rec["item"].encode("utf-8"))])
     spans = select(np.asarray(rec["scores"], dtype=np.float64), [tuple(o) for o in rec["offsets"]], text,
-                   span_settings(cfg), rng)
-    m = cfg.masking
+                   span_settings(config), rng)
+    m = config.masking
     rows = [{"text_index": rec["text_index"], "item": rec["item"], "masked_text": ex.masked_text,
              "answer": ex.answer, "spans": [list(s) for s in ex.spans]}
             for ex in build_examples(text, spans, m.mask_token, m.spans_per_example, m.answer_separator)]

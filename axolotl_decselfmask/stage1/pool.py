@@ -152,19 +152,19 @@ def check_mask_token(tokenizer, config: DecSelfMaskConfig) -> None:
         )
 
 
-def text_token_budget(tokenizer, cfg: DecSelfMaskConfig, sequence_len: int) -> int:
+def text_token_budget(tokenizer, config: DecSelfMaskConfig, sequence_len: int) -> int:
     """How many tokens of a text fit: ``sequence_len`` minus the longest prompt's own tokens.
 
     The rule: a text is cut at a token boundary to this many tokens, so that both its
     relevance prompt (with the longest item) and its reconstruction example fit.
     """
-    items = cfg.task_items() or ["x"]
+    items = config.task_items() or ["x"]
     longest = max(items, key=lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
-    rel = len(build_relevance_prompt(tokenizer, "x", longest, cfg.relevance.lead_in).input_ids) - 1
-    mask_len = len(tokenizer(cfg.masking.mask_token, add_special_tokens=False)["input_ids"])
+    rel = len(build_relevance_prompt(tokenizer, "x", longest, config.relevance.lead_in).input_ids) - 1
+    mask_len = len(tokenizer(config.masking.mask_token, add_special_tokens=False)["input_ids"])
     recon = len(
-        tokenize_for_training(tokenizer, reconstruction_messages("x", "x", cfg.masking.system_prompt))["input_ids"]
-    ) + (mask_len + 2) * cfg.masking.spans_per_example
+        tokenize_for_training(tokenizer, reconstruction_messages("x", "x", config.masking.system_prompt))["input_ids"]
+    ) + (mask_len + 2) * config.masking.spans_per_example
     budget = sequence_len - max(rel, recon) - 4
     if budget < 16:
         raise InputError(

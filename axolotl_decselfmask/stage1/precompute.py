@@ -71,32 +71,32 @@ class PrecomputeResult:
 
 
 
-def check_method(cfg: DecSelfMaskConfig, model_path: str, trust_remote_code: bool = False):
+def check_method(config: DecSelfMaskConfig, model_path: str, trust_remote_code: bool = False):
     """The method class, after checking it can run on the model's family (config only, no weights)."""
     from transformers import AutoConfig
 
-    method_cls = get_method(cfg.relevance.method)
+    method_cls = get_method(config.relevance.method)
     method_cls.check_model_config(AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code))
     return method_cls
 
 
 
 
-def shard_plan(n_texts: int, cfg: DecSelfMaskConfig) -> tuple[list[tuple[int, str]], list[list[tuple[int, str]]]]:
+def shard_plan(n_texts: int, config: DecSelfMaskConfig) -> tuple[list[tuple[int, str]], list[list[tuple[int, str]]]]:
     """The (text, item) pairs and how they are cut into shards: fixed by the texts and settings."""
-    per_text = items_for_texts(n_texts, cfg.task_items(), cfg.items_per_text, cfg.seed)
+    per_text = items_for_texts(n_texts, config.task_items(), config.items_per_text, config.seed)
     pairs = [(i, item) for i, its in enumerate(per_text) for item in its]
-    size = cfg.relevance.shard_size
+    size = config.relevance.shard_size
     return pairs, [pairs[s : s + size] for s in range(0, len(pairs), size)]
 
 
-def wait_for_shards(texts, cfg: DecSelfMaskConfig, tokenizer, model_path: str, cache_root, timeout_s: float,
+def wait_for_shards(texts, config: DecSelfMaskConfig, tokenizer, model_path: str, cache_root, timeout_s: float,
                     poll_s: float = 2.0) -> None:
     """Block until every relevance shard of ``texts`` is in the cache (other processes write them)."""
     import time
 
-    rel_dir = relevance_dir(cache_root, relevance_key(cfg, model_path, tokenizer, texts_fingerprint(texts)))
-    _, shards = shard_plan(len(texts), cfg)
+    rel_dir = relevance_dir(cache_root, relevance_key(config, model_path, tokenizer, texts_fingerprint(texts)))
+    _, shards = shard_plan(len(texts), config)
     deadline = time.monotonic() + timeout_s
     pending = set(range(len(shards)))
     while pending:
@@ -115,7 +115,7 @@ def wait_for_shards(texts, cfg: DecSelfMaskConfig, tokenizer, model_path: str, c
 
 def run_precompute(
     texts: list[str],
-    cfg: DecSelfMaskConfig,
+    config: DecSelfMaskConfig,
     tokenizer,
     model_path: str,
     cache_root: str | Path,
@@ -130,8 +130,8 @@ def run_precompute(
     shards ``n`` with ``n % world_size == rank`` and returns None; once every shard exists, a
     call with ``world_size=1`` builds the examples from them (see :func:`main`).
     """
-    rkey = relevance_key(cfg, model_path, tokenizer, texts_fingerprint(texts))
-    ex_dir = examples_dir(cache_root, examples_key(cfg, rkey))
+    rkey = relevance_key(config, model_path, tokenizer, texts_fingerprint(texts))
+    ex_dir = examples_dir(cache_root, examples_key(config, rkey))
     cached = read_examples(ex_dir)
     if cached is not None:
         examples, manifest = cached
@@ -139,31 +139,31 @@ def run_precompute(
         return PrecomputeResult(examples, ex_dir, manifest["n_texts"], manifest["n_without_spans"],
                                 manifest.get("n_bad_relevance", 0), True)
 
-    method_cls = check_method(cfg, model_path, trust_remote_code)
-    if not cfg.task_items():
+    method_cls = check_method(config, model_path, trust_remote_code)
+    if not config.task_items():
         raise ValueError(
             "decselfmask.items is empty and decselfmask.classification.labels is empty: "
             "name the task items the relevance is computed for."
         )
     rel_dir = relevance_dir(cache_root, rkey)
-    pairs, shards = shard_plan(len(texts), cfg)
-    records = _relevance_records(texts, cfg, tokenizer, model_path, method_cls, rel_dir, shards,
+    pairs, shards = shard_plan(len(texts), config)
+    records = _relevance_records(texts, config, tokenizer, model_path, method_cls, rel_dir, shards,
                                  trust_remote_code, progress, rank, world_size)
     if records is None:
         return None
-    examples, without, bad = _examples_from_records(texts, records, cfg, selector_for(cfg, method_cls))
-    if cfg.masking.write_jsonl:
+    examples, without, bad = _examples_from_records(texts, records, config, selector_for(config, method_cls))
+    if config.masking.write_jsonl:
         write_examples(ex_dir, examples, {
             "n_texts": len(texts), "n_pairs": len(pairs), "n_without_spans": without, "n_bad_relevance": bad,
             "relevance_dir": rel_dir.name, "model": model_path,
-            "settings": cfg.model_dump(exclude={"classification"}), "version": __version__,
+            "settings": config.model_dump(exclude={"classification"}), "version": __version__,
         })
     LOG.info("decselfmask: %d masked examples from %d texts (%d (text, item) pairs gave no span, %d had "
              "zero or non-finite relevance)", len(examples), len(texts), without, bad)
     return PrecomputeResult(examples, ex_dir, len(texts), without, bad, False)
 
 
-def _relevance_records(texts, cfg: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path,
+def _relevance_records(texts, config: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path,
                        shards, trust_remote_code: bool, progress: bool, rank: int, world_size: int):
     """Every shard's relevance records, computing this process's missing shards; None while other
     processes of a sharded run still own some."""
@@ -180,22 +180,22 @@ def _relevance_records(texts, cfg: DecSelfMaskConfig, tokenizer, model_path: str
     if todo:
         LOG.info("decselfmask: relevance of %d (text, item) pairs with %s (%d of %d shards cached)",
                  sum(len(s) for s in shards), model_path, len(shards) - len(todo), len(shards))
-        records.update(_compute_shards(texts, cfg, tokenizer, model_path, method_cls, rel_dir, shards, todo,
+        records.update(_compute_shards(texts, config, tokenizer, model_path, method_cls, rel_dir, shards, todo,
                                        trust_remote_code, progress, rank, world_size))
     if world_size > 1:
         return None
     return [rec for n in range(len(shards)) for rec in records[n]]
 
 
-def _compute_shards(texts, cfg: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path, shards,
+def _compute_shards(texts, config: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path, shards,
                     todo: list[int], trust_remote_code: bool, progress: bool, rank: int, world_size: int):
-    r = cfg.relevance
+    r = config.relevance
     model = load_relevance_model(
         model_path, r.dtype, r.device, trust_remote_code=trust_remote_code,
         eager_attention=method_cls.needs_eager_attention, load_in_4bit=r.load_in_4bit, load_in_8bit=r.load_in_8bit,
     )
     method = method_cls(model, tokenizer, r.target, r.token_position, steps=r.ig_steps, unit=r.ablation_unit,
-                        fast_backward=fast_backward(cfg))
+                        fast_backward=fast_backward(config))
     bar = tqdm(total=sum(len(shards[n]) for n in todo), unit="text", desc="self-relevance",
                disable=not progress, dynamic_ncols=True)
     done: dict[int, list[dict]] = {}
@@ -216,14 +216,14 @@ def _compute_shards(texts, cfg: DecSelfMaskConfig, tokenizer, model_path: str, m
     return done
 
 
-def _examples_from_records(texts, records: list[dict], cfg: DecSelfMaskConfig, select):
+def _examples_from_records(texts, records: list[dict], config: DecSelfMaskConfig, select):
     """The masked examples of every record; counts of records without spans and with unusable relevance."""
     examples, without, bad = [], 0, 0
     for rec in records:
         if not usable_scores(rec["scores"]):
             bad += 1
             continue
-        spans, rows = examples_of_record(texts[rec["text_index"]], rec, cfg, select)
+        spans, rows = examples_of_record(texts[rec["text_index"]], rec, config, select)
         if not spans:
             without += 1
         examples.extend(rows)
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         column = dataset_text_column(entry)
         pool = prepare_pool(read_pool_as_axolotl(entry, cfg, column), cfg, config, tokenizer, entry["path"], column)
         model_path = relevance_model_path(cfg, config)
-        common = dict(texts=pool.texts, cfg=config, tokenizer=tokenizer, model_path=model_path,
+        common = dict(texts=pool.texts, config=config, tokenizer=tokenizer, model_path=model_path,
                       cache_root=config.cache_dir, trust_remote_code=bool(cfg.trust_remote_code), progress=rank == 0)
         if world > 1:
             run_precompute(**common, rank=rank, world_size=world)

@@ -217,8 +217,8 @@ def _recompute_spans(settings: dict):
     from axolotl_decselfmask.args import DecSelfMaskConfig
     from axolotl_decselfmask.registry import get_method, selector_for
 
-    cfg = DecSelfMaskConfig(**{k: v for k, v in settings.items() if not k.startswith("_")})
-    return cfg, selector_for(cfg, get_method(cfg.relevance.method))
+    config = DecSelfMaskConfig(**{k: v for k, v in settings.items() if not k.startswith("_")})
+    return config, selector_for(config, get_method(config.relevance.method))
 
 
 def build_page(source: Source, n: int, texts_path: str | None = None, text_column: str = "text",
@@ -267,8 +267,8 @@ def build_page(source: Source, n: int, texts_path: str | None = None, text_colum
                 f"{source.relevance_dir} has no examples.jsonl next to it (masking.write_jsonl: false): "
                 "pass the run's pool file with --texts (and --text-column)"
             )
-        cfg, select = _recompute_spans(settings)
-        settings = cfg.model_dump(exclude={"classification"})
+        config, select = _recompute_spans(settings)
+        settings = config.model_dump(exclude={"classification"})
 
     views = []
     for i in wanted:
@@ -278,9 +278,9 @@ def build_page(source: Source, n: int, texts_path: str | None = None, text_colum
             spans: list[Span] = []
             exs = examples.get((i, rec["item"]), [])
             if recompute and i in texts and usable_scores(rec["scores"]):
-                spans, rows = examples_of_record(texts[i], rec, cfg, select)
+                spans, rows = examples_of_record(texts[i], rec, config, select)
                 spans = [tuple(sp) for sp in spans]
-                m = cfg.masking
+                m = config.masking
                 exs = [dict(row, masks=rebuild_text(row, m.mask_token, m.answer_separator)[1]) for row in rows]
             else:
                 spans = sorted({tuple(s) for ex in exs for s in ex["spans"]})

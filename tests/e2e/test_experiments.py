@@ -142,6 +142,7 @@ def test_random_masking_reuses_the_relevance_cache_of_decselfmask(tmp_path, tiny
     assert keys["random_masking"][2] == keys["decselfmask"][2]
 
 
+@pytest.mark.slow  # six `axolotl train` runs and a resume (make test-slow)
 def test_tiny_grid_runs_all_methods_and_resumes(tmp_path):
     model = make_tiny_llama(tmp_path / "tiny")
     grid_path = _grid(tmp_path, model)

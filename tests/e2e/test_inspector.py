@@ -273,3 +273,36 @@ def test_page_renders_in_headless_chromium(cache, tmp_path):
     # the heatmap (orange) and the span outlines / masks (blue) were drawn
     assert any(r > 240 and 120 <= g <= 160 and b < 30 for _, (r, g, b) in colours)
     assert any(abs(r - 0x1F) < 12 and abs(g - 0x4F) < 12 and abs(b - 0xBF) < 12 for _, (r, g, b) in colours)
+
+
+def test_inspector_shows_the_precomputes_texts_when_test_texts_are_dropped(tmp_path, tiny_llama):
+    """With drop_test_texts_from_pool the precompute skips pool texts that are test rows; the
+    inspector reads the pool by the same rules (stage1/pool.py), so text i is the same text in both."""
+    from transformers import AutoTokenizer
+
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+    from axolotl_decselfmask.stage1.pool import clean_pool, without_mask_string
+    from axolotl_decselfmask.stage1.precompute import run_precompute
+    from axolotl_decselfmask.tools.inspector import build_page, resolve_source
+
+    texts = _texts()
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"text": texts[i], "label": "neoplasms"}) + "\n" for i in (0, 2)))
+    config = DecSelfMaskConfig(
+        items=ITEMS, items_per_text=2, relevance={"shard_size": 4, "batch_size": 4},
+        spans={"rescale_after_smoothing": True}, masking={"spans_per_example": 2, "write_jsonl": False},
+        drop_test_texts_from_pool=True, classification={"test_file": str(test), "labels": ITEMS},
+    )
+    used, _, _ = clean_pool(texts, config, str(pool), "text", skip=without_mask_string)
+    assert used == [texts[i] for i in (1, 3, 4, 5)]
+    root = tmp_path / "cache"
+    run_precompute(used, config, AutoTokenizer.from_pretrained(tiny_llama), str(tiny_llama), root, progress=False)
+
+    page = build_page(resolve_source(root), 10, texts_path=str(pool), text_column="text",
+                      settings=config.model_dump(mode="json"))
+    shown = {view.text_index: view.text for view in page.views}
+    assert sorted(shown) == [0, 1, 2, 3]
+    for i, text in shown.items():
+        assert text and used[i].startswith(text), (i, text[:40], used[i][:40])

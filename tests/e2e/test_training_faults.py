@@ -85,6 +85,7 @@ def _assert_clear_error(exc, out):
     assert "axolotl train" in text
 
 
+@pytest.mark.slow  # four `axolotl train` runs killed and resumed (make test-slow); the Ctrl-C test stays in the suite
 def test_sigkill_in_stage1_then_auto_resume_then_sigkill_in_stage2(work):
     from axolotl_decselfmask.stage1.checkpoints import Stage1IncompleteError
     from axolotl_decselfmask.stage2.model import load_stage1_model

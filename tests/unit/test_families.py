@@ -75,6 +75,7 @@ def test_unknown_method_is_a_config_error():
         DecSelfMaskConfig(spans={"selector": "best"})
 
 
+@pytest.mark.slow  # bitsandbytes on a CPU: half a minute each (make test-slow)
 @pytest.mark.parametrize("bits", ["load_in_8bit", "load_in_4bit"])
 def test_relevance_on_a_quantised_copy(smollm_path, smollm_tok, bits):
     prompts = [build_relevance_prompt(smollm_tok, TEXT, "Presence of pacemaker", "Which finding?")]

@@ -75,6 +75,7 @@ def _f1(pred_idx, gold):
     return macro_f1(gold, [LABELS[i] for i in pred_idx], LABELS)
 
 
+@pytest.mark.slow  # 120 real-model features: minutes on an AVX2 CPU (make test-slow)
 def test_probe_beats_chance_and_shuffled_labels(abstracts_features):
     train_x, train_y, test_x, gold = abstracts_features
     assert len(train_y) == 80 and len(gold) == 40
