@@ -1,8 +1,8 @@
 """The configuration reference (docs/configuration.md), generated from the pydantic schema.
 
 ``python -m axolotl_decselfmask.config_reference > docs/configuration.md``, or
-``python -m axolotl_decselfmask.config_reference --write`` (writes docs/configuration.md next to
-the package when run from a checkout, or the path given with ``--out``). A test compares the
+``python -m axolotl_decselfmask.config_reference --write`` (writes docs/configuration.md under the
+working directory, a checkout's root, or the path given with ``--out``). A test compares the
 file with a fresh rendering, so the page cannot drift from :mod:`.args`.
 """
 
@@ -22,7 +22,7 @@ from pydantic_core import PydanticUndefined
 from axolotl_decselfmask.args import DecSelfMaskConfig
 
 COMMAND = "python -m axolotl_decselfmask.config_reference --write"
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+DEFAULT_PATH = Path("docs") / "configuration.md"  # relative to the working directory: a checkout's root
 
 HEADER = """\
 # Configuration reference: the `decselfmask:` block

@@ -56,7 +56,23 @@ def test_wheel_holds_every_module_and_the_quickstart_files(dist):
     missing = _source_modules() - names
     assert not missing, f"modules missing from the wheel (add their package to pyproject.toml): {sorted(missing)}"
     assert not [n for n in QUICKSTART_DATA if n not in names]
-    assert "axolotl_decselfmask/config_reference.py" in names and "axolotl_decselfmask/model_card.py" in names
+    assert "axolotl_decselfmask/config_reference.py" in names and "axolotl_decselfmask/stage2/model_card.py" in names
+
+
+def test_wheel_has_no_prototypes_goal_numbers_or_checkout_paths(dist):
+    """benchmarks/ stays in the checkout; the shipped code names no goal of an old issue and no
+    file that exists only in a checkout (the recorded data, the models folder's parent, docs/)."""
+    wheel, _ = dist
+    archive = zipfile.ZipFile(wheel)
+    names = archive.namelist()
+    assert not [n for n in names if n.startswith("benchmarks/") or "prototype" in n]
+    checkout_only = ("examples/data/medical_abstracts.csv.gz", "../shared/", "relevance_goals", "--variants",
+                     "lxt", "parents[2]")
+    for name in names:
+        if name.endswith(".py"):
+            code = archive.read(name).decode("utf-8")
+            found = [c for c in checkout_only if c in code]
+            assert not found, f"{name} names {found}"
 
 
 def test_wheel_has_no_tests_caches_or_big_sources(dist):
@@ -84,7 +100,7 @@ def test_sdist_has_docs_tests_and_licence(dist):
     _, sdist = dist
     names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
     for needed in ("LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "docs/configuration.md",
-                   "tests/test_packaging.py", "examples/quickstart.yml", "examples/data/abstracts_train.jsonl"):
+                   "tests/e2e/test_packaging.py", "examples/quickstart.yml", "examples/data/abstracts_train.jsonl"):
         assert needed in names, needed
 
 

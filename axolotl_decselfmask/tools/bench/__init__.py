@@ -10,7 +10,7 @@
   evaluation batch, with the CPU's capability and the precision the plugin would choose.
 
 See ``docs/benchmark.md`` for the commands, recorded runs and what they found. Prototypes
-(variants of grad x input, the lxt shim) are in ``benchmarks/relevance_prototypes.py`` of the
+(variants of grad x input, the old shim of an external LRP library) are in ``benchmarks/relevance_prototypes.py`` of the
 repository, outside the package.
 """
 
