@@ -21,9 +21,17 @@ from axolotl_decselfmask.hardware import (
     slow_bf16_warning,
 )
 from axolotl_decselfmask.io.distributed import is_main_process
-from axolotl_decselfmask.io.files import file_sha256, fingerprint, safe_filename
-from axolotl_decselfmask.io.recipe import check_model_paths, launcher_warning
-from axolotl_decselfmask.io.tables import InputError, check_pool_file, dataset_text_column
+from axolotl_decselfmask.io.files import safe_filename
+from axolotl_decselfmask.io.tables import (
+    check_pool_file,
+    dataset_text_column,
+)
+from axolotl_decselfmask.recipe import (
+    check_model_paths,
+    launcher_warning,
+    prepare_raw_recipe,
+    uses_pool_dataset,
+)
 from axolotl_decselfmask.stage1.checkpoints import (
     STAGE1_MARKER,
     check_checkpoint,
@@ -37,18 +45,11 @@ from axolotl_decselfmask.stage1.pool import POOL_TYPES
 from axolotl_decselfmask.stage2.data import load_task_data, text_budget
 from axolotl_decselfmask.stage2.metrics import forget_task
 from axolotl_decselfmask.stage2.run import run_stage2
-from axolotl_decselfmask.version import __version__
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_PREPARED_PATH = "last_run_prepared"
-
-
 OUR_TYPES = POOL_TYPES
 
-
-def _uses_our_dataset(cfg) -> bool:
-    return any(isinstance(d, dict) and d.get("type") in OUR_TYPES for d in (cfg.get("datasets") or []))
 
 
 class DecSelfMaskPlugin(BasePlugin):
@@ -82,36 +83,7 @@ class DecSelfMaskPlugin(BasePlugin):
         if block is None:
             cfg["decselfmask"] = block = {}
         _set_up_machine(cfg, block)
-        prepared = cfg.get("dataset_prepared_path") or DEFAULT_PREPARED_PATH
-        if not block.get("cache_dir"):
-            block["cache_dir"] = str(Path(prepared) / "decselfmask")
-        for entry in cfg.get("datasets") or []:
-            # Axolotl's dataset schema drops `text_column`; carry it in `field`, which it keeps.
-            if isinstance(entry, dict) and entry.get("type") in OUR_TYPES and entry.get("text_column"):
-                if entry.get("field") not in (None, entry["text_column"]):
-                    raise InputError(f"datasets entry {entry.get('path')}: text_column {entry['text_column']!r} "
-                                     f"and field {entry['field']!r} differ; set one of them")
-                entry["field"] = entry["text_column"]
-        if _uses_our_dataset(cfg):
-            # Axolotl's prepared-dataset hash does not see the decselfmask block; key the
-            # folder by it so that a changed setting never reuses stale examples.
-            try:
-                config = DecSelfMaskConfig(**block)
-                # what stage 1's data depends on (not stage 2's or probing's settings)
-                settings = config.model_dump(exclude={"classification", "tasks", "probing", "cpu_threads"})
-                settings["task_items"] = config.task_items()
-                # the pool's texts are checked against (or cleaned of) the test texts
-                settings["test_files"] = _test_file_ids(config)
-            except Exception:  # noqa: BLE001 - Axolotl's validation reports it next
-                settings = dict(block)
-            key = fingerprint(__version__, settings)
-            cfg["dataset_prepared_path"] = str(Path(prepared) / f"decselfmask-{key}")
-        masking = block.get("masking") or {}
-        if masking.get("add_mask_token"):
-            token = masking.get("mask_token", "<mask>")
-            tokens = list(cfg.get("tokens") or [])
-            if token not in tokens:
-                cfg["tokens"] = tokens + [token]
+        prepare_raw_recipe(cfg, block)
 
     def load_datasets(self, cfg, preprocess: bool = False):
         """Check every input file before any model work; serve a placeholder when stage 1 is off."""
@@ -128,7 +100,7 @@ class DecSelfMaskPlugin(BasePlugin):
             for n, entry in enumerate(cfg.get("datasets") or []):
                 if entry.get("type") in OUR_TYPES:
                     check_pool_file(entry["path"], dataset_text_column(entry), f"datasets[{n}].path")
-            if not _uses_our_dataset(cfg):
+            if not uses_pool_dataset(cfg):
                 LOG.warning("decselfmask: no dataset has type %s; stage 1 trains on the recipe's datasets as they are",
                             DATASET_TYPE)
             return None
@@ -210,20 +182,6 @@ def _set_up_machine(cfg: dict, block: dict) -> None:
     threads, why = apply_threads(setting if setting == "auto" or isinstance(setting, int) else "auto")
     LOG.info(log_line(precision, threads, why))
 
-
-def _test_file_ids(config: DecSelfMaskConfig) -> list:
-    """Each task's test file by content (a folder by its path), with the text column compared."""
-    if not config.classification.enabled:
-        return []
-    ids: dict[str, str] = {}
-    out = []
-    for c in config.task_configs():
-        if c.test_file:
-            path = Path(c.test_file)
-            if c.test_file not in ids:
-                ids[c.test_file] = file_sha256(path) if path.is_file() else c.test_file
-            out.append([ids[c.test_file], c.text_column])
-    return out
 
 
 def _prompt_tokenizer(cfg, config: DecSelfMaskConfig):

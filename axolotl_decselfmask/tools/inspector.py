@@ -33,6 +33,7 @@ from axolotl_decselfmask.io.files import (
     read_json,
     read_jsonl,
 )
+from axolotl_decselfmask.recipe import DEFAULT_PREPARED_PATH
 from axolotl_decselfmask.stage1.cache import (
     complete_examples_dirs,
     read_records,
@@ -44,7 +45,6 @@ Span = tuple[int, int]
 
 # white -> orange: the colour of |relevance| / max = 1
 HOT = (255, 140, 0)
-DEFAULT_PREPARED_PATH = "last_run_prepared"  # as plugin.DEFAULT_PREPARED_PATH (not imported: it imports Axolotl)
 
 
 class InspectorError(ValueError):

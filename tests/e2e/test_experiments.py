@@ -10,16 +10,11 @@ import pytest
 import yaml
 from conftest import DATA, make_tiny_llama
 
-from axolotl_decselfmask.tools.experiments import (
-    METHODS,
-    Grid,
-    build_data,
-    definition_problems,
-    load_grid,
-    plan,
-    report_markdown,
-    run_grid,
-)
+from axolotl_decselfmask.tools.experiments.data import build_data
+from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
+from axolotl_decselfmask.tools.experiments.methods import METHODS, definition_problems
+from axolotl_decselfmask.tools.experiments.report import report_markdown
+from axolotl_decselfmask.tools.experiments.runner import plan, run_grid
 
 
 def _corpus(tmp_path):

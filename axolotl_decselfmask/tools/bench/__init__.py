@@ -14,6 +14,7 @@ See ``docs/benchmark.md`` for the commands, recorded runs and what they found. P
 repository, outside the package.
 """
 
+from axolotl_decselfmask.compat import attn_implementation
 from axolotl_decselfmask.tools.bench.cli import build_parser, main
 from axolotl_decselfmask.tools.bench.common import (
     DEFAULT_ITEM,
@@ -22,7 +23,6 @@ from axolotl_decselfmask.tools.bench.common import (
     DEFAULT_MODEL,
     BenchInputError,
     PeakRSS,
-    attn_implementation,
     jaccard,
     keep_attn_implementation,
     load_model,

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
+from axolotl_decselfmask.compat import attn_implementation
 from axolotl_decselfmask.tools.bench.common import (
     DEFAULT_ITEM,
     DEFAULT_LEAD_IN,
     DEFAULT_METHOD,
     DEFAULT_MODEL,
-    attn_implementation,
     load_model,
     load_notes,
     resolve_data,

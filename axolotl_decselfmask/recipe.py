@@ -1,4 +1,5 @@
-"""Checks of the recipe's model folders and of the environment, before Axolotl loads anything.
+"""The raw recipe, before Axolotl validates it: what the plugin sets on it, and checks of its
+model folders and of the environment, before Axolotl loads anything.
 
 Axolotl reads ``base_model``'s config while it normalises the recipe, before any dataset or
 plugin hook: a folder that does not exist then ends in huggingface_hub's "Repo id must be in
@@ -12,7 +13,11 @@ import os
 import shutil
 from pathlib import Path
 
+from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.io.files import file_sha256, fingerprint
 from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.stage1.pool import POOL_TYPES
+from axolotl_decselfmask.version import __version__
 
 #: files of which a model folder needs one to load a tokenizer (vocab.json with merges.txt)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
@@ -112,3 +117,61 @@ def launcher_warning() -> str | None:
             "`accelerate launch`: it would stop with FileNotFoundError (No such file or directory: ... 'accelerate'). "
             "Activate the environment first (`source .venv/bin/activate`), put its bin folder on PATH, or run "
             "`axolotl train recipe.yml --launcher python` (one process).")
+
+
+DEFAULT_PREPARED_PATH = "last_run_prepared"  # Axolotl's default dataset_prepared_path
+
+
+def uses_pool_dataset(cfg) -> bool:
+    return any(isinstance(d, dict) and d.get("type") in POOL_TYPES for d in (cfg.get("datasets") or []))
+
+
+def test_file_ids(config: DecSelfMaskConfig) -> list:
+    """Each task's test file by content (a folder by its path), with the text column compared."""
+    if not config.classification.enabled:
+        return []
+    ids: dict[str, str] = {}
+    out = []
+    for c in config.task_configs():
+        if c.test_file:
+            path = Path(c.test_file)
+            if c.test_file not in ids:
+                ids[c.test_file] = file_sha256(path) if path.is_file() else c.test_file
+            out.append([ids[c.test_file], c.text_column])
+    return out
+
+
+def prepare_raw_recipe(cfg: dict, block: dict) -> None:
+    """What the plugin sets on the raw recipe before Axolotl validates it: the cache folder, the
+    pools' text column (carried in ``field``), a prepared-dataset folder keyed by what stage 1's
+    data depends on, and the mask token as an added token when asked for."""
+    prepared = cfg.get("dataset_prepared_path") or DEFAULT_PREPARED_PATH
+    if not block.get("cache_dir"):
+        block["cache_dir"] = str(Path(prepared) / "decselfmask")
+    for entry in cfg.get("datasets") or []:
+        # Axolotl's dataset schema drops `text_column`; carry it in `field`, which it keeps.
+        if isinstance(entry, dict) and entry.get("type") in POOL_TYPES and entry.get("text_column"):
+            if entry.get("field") not in (None, entry["text_column"]):
+                raise InputError(f"datasets entry {entry.get('path')}: text_column {entry['text_column']!r} "
+                                 f"and field {entry['field']!r} differ; set one of them")
+            entry["field"] = entry["text_column"]
+    if uses_pool_dataset(cfg):
+        # Axolotl's prepared-dataset hash does not see the decselfmask block; key the
+        # folder by it so that a changed setting never reuses stale examples.
+        try:
+            config = DecSelfMaskConfig(**block)
+            # what stage 1's data depends on (not stage 2's or probing's settings)
+            settings = config.model_dump(exclude={"classification", "tasks", "probing", "cpu_threads"})
+            settings["task_items"] = config.task_items()
+            # the pool's texts are checked against (or cleaned of) the test texts
+            settings["test_files"] = test_file_ids(config)
+        except Exception:  # noqa: BLE001 - Axolotl's validation reports it next
+            settings = dict(block)
+        key = fingerprint(__version__, settings)
+        cfg["dataset_prepared_path"] = str(Path(prepared) / f"decselfmask-{key}")
+    masking = block.get("masking") or {}
+    if masking.get("add_mask_token"):
+        token = masking.get("mask_token", "<mask>")
+        tokens = list(cfg.get("tokens") or [])
+        if token not in tokens:
+            cfg["tokens"] = tokens + [token]
