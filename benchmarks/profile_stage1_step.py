@@ -13,7 +13,8 @@ prepared datasets under ``outputs/bench_stage1_vs_plain/``). This script
    ``on_step_end``, data loading excluded; and end-to-end, data loading included);
    ``bare@axolotl-batches``: a bare loop (forward, backward, AdamW) on a freshly made PEFT
    model over the batches as Axolotl's collator padded them;
-   ``bare@longest``: the same over the same rows padded to their longest;
+   ``bare@longest``: the same over the same rows padded to their longest; ``bare@longest,dropout0``:
+   with ``lora_dropout: 0``; ``bare@longest,1thread``: on one thread (``torch.set_num_threads(1)``);
 3. profiles one step of each with ``torch.profiler`` and prints the top operators.
 
     OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 AXOLOTL_DO_NOT_TRACK=1 \\
@@ -140,17 +141,18 @@ def main(argv=None) -> int:
 
     class StepTimer(TrainerCallback):
         def __init__(self):
-            self.begin, self.compute, self.ends = None, [], []
+            self.begin, self.compute, self.ends, self.cpu = None, [], [], []
 
         def on_train_begin(self, args, state, control, **kw):
             self.ends = [time.perf_counter()]
 
         def on_step_begin(self, args, state, control, **kw):
-            self.begin = time.perf_counter()
+            self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             now = time.perf_counter()
             self.compute.append(now - self.begin)
+            self.cpu.append(time.process_time() - self.cpu_begin)
 
         def on_log(self, args, state, control, **kw):
             self.ends.append(time.perf_counter())  # after the step's log: the end of a trainer step
@@ -179,41 +181,59 @@ def main(argv=None) -> int:
         return float(loss.detach())
 
     def run_bare(batches, m_opt=None):
-        times = []
+        times, cpu = [], []
         for b in batches:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             bare_step(b, m_opt)
             times.append(time.perf_counter() - t)
-        return times
+            cpu.append(time.process_time() - c)
+        return times, cpu
 
-    arms = ["axolotl", "bare@axolotl-batches", "bare@longest", "bare@longest,dropout0"]
+    arms = ["axolotl", "bare@axolotl-batches", "bare@longest", "bare@longest,dropout0", "bare@longest,1thread"]
     res = {"axolotl_compute": [], "axolotl_step": [], **{arm: [] for arm in arms[1:]}}
+    cpu_res = {"axolotl_compute": [], **{arm: [] for arm in arms[1:]}}  # process CPU seconds (all threads)
     tok = {arm: real for arm in res}
     for rnd in range(a.rounds):
         for arm in (arms if rnd % 2 == 0 else arms[::-1]):
             if arm == "axolotl":
-                timer.compute, timer.ends = [], []
+                timer.compute, timer.ends, timer.cpu = [], [], []
                 trainer.train()
+                cpu_res["axolotl_compute"].append(timer.cpu[1:])
                 ends = timer.ends[1:1 + a.steps]  # the log of each step (the last on_log is the summary)
                 res["axolotl_compute"].append(timer.compute[1:])
                 res["axolotl_step"].append([b - a_ for a_, b in zip(ends, ends[1:])])  # steps 2..N
             else:
-                times = run_bare(axo_batches if arm == "bare@axolotl-batches" else long_batches,
-                                 nodrop if arm.endswith("dropout0") else None)
+                threads = torch.get_num_threads()
+                if arm.endswith("1thread"):
+                    torch.set_num_threads(1)  # what accelerate's OMP_NUM_THREADS=1 gives a plain run
+                times, cpu = run_bare(axo_batches if arm == "bare@axolotl-batches" else long_batches,
+                                      nodrop if arm.endswith("dropout0") else None)
+                torch.set_num_threads(threads)
                 res[arm].append(times[1:])
+                cpu_res[arm].append(cpu[1:])
             print(f"round {rnd} {arm}: done", flush=True)
 
-    lines = [f"{'arm':22s} {'median s/step':>13s} {'tokens/s':>9s}  per-round medians"]
-    med = {}
+    lines = [f"{'arm':22s} {'median s/step':>13s} {'tokens/s':>9s} {'CPU s/step':>10s}  per-round medians (wall s)"]
+    med, cpu_med = {}, {}
     for arm, rounds in res.items():
         flat = [s for r in rounds for s in r]
         med[arm] = statistics.median(flat)
         # tokens of steps 2..N over their time
         tps = statistics.median(sum(tok[arm][1:len(r) + 1]) / sum(r) for r in rounds)
-        lines.append(f"{arm:22s} {med[arm]:13.2f} {tps:9.1f}  {[round(statistics.median(r), 2) for r in rounds]}")
+        cpu_med[arm] = statistics.median(c for r in cpu_res.get(arm, []) for c in r) if arm in cpu_res else None
+        cpu_txt = f"{cpu_med[arm]:10.2f}" if cpu_med[arm] is not None else f"{'-':>10s}"
+        lines.append(f"{arm:22s} {med[arm]:13.2f} {tps:9.1f} {cpu_txt}  "
+                     f"{[round(statistics.median(r), 2) for r in rounds]}")
+    lines.append("CPU s/step: process CPU time (all threads of this process) per step: the work done, which "
+                 "a shared machine's load moves less than the wall time")
+    lines.append(f"by CPU time: axolotl / bare same batches {cpu_med['axolotl_compute'] / cpu_med['bare@axolotl-batches']:.3f}, "
+                 f"axolotl / bare longest {cpu_med['axolotl_compute'] / cpu_med['bare@longest']:.3f}, "
+                 f"dropout 0 / 0.05 {cpu_med['bare@longest,dropout0'] / cpu_med['bare@longest']:.3f}")
     lines.append(f"axolotl step / bare step on the same padded batches: {med['axolotl_step'] / med['bare@axolotl-batches']:.3f}")
     lines.append(f"axolotl step / bare step padded to longest:          {med['axolotl_step'] / med['bare@longest']:.3f}")
     lines.append(f"bare padded to longest, lora_dropout 0 / 0.05:       {med['bare@longest,dropout0'] / med['bare@longest']:.3f}")
+    lines.append(f"bare padded to longest, 1 thread / {torch.get_num_threads()} threads:         "
+                 f"{med['bare@longest,1thread'] / med['bare@longest']:.3f}")
     lines.append(f"axolotl trainer work outside the step callbacks (data, log): "
                  f"{med['axolotl_step'] - med['axolotl_compute']:.3f} s/step")
     say("\n".join(lines))
@@ -270,7 +290,7 @@ def main(argv=None) -> int:
         (ROOT / a.out).parent.mkdir(parents=True, exist_ok=True)
         (ROOT / a.out).write_text("\n".join(head + report) + "\n")
     if a.json:
-        Path(a.json).write_text(json.dumps({"seconds": res, "real_tokens": real}, indent=1))
+        Path(a.json).write_text(json.dumps({"seconds": res, "cpu_seconds": cpu_res, "real_tokens": real}, indent=1))
     return 0
 
 

@@ -95,3 +95,17 @@ def is_word_char(text, i):
         b, a = text[i - 1], text[i + 1]
         return (b.isalnum() or b == "_") and (a.isalnum() or a == "_")
     return False
+
+
+# Tiny random configurations of every family the package supports (relevance tests build them).
+COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=512)
+FAMILIES = {
+    "llama": dict(model_type="llama"),
+    "qwen2": dict(model_type="qwen2"),
+    "qwen3": dict(model_type="qwen3", head_dim=16),
+    "gemma2": dict(model_type="gemma2", head_dim=16),
+    "gemma3_text": dict(model_type="gemma3_text", head_dim=16),
+    "mistral": dict(model_type="mistral"),
+    "phi3": dict(model_type="phi3"),
+}

@@ -4,6 +4,7 @@ tests/test_families.py, restoring the model, padding invariance, both targets.""
 import numpy as np
 import pytest
 import torch
+from helpers import COMMON, FAMILIES
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from axolotl_decselfmask import compat
@@ -22,18 +23,6 @@ from axolotl_decselfmask.relevance.methods.attnlrp import (
 LEAD_IN = "Which clinical finding does the text above describe?"
 TEXT = ("A 71-year-old man with dilated cardiomyopathy and complete heart block received a "
         "dual-chamber pacemaker. He has type 2 diabetes treated with metformin.")
-# the tiny random families of tests/test_families.py
-COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=512)
-FAMILIES = {
-    "llama": dict(model_type="llama"),
-    "qwen2": dict(model_type="qwen2"),
-    "qwen3": dict(model_type="qwen3", head_dim=16),
-    "gemma2": dict(model_type="gemma2", head_dim=16),
-    "gemma3_text": dict(model_type="gemma3_text", head_dim=16),
-    "mistral": dict(model_type="mistral"),
-    "phi3": dict(model_type="phi3"),
-}
 BIASED = {"qwen2"}  # q/k/v biases: relevance goes to them, so the inputs' sum is not the target
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import COMMON, FAMILIES
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
@@ -12,17 +13,6 @@ from axolotl_decselfmask.relevance.methods.attnlrp import AttnLRP
 from axolotl_decselfmask.stage1.precompute import check_method
 
 TEXT = "A 71-year-old man with dilated cardiomyopathy received a pacemaker. He has type 2 diabetes."
-COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=512)
-FAMILIES = {
-    "llama": dict(model_type="llama"),
-    "qwen2": dict(model_type="qwen2"),
-    "qwen3": dict(model_type="qwen3", head_dim=16),
-    "gemma2": dict(model_type="gemma2", head_dim=16),
-    "gemma3_text": dict(model_type="gemma3_text", head_dim=16),
-    "mistral": dict(model_type="mistral"),
-    "phi3": dict(model_type="phi3"),
-}
 
 
 @pytest.fixture(scope="module")
