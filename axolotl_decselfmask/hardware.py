@@ -222,6 +222,30 @@ def decide_threads(setting: int | str = "auto", *, cores: int | None = None, env
     return None, ("OMP_NUM_THREADS=" + env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS") else "torch default"
 
 
+def wait_policy_warning(threads: int, *, env: dict | None = None, load: float | None = None,
+                        cores: int | None = None) -> str | None:
+    """A warning when torch's OpenMP threads will spin-wait on cores that other processes keep busy.
+
+    libgomp reads ``OMP_WAIT_POLICY`` once, when torch loads it, before any plugin code runs, so
+    the plugin cannot set it for its own process; it can only say so. With another busy process
+    on 2 cores, spin-waiting made a forward pass 8-9x slower (docs/benchmark.md).
+    """
+    env = os.environ if env is None else env
+    if threads < 2 or env.get("OMP_WAIT_POLICY"):
+        return None
+    cores = available_cores() if cores is None else cores
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            return None
+    if load < cores - 0.5:
+        return None
+    return (f"decselfmask: the {cores} cores are busy (load average {load:.1f}) and OMP_WAIT_POLICY is unset: "
+            "torch's threads spin-wait, which made forward passes 8-9x slower on a shared machine. Export "
+            "OMP_WAIT_POLICY=PASSIVE before `axolotl train` (it cannot be changed once torch has started).")
+
+
 def apply_threads(setting: int | str = "auto") -> tuple[int, str]:
     """Set torch's CPU threads by :func:`decide_threads`; returns (threads in use, why)."""
     import torch

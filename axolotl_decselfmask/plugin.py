@@ -19,6 +19,7 @@ from axolotl_decselfmask.hardware import (
     log_line,
     resolve_recipe_precision,
     slow_bf16_warning,
+    wait_policy_warning,
 )
 from axolotl_decselfmask.io.distributed import is_main_process
 from axolotl_decselfmask.io.files import safe_filename
@@ -181,6 +182,10 @@ def _set_up_machine(cfg: dict, block: dict) -> None:
     setting = block.get("cpu_threads", "auto")
     threads, why = apply_threads(setting if setting == "auto" or isinstance(setting, int) else "auto")
     LOG.info(log_line(precision, threads, why))
+    if precision.device == "cpu":
+        spin = wait_policy_warning(threads)
+        if spin:
+            LOG.warning(spin)
 
 
 

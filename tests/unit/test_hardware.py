@@ -11,6 +11,7 @@ from axolotl_decselfmask.hardware import (
     decide_threads,
     resolve_recipe_precision,
     slow_bf16_warning,
+    wait_policy_warning,
 )
 
 AVX2 = CpuInfo("AVX2", frozenset({"avx2", "fma"}), "AVX2 laptop", "")
@@ -102,3 +103,11 @@ def test_cpu_threads_key_is_validated():
     assert DecSelfMaskConfig(cpu_threads=4).cpu_threads == 4
     with pytest.raises(ValidationError, match="cpu_threads"):
         DecSelfMaskConfig(cpu_threads=0)
+
+
+def test_spin_wait_warning_only_on_busy_cores_without_a_policy():
+    assert wait_policy_warning(2, env={}, load=2.3, cores=2) is not None
+    assert "OMP_WAIT_POLICY=PASSIVE" in wait_policy_warning(2, env={}, load=2.3, cores=2)
+    assert wait_policy_warning(2, env={}, load=0.4, cores=2) is None  # a quiet machine: spinning is faster
+    assert wait_policy_warning(2, env={"OMP_WAIT_POLICY": "PASSIVE"}, load=3.0, cores=2) is None
+    assert wait_policy_warning(1, env={}, load=3.0, cores=2) is None  # one thread never waits for another
