@@ -68,7 +68,7 @@ def test_load_trainer_checkpoint(tmp_path):
 
 def test_install_cli_excepthook(monkeypatch):
     """The plugin's errors end an `axolotl` command in one line: the hook is installed once, and
-    keeps the hook it replaced for every other error (tests/e2e/test_traps.py runs the CLI)."""
+    keeps the hook it replaced for every other error (tests/e2e/test_traps_cli.py runs the CLI)."""
     import sys
 
     from axolotl_decselfmask import errors
