@@ -97,3 +97,9 @@ def test_private_apis_only_in_compat():
         if hits:
             found[str(path.relative_to(PKG))] = hits
     assert not found, f"private attributes of other libraries outside compat.py: {found}"
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test files by basename (no __init__.py): the same name in unit/ and e2e/ breaks collection."""
+    names = [p.name for p in (PKG.parent / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
