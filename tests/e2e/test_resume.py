@@ -17,7 +17,7 @@ from axolotl_decselfmask.stage1.precompute import run_precompute
 model, cache, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 texts = [json.loads(l)["text"][:400] for l in open(sys.argv[4])][:n]
 cfg = DecSelfMaskConfig(items=["neoplasms", "cardiovascular diseases"], items_per_text=2,
-                        relevance={"batch_size": 2, "shard_size": 2, "dtype": "bfloat16"})
+                        relevance={"batch_size": 2, "shard_size": 2, "dtype": "float32"})
 run_precompute(texts, cfg, AutoTokenizer.from_pretrained(model), model, cache, progress=False)
 print("DONE")
 """
