@@ -26,6 +26,7 @@ prepared datasets under ``outputs/bench_stage1_vs_plain/``). This script
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
                 cpu_res["axolotl_compute"].append(timer.cpu[1:])
                 ends = timer.ends[1:1 + a.steps]  # the log of each step (the last on_log is the summary)
                 res["axolotl_compute"].append(timer.compute[1:])
-                res["axolotl_step"].append([b - a_ for a_, b in zip(ends, ends[1:])])  # steps 2..N
+                res["axolotl_step"].append([b - a_ for a_, b in itertools.pairwise(ends)])  # steps 2..N
             else:
                 threads = torch.get_num_threads()
                 if arm.endswith("1thread"):
@@ -284,9 +285,10 @@ def main(argv=None) -> int:
     if a.out:
         import torch as _t
 
-        head = [f"# {time.strftime('%Y-%m-%d %H:%M')}; recipe {recipe.relative_to(ROOT)}; {a.steps} steps x {a.rounds} "
-                f"interleaved rounds; the machine was SHARED (load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])} "
-                f"at the end); cpu capability {_t.backends.cpu.get_cpu_capability()}"]
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        head = [(f"# {time.strftime('%Y-%m-%d %H:%M')}; recipe {recipe.relative_to(ROOT)}; {a.steps} steps x "
+                 f"{a.rounds} interleaved rounds; the machine was SHARED (load average {load} at the end); "
+                 f"cpu capability {_t.backends.cpu.get_cpu_capability()}")]
         (ROOT / a.out).parent.mkdir(parents=True, exist_ok=True)
         (ROOT / a.out).write_text("\n".join(head + report) + "\n")
     if a.json:
