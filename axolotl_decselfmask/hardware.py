@@ -74,23 +74,32 @@ class Precision:
         return getattr(torch, self.dtype)
 
 
+def _parse_cpuinfo(text: str) -> tuple[frozenset[str] | None, str]:
+    """The first processor's flags (None where the file has no flags line) and model name."""
+    flags, model = None, "unknown processor"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "flags" and flags is None:
+            flags = frozenset(value.split())
+        elif key == "model name" and model == "unknown processor":
+            model = value.strip()
+    return flags, model
+
+
+def _cpuinfo_text() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def read_cpu_info() -> CpuInfo:
     import torch
 
-    flags: frozenset[str] = frozenset()
-    model = "unknown processor"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "flags" and not flags:
-                    flags = frozenset(value.split())
-                elif key == "model name" and model == "unknown processor":
-                    model = value.strip()
-    except OSError:
-        pass
-    return CpuInfo(torch.backends.cpu.get_cpu_capability(), flags, model,
+    flags, model = _parse_cpuinfo(_cpuinfo_text() or "")
+    return CpuInfo(torch.backends.cpu.get_cpu_capability(), flags or frozenset(), model,
                    os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper())
 
 
@@ -185,14 +194,9 @@ def recipe_precision(cfg) -> Precision:
 
 def cpu_has_amx(cpuinfo: str | None = None) -> bool:
     """Whether the CPU has AMX tiles (``amx_tile`` in /proc/cpuinfo's flags); unknown counts as yes."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return True
-    flags = [line for line in cpuinfo.splitlines() if line.startswith("flags")]
-    return not flags or "amx_tile" in flags[0].split()
+    text = _cpuinfo_text() if cpuinfo is None else cpuinfo
+    flags = _parse_cpuinfo(text)[0] if text is not None else None
+    return flags is None or "amx_tile" in flags
 
 
 # ---------------------------------------------------------------------------------------- threads

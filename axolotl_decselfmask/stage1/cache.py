@@ -86,10 +86,9 @@ def load_shard(path: Path, expected: list[tuple[int, str]] | None = None) -> lis
     if not isinstance(data, dict):
         return None
     records = data.get("records")
-    if expected is not None and (data.get("pairs") != [list(p) for p in expected]
-                                 or not isinstance(records, list) or len(records) != len(expected)):
-        return None
     if not isinstance(records, list):
+        return None
+    if expected is not None and (data.get("pairs") != [list(p) for p in expected] or len(records) != len(expected)):
         return None
     if data.get("sha256") != records_checksum(records):
         LOG.warning("decselfmask: %s fails its checksum; it is not used", path)
