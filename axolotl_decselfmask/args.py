@@ -194,6 +194,24 @@ class ProbingConfig(_Strict):
     weight_decay: float = Field(default=1e-2, ge=0.0)
 
 
+class HeadConfig(_Strict):
+    """``classification.method: head``: a small classifier (hidden -> hidden_size -> labels, ReLU)
+    trained on the labelled examples' hidden states of the frozen (stage-1) model."""
+
+    hidden_size: int = Field(default=256, ge=1, description="Width of the head's hidden layer (the paper: 256).")
+    epochs: int = Field(default=200, ge=1, description="Full-batch AdamW epochs of the head.")
+    learning_rate: float = Field(default=1e-3, gt=0.0, description="The head's learning rate.")
+    weight_decay: float = Field(default=1e-2, ge=0.0, description="The head's AdamW weight decay.")
+    position: Literal["auto", "last", "mask"] = Field(
+        default="auto",
+        description=(
+            "Where the hidden state is read in the classification prompt: mask (the mask token, as the "
+            "paper's head; an error if the prompt has none), last (the last prompt token, as probing), "
+            "auto (mask when the prompt has a mask, as the mask_fill prompt, else last)."
+        ),
+    )
+
+
 class ClassificationConfig(_Strict):
     """Stage 2 (supervised classification with TRL) and the evaluation."""
 
@@ -202,6 +220,15 @@ class ClassificationConfig(_Strict):
         default=True,
         description="false: no stage-2 training; the model is evaluated as it is (the zero-shot baseline).",
     )
+    method: Literal["lora", "head"] = Field(
+        default="lora",
+        description=(
+            "How stage 2 classifies: lora (a LoRA trained to answer the label; the options scored by "
+            "log-probability) or head (a small classifier per task on the frozen model's hidden state, "
+            "see head)."
+        ),
+    )
+    head: HeadConfig = Field(default_factory=HeadConfig, description="The classification head (method: head).")
     task: str = Field(default="task", min_length=1, description="Task name used in metrics.json.")
     train_file: str | None = Field(default=None, description="Labelled examples (jsonl, csv, parquet or a saved HF dataset).")
     test_file: str | None = Field(default=None, description="Test examples; Macro F1 is computed on these.")

@@ -7,6 +7,10 @@ and the final layer's hidden state at the last prompt token is the text's featur
 classifier (hidden -> ``probing.hidden_size`` -> labels, ReLU; features standardised with the
 training statistics) is trained full-batch with AdamW on the labelled examples and scored on
 the test examples with the same Macro F1 as the evaluation.
+
+The features (:func:`prompt_features`, :func:`cached_features`, at the last prompt token or at
+a mask token) and the classifier (:func:`standardisation`, :func:`fit_network`) are shared with
+the classification head of stage 2 (:mod:`.head`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from axolotl_decselfmask.stage2.scoring import macro_f1
 
 LOG = logging.getLogger(__name__)
 
+#: where a prompt's feature is read: its last token, or the (last) mask token in it
+POSITIONS = ("last", "mask")
+
 
 def prompt_ids(tokenizer, text: str, labels: list[str], question: str, system_prompt: str) -> list[int]:
     """Token ids of the classification prompt up to and including the assistant-turn start,
@@ -32,22 +39,61 @@ def prompt_ids(tokenizer, text: str, labels: list[str], question: str, system_pr
     return tokenizer(turns.prompt, add_special_tokens=False)["input_ids"]
 
 
+def feature_index(ids: list[int], position: str = "last", mask_id: int | None = None) -> int | None:
+    """Index in ``ids`` of the token whose hidden state is the feature: the last token
+    (``position="last"``) or the last occurrence of ``mask_id`` (``"mask"``; None when absent)."""
+    if position == "last":
+        return len(ids) - 1
+    if position != "mask":
+        raise ValueError(f"feature position must be one of {POSITIONS}, got {position!r}")
+    if mask_id is None:
+        raise ValueError("feature position 'mask' needs the mask token id (mask_id)")
+    for i in range(len(ids) - 1, -1, -1):
+        if ids[i] == mask_id:
+            return i
+    return None
+
+
+def _mask_missing(tokenizer, mask_id: int, row: int, n: int) -> InputError:
+    token = tokenizer.convert_ids_to_tokens(mask_id)
+    return InputError(
+        f"the classification prompt of text {row + 1} of {n} has no mask token (id {mask_id}, {token!r}), "
+        "so there is no hidden state at the mask to read: put the mask in the question (the mask-fill "
+        "prompt) or set decselfmask.classification.head.position: last."
+    )
+
+
+def _encode(tokenizer, texts, labels, question, system_prompt, position, mask_id):
+    """Each text's prompt ids and the index of its feature token."""
+    encoded, where = [], []
+    for row, text in enumerate(texts):
+        ids = prompt_ids(tokenizer, text, labels, question, system_prompt)
+        index = feature_index(ids, position, mask_id)
+        if index is None:
+            raise _mask_missing(tokenizer, mask_id, row, len(texts))
+        encoded.append(ids)
+        where.append(index)
+    return encoded, where
+
+
 @torch.no_grad()
 def prompt_features(model, tokenizer, texts: list[str], labels: list[str], question: str, system_prompt: str,
-                    batch_size: int = 8, progress: bool = True) -> torch.Tensor:
-    """Final-layer hidden state at the last real token of each text's classification prompt,
-    float32 on the CPU, shape (texts, hidden).
+                    batch_size: int = 8, progress: bool = True, position: str = "last",
+                    mask_id: int | None = None) -> torch.Tensor:
+    """Final-layer hidden state of each text's classification prompt, float32 on the CPU, shape
+    (texts, hidden): at its last real token (``position="last"``) or at the last occurrence of the
+    token ``mask_id`` in it (``position="mask"``; an :class:`InputError` if a prompt has none).
 
     Prompts are run in batches of similar length, left-padded, with position ids that start at
     0 at each prompt's first real token, so a prompt's feature does not depend on its batch.
     """
+    encoded, where = _encode(tokenizer, texts, labels, question, system_prompt, position, mask_id)
     if not texts:
         return torch.zeros((0, model.config.get_text_config().hidden_size), dtype=torch.float32)
     device = model.get_input_embeddings().weight.device
     was_training = model.training
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    encoded = [prompt_ids(tokenizer, t, labels, question, system_prompt) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     out: list[torch.Tensor | None] = [None] * len(texts)
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
@@ -63,13 +109,89 @@ def prompt_features(model, tokenizer, texts: list[str], labels: list[str], quest
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             result = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                            position_ids=positions.to(device), output_hidden_states=True, use_cache=False)
-            last = result.hidden_states[-1][:, -1].float().cpu()  # left padding: the last column is real
+            # left padding: a prompt of n tokens fills the last n columns
+            columns = torch.tensor([width - len(encoded[i]) + where[i] for i in batch], device=ids.device)
+            hidden = result.hidden_states[-1]
+            picked = hidden[torch.arange(len(batch), device=hidden.device), columns.to(hidden.device)]
+            picked = picked.float().cpu()
             for row, i in enumerate(batch):
-                out[i] = last[row]
+                out[i] = picked[row]
     finally:
         if was_training:
             model.train()
     return torch.stack(out)
+
+
+def feature_key(text: str, labels: list[str], question: str, system_prompt: str, position: str = "last",
+                mask_id: int | None = None) -> tuple:
+    """The key of one prompt's feature in a feature cache."""
+    return (text, tuple(labels), question, system_prompt, position, mask_id if position == "mask" else None)
+
+
+def cached_features(model, tokenizer, texts: list[str], labels: list[str], question: str, system_prompt: str,
+                    position: str = "last", mask_id: int | None = None, batch_size: int = 8,
+                    progress: bool = True, feature_cache: dict | None = None) -> torch.Tensor:
+    """:func:`prompt_features` of ``texts`` with the model frozen meanwhile (its ``requires_grad``
+    flags restored), each distinct prompt computed once and kept in ``feature_cache`` (a dict kept
+    by the caller for one and the same model). Raises ValueError on non-finite hidden states."""
+    cache = feature_cache if feature_cache is not None else {}
+    keys = [feature_key(t, labels, question, system_prompt, position, mask_id) for t in texts]
+    todo = list(dict.fromkeys(k for k in keys if k not in cache))
+    if todo:
+        requires = [p.requires_grad for p in model.parameters()]
+        model.requires_grad_(False)
+        try:
+            new = prompt_features(model, tokenizer, [k[0] for k in todo], labels, question, system_prompt,
+                                  batch_size=batch_size, progress=progress, position=position, mask_id=mask_id)
+        finally:
+            for p, r in zip(model.parameters(), requires):
+                p.requires_grad_(r)
+        cache.update(zip(todo, new))
+    if not keys:
+        return torch.zeros((0, model.config.get_text_config().hidden_size), dtype=torch.float32)
+    feats = torch.stack([cache[k] for k in keys])
+    if not torch.isfinite(feats).all():
+        raise ValueError("probing: the model's hidden states are not finite (NaN or inf); check its precision.")
+    return feats
+
+
+def standardisation(train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation (1 where a feature is constant) of the training features, (1, hidden)."""
+    train_x = train_x.float().cpu()
+    mean = train_x.mean(0, keepdim=True)
+    std = train_x.std(0, keepdim=True, unbiased=False)
+    return mean, torch.where(std > 1e-6, std, torch.ones_like(std))
+
+
+def build_network(n_inputs: int, hidden_size: int, n_labels: int) -> torch.nn.Sequential:
+    """The classifier: hidden -> ``hidden_size`` -> labels, ReLU."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(n_inputs, hidden_size), torch.nn.ReLU(), torch.nn.Linear(hidden_size, n_labels),
+    )
+
+
+def fit_network(xs: torch.Tensor, target: list[int], n_labels: int, settings, seed: int) -> torch.nn.Sequential:
+    """Train :func:`build_network` full-batch with AdamW on standardised features ``xs`` (rows) and
+    class indices ``target``; ``settings`` gives ``hidden_size``, ``epochs``, ``learning_rate``,
+    ``weight_decay`` (:class:`ProbingConfig` or :class:`.args.HeadConfig`). Returned in eval mode.
+
+    Deterministic for a seed: the random state used for the initialisation is local.
+    """
+    labels = torch.tensor(target, dtype=torch.long)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        classifier = build_network(xs.shape[1], settings.hidden_size, n_labels)
+    optimiser = torch.optim.AdamW(classifier.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    classifier.train()
+    with torch.enable_grad():
+        for _ in range(settings.epochs):
+            optimiser.zero_grad()
+            loss = torch.nn.functional.cross_entropy(classifier(xs), labels)
+            loss.backward()
+            optimiser.step()
+    classifier.eval()
+    return classifier
 
 
 def train_probe(train_x: torch.Tensor, train_y: list[int], test_x: torch.Tensor, n_labels: int,
@@ -78,37 +200,19 @@ def train_probe(train_x: torch.Tensor, train_y: list[int], test_x: torch.Tensor,
 
     Deterministic for a seed: the random state used for the initialisation is local.
     """
-    train_x, test_x = train_x.float().cpu(), test_x.float().cpu()
-    mean = train_x.mean(0, keepdim=True)
-    std = train_x.std(0, keepdim=True, unbiased=False)
-    std = torch.where(std > 1e-6, std, torch.ones_like(std))
-    xs, xt = (train_x - mean) / std, (test_x - mean) / std
-    target = torch.tensor(train_y, dtype=torch.long)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        classifier = torch.nn.Sequential(
-            torch.nn.Linear(xs.shape[1], settings.hidden_size), torch.nn.ReLU(),
-            torch.nn.Linear(settings.hidden_size, n_labels),
-        )
-    optimiser = torch.optim.AdamW(classifier.parameters(), lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
-    classifier.train()
-    with torch.enable_grad():
-        for _ in range(settings.epochs):
-            optimiser.zero_grad()
-            loss = torch.nn.functional.cross_entropy(classifier(xs), target)
-            loss.backward()
-            optimiser.step()
-    classifier.eval()
+    mean, std = standardisation(train_x)
+    xs, xt = (train_x.float().cpu() - mean) / std, (test_x.float().cpu() - mean) / std
+    classifier = fit_network(xs, train_y, n_labels, settings, seed)
     with torch.no_grad():
         return classifier(xt).argmax(-1).tolist()
 
 
-def _indices(values: list[str], labels: list[str], what: str) -> list[int]:
+def label_indices(values: list[str], labels: list[str], what: str, where: str = "probing") -> list[int]:
+    """Index of each of ``values`` among the options ``labels``; InputError naming the strangers."""
     index = {label: i for i, label in enumerate(labels)}
     bad = sorted({v for v in values if v not in index})
     if bad:
-        raise InputError(f"probing: {what} labels {bad} are not among the label options {labels}.")
+        raise InputError(f"{where}: {what} labels {bad} are not among the label options {labels}.")
     return [index[v] for v in values]
 
 
@@ -127,26 +231,11 @@ def probe(model, tokenizer, train_texts: list[str], train_labels: list[str], tes
     if not train_texts or not test_texts:
         raise InputError("probing needs at least one training and one test example "
                          "(decselfmask.classification.train_file and test_file).")
-    train_y = _indices(train_labels, labels, "training")
-    _indices(test_labels, labels, "test")  # every test label must be an option
-    requires = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try:
-        texts = list(train_texts) + list(test_texts)
-        cache = feature_cache if feature_cache is not None else {}
-        keys = [(t, tuple(labels), question, system_prompt) for t in texts]
-        todo = list(dict.fromkeys(k for k in keys if k not in cache))
-        if todo:
-            new = prompt_features(model, tokenizer, [k[0] for k in todo], labels, question, system_prompt,
-                                  batch_size=batch_size, progress=progress)
-            cache.update(zip(todo, new))
-        feats = torch.stack([cache[k] for k in keys])
-    finally:
-        for p, r in zip(model.parameters(), requires):
-            p.requires_grad_(r)
+    train_y = label_indices(train_labels, labels, "training")
+    label_indices(test_labels, labels, "test")  # every test label must be an option
+    feats = cached_features(model, tokenizer, list(train_texts) + list(test_texts), labels, question,
+                            system_prompt, batch_size=batch_size, progress=progress, feature_cache=feature_cache)
     train_x, test_x = feats[: len(train_texts)], feats[len(train_texts):]
-    if not torch.isfinite(feats).all():
-        raise ValueError("probing: the model's hidden states are not finite (NaN or inf); check its precision.")
     pred_idx = train_probe(train_x, train_y, test_x, len(labels), settings, seed)
     pred = [labels[i] for i in pred_idx]
     gold = list(test_labels)
