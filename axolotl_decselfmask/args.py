@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from axolotl_decselfmask.io.files import safe_filename
 
 DEFAULT_LEAD_IN = "Which clinical finding does the text above describe?"
+# relevance.prompt_style: completion (the authors' form, here in English: the item completes it)
+DEFAULT_COMPLETION_LEAD_IN = "Given the patient's history, the patient presents"
 DEFAULT_MASK_SYSTEM = "Fill in the masked part of the following text."
 DEFAULT_CLASSIFY_SYSTEM = "Answer with one of the options."
 
@@ -38,22 +40,35 @@ class RelevanceConfig(_Strict):
     ablation_unit: Literal["word", "sentence"] = Field(
         default="word", description="feature_ablation: what is ablated at a time."
     )
-    target: Literal["sum_logprob", "token_logit"] = Field(
+    target: Literal["sum_logprob", "token_logit", "max_logit"] = Field(
         default="sum_logprob",
         description=(
             "What is differentiated. sum_logprob: summed log-probability of the item's "
-            "tokens (teacher-forced). token_logit: the logit of one item token (the paper's "
-            "choice), picked by token_position."
+            "tokens (teacher-forced). token_logit: the logit of one item token, read at the "
+            "position that predicts it. max_logit (the authors' scripts): the largest vocabulary "
+            "logit at the position of one item token. token_position picks the token."
         ),
     )
     token_position: Literal["first", "middle", "last"] = Field(
         default="middle",
-        description="Which item token token_logit scores (the paper used the middle one).",
+        description="Which item token token_logit and max_logit score (the authors' scripts: the middle one).",
+    )
+    prompt_style: Literal["question", "completion"] = Field(
+        default="question",
+        description=(
+            "question: the text, a blank line, then lead_in as a question the item (the assistant "
+            "turn) answers. completion (the authors' form): the text, a newline, then lead_in as a "
+            "sentence the item completes; its default lead_in is "
+            f"{DEFAULT_COMPLETION_LEAD_IN!r}."
+        ),
     )
     lead_in: str = Field(
         default=DEFAULT_LEAD_IN,
         min_length=1,
-        description="Question appended to the text in the user turn; the item is the answer.",
+        description=(
+            "Appended to the text in the user turn: a question (prompt_style question) or a sentence "
+            "the item completes (completion; if lead_in is not set, the completion default)."
+        ),
     )
     model: str | None = Field(
         default=None,
@@ -94,6 +109,8 @@ class RelevanceConfig(_Strict):
             )
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("decselfmask.relevance: choose load_in_4bit or load_in_8bit, not both")
+        if self.prompt_style == "completion" and "lead_in" not in self.model_fields_set:
+            self.lead_in = DEFAULT_COMPLETION_LEAD_IN  # the question default does not fit a completion
         return self
 
 
@@ -106,6 +123,15 @@ class SpanConfig(_Strict):
     )
     top_k_ratio: float = Field(default=0.15, gt=0.0, le=1.0, description="top_k: share of text tokens kept.")
     sigma: float = Field(default=1.0, ge=0.0, le=10.0, description="Gaussian smoothing width in tokens.")
+    truncate: float = Field(
+        default=1.0, gt=0.0, le=10.0,
+        description=(
+            "Gaussian kernel radius in sigmas, as scipy's truncate: radius = int(truncate * sigma + 0.5). "
+            "1.0: 3 taps at sigma 1 (0.274, 0.452, 0.274; the authors' scripts), so a lone relevant token "
+            "(0.452 > high 0.4) seeds a span. 4.0: 9 taps (centre 0.399; a lone token seeds none without "
+            "rescale_after_smoothing), wider spans."
+        ),
+    )
     high: float = Field(default=0.4, gt=0.0, le=1.0, description="A span needs a token above this.")
     low: float = Field(default=0.2, ge=0.0, lt=1.0, description="A span grows while scores stay above this.")
     max_spans_per_text: int | None = Field(
@@ -234,6 +260,10 @@ class ClassificationConfig(_Strict):
     test_file: str | None = Field(default=None, description="Test examples; Macro F1 is computed on these.")
     text_column: str = Field(default="text", description="Column holding the text.")
     label_column: str = Field(default="label", description="Column holding the label.")
+    id_column: str = Field(
+        default="id",
+        description="Column holding each row's id, copied into predictions-<task>.jsonl when the file has it (else the row number).",
+    )
     labels: list[str] = Field(
         default_factory=list,
         description="The label options, in order. Empty: the sorted distinct labels of train_file.",
@@ -248,9 +278,41 @@ class ClassificationConfig(_Strict):
     lora_alpha: int = Field(default=64, ge=1, description="Stage-2 LoRA alpha (the paper: 64).")
     lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     learning_rate: float = Field(default=3e-4, gt=0.0, description="Stage-2 learning rate (the paper: 3e-4).")
-    num_epochs: float = Field(default=1.0, gt=0.0, description="Stage-2 epochs.")
-    batch_size: int = Field(default=8, ge=1, description="Stage-2 per-device batch size.")
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    num_epochs: float = Field(default=1.0, gt=0.0, le=100.0, description="Stage-2 epochs (the paper: 1).")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stage-2 optimiser steps; when set it overrides num_epochs.")
+    batch_size: int = Field(default=8, ge=1, le=4096, description="Stage-2 per-device batch size.")
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, le=4096, description="Micro-batches per optimiser step (the paper: 16 x 4 = 64).")
+    weight_decay: float = Field(default=0.001, ge=0.0, le=1.0, description="AdamW weight decay (the paper: 0.001).")
+    warmup_ratio: float = Field(default=0.1, ge=0.0, lt=1.0, description="Share of the steps spent warming up (the paper: 0.1).")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="Learning-rate schedule (the paper: cosine).")
+    train_on_inputs: bool = Field(
+        default=False,
+        description="Loss on the whole prompt too, not only on the label (the authors' shipped runs: true).",
+    )
+    joint: bool = Field(
+        default=True,
+        description=(
+            "One stage-2 LoRA trained on the labelled examples of every task together (the paper), saved "
+            "to <output_dir>/stage2. false: one LoRA per task, in <output_dir>/stage2/<task>."
+        ),
+    )
+    prompt: Literal["options", "mask_fill"] = Field(
+        default="options",
+        description=(
+            "options: system_prompt, the text, the question and the option list. mask_fill (the paper's): "
+            "the stage-1 system prompt (masking.system_prompt), the text, the question (or the task's one "
+            "item) followed by the one-token mask, then the option list."
+        ),
+    )
+    save_steps: int | None = Field(
+        default=None, ge=1,
+        description="Save a stage-2 checkpoint every n steps (default: none); a stopped run resumes from the newest.",
+    )
+    save_total_limit: int | None = Field(default=2, ge=1, description="Stage-2 checkpoints kept.")
+    logging_steps: int = Field(default=5, ge=1, description="Stage-2 loss logged every n steps.")
     max_length: int | None = Field(
         default=None, ge=16, description="Token limit of a classification prompt. Default: sequence_len."
     )
@@ -264,6 +326,27 @@ class ClassificationConfig(_Strict):
         ),
     )
     max_test_examples: int | None = Field(default=None, ge=1, description="Evaluate on the first n test rows only.")
+    calibration: Literal["none", "balanced", "labelled", "pool", "pool_uncorrected"] = Field(
+        default="balanced",
+        description=(
+            "The decision on the option scores (stage2/calibration.py; never reads the test file). none: the "
+            "argmax. balanced: the per-class bias fitted on the labelled examples removed, uniform priors. "
+            "labelled: the same with the labelled file's label distribution as priors (when it is a random sample). "
+            "pool: bias removed, priors re-estimated by EM on calibration_pool_texts unlabelled pool notes. "
+            "pool_uncorrected: EM without the bias correction (for comparison). metrics.json keeps macro_f1_argmax."
+        ),
+    )
+    calibration_pool_texts: int = Field(
+        default=256, ge=1, le=100000,
+        description="pool calibration: at most this many unlabelled pool notes (a seeded sample, no test text) are scored.",
+    )
+    calibration_temperature: bool = Field(
+        default=False,
+        description=(
+            "Also fit the softmax temperature on the labelled examples (bias-corrected temperature scaling). "
+            "They are the training examples, so the fitted temperature is optimistic."
+        ),
+    )
     pseudo_labels: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
 
     @model_validator(mode="after")
@@ -284,6 +367,7 @@ class TaskConfig(_Strict):
     test_file: str | None = None
     text_column: str | None = None
     label_column: str | None = None
+    id_column: str | None = None
     labels: list[str] | None = None
     question: str | None = None
     items: list[str] = Field(
@@ -302,7 +386,18 @@ class DecSelfMaskConfig(_Strict):
             "Empty: the classification labels."
         ),
     )
-    items_per_text: int = Field(default=1, ge=1, description="Items scored per unlabelled text (picked at random with seed).")
+    protocol: Literal["default", "paper"] = Field(
+        default="default",
+        description=(
+            "paper: the authors' procedure as their scripts run it (AttnLRP, max-logit target, every note x "
+            "every item, joint stage 2 in the mask-fill format, their stage-2 settings; see "
+            "axolotl_decselfmask/protocol.py). Keys written in the recipe override the preset."
+        ),
+    )
+    items_per_text: Annotated[int, Field(ge=1)] | Literal["all"] = Field(
+        default=1,
+        description="Items scored per unlabelled text (picked at random with seed); all: every item (the paper).",
+    )
     seed: int = Field(default=0, description="Seed of item choice and example order.")
     stage1: bool = Field(default=True, description="false skips masked-reconstruction training: the plain-SFT baseline.")
     fallback_chat_template: bool = Field(
@@ -345,6 +440,18 @@ class DecSelfMaskConfig(_Strict):
         description="Many tasks over one pool: each entry overrides classification's files, columns, labels and question.",
     )
     probing: ProbingConfig = Field(default_factory=ProbingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_preset(cls, data):
+        from axolotl_decselfmask.protocol import resolve_preset
+
+        return resolve_preset(data) if isinstance(data, dict) else data
+
+    def items_per_text_count(self) -> int:
+        """How many items each text is scored for."""
+        n = len(self.task_items())
+        return n if self.items_per_text == "all" else min(self.items_per_text, max(n, 1))
 
     @model_validator(mode="after")
     def _distinct_tasks(self) -> "DecSelfMaskConfig":

@@ -27,6 +27,7 @@ from axolotl_decselfmask.io.tables import (
     check_pool_file,
     dataset_text_column,
 )
+from axolotl_decselfmask.protocol import apply_recipe_preset, preset_report
 from axolotl_decselfmask.recipe import (
     check_model_paths,
     launcher_warning,
@@ -43,7 +44,7 @@ from axolotl_decselfmask.stage1.checkpoints import (
 )
 from axolotl_decselfmask.stage1.pool import MASKED_RECONSTRUCTION_TYPE as DATASET_TYPE
 from axolotl_decselfmask.stage1.pool import POOL_TYPES
-from axolotl_decselfmask.stage2.data import load_task_data, text_budget
+from axolotl_decselfmask.stage2.data import load_task_data, task_prompt, text_budget
 from axolotl_decselfmask.stage2.metrics import forget_task
 from axolotl_decselfmask.stage2.run import run_stage2
 
@@ -83,6 +84,9 @@ class DecSelfMaskPlugin(BasePlugin):
         block = cfg.get("decselfmask")
         if block is None:
             cfg["decselfmask"] = block = {}
+        for line in preset_report(cfg, block):
+            LOG.info("decselfmask: protocol %s: %s", block.get("protocol"), line)
+        apply_recipe_preset(cfg, block)
         _set_up_machine(cfg, block)
         prepare_raw_recipe(cfg, block)
 
@@ -91,12 +95,13 @@ class DecSelfMaskPlugin(BasePlugin):
         config = plugin_config(cfg)
         if config.classification.enabled:
             tokenizer = None
-            for task in config.task_configs():
+            for n, task in enumerate(config.task_configs()):
                 data = load_task_data(task)
                 LOG.info("decselfmask [%s]: %s; labels %s", task.task, data.train.report.summary(task.train_file),
                          data.labels)
                 tokenizer = tokenizer or _prompt_tokenizer(cfg, config)
-                text_budget(tokenizer, task, data.labels, task.max_length or cfg.sequence_len)  # before stage 1
+                text_budget(tokenizer, task, data.labels, task.max_length or cfg.sequence_len,
+                            task_prompt(config, n, tokenizer))  # before stage 1
         if config.stage1:
             for n, entry in enumerate(cfg.get("datasets") or []):
                 if entry.get("type") in OUR_TYPES:

@@ -6,7 +6,8 @@ One function per prompt, all rendered with the tokenizer's own chat template:
 - :func:`reconstruction_messages`: system = fill-in instruction, user = masked text,
   assistant = the span(s);
 - :func:`classification_messages`: system, user = text + question + options,
-  assistant = the label.
+  assistant = the label (in the mask-fill format the question ends with the mask, see
+  :func:`mask_fill_question`, and the system turn is the stage-1 one).
 
 :func:`tokenize_for_training` turns a conversation into ``input_ids``/``labels`` with the
 labels on the assistant answer only (its end-of-turn marker included).
@@ -52,9 +53,21 @@ def ensure_chat_template(tokenizer, allow_fallback: bool = True, where: str = "t
     tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
 
 
-def relevance_messages(text: str, item: str, lead_in: str) -> list[dict]:
+def relevance_messages(text: str, item: str, lead_in: str, style: str = "question") -> list[dict]:
+    """The relevance prompt: user = the text and the lead-in, assistant = the item.
+
+    ``question``: a blank line, then the lead-in (a question the item answers).
+    ``completion``: a newline and a space, then the lead-in (a sentence the item completes), as
+    in the authors' scripts, whose assistant turn also holds the item alone.
+    """
+    if style == "question":
+        user = f"{text}\n\n{lead_in}"
+    elif style == "completion":
+        user = f"{text}\n {lead_in}"
+    else:
+        raise ValueError(f"relevance prompt style {style!r}: one of 'question', 'completion'")
     return [
-        {"role": "user", "content": f"{text}\n\n{lead_in}"},
+        {"role": "user", "content": user},
         {"role": "assistant", "content": item},
     ]
 
@@ -65,6 +78,15 @@ def reconstruction_messages(masked_text: str, answer: str, system_prompt: str) -
         {"role": "user", "content": masked_text},
         {"role": "assistant", "content": answer},
     ]
+
+
+def mask_fill_question(question: str, mask_text: str) -> str:
+    """The mask-fill prompt's question: the question (or item), a question mark, then the mask
+    (the authors' ``{item}? <MASK>``), for example ``Presence of pacemaker? <mask>``."""
+    question = question.strip()
+    if not question.endswith("?"):
+        question += "?"
+    return f"{question} {mask_text}"
 
 
 def classification_user_turn(text: str, question: str, labels: list[str]) -> str:

@@ -84,7 +84,7 @@ def check_method(config: DecSelfMaskConfig, model_path: str, trust_remote_code: 
 
 def shard_plan(n_texts: int, config: DecSelfMaskConfig) -> tuple[list[tuple[int, str]], list[list[tuple[int, str]]]]:
     """The (text, item) pairs and how they are cut into shards: fixed by the texts and settings."""
-    per_text = items_for_texts(n_texts, config.task_items(), config.items_per_text, config.seed)
+    per_text = items_for_texts(n_texts, config.task_items(), config.items_per_text_count(), config.seed)
     pairs = [(i, item) for i, its in enumerate(per_text) for item in its]
     size = config.relevance.shard_size
     return pairs, [pairs[s : s + size] for s in range(0, len(pairs), size)]
@@ -202,7 +202,8 @@ def _compute_shards(texts, config: DecSelfMaskConfig, tokenizer, model_path: str
     for n in todo:
         # a shard's pairs are text by text: compute_relevance hands a method that shares work between
         # the items of a text (grad_x_input) all of them at once; the records keep the shard's order
-        prompts = [build_relevance_prompt(tokenizer, texts[i], item, r.lead_in) for i, item in shards[n]]
+        prompts = [build_relevance_prompt(tokenizer, texts[i], item, r.lead_in, r.prompt_style)
+                   for i, item in shards[n]]
         rels = compute_relevance(method, prompts, r.batch_size, progress=bar)
         done[n] = [
             {"text_index": i, "item": item, "offsets": [list(o) for o in p.offsets],

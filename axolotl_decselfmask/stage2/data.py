@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from axolotl_decselfmask.args import ClassificationConfig
+from axolotl_decselfmask.args import ClassificationConfig, DecSelfMaskConfig
 from axolotl_decselfmask.io.labelled import (
     LabelledData,
     label_options,
@@ -15,6 +15,7 @@ from axolotl_decselfmask.io.labelled import (
 from axolotl_decselfmask.io.tables import InputError
 from axolotl_decselfmask.prompts import (
     classification_messages,
+    mask_fill_question,
     tokenize_for_training,
 )
 from axolotl_decselfmask.stage1.pool import truncate_texts
@@ -29,17 +30,51 @@ class TaskData:
     labels: list[str]
 
 
+@dataclass(frozen=True)
+class TaskPrompt:
+    """The strings a task's classification prompt is built from, as resolved for its format."""
+
+    question: str
+    system_prompt: str
+    style: str = "options"
+    mask_text: str | None = None
+
+
+def mask_text_for(tokenizer, config: DecSelfMaskConfig) -> str:
+    """The text of the mask of stage 1, which the mask-fill prompt reuses (one token where the
+    plugin chose it: :mod:`axolotl_decselfmask.mask_token`)."""
+    mask = config.masking.mask_token
+    if mask != "auto":
+        return mask
+    from axolotl_decselfmask.mask_token import choose_mask_token
+
+    return choose_mask_token(tokenizer).text
+
+
+def task_prompt(config: DecSelfMaskConfig, index: int, tokenizer) -> TaskPrompt:
+    """Task ``index``'s prompt strings. ``options``: its system prompt and question. ``mask_fill``
+    (the paper's): the stage-1 system prompt, and the question (or the task's item, where the task
+    lists exactly one) followed by the mask."""
+    c = config.task_configs()[index]
+    if c.prompt != "mask_fill":
+        return TaskPrompt(c.question, c.system_prompt)
+    items = config.tasks[index].items if config.tasks else []
+    subject = items[0] if len(items) == 1 else c.question
+    mask = mask_text_for(tokenizer, config)
+    return TaskPrompt(mask_fill_question(subject, mask), config.masking.system_prompt, "mask_fill", mask)
+
+
 def load_task_data(c: ClassificationConfig) -> TaskData:
     """Read and check the labelled files (no model needed): errors name file, row or key."""
     if not c.train_file:
         raise InputError("decselfmask.classification.train_file is not set (or set classification.enabled: false).")
     train = read_labelled(c.train_file, c.text_column, c.label_column, c.labels or None,
-                          "decselfmask.classification.train_file")
+                          "decselfmask.classification.train_file", c.id_column)
     labels = label_options(train, c.labels or None, c.train_file)
     test = None
     if c.test_file:
         test = read_labelled(c.test_file, c.text_column, c.label_column, labels,
-                             "decselfmask.classification.test_file")
+                             "decselfmask.classification.test_file", c.id_column)
         leaks = overlapping_rows(train.texts, test.texts)
         if leaks:
             shown = ", ".join(f"train row {train.rows[i]} = test row {test.rows[j]}" for i, j in leaks[:5])
@@ -52,12 +87,15 @@ def load_task_data(c: ClassificationConfig) -> TaskData:
 MIN_TEXT_TOKENS = 16
 
 
-def text_budget(tokenizer, c: ClassificationConfig, labels: list[str], max_length: int) -> int:
+def text_budget(tokenizer, c: ClassificationConfig, labels: list[str], max_length: int,
+                prompt: TaskPrompt | None = None) -> int:
     """Tokens left for the text in a classification prompt of ``max_length`` tokens (with the
     longest label as the answer); an InputError says what to raise when that is too few."""
+    prompt = prompt or TaskPrompt(c.question, c.system_prompt)
     longest = max(labels, key=lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
     overhead = len(tokenize_for_training(
-        tokenizer, classification_messages("x", c.question, labels, c.system_prompt, answer=longest))["input_ids"])
+        tokenizer, classification_messages("x", prompt.question, labels, prompt.system_prompt,
+                                           answer=longest))["input_ids"])
     budget = max_length - overhead - 2
     if budget < MIN_TEXT_TOKENS:
         need = overhead + 2 + MIN_TEXT_TOKENS
@@ -73,6 +111,7 @@ def text_budget(tokenizer, c: ClassificationConfig, labels: list[str], max_lengt
     return budget
 
 
-def truncate_for(tokenizer, c: ClassificationConfig, labels: list[str], max_length: int, texts: list[str]):
+def truncate_for(tokenizer, c: ClassificationConfig, labels: list[str], max_length: int, texts: list[str],
+                 prompt: TaskPrompt | None = None):
     """Cut texts at a token boundary so prompt, text and longest label fit ``max_length``."""
-    return truncate_texts(tokenizer, texts, text_budget(tokenizer, c, labels, max_length))
+    return truncate_texts(tokenizer, texts, text_budget(tokenizer, c, labels, max_length, prompt))

@@ -1,39 +1,81 @@
-"""The model stage 2 starts from: the base model with the stage-1 weights of output_dir, and its tokenizer."""
+"""The model stage 2 starts from: the stage-1 model as one folder, and its tokenizer.
+
+Stage 2's adapter is saved with that folder as its base (``base_model_name_or_path``), so
+``AutoPeftModelForCausalLM.from_pretrained("<output_dir>/stage2")`` loads stage 1 and stage 2
+together with nothing else to know:
+
+- stage 1 off (the plain-SFT baseline): the recipe's ``base_model``;
+- stage 1 a full fine-tune: ``output_dir``;
+- stage 1 a LoRA: ``<output_dir>/stage1_merged``, the base model with the stage-1 adapter
+  merged in, written once (its record names the stage-1 completion marker it was made from,
+  so a new stage 1 makes it again).
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.io.files import atomic_write_json, fingerprint, read_json
 from axolotl_decselfmask.stage1.checkpoints import verify_stage1_output
 
+MERGED_DIR = "stage1_merged"
+MERGED_RECORD = "decselfmask_merged.json"
 
-def load_stage1_model(cfg, config: DecSelfMaskConfig, dtype: torch.dtype):
-    """The base model with the stage-1 weights of ``output_dir`` merged in.
+
+def stage1_model_folder(cfg, config: DecSelfMaskConfig, dtype: torch.dtype) -> tuple[str, str]:
+    """(folder, description) of the stage-1 model as one loadable model folder.
 
     With ``stage1: true`` the weights must match the completion record that the plugin writes
     once stage 1 has finished (:func:`write_stage1_marker`); otherwise
     :class:`Stage1IncompleteError` says how to resume.
     """
+    out = Path(cfg.output_dir)
+    if not config.stage1:
+        return str(cfg.base_model), "none (plain SFT)"
+    marker = verify_stage1_output(cfg)
+    if marker["kind"] != "lora":
+        return str(out), f"full model {out}"
+    merged = out / MERGED_DIR
+    key = fingerprint(marker, str(dtype))
+    record = read_json(merged / MERGED_RECORD)
+    if not (isinstance(record, dict) and record.get("key") == key):
+        _write_merged(cfg, out, merged, dtype)
+        atomic_write_json(merged / MERGED_RECORD, {"key": key, "stage1_adapter": str(out), "dtype": str(dtype)})
+    return str(merged), f"LoRA adapter {out}, merged into {merged}"
+
+
+def _write_merged(cfg, out: Path, merged: Path, dtype: torch.dtype) -> None:
+    """Merge the stage-1 adapter of ``out`` into the base model and save it with its tokenizer."""
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    out = Path(cfg.output_dir)
-    kwargs = {"dtype": dtype, "trust_remote_code": bool(cfg.trust_remote_code)}
-    if not config.stage1:
-        return AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs), "none (plain SFT)"
-    marker = verify_stage1_output(cfg)
-    if marker["kind"] == "lora":
-        from peft import PeftModel
+    shutil.rmtree(merged, ignore_errors=True)
+    base = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype,
+                                                trust_remote_code=bool(cfg.trust_remote_code))
+    tok_vocab = _tokenizer_len(out)
+    if tok_vocab and tok_vocab > base.get_input_embeddings().weight.shape[0]:  # tokens added in stage 1
+        base.resize_token_embeddings(tok_vocab)
+    model = PeftModel.from_pretrained(base, str(out)).merge_and_unload()
+    model.save_pretrained(str(merged))
+    load_tokenizer(cfg).save_pretrained(str(merged))
+    del model, base
 
-        base = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
-        tok_vocab = _tokenizer_len(out)
-        if tok_vocab and tok_vocab > base.get_input_embeddings().weight.shape[0]:  # tokens added in stage 1
-            base.resize_token_embeddings(tok_vocab)
-        model = PeftModel.from_pretrained(base, str(out)).merge_and_unload()
-        return model, f"LoRA adapter {out} (merged)"
-    return AutoModelForCausalLM.from_pretrained(str(out), **kwargs), f"full model {out}"
+
+def load_model(folder: str, cfg, dtype: torch.dtype):
+    """A causal LM from ``folder`` (one of :func:`stage1_model_folder`'s)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=bool(cfg.trust_remote_code))
+
+
+def load_stage1_model(cfg, config: DecSelfMaskConfig, dtype: torch.dtype):
+    """(model, description): the stage-1 model (:func:`stage1_model_folder`), loaded."""
+    folder, source = stage1_model_folder(cfg, config, dtype)
+    return load_model(folder, cfg, dtype), source
 
 
 def _tokenizer_len(folder: Path) -> int | None:

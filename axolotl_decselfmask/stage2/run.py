@@ -1,170 +1,217 @@
-"""Stage 2: supervised classification fine-tuning with TRL, then the evaluation.
+"""Stage 2: supervised classification fine-tuning with TRL, then the evaluation of every task.
 
-Runs after stage 1 in the same ``axolotl train``: the stage-1 weights in ``output_dir``
-(a LoRA adapter, merged into the base model, or a full model) are the starting point; a
-fresh LoRA (the paper: r 32, alpha 64, lr 3e-4) is trained on the labelled examples with
-TRL's ``SFTTrainer``, loss on the label only, and saved to ``<output_dir>/stage2``. The
-test file is then scored (see :mod:`.evaluation`) and ``<output_dir>/metrics.json`` written.
+Runs after stage 1 in the same ``axolotl train``. The stage-1 model, as one folder (see
+:mod:`.model`), is the starting point. By default (``classification.joint: true``, the paper's
+procedure) one fresh LoRA is trained with TRL's ``SFTTrainer`` on the labelled examples of all
+tasks together, each example in its own task's prompt (question and options), and saved to
+``<output_dir>/stage2``; with ``joint: false`` each task gets its own LoRA in
+``<output_dir>/stage2/<task>``. Each task is then scored on its own test file
+(:mod:`.scoring`) into ``<output_dir>/metrics.json`` and ``predictions-<task>.jsonl``.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from axolotl_decselfmask.args import ClassificationConfig, DecSelfMaskConfig
 from axolotl_decselfmask.hardware import environment, recipe_precision
 from axolotl_decselfmask.io.files import safe_filename
-from axolotl_decselfmask.prompts import (
-    ensure_chat_template,
+from axolotl_decselfmask.prompts import ensure_chat_template
+from axolotl_decselfmask.stage2.calibration import POOL_MODES, calibration_pool_texts
+from axolotl_decselfmask.stage2.data import (
+    TaskData,
+    TaskPrompt,
+    load_task_data,
+    task_prompt,
+    truncate_for,
 )
-from axolotl_decselfmask.stage2.data import TaskData, load_task_data, truncate_for
-from axolotl_decselfmask.stage2.metrics import (
-    dump_predictions,
-    format_table,
-    write_metrics,
+from axolotl_decselfmask.stage2.evaluation import Scorer, evaluate_task
+from axolotl_decselfmask.stage2.model import (
+    load_model,
+    load_tokenizer,
+    stage1_model_folder,
 )
-from axolotl_decselfmask.stage2.model import load_stage1_model, load_tokenizer
-from axolotl_decselfmask.stage2.scoring import evaluate
-from axolotl_decselfmask.stage2.training import train_classifier
+from axolotl_decselfmask.stage2.training import train_classifier, training_rows
 
 LOG = logging.getLogger(__name__)
 
 STAGE2_DIR = "stage2"
 
 
+@dataclass
+class Task:
+    """One task, read, checked and truncated, ready for training and evaluation."""
+
+    c: ClassificationConfig
+    data: TaskData
+    prompt: TaskPrompt
+    max_length: int
+    train_texts: list[str]
+    train_labels: list[str]
+    test_texts: list[str] | None
+    gold: list[str] | None
+    pool_texts: list[str] | None = None  # pseudo-labels' pool
+    calibration_pool: list[str] | None = None  # unlabelled notes of the pool calibration modes
+    extra: dict = field(default_factory=dict)
+
+    def rows(self, tokenizer, texts=None, labels=None) -> list[dict]:
+        return training_rows(tokenizer, texts if texts is not None else self.train_texts,
+                             labels if labels is not None else self.train_labels, self.data.labels,
+                             self.prompt.question, self.prompt.system_prompt, self.c.train_on_inputs)
 
 
+def prepare_tasks(cfg, config: DecSelfMaskConfig, tokenizer) -> list[Task]:
+    """Every task's files read and checked (before any model work), its prompt resolved, its
+    texts cut to fit the prompt."""
+    configs = config.task_configs()
+    data = [load_task_data(c) for c in configs]
+    tasks = []
+    for n, (c, d) in enumerate(zip(configs, data)):
+        prompt = task_prompt(config, n, tokenizer)
+        max_length = c.max_length or cfg.sequence_len
+        train_texts, n_cut = truncate_for(tokenizer, c, d.labels, max_length, d.train.texts, prompt)
+        print(f"decselfmask stage 2 [{c.task}]: {len(train_texts)} labelled examples, {len(d.labels)} labels, "
+              f"{n_cut} texts truncated to fit {max_length} tokens ({prompt.style} prompt)")
+        test_texts = gold = None
+        if d.test is not None:
+            test_texts = d.test.texts[: c.max_test_examples] if c.max_test_examples else d.test.texts
+            gold = d.test.labels[: len(test_texts)]
+            test_texts, _ = truncate_for(tokenizer, c, d.labels, max_length, test_texts, prompt)
+        tasks.append(Task(c, d, prompt, max_length, train_texts, list(d.train.labels), test_texts, gold))
+    if any(t.c.calibration in POOL_MODES and t.test_texts is not None for t in tasks):
+        notes = calibration_pool_texts(cfg, config, max(t.c.calibration_pool_texts for t in tasks))
+        for t in tasks:
+            if t.c.calibration in POOL_MODES:
+                t.calibration_pool, _ = truncate_for(tokenizer, t.c, t.data.labels, t.max_length,
+                                                     notes[: t.c.calibration_pool_texts], t.prompt)
+    for t in tasks:
+        if t.c.pseudo_labels.enabled:
+            from axolotl_decselfmask.stage2.pseudo_labels import read_pool
 
-
-
-
-
-
-
-
+            # never pseudo-label (and then train on) a test text
+            pool = read_pool(t.c.pseudo_labels, exclude_texts=t.data.test.texts if t.data.test else None)
+            t.pool_texts, _ = truncate_for(tokenizer, t.c, t.data.labels, t.max_length, pool, t.prompt)
+    return tasks
 
 
 def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
     """Stage 2 and the evaluation of every task (``decselfmask.tasks``, else ``classification``).
 
-    Every task's files are checked before any model work. Each task starts from the same
-    stage-1 model (reloaded), gets its own LoRA and its own entry in ``metrics.json``.
-    Returns the metrics dict.
+    Every task's files are checked before any model work. Returns the metrics dict.
     """
-    tasks = config.task_configs()
-    data = [load_task_data(c) for c in tasks]
-    pool = None
-    if any(c.pseudo_labels.enabled for c in tasks):
-        from axolotl_decselfmask.stage2.pseudo_labels import read_pool
-
-        # never pseudo-label (and then train on) a test text
-        pool = {c.task: read_pool(c.pseudo_labels, exclude_texts=d.test.texts if d.test else None)
-                for c, d in zip(tasks, data) if c.pseudo_labels.enabled}
     tokenizer = load_tokenizer(cfg)
     ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
-    metrics: dict = {}
-    features: dict = {}  # probing features of the (same) stage-1 model, shared by the tasks
-    for c, d in zip(tasks, data):
-        out_dir = Path(cfg.output_dir) / STAGE2_DIR
-        if config.tasks:
-            out_dir = out_dir / safe_filename(c.task)
-        metrics = run_task(cfg, config, c, d, tokenizer, out_dir, (pool or {}).get(c.task), progress, features)
-    return metrics
-
-
-def run_task(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, data: TaskData, tokenizer,
-             out_dir: Path, pool_texts: list[str] | None, progress: bool = True,
-             feature_cache: dict | None = None) -> dict:
-    """Probe (optional), train the classifier (unless ``train: false``), evaluate one task."""
-    max_length = c.max_length or cfg.sequence_len
-    train_texts, n_cut = truncate_for(tokenizer, c, data.labels, max_length, data.train.texts)
-    print(f"decselfmask stage 2 [{c.task}]: {len(train_texts)} labelled examples, {len(data.labels)} labels, "
-          f"{n_cut} texts truncated to fit {max_length} tokens")
-    test_texts = gold = None
-    if data.test is not None:
-        test_texts = data.test.texts[: c.max_test_examples] if c.max_test_examples else data.test.texts
-        gold = data.test.labels[: len(test_texts)]
-        test_texts, _ = truncate_for(tokenizer, c, data.labels, max_length, test_texts)
-
+    tasks = prepare_tasks(cfg, config, tokenizer)
     precision = recipe_precision(cfg)
     dtype = precision.torch_dtype()
-    model, source = load_stage1_model(cfg, config, dtype)
-    print(f"decselfmask stage 2 [{c.task}]: starting from {source}")
-    extra = {"stage1": config.stage1, "labels": data.labels, "n_train": len(train_texts), "trained": c.train,
-             "environment": environment(precision)}
-
-    if config.probing.enabled and test_texts is not None:
-        from axolotl_decselfmask.stage2.probing import probe
-
-        probed = probe(model, tokenizer, train_texts, data.train.labels, test_texts, gold, data.labels,
-                       c.question, c.system_prompt, config.probing, config.seed, progress,
-                       feature_cache=feature_cache)
-        extra.update(probe_macro_f1=probed["macro_f1"], probe_accuracy=probed["accuracy"])
-        print(f"decselfmask probing [{c.task}]: Macro F1 {probed['macro_f1']:.4f} (frozen model, last-token "
-              f"hidden state, {config.probing.hidden_size}-unit classifier)")
-
-    trainer = None
-    if c.train:
-        texts, labels = list(train_texts), list(data.train.labels)
-        if c.pseudo_labels.enabled:
-            from axolotl_decselfmask.stage2.pseudo_labels import pseudo_label
-
-            trainer = train_classifier(cfg, config, c, model, tokenizer, texts, labels, data.labels, max_length, out_dir, progress)
-            pool_texts, _ = truncate_for(tokenizer, c, data.labels, max_length, pool_texts or [])
-            added = pseudo_label(trainer.model.merge_and_unload(), tokenizer, pool_texts, data.labels, c.question, c.system_prompt,
-                                 c.pseudo_labels, progress, c.option_chunk)
-            print(f"decselfmask pseudo-labels [{c.task}]: {len(added)} of {len(pool_texts)} pool texts labelled "
-                  f"with confidence >= {c.pseudo_labels.min_confidence}; training again on gold + pseudo-labels")
-            extra["n_pseudo"] = len(added)
-            texts += [a["text"] for a in added]
-            labels += [a["label"] for a in added]
-            del trainer, model
-            model, _ = load_stage1_model(cfg, config, dtype)
-        trainer = train_classifier(cfg, config, c, model, tokenizer, texts, labels, data.labels, max_length, out_dir, progress)
-        model = trainer.model.merge_and_unload()  # saved already; merged, the evaluation runs faster
-
-    if test_texts is None:
-        LOG.warning("decselfmask: no classification.test_file for %s; skipping the evaluation", c.task)
-        return {}
-    result = evaluate(model, tokenizer, test_texts, gold, data.labels, c.question, c.system_prompt, progress,
-                      c.eval_batch_size, c.option_chunk)
-    metrics = write_metrics(Path(cfg.output_dir) / "metrics.json", c.task, result, extra=extra)
-    dump_predictions(Path(cfg.output_dir) / f"predictions-{safe_filename(c.task)}.jsonl",
-                     data.test.rows[: len(gold)], gold, result["predictions"])
-    logged = {"macro_f1": result["macro_f1"], "accuracy": result["accuracy"]}
-    if "probe_macro_f1" in extra:
-        logged["probe_macro_f1"] = extra["probe_macro_f1"]
-    log_metrics(cfg, c.task, logged)
-    print(f"decselfmask evaluation [{c.task}] (constrained scoring of the label options):")
-    print(format_table(metrics))
-    print(f"metrics written to {Path(cfg.output_dir) / 'metrics.json'}")
+    folder, source = stage1_model_folder(cfg, config, dtype)
+    print(f"decselfmask stage 2: starting from {source}")
+    joint = config.classification.joint and config.classification.train
+    together = joint or not config.classification.train  # untrained: one model scores every task
+    for t in tasks:
+        t.extra.update(stage1=config.stage1, labels=t.data.labels, n_train=len(t.train_texts), trained=t.c.train,
+                       prompt=t.prompt.style, environment=environment(precision),
+                       stage2_joint=joint, stage1_model=folder)
+    out = Path(cfg.output_dir) / STAGE2_DIR
+    if together:
+        return _run_group(cfg, config, tasks, tokenizer, folder, dtype, out, "joint", progress)
+    metrics: dict = {}
+    for t in tasks:
+        metrics = _run_group(cfg, config, [t], tokenizer, folder, dtype, out / safe_filename(t.c.task),
+                             t.c.task, progress)
     return metrics
 
 
+def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, folder: str, dtype, out_dir: Path,
+               name: str, progress: bool) -> dict:
+    """Probe (optional), train one classifier on ``tasks`` together (a LoRA, or a head per task with
+    ``method: head``; nothing with ``train: false``), evaluate each task."""
+    model = load_model(folder, cfg, dtype)
+    features: dict = {}  # hidden states of the (frozen) starting model, shared by probing and heads
+    if config.probing.enabled:
+        _probe(config, tasks, model, tokenizer, progress, features)
+    settings = config.classification if len(tasks) > 1 else tasks[0].c
+    heads: dict = {}
+    if settings.train and settings.method == "head":
+        heads = {t.c.task: _train_head(config, t, model, tokenizer, out_dir / "heads", progress, features)
+                 for t in tasks}
+    elif settings.train:
+        model = _train_lora(cfg, config, settings, tasks, model, tokenizer, folder, dtype, out_dir, name, progress)
+    metrics: dict = {}
+    for t in tasks:
+        scorer = Scorer(model, tokenizer, t, progress, heads.get(t.c.task), features)
+        metrics = evaluate_task(cfg, config, t, scorer, t.calibration_pool) or metrics
+    return metrics
 
 
-def log_metrics(cfg, task: str, values: dict[str, float]) -> None:
-    """The evaluation's metrics into the loggers the recipe configures (tensorboard under
-    ``<output_dir>/runs/decselfmask``, and the active wandb run), as ``decselfmask/<task>/<name>``."""
-    tags = {f"decselfmask/{task}/{k}": float(v) for k, v in values.items()}
-    if cfg.use_tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(log_dir=str(Path(cfg.output_dir) / "runs" / "decselfmask"))
-        for tag, value in tags.items():
-            writer.add_scalar(tag, value, 0)
-        writer.close()
-    if cfg.use_wandb:
-        try:
-            import wandb
-        except ImportError:
-            return
-        if wandb.run is not None:
-            wandb.log(tags)
+def _train_lora(cfg, config: DecSelfMaskConfig, settings, tasks: list[Task], model, tokenizer, folder: str, dtype,
+                out_dir: Path, name: str, progress: bool):
+    """One LoRA on every task's rows (then again with pseudo-labels, when asked); the merged model."""
+    rows = [r for t in tasks for r in t.rows(tokenizer)]
+    max_length = max(t.max_length for t in tasks)
+    trainer = train_classifier(cfg, settings, config.seed, model, tokenizer, rows, max_length, out_dir, progress, name)
+    if any(t.pool_texts is not None for t in tasks):
+        rows = rows + _pseudo_rows(tasks, trainer.model.merge_and_unload(), tokenizer, progress)
+        del trainer, model
+        model = load_model(folder, cfg, dtype)
+        trainer = train_classifier(cfg, settings, config.seed, model, tokenizer, rows, max_length, out_dir,
+                                   progress, name)
+    for t in tasks:
+        t.extra["stage2_adapter"] = str(out_dir)
+    return trainer.model.merge_and_unload()  # saved already; merged, the evaluation runs faster
 
 
+def _train_head(config: DecSelfMaskConfig, t: Task, model, tokenizer, folder: Path, progress: bool, features: dict):
+    """A head on the frozen model's hidden states of the task's labelled examples, saved in ``folder``."""
+    from axolotl_decselfmask.stage2.head import fit_head
+
+    head = fit_head(model, tokenizer, t.train_texts, t.train_labels, t.data.labels, t.prompt.question,
+                    t.prompt.system_prompt, t.c.head, config.seed, mask_id=_mask_id(tokenizer, t.prompt),
+                    progress=progress, batch_size=t.c.eval_batch_size, feature_cache=features)
+    path = head.save(folder, safe_filename(t.c.task))
+    t.extra.update(stage2_head=str(path), head_position=head.position)
+    print(f"decselfmask stage 2 [{t.c.task}]: head trained on {len(t.train_texts)} examples (hidden state at the "
+          f"{head.position} token), saved to {path}")
+    return head
 
 
+def _mask_id(tokenizer, prompt: TaskPrompt) -> int | None:
+    """The mask's token id when the prompt has a one-token mask, else None."""
+    if prompt.mask_text is None:
+        return None
+    ids = tokenizer(prompt.mask_text, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
 
 
+def _pseudo_rows(tasks: list[Task], model, tokenizer, progress: bool) -> list[dict]:
+    """Training rows of the confident pseudo-labels of each task's pool, by the classifier ``model``."""
+    from axolotl_decselfmask.stage2.pseudo_labels import pseudo_label
+
+    rows = []
+    for t in tasks:
+        if t.pool_texts is None:
+            continue
+        added = pseudo_label(model, tokenizer, t.pool_texts, t.data.labels, t.prompt.question,
+                             t.prompt.system_prompt, t.c.pseudo_labels, progress, t.c.option_chunk)
+        print(f"decselfmask pseudo-labels [{t.c.task}]: {len(added)} of {len(t.pool_texts)} pool texts labelled "
+              f"with confidence >= {t.c.pseudo_labels.min_confidence}; training again on gold + pseudo-labels")
+        t.extra["n_pseudo"] = len(added)
+        rows += t.rows(tokenizer, [a["text"] for a in added], [a["label"] for a in added])
+    return rows
+
+
+def _probe(config: DecSelfMaskConfig, tasks: list[Task], model, tokenizer, progress: bool, features: dict) -> None:
+    """Probing of the frozen starting model, per task, into each task's metrics."""
+    from axolotl_decselfmask.stage2.probing import probe
+
+    for t in tasks:
+        if t.test_texts is None:
+            continue
+        probed = probe(model, tokenizer, t.train_texts, t.train_labels, t.test_texts, t.gold, t.data.labels,
+                       t.prompt.question, t.prompt.system_prompt, config.probing, config.seed, progress,
+                       feature_cache=features)
+        t.extra.update(probe_macro_f1=probed["macro_f1"], probe_accuracy=probed["accuracy"])
+        print(f"decselfmask probing [{t.c.task}]: Macro F1 {probed['macro_f1']:.4f} (frozen model, last-token "
+              f"hidden state, {config.probing.hidden_size}-unit classifier)")

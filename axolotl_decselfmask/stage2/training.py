@@ -1,62 +1,112 @@
-"""Training the stage-2 classifier: a fresh LoRA trained with TRL's SFTTrainer, loss on the label."""
+"""Training the stage-2 classifier: a fresh LoRA trained with TRL's SFTTrainer, loss on the label.
+
+The rows are tokenised classification conversations (one task's, or every task's for the joint
+classifier). With ``classification.save_steps`` the trainer saves checkpoints in the stage-2
+folder, and a later run with the same rows and settings resumes from the newest complete one;
+a run whose rows or settings differ starts again (its checkpoints are removed first).
+"""
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 
-from axolotl_decselfmask.args import ClassificationConfig, DecSelfMaskConfig
-from axolotl_decselfmask.prompts import (
-    classification_messages,
-    tokenize_for_training,
-)
+from axolotl_decselfmask.args import ClassificationConfig
+from axolotl_decselfmask.io.files import atomic_write_json, fingerprint, read_json
+from axolotl_decselfmask.prompts import classification_messages, tokenize_for_training
+
+LOG = logging.getLogger(__name__)
+
+RUN_RECORD = "decselfmask_stage2_run.json"
 
 
-def train_classifier(cfg, config: DecSelfMaskConfig, c: ClassificationConfig, model, tokenizer, texts, labels, options,
-           max_length: int, out_dir: Path, progress: bool):
-    """A fresh LoRA on ``model`` trained with TRL's SFTTrainer, loss on the label; saved to ``out_dir``."""
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
-
-    rows = [
-        tokenize_for_training(tokenizer, classification_messages(t, c.question, options, c.system_prompt, answer=y))
+def training_rows(tokenizer, texts, labels, options, question: str, system_prompt: str,
+                  train_on_inputs: bool = False) -> list[dict]:
+    """Tokenised classification conversations, the label as the answer."""
+    return [
+        tokenize_for_training(tokenizer, classification_messages(t, question, options, system_prompt, answer=y),
+                              train_on_inputs=train_on_inputs)
         for t, y in zip(texts, labels)
     ]
-    cuda = torch.cuda.is_available()
-    args = SFTConfig(
+
+
+def sft_config(cfg, c: ClassificationConfig, seed: int, out_dir: Path, bf16: bool, max_length: int,
+               progress: bool):
+    """TRL's SFTConfig for stage 2, from ``classification``'s settings."""
+    from trl import SFTConfig
+
+    return SFTConfig(
         output_dir=str(out_dir),
         num_train_epochs=c.num_epochs,
+        max_steps=c.max_steps or -1,
         learning_rate=c.learning_rate,
         per_device_train_batch_size=c.batch_size,
         gradient_accumulation_steps=c.gradient_accumulation_steps,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.1,
-        logging_steps=5,
-        save_strategy="no",
+        weight_decay=c.weight_decay,
+        lr_scheduler_type=c.lr_scheduler,
+        warmup_steps=c.warmup_ratio,  # transformers 5: a value below 1 is a share of the steps
+        logging_steps=c.logging_steps,
+        save_strategy="steps" if c.save_steps else "no",
+        save_steps=c.save_steps or 500,
+        save_total_limit=c.save_total_limit,
         report_to=report_to(cfg),
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=next(model.parameters()).dtype == torch.bfloat16,
+        seed=seed,
+        data_seed=seed,
+        bf16=bf16,
         fp16=False,
-        use_cpu=not cuda,
+        use_cpu=not torch.cuda.is_available(),
         max_length=max_length,
         gradient_checkpointing=bool(cfg.gradient_checkpointing),
         dataset_num_proc=None,
         disable_tqdm=not progress,
     )
+
+
+def train_classifier(cfg, c: ClassificationConfig, seed: int, model, tokenizer, rows: list[dict],
+                     max_length: int, out_dir: Path, progress: bool, name: str):
+    """A fresh LoRA on ``model`` trained on ``rows`` with TRL's SFTTrainer; saved to ``out_dir``."""
+    from peft import LoraConfig
+    from trl import SFTTrainer
+
+    out_dir = Path(out_dir)
+    args = sft_config(cfg, c, seed, out_dir, next(model.parameters()).dtype == torch.bfloat16, max_length, progress)
+    resume = _resume_point(out_dir, rows, c, seed)
     lora = LoraConfig(
         r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
         target_modules="all-linear", task_type="CAUSAL_LM",
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, peft_config=lora)
-    trainer.train()
+    if resume:
+        print(f"decselfmask stage 2 [{name}]: resuming from {resume}")
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    print(f"decselfmask stage 2 [{c.task}]: classifier saved to {out_dir}")
+    print(f"decselfmask stage 2 [{name}]: classifier saved to {out_dir} ({len(rows)} examples, "
+          f"{trainer.state.global_step} steps)")
     return trainer
+
+
+def _resume_point(out_dir: Path, rows: list[dict], c: ClassificationConfig, seed: int) -> Path | None:
+    """The newest complete checkpoint of an earlier run with the same rows and settings, else
+    None (and that run's checkpoints are removed); records this run's key in ``out_dir``."""
+    settings = c.model_dump(exclude={"max_test_examples", "eval_batch_size", "option_chunk", "save_total_limit",
+                                     "logging_steps", "task", "test_file"})
+    key = fingerprint([r["input_ids"] for r in rows], [r["labels"] for r in rows], settings, seed)
+    record = read_json(out_dir / RUN_RECORD)
+    found = sorted((p for p in out_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1])) if out_dir.is_dir() else []
+    if not (isinstance(record, dict) and record.get("key") == key):
+        for p in found:
+            shutil.rmtree(p, ignore_errors=True)
+        atomic_write_json(out_dir / RUN_RECORD, {"key": key})
+        return None
+    complete = [p for p in found if (p / "trainer_state.json").is_file() and (p / "adapter_model.safetensors").is_file()]
+    return complete[-1] if complete else None
 
 
 def report_to(cfg) -> list[str]:

@@ -1,0 +1,95 @@
+"""Presets of the ``decselfmask:`` block: ``protocol: paper`` sets what the authors' scripts do.
+
+The preset fills in every key the recipe leaves out; a key written in the recipe wins. It is
+applied when the block is validated (:class:`~axolotl_decselfmask.args.DecSelfMaskConfig`), so
+the precompute, the experiment runner and ``axolotl train`` all see the same settings, and
+:func:`apply_recipe_preset` adds the one Axolotl key it sets (``train_on_inputs``: stage 1's
+loss on the whole sequence). :func:`preset_report` lists what the preset resolved, for the log.
+
+What ``paper`` sets, from the authors' scripts (ferrazzipietro/DecSelfMask; see
+docs/method.md, "The paper's procedure"):
+
+- relevance: AttnLRP (built in) of the largest vocabulary logit at the item's middle token,
+  with a completion-style lead-in; every note x every item (``items_per_text: all``);
+- spans: Gaussian sigma 1 truncated to 3 taps, hysteresis 0.4 / 0.2; one example per span,
+  the mask one token (the plugin's choice, :mod:`.mask_token`);
+- stage 1 and stage 2 with the loss on the whole sequence;
+- stage 2: one LoRA over every task (joint), the mask-fill prompt, batch 16 x 4 = 64, lr 3e-4,
+  cosine, warmup 0.1, weight decay 0.001, 1 epoch, LoRA r 32 / alpha 64 / dropout 0.05 on all
+  linear layers.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {
+        "items_per_text": "all",
+        "relevance": {"method": "attnlrp", "target": "max_logit", "token_position": "middle",
+                      "prompt_style": "completion"},
+        "spans": {"selector": "hysteresis", "sigma": 1.0, "truncate": 1.0, "high": 0.4, "low": 0.2},
+        "masking": {"mask_token": "auto", "spans_per_example": 1},
+        "classification": {
+            "joint": True, "prompt": "mask_fill", "train_on_inputs": True,
+            "batch_size": 16, "gradient_accumulation_steps": 4, "learning_rate": 3e-4, "lr_scheduler": "cosine",
+            "warmup_ratio": 0.1, "weight_decay": 0.001, "num_epochs": 1.0,
+            "lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05,
+        },
+    },
+}
+
+#: Axolotl keys (outside the decselfmask block) a preset sets
+RECIPE_KEYS: dict[str, dict[str, Any]] = {"default": {}, "paper": {"train_on_inputs": True}}
+
+
+def _merge(preset: dict, block: dict) -> dict:
+    """``block`` over ``preset``: nested blocks merged, a key of ``block`` always wins."""
+    out = copy.deepcopy(preset)
+    for key, value in block.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_preset(block: dict) -> dict:
+    """The block with its protocol's preset filled in (unknown protocols are left to validation)."""
+    name = block.get("protocol", "default")
+    if not isinstance(name, str) or name not in PRESETS:
+        return block
+    return _merge(PRESETS[name], block)
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def preset_report(cfg: dict, block: dict) -> list[str]:
+    """One line per key the protocol sets: its value and whether the preset or the recipe set it."""
+    name = block.get("protocol", "default")
+    if name not in PRESETS or not PRESETS[name]:
+        return []
+    written = _leaves(block)
+    lines = []
+    for key, value in _leaves(PRESETS[name]).items():
+        source = "recipe" if key in written else "preset"
+        lines.append(f"decselfmask.{key}: {written.get(key, value)!r} ({source})")
+    for key, value in RECIPE_KEYS[name].items():
+        lines.append(f"{key}: {cfg.get(key, value)!r} ({'recipe' if key in cfg else 'preset'})")
+    return lines
+
+
+def apply_recipe_preset(cfg: dict, block: dict) -> None:
+    """Set the Axolotl keys of the block's protocol that the recipe leaves out."""
+    for key, value in RECIPE_KEYS.get(block.get("protocol", "default"), {}).items():
+        cfg.setdefault(key, value)
