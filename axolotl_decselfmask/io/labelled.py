@@ -18,14 +18,47 @@ LOG = logging.getLogger(__name__)
 
 @dataclass
 class LabelledData:
+    """A labelled file's kept rows: ``rows`` are their 0-based row numbers in the file, ``ids``
+    the values of its id column (None where a row has none), or the row numbers without one."""
+
     texts: list[str]
     labels: list[str]
     rows: list[int]
     report: TextReport
+    ids: list | None = None
+
+    def __post_init__(self) -> None:
+        if self.ids is None:
+            self.ids = list(self.rows)
 
 
-def read_labelled(path: str, text_column: str, label_column: str, options: list[str] | None, key: str) -> LabelledData:
-    """Texts and labels of a labelled file, checked against the label options."""
+def _id_value(value):
+    """An id as JSON writes it: text, an integer (1.0 -> 1), a number, or None when missing."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy scalars
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def read_ids(rows: list[dict], kept: list[int], id_column: str | None, path: str) -> list:
+    """The id column's values of the ``kept`` rows, or the row numbers when the file has no such column."""
+    if not id_column or not rows or id_column not in rows[0]:
+        return list(kept)
+    ids = [_id_value(rows[r].get(id_column)) for r in kept]
+    missing = [r for r, i in zip(kept, ids) if i is None or (isinstance(i, str) and not i.strip())]
+    if missing:
+        LOG.warning("decselfmask: %s: %d rows have no %r (rows %s); their id in the predictions is null",
+                    path, len(missing), id_column, missing[:5])
+    return ids
+
+
+def read_labelled(path: str, text_column: str, label_column: str, options: list[str] | None, key: str,
+                  id_column: str | None = None) -> LabelledData:
+    """Texts and labels of a labelled file, checked against the label options; ``id_column``: the
+    column of the rows' ids (used when the file has it, see :class:`LabelledData`)."""
     rows = read_table(path, key)
     require_column(rows, text_column, path, key.rsplit(".", 1)[0] + ".text_column")
     require_column(rows, label_column, path, key.rsplit(".", 1)[0] + ".label_column")
@@ -57,7 +90,7 @@ def read_labelled(path: str, text_column: str, label_column: str, options: list[
                     f"{path}, row {row}: label {label!r} is not among decselfmask.classification.labels "
                     f"{options}. Add it to the options or fix the row."
                 )
-    return LabelledData(texts, labels, kept, report)
+    return LabelledData(texts, labels, kept, report, read_ids(rows, kept, id_column, path))
 
 
 def label_options(train: LabelledData, options: list[str] | None, path: str) -> list[str]:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from axolotl_decselfmask.args import ProbingConfig
 from axolotl_decselfmask.io.tables import InputError
 from axolotl_decselfmask.prompts import classification_messages, render
-from axolotl_decselfmask.stage2.scoring import macro_f1
+from axolotl_decselfmask.stage2.metrics import macro_f1
 
 LOG = logging.getLogger(__name__)
 

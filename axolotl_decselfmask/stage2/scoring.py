@@ -1,4 +1,4 @@
-"""Evaluation: constrained scoring of the label options, Macro F1 and accuracy.
+"""Evaluation: constrained scoring of the label options (the metrics are in :mod:`.metrics`).
 
 No free generation: for each text the model scores every label option as the assistant's
 answer (its tokens and the end-of-turn marker, so a label that is a prefix of another is
@@ -101,27 +101,3 @@ def _score_chunk(model, cache, encoded, batch, chunk, mask, first_lp, pad, devic
             if len(a) > 1:
                 total += lp[row * k + c, torch.arange(len(a) - 1), torch.tensor(a[1:])].sum().item()
             out[i, j] = total
-
-
-def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
-    """Unweighted mean F1 over ``labels`` (a class absent from both counts as F1 0)."""
-    scores = []
-    for label in labels:
-        tp = sum(g == label and p == label for g, p in zip(gold, pred))
-        fp = sum(g != label and p == label for g, p in zip(gold, pred))
-        fn = sum(g == label and p != label for g, p in zip(gold, pred))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
-
-
-def evaluate(model, tokenizer, texts, gold, labels, question, system_prompt, progress=True,
-             batch_size: int = 8, option_chunk: int = OPTION_CHUNK) -> dict:
-    scores = score_options(model, tokenizer, texts, labels, question, system_prompt, progress, batch_size,
-                           option_chunk)
-    pred = [labels[i] for i in scores.argmax(1)]
-    return {
-        "macro_f1": macro_f1(gold, pred, labels),
-        "accuracy": float(np.mean([g == p for g, p in zip(gold, pred)])),
-        "n_test": len(gold),
-        "predictions": pred,
-    }

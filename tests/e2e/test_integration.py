@@ -69,6 +69,12 @@ def test_preprocess_then_train_runs_decselfmask(workdir, tiny_llama):
     assert "macro_f1_mean" in log and "abstracts" in log
     preds = [json.loads(l) for l in (out / "predictions-abstracts.jsonl").read_text().splitlines()]
     assert len(preds) == 10 and all(p["pred"] in LABELS for p in preds)
+    test_rows = data_rows("abstracts_test.jsonl", per_class=2)
+    assert [p["id"] for p in preds] == [r["id"] for r in test_rows]  # the file's id column
+    assert [p["row"] for p in preds] == list(range(10)) and [p["gold"] for p in preds] == [r["label"] for r in test_rows]
+    assert all(len(p["scores"]) == len(LABELS) and all(s < 0 for s in p["scores"]) for p in preds)
+    assert {"macro_f1_argmax", "per_class_f1", "confusion_matrix", "calibration"} <= set(task)
+    assert sum(map(sum, task["confusion_matrix"]["matrix"])) == 10 and set(task["per_class_f1"]) == set(LABELS)
     _assert_every_core_and_the_machines_precision(log, task, out)
 
 

@@ -8,9 +8,18 @@ import torch
 from sklearn.metrics import f1_score
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.prompts import classification_messages, render
-from axolotl_decselfmask.stage2.metrics import forget_task, format_table, write_metrics
-from axolotl_decselfmask.stage2.scoring import macro_f1, score_options
+from axolotl_decselfmask.stage2.metrics import (
+    classification_report_dict,
+    dump_predictions,
+    forget_task,
+    format_table,
+    macro_f1,
+    result_from_scores,
+    write_metrics,
+)
+from axolotl_decselfmask.stage2.scoring import score_options
 
 LABELS = ["neoplasms", "cardiovascular diseases", "nervous system diseases"]
 Q = "Which category does the text above belong to?"
@@ -61,13 +70,20 @@ def test_real_model_prefers_the_plausible_label(smollm_model, smollm_tok):
     assert not np.allclose(scores[0] - scores[0].max(), scores[1] - scores[1].max(), atol=1e-3)
 
 
-def test_macro_f1_matches_sklearn():
-    rng = np.random.default_rng(0)
-    labels = ["a", "b", "c", "d"]
-    gold = list(rng.choice(labels, 50))
-    pred = list(rng.choice(labels[:3], 50))  # "d" never predicted
-    assert macro_f1(gold, pred, labels) == pytest.approx(
-        f1_score(gold, pred, labels=labels, average="macro", zero_division=0))
+def test_classification_report_by_hand():
+    options = ["a", "b", "c"]
+    gold = ["a", "a", "a", "b", "b", "c"]
+    pred = ["a", "a", "b", "b", "a", "a"]  # "c" never predicted
+    report = classification_report_dict(gold, pred, options)
+    # a: tp 2 fp 2 fn 1 -> 4/7; b: tp 1 fp 1 fn 1 -> 1/2; c: 0
+    assert report["per_class_f1"] == pytest.approx({"a": 4 / 7, "b": 0.5, "c": 0.0})
+    assert report["macro_f1"] == pytest.approx((4 / 7 + 0.5) / 3) == macro_f1(gold, pred, options)
+    assert report["accuracy"] == pytest.approx(3 / 6)
+    assert report["confusion_matrix"] == {"labels": options, "matrix": [[2, 1, 0], [1, 1, 0], [1, 0, 0]]}
+    json.dumps(report)  # plain types for metrics.json
+    # an option no text has and none predicted counts 0, as before
+    assert macro_f1(["a", "b"], ["a", "b"], ["a", "b", "d"]) == pytest.approx(2 / 3)
+    assert classification_report_dict([], [], options)["confusion_matrix"]["matrix"] == [[0] * 3] * 3
 
 
 def test_metrics_json_shape_and_merge(tmp_path):
@@ -81,6 +97,65 @@ def test_metrics_json_shape_and_merge(tmp_path):
     assert on_disk["macro_f1_mean"] == pytest.approx(0.6)
     table = format_table(on_disk)
     assert "t1" in table and "0.7000" in table and "macro_f1_mean: 0.6000" in table
+    assert "macro_f1_argmax" not in table
+
+
+def test_metrics_json_keeps_the_calibrated_and_the_argmax_scores(tmp_path):
+    options = ["no", "yes"]
+    scores = np.array([[0.0, 2.0], [0.0, 1.0], [0.0, 3.0], [0.0, -1.0]])  # argmax: yes, yes, yes, no
+    gold = ["no", "no", "yes", "no"]
+
+    class Threshold:  # a fitted decision rule: "yes" above 1.5 (the interface of calibration.Calibration)
+        def decide(self, s):
+            pred = (s[:, 1] - s[:, 0] > 1.5).astype(int)
+            return pred, np.eye(2)[pred]
+
+        def to_dict(self):
+            return {"mode": "threshold"}
+
+    result = result_from_scores(scores, gold, options, Threshold())
+    assert result["predictions"] == ["yes", "no", "yes", "no"] and result["predictions_argmax"] == ["yes"] * 3 + ["no"]
+    path = tmp_path / "metrics.json"
+    metrics = write_metrics(path, "t", result, extra={"labels": options})
+    entry = json.loads(path.read_text())["tasks"]["t"]
+    assert entry["macro_f1"] == pytest.approx(f1_score(gold, result["predictions"], average="macro"))
+    assert entry["macro_f1_argmax"] == pytest.approx(f1_score(gold, result["predictions_argmax"], average="macro"))
+    assert entry["per_class_f1"] == pytest.approx({"no": 0.8, "yes": 2 / 3})
+    assert entry["confusion_matrix"]["matrix"] == [[2, 1], [0, 1]] and entry["calibration"] == {"mode": "threshold"}
+    assert "scores" not in entry and "predictions" not in entry
+    table = format_table(metrics)
+    assert "macro_f1_argmax" in table and f"{entry['macro_f1_argmax']:.4f}" in table
+    write_metrics(path, "plain", {"macro_f1": 0.1, "accuracy": 0.2, "n_test": 3})
+    assert "plain" in format_table(json.loads(path.read_text()))  # a task without it shows "-"
+
+
+def test_predictions_rows(tmp_path):
+    path = tmp_path / "predictions-t.jsonl"
+    scores = np.array([[-0.5, -2.0], [-3.0, -np.inf]])
+    dump_predictions(path, ["n-17", 4], [0, 2], ["a", "b"], ["a", "a"], scores, ["a", "b"])
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows == [{"id": "n-17", "row": 0, "gold": "a", "pred": "a", "scores": [-0.5, -2.0]},
+                    {"id": 4, "row": 2, "gold": "b", "pred": "a", "scores": [-3.0, None]}]
+    with pytest.raises(ValueError, match="do not match"):
+        dump_predictions(path, [1], [0, 2], ["a", "b"], ["a", "a"], scores, ["a", "b"])
+
+
+def test_labelled_files_carry_their_ids(tmp_path):
+    from axolotl_decselfmask.stage2.data import load_task_data
+
+    rows = [{"text": f"note {i}", "label": "ab"[i % 2], "id": f"p{i}", "mrn": 100 + i} for i in range(4)]
+    rows.insert(1, {"text": " ", "label": "a", "id": "empty", "mrn": 0})  # skipped: file row 1
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    for f in (train, test):
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = DecSelfMaskConfig(
+        classification={"train_file": str(train), "test_file": str(test)},
+        tasks=[{"task": "by-id"}, {"task": "by-mrn", "id_column": "mrn"}, {"task": "no-ids", "id_column": "absent"}])
+    by_id, by_mrn, none = [load_task_data(c) for c in config.task_configs()]
+    assert by_id.test.rows == [0, 2, 3, 4] and by_id.test.ids == ["p0", "p1", "p2", "p3"]
+    assert by_mrn.test.ids == [100, 101, 102, 103] and all(type(i) is int for i in by_mrn.test.ids)
+    assert none.test.ids == none.test.rows == [0, 2, 3, 4]
+    assert by_id.train.ids == ["p0", "p1", "p2", "p3"]
 
 
 def test_task_names_cannot_escape_the_output_folder(tmp_path):

@@ -10,13 +10,14 @@ from conftest import DATA
 from axolotl_decselfmask.args import ProbingConfig
 from axolotl_decselfmask.io.tables import InputError
 from axolotl_decselfmask.stage1.pool import truncate_texts
+from axolotl_decselfmask.stage2.metrics import macro_f1
 from axolotl_decselfmask.stage2.probing import (
     probe,
     prompt_features,
     prompt_ids,
     train_probe,
 )
-from axolotl_decselfmask.stage2.scoring import _option_ids, macro_f1
+from axolotl_decselfmask.stage2.scoring import _option_ids
 
 LABELS = ["neoplasms", "digestive system diseases", "nervous system diseases",
           "cardiovascular diseases", "general pathological conditions"]
