@@ -1,14 +1,21 @@
 """The self-relevance prompt: the text, a lead-in, and the task item as the assistant's answer.
 
 The model reads the text, then the lead-in, and the assistant turn holds the task item (no
-label is used). A method of :mod:`.methods` scores each text token against a scalar target:
+label is used). The lead-in is a question (``prompt_style: question``, the default: the item
+answers it) or a declarative sentence that the item completes (``prompt_style: completion``,
+the authors' form: "Given the patient's history, the patient presents" + the item). A method
+of :mod:`.methods` scores each text token against a scalar target:
 
 - ``sum_logprob`` (default): the summed log-probability of the item's tokens under teacher
   forcing. Every token of the item counts, so "Presence of pacemaker" and "Presence of
   diabetes" give different maps.
-- ``token_logit``: the logit of one item token (first, middle or last).
-  For items that share a prefix ("Presence of ...") the middle token is the same word
-  for every item, so every item gives the same map; kept for comparison.
+- ``token_logit``: the logit of one item token (first, middle or last), read at the position
+  that predicts it. For items that share a prefix ("Presence of ...") the middle token is the
+  same word for every item, so every item gives the same map; kept for comparison.
+- ``max_logit`` (the authors' target): the largest vocabulary logit at the position *of* one
+  item token (first, middle or last; the authors: the middle one), i.e. the logit of the
+  model's top prediction for the token after it. As ``token_logit``, it sees the item only up
+  to that token.
 """
 
 from __future__ import annotations
@@ -33,13 +40,14 @@ class PromptLayoutError(ValueError):
     pass
 
 
-def build_relevance_prompt(tokenizer, text: str, item: str, lead_in: str) -> RelevancePrompt:
+def build_relevance_prompt(tokenizer, text: str, item: str, lead_in: str, style: str = "question") -> RelevancePrompt:
     """Render and tokenise the relevance prompt of ``text`` and ``item``.
 
-    Positions are found through the fast tokenizer's offset mapping, so nothing depends on
-    a tokenizer's byte-level conventions.
+    ``style``: ``question`` or ``completion`` (see :func:`..prompts.relevance_messages`). In
+    both the item is the assistant turn. Positions are found through the fast tokenizer's
+    offset mapping, so nothing depends on a tokenizer's byte-level conventions.
     """
-    turns = render(tokenizer, relevance_messages(text, item, lead_in))
+    turns = render(tokenizer, relevance_messages(text, item, lead_in, style))
     full = turns.prompt + turns.answer
     t0 = turns.prompt.find(text)
     if t0 < 0:

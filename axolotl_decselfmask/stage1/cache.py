@@ -53,6 +53,8 @@ def relevance_key(config: DecSelfMaskConfig, model_path: str, tokenizer, texts_f
     rel = config.relevance.model_dump(exclude={"batch_size", "device", "model", "fast_backward"})
     if fast_backward(config):  # other matmul kernels: other rounding (keys without it stay as they were)
         rel["fast_backward"] = True
+    if rel.get("prompt_style") == "question":  # the prompt before the key existed: those keys stay as they were
+        del rel["prompt_style"]
     return fingerprint(
         "relevance", __version__, model_fingerprint(model_path), tokenizer.chat_template,
         texts_fp, config.task_items(), config.items_per_text, config.seed, rel,
@@ -61,6 +63,8 @@ def relevance_key(config: DecSelfMaskConfig, model_path: str, tokenizer, texts_f
 
 def examples_key(config: DecSelfMaskConfig, rel_key: str) -> str:
     masking = config.masking.model_dump(exclude={"system_prompt", "write_jsonl"})
+    # every span key, spans.truncate included: examples cached with the earlier 9-tap kernel (before
+    # the key existed) get other keys, so the 3-tap default never reuses them
     return fingerprint("examples", rel_key, config.spans.model_dump(), masking)
 
 

@@ -59,7 +59,7 @@ def build_examples(
 def span_settings(config: DecSelfMaskConfig) -> SpanSettings:
     s = config.spans
     return SpanSettings(
-        sigma=s.sigma, high=s.high, low=s.low, max_spans=s.max_spans_per_text,
+        sigma=s.sigma, truncate=s.truncate, high=s.high, low=s.low, max_spans=s.max_spans_per_text,
         max_span_fraction=s.max_span_fraction, rescale_after_smoothing=s.rescale_after_smoothing,
         top_k_ratio=s.top_k_ratio,
     )

@@ -160,7 +160,8 @@ def text_token_budget(tokenizer, config: DecSelfMaskConfig, sequence_len: int) -
     """
     items = config.task_items() or ["x"]
     longest = max(items, key=lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
-    rel = len(build_relevance_prompt(tokenizer, "x", longest, config.relevance.lead_in).input_ids) - 1
+    rel = len(build_relevance_prompt(tokenizer, "x", longest, config.relevance.lead_in,
+                                     config.relevance.prompt_style).input_ids) - 1
     mask_len = len(tokenizer(config.masking.mask_token, add_special_tokens=False)["input_ids"])
     recon = len(
         tokenize_for_training(tokenizer, reconstruction_messages("x", "x", config.masking.system_prompt))["input_ids"]

@@ -194,12 +194,13 @@ def _settings(cfg, config, stage1: bool) -> list[str]:
     r, s, m = config.relevance, config.spans, config.masking
     rows = [
         ("relevance method", f"`{r.method}`" + (f" ({r.ig_steps} steps)" if r.method == "integrated_gradients" else "")),
-        ("relevance target", f"`{r.target}`" + (f" ({r.token_position} token)" if r.target == "token_logit" else "")),
-        ("lead-in", r.lead_in),
+        ("relevance target", f"`{r.target}`" + (f" ({r.token_position} token)" if r.target != "sum_logprob" else "")),
+        ("lead-in", r.lead_in + (" (completion style)" if r.prompt_style == "completion" else "")),
         ("task items", ", ".join(config.task_items()) or "(none)"),
         ("items per text", config.items_per_text),
         ("span selector", f"`{s.selector}`"
-         + (f" (sigma {s.sigma}, high {s.high}, low {s.low})" if s.selector == "hysteresis" else "")),
+         + (f" (sigma {s.sigma}, high {s.high}, low {s.low}, truncate {s.truncate})"
+            if s.selector == "hysteresis" else "")),
         ("mask token", f"`{m.mask_token}`" + (" (added to the vocabulary)" if m.add_mask_token else " (plain text)")),
         ("spans per example", m.spans_per_example),
         ("stage 1", f"{adapter}, {_get(cfg, 'num_epochs', '?')} epoch(s)"

@@ -395,8 +395,11 @@ mark.mask{background:#1f4fbf;color:#fff;border-radius:3px;padding:0 3px;font-fam
 def _settings_line(settings: dict) -> str:
     g = lambda *k: _settings_get(settings, *k)  # noqa: E731
     parts = [
-        f"relevance {g('relevance', 'method') or 'grad_x_input'} ({g('relevance', 'target') or 'sum_logprob'})",
-        f"spans {g('spans', 'selector') or 'hysteresis'} sigma {g('spans', 'sigma')}, high {g('spans', 'high')}, "
+        f"relevance {g('relevance', 'method') or 'grad_x_input'} ({g('relevance', 'target') or 'sum_logprob'}"
+        + (", completion lead-in" if g("relevance", "prompt_style") == "completion" else "") + ")",
+        f"spans {g('spans', 'selector') or 'hysteresis'} sigma {g('spans', 'sigma')}"
+        # a manifest written before spans.truncate existed was made with the 9-tap kernel
+        f" (truncate {g('spans', 'truncate') or 4.0}), high {g('spans', 'high')}, "
         f"low {g('spans', 'low')}" + (", rescaled" if g("spans", "rescale_after_smoothing") else ""),
         f"mask {g('masking', 'mask_token')!r}, {g('masking', 'spans_per_example')} span(s) per example",
     ]

@@ -1,5 +1,5 @@
 """AttnLRP (our own implementation of the paper's rules): conservation, every family of
-tests/test_families.py, restoring the model, padding invariance, both targets."""
+tests/test_families.py, restoring the model, padding invariance, the targets."""
 
 import numpy as np
 import pytest
@@ -76,6 +76,28 @@ def test_conservation_on_a_logit_target_tiny_llama(models, tok):
         assert (c["target"], c["total"]) == pytest.approx((target, total), abs=1e-4), (position, c)
         cp = AttnLRP(model, tok, target="token_logit", token_position=position,
                      attention_rule="cp").conservation(prompt)
+        assert cp["softmax_leak"] == 0
+        assert cp["total"] == pytest.approx(cp["target"], rel=1e-6, abs=1e-9), (position, cp)
+
+
+def test_conservation_on_the_max_logit_target_tiny_llama(models, tok):
+    """The authors' target, the largest vocabulary logit at the item token's own position: the
+    gradient of a maximum is that of its largest entry, so the identities of token_logit hold
+    (target == total + leak; with constant attention target == total), and the target is that
+    largest logit of a plain forward pass (the rules change only the backward pass)."""
+    model = models["llama"]
+    prompt = _prompts(tok)[0]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt.input_ids])).logits[0].float()
+    for position in ("first", "middle", "last"):
+        method = AttnLRP(model, tok, target="max_logit", token_position=position)
+        (pos,) = method.scored_positions(prompt)
+        c = method.conservation(prompt)
+        assert c["target"] == pytest.approx(float(logits[pos].max()), rel=1e-6), (position, c)
+        assert c["target"] != pytest.approx(float(logits[pos - 1, prompt.input_ids[pos]]), rel=1e-3)  # not token_logit
+        assert c["target"] == pytest.approx(c["total"] + c["softmax_leak"], rel=1e-6, abs=1e-9), (position, c)
+        assert abs(c["softmax_leak"]) > 1e-6  # the softmax rule does leave something out here
+        cp = AttnLRP(model, tok, target="max_logit", token_position=position, attention_rule="cp").conservation(prompt)
         assert cp["softmax_leak"] == 0
         assert cp["total"] == pytest.approx(cp["target"], rel=1e-6, abs=1e-9), (position, cp)
 
@@ -159,7 +181,7 @@ def test_model_is_restored_when_attribute_fails(models, tok):
 
 
 # --- batching ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("target", ["sum_logprob", "token_logit"])
+@pytest.mark.parametrize("target", ["sum_logprob", "token_logit", "max_logit"])
 def test_a_prompts_map_does_not_depend_on_its_batch_companions(models, tok, target):
     method = AttnLRP(models["llama"], tok, target=target)
     prompts = _prompts(tok)
@@ -171,7 +193,7 @@ def test_a_prompts_map_does_not_depend_on_its_batch_companions(models, tok, targ
                                rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("target", ["sum_logprob", "token_logit"])
+@pytest.mark.parametrize("target", ["sum_logprob", "token_logit", "max_logit"])
 def test_items_of_one_text_share_their_prefix_with_the_same_maps(models, tok, target):
     """The shared-prefix scoring of GradientXInput, with the rules, equals separate scorings."""
     method = AttnLRP(models["llama"], tok, target=target)

@@ -21,7 +21,8 @@ TEXT = (
     "dual-chamber pacemaker. He has type 2 diabetes treated with metformin."
 )
 ITEMS = ["Presence of pacemaker", "Presence of diabetes", "heart block", "neoplasms", "x"]
-TARGETS = [("sum_logprob", "middle"), ("token_logit", "middle"), ("token_logit", "last")]
+TARGETS = [("sum_logprob", "middle"), ("token_logit", "middle"), ("token_logit", "last"), ("max_logit", "middle"),
+           ("max_logit", "last")]
 
 
 @pytest.fixture(scope="module")

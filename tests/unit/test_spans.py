@@ -150,12 +150,30 @@ def test_normalise_does_not_modify_input():
 # --------------------------------------------------------------------------- smoothing
 
 
+@pytest.mark.parametrize("truncate", [1.0, 4.0, 2.3])
 @pytest.mark.parametrize("sigma", [0.3, 0.5, 1.0, 1.7, 2.5, 6.0])
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 40])
-def test_gaussian_smooth_matches_scipy(sigma, n):
+def test_gaussian_smooth_matches_scipy(sigma, n, truncate):
     x = np.random.default_rng(n).normal(size=n)
-    expected = gaussian_filter1d(x, sigma, mode="reflect", truncate=4.0)
-    np.testing.assert_allclose(gaussian_smooth(x, sigma), expected, rtol=1e-12, atol=1e-12)
+    expected = gaussian_filter1d(x, sigma, mode="reflect", truncate=truncate)
+    np.testing.assert_allclose(gaussian_smooth(x, sigma, truncate), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_default_kernel_is_the_authors_three_taps():
+    """sigma 1, truncate 1 (the defaults): radius int(1 * 1 + 0.5) = 1, weights exp(-x^2 / 2)
+    normalised over x = -1, 0, 1; truncate 4 (scipy's default, the earlier one) has 9 taps."""
+    impulse = np.zeros(11)
+    impulse[5] = 1.0
+    three = gaussian_smooth(impulse)  # an impulse response is the kernel
+    np.testing.assert_allclose(three[4:7], [0.274068619, 0.451862762, 0.274068619], rtol=1e-8)
+    assert np.count_nonzero(three) == 3 and three.sum() == pytest.approx(1.0)
+    nine = gaussian_smooth(impulse, 1.0, 4.0)
+    assert np.count_nonzero(nine) == 9 and nine[5] == pytest.approx(0.398943, abs=1e-6)
+    assert SpanSettings().truncate == 1.0 and SpanSettings().sigma == 1.0
+    with pytest.raises(ValueError, match="truncate"):
+        gaussian_smooth(impulse, 1.0, -1.0)
+    with pytest.raises(ValueError, match="truncate"):
+        SpanSettings(truncate=float("nan"))
 
 
 def test_gaussian_smooth_sigma_zero_is_identity_copy():
@@ -341,17 +359,28 @@ def test_select_spans_end_to_end_smollm(smollm_tokenizer):
     assert any(s <= e0 and e1 <= e for s, e in spans)
 
 
-def test_select_spans_lone_peak_needs_rescale(wordpiece_tokenizer):
+def test_lone_peak_seeds_a_span_with_three_taps_not_with_nine(wordpiece_tokenizer):
+    """No rescaling: the 3-tap default lowers a lone 1 to 0.452 (> high 0.4), a span; the 9-tap
+    kernel (truncate 4) to 0.399, none; rescale_after_smoothing brings it back to 1."""
     tokens, offsets = encode(wordpiece_tokenizer, TEXT)
     idx, (w0, w1) = word_tokens(offsets, TEXT, "pacemaker")
     scores = np.zeros(len(tokens))
     scores[idx[0]] = 1.0
-    # As published, smoothing lowers a lone peak to ~0.40 (< high): no span.
-    assert select_spans(scores, offsets, TEXT) == []
-    spans = select_spans(scores, offsets, TEXT, SpanSettings(rescale_after_smoothing=True))
+    default = select_spans(scores, offsets, TEXT)
+    assert len(default) == 1
+    assert default[0][0] <= w0 and w1 <= default[0][1]
+    nine = SpanSettings(truncate=4.0)
+    assert not SpanSettings().rescale_after_smoothing
+    assert select_spans(scores, offsets, TEXT, nine) == []
+    spans = select_spans(scores, offsets, TEXT, SpanSettings(truncate=4.0, rescale_after_smoothing=True))
     assert len(spans) == 1
     s, e = spans[0]
     assert s <= w0 and w1 <= e
+    # the same on the bare scores: 3 taps seed a span, 9 taps do not
+    x = np.zeros(9)
+    x[4] = 1.0
+    assert hysteresis_spans(gaussian_smooth(x)) == [(3, 6)]
+    assert hysteresis_spans(gaussian_smooth(x, 1.0, 4.0)) == []
 
 
 def test_select_spans_ignores_special_token_scores(wordpiece_tokenizer):

@@ -1,7 +1,8 @@
 """Attention from the positions that predict the item to the text tokens.
 
-Mean over layers and heads of the attention weights at each position whose logits score an
-item token. Needs eager attention (the weights are not materialised by SDPA or flash kernels);
+Mean over layers and heads of the attention weights at each position whose logits the target
+reads (the positions that predict the item's tokens; ``max_logit``: the scored item token's own
+position). Needs eager attention (the weights are not materialised by SDPA or flash kernels);
 the method switches the model to it.
 """
 

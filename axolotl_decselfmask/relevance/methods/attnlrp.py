@@ -54,6 +54,8 @@ in the same process is unaffected), through transformers' and PyTorch's extensio
   the target with the identity rule.
 
 **Targets.** ``token_logit``: the relevance sums (up to the softmax terms) to that logit.
+``max_logit`` (the authors' target): the gradient of a maximum is that of its largest entry, so
+the relevance sums (up to the softmax terms) to the largest logit, as for ``token_logit``.
 ``sum_logprob``: the gradient passes through ``log_softmax`` normally (its plain derivative),
 with the LRP rules inside the network; such maps do not sum to the log-probability
 (``log_softmax`` is neither linear nor handled by a rule).

@@ -3,7 +3,9 @@
 A method takes tokenised relevance prompts (:class:`..relevance.RelevancePrompt`) and returns
 one relevance value per text token of each prompt, like captum's ``attribute()``. The target
 is the same for every method: the summed log-probability of the item's tokens
-(``sum_logprob``) or the logit of one item token (``token_logit``).
+(``sum_logprob``), the logit of one item token at the position that predicts it
+(``token_logit``), or the largest vocabulary logit at the position of one item token
+(``max_logit``, the authors' target).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-Target = Literal["sum_logprob", "token_logit"]
+Target = Literal["sum_logprob", "token_logit", "max_logit"]
 Position = Literal["first", "middle", "last"]
+TARGETS = ("sum_logprob", "token_logit", "max_logit")
 
 
 class MethodNotSupported(ValueError):
@@ -30,8 +33,8 @@ class Batch:
     ids: torch.Tensor
     mask: torch.Tensor
     rows: torch.Tensor  # batch row of each scored token
-    cols: torch.Tensor  # position whose logits predict it
-    targets: torch.Tensor  # the scored token ids
+    cols: torch.Tensor  # position whose logits the target reads (the one predicting it; max_logit: its own)
+    targets: torch.Tensor  # the scored token ids (max_logit reads no token id)
     keep: torch.Tensor  # distinct positions to compute logits at
     col_index: torch.Tensor  # index of each col inside keep
 
@@ -48,6 +51,8 @@ class RelevanceMethod(ABC):
 
     def __init__(self, model, tokenizer, target: Target = "sum_logprob", token_position: Position = "middle",
                  **options):
+        if target not in TARGETS:
+            raise ValueError(f"relevance target {target!r}: one of {list(TARGETS)}")
         self.model = model
         self.tokenizer = tokenizer
         self.target = target
@@ -78,6 +83,14 @@ class RelevanceMethod(ABC):
         index = {"first": 0, "middle": (len(positions) - 1) // 2, "last": len(positions) - 1}
         return [positions[index[self.token_position]]]
 
+    def logit_points(self, prompt, shift: int = 0) -> list[tuple[int, int]]:
+        """``(column, token id)`` of each scored item token: the column whose logits the target
+        reads, ``shift`` positions earlier. ``sum_logprob`` and ``token_logit`` read the logits
+        that predict the token (one position before it); ``max_logit`` reads the logits at the
+        token's own position (the authors' scripts: the middle item token's output logits)."""
+        before = 0 if self.target == "max_logit" else 1
+        return [(pos - before - shift, prompt.input_ids[pos]) for pos in self.scored_positions(prompt)]
+
     def batch(self, prompts) -> Batch:
         length = max(len(p.input_ids) for p in prompts)
         ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
@@ -86,10 +99,10 @@ class RelevanceMethod(ABC):
         for row, p in enumerate(prompts):
             ids[row, : len(p.input_ids)] = torch.tensor(p.input_ids)
             mask[row, : len(p.input_ids)] = 1
-            for pos in self.scored_positions(p):
+            for col, token in self.logit_points(p):
                 rows.append(row)
-                cols.append(pos - 1)
-                targets.append(p.input_ids[pos])
+                cols.append(col)
+                targets.append(token)
         keep = sorted(set(cols))
         where = {c: i for i, c in enumerate(keep)}
         dev = self.device
@@ -115,11 +128,13 @@ class RelevanceMethod(ABC):
         return self.target_values(sel, batch.targets.repeat(expand), rows, n * expand)
 
     def target_values(self, logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
-        """The target of each of ``n`` prompts from the logits that predict its scored tokens
-        (``logits[j]`` predicts ``targets[j]`` of prompt ``rows[j]``)."""
+        """The target of each of ``n`` prompts from the logits read for its scored tokens
+        (``logits[j]`` belongs to ``targets[j]`` of prompt ``rows[j]``, see :meth:`logit_points`)."""
         logits = logits.float()
         if self.target == "sum_logprob":
             per_token = logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+        elif self.target == "max_logit":
+            per_token = logits.max(-1).values
         else:
             per_token = logits.gather(-1, targets[:, None]).squeeze(-1)
         total = torch.zeros(n, dtype=per_token.dtype, device=logits.device)

@@ -139,10 +139,10 @@ class GradientXInput(RelevanceMethod):
             for row, (p, s) in enumerate(zip(prompts, suffixes)):
                 ids[row, : len(s)] = torch.tensor(s)
                 mask[row, split : split + len(s)] = 1
-                for pos in self.scored_positions(p):
+                for col, token in self.logit_points(p, shift=split):
                     rows.append(row)
-                    cols.append(pos - 1 - split)
-                    targets.append(p.input_ids[pos])
+                    cols.append(col)
+                    targets.append(token)
             keep = sorted(set(cols))
             where = {c: i for i, c in enumerate(keep)}
             out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=True,

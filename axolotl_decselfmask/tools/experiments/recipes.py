@@ -79,7 +79,7 @@ def _common_block(grid: Grid, corpus: CorpusSpec, data: dict, seeds: list[int], 
         "stage1_token_budget": grid.stage1_token_budget,
         "cache_dir": str(run_dir.parent / CACHE_FOLDER),
         "relevance": {"method": "grad_x_input"},
-        "masking": {"spans_per_example": 3},
+        "masking": {"spans_per_example": 1},  # one example per span, the others visible (the authors')
         "classification": {"text_column": "text", "label_column": "label"},
         "tasks": _tasks(corpus, data, seeds),
         "probing": {"enabled": False},
