@@ -245,3 +245,50 @@ def test_calibration_pool_texts_need_a_pool_dataset(tmp_path):
     cfg["datasets"] = [{"path": "some/chat", "type": "chat_template"}]
     with pytest.raises(InputError, match="no datasets entry of type"):
         calibration_pool_texts(cfg, config, 10)
+
+
+def test_the_evaluation_decides_before_reading_test_labels(tmp_path):
+    """stage2/evaluation.py end to end with a fixed scorer: flipping every test label changes the
+    scores of the decision, never the decision, its calibration, or the predictions' scores."""
+    from axolotl.utils.dict import DictDefault
+
+    from axolotl_decselfmask.stage2.data import TaskPrompt, load_task_data
+    from axolotl_decselfmask.stage2.evaluation import Scorer, evaluate_task
+    from axolotl_decselfmask.stage2.run import Task
+
+    class KeywordScorer(Scorer):  # an always-yes classifier, less sure when the note says "benign"
+        def __init__(self):
+            self.head = None
+
+        def __call__(self, texts):
+            return np.array([[0.0, 1.0 - 0.8 * ("benign" in t)] for t in texts])
+
+    rng = np.random.default_rng(9)
+    train = [{"text": f"note {i} {'malignant' if i % 2 else 'benign'}", "label": "yes" if i % 2 else "no"}
+             for i in range(16)]
+    test = [{"id": f"t{i}", "text": f"test {i} {'benign' if rng.random() < 0.6 else 'malignant'}",
+             "label": "yes" if rng.random() < 0.3 else "no"} for i in range(30)]
+    flipped = [{**r, "label": "no" if r["label"] == "yes" else "yes"} for r in test]
+    results = []
+    for name, rows in (("a", test), ("b", flipped)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f, content in (("train.jsonl", train), ("test.jsonl", rows)):
+            (folder / f).write_text("".join(json.dumps(r) + "\n" for r in content))
+        c = ClassificationConfig(task="t", train_file=str(folder / "train.jsonl"), test_file=str(folder / "test.jsonl"),
+                                 labels=OPTIONS, calibration="balanced")
+        data = load_task_data(c)
+        task = Task(c, data, TaskPrompt(c.question, c.system_prompt), 512, data.train.texts, data.train.labels,
+                    data.test.texts, data.test.labels)
+        cfg = DictDefault({"output_dir": str(folder), "use_tensorboard": False, "use_wandb": False})
+        metrics = evaluate_task(cfg, DecSelfMaskConfig(), task, KeywordScorer())
+        preds = [json.loads(line) for line in (folder / "predictions-t.jsonl").read_text().splitlines()]
+        results.append((metrics["tasks"]["t"], preds))
+    (ma, pa), (mb, pb) = results
+    assert [p["pred"] for p in pa] == [p["pred"] for p in pb] and [p["scores"] for p in pa] == [p["scores"] for p in pb]
+    assert [p["id"] for p in pa] == [f"t{i}" for i in range(30)] and [p["gold"] for p in pa] != [p["gold"] for p in pb]
+    assert ma["calibration"] == mb["calibration"] and ma["calibration"]["mode"] == "balanced"
+    assert ma["macro_f1"] != mb["macro_f1"]
+    assert ma["confusion_matrix"]["matrix"] != mb["confusion_matrix"]["matrix"]
+    assert all(p["scores"][1] > p["scores"][0] for p in pa)  # the argmax says "yes" to every note
+    assert all(p["pred"] == ("no" if "benign" in t else "yes") for p, t in zip(pa, [r["text"] for r in test]))
