@@ -150,3 +150,27 @@ def test_cache_keys_follow_the_new_settings(smollm_path, smollm_tok):
     assert span_settings(DecSelfMaskConfig()).truncate == 1.0
     with pytest.raises(ValueError, match="truncate"):
         DecSelfMaskConfig(spans={"truncate": 0})
+
+
+# --- through the precompute -----------------------------------------------------------------------
+def test_precompute_scores_the_authors_prompt_and_target(tmp_path, smollm_path, smollm_tok, smollm_model):
+    """The cached relevance of a completion-style, max_logit, AttnLRP run is the map of that prompt
+    and target (the settings reach the prompt builder and the method), and its spans give examples."""
+    from axolotl_decselfmask.relevance.methods import AttnLRP
+    from axolotl_decselfmask.stage1.cache import read_records
+    from axolotl_decselfmask.stage1.precompute import run_precompute
+
+    texts = [TEXT, TEXT[:90]]
+    cfg = DecSelfMaskConfig(items=["pacemaker"], relevance={
+        "method": "attnlrp", "target": "max_logit", "prompt_style": "completion", "dtype": "float32",
+        "device": "cpu"})
+    result = run_precompute(texts, cfg, smollm_tok, str(smollm_path), tmp_path, progress=False)
+    assert result.examples and all(ex["masked_text"].count(cfg.masking.mask_token) == 1 for ex in result.examples)
+    records, _ = read_records(next(tmp_path.glob("relevance-*")))
+    method = AttnLRP(smollm_model, smollm_tok, target="max_logit")
+    for rec in records:
+        prompt = build_relevance_prompt(smollm_tok, texts[rec["text_index"]], "pacemaker",
+                                        DEFAULT_COMPLETION_LEAD_IN, "completion")
+        np.testing.assert_allclose(rec["scores"], method.attribute([prompt])[0], rtol=1e-3, atol=1e-5)
+        question = build_relevance_prompt(smollm_tok, texts[rec["text_index"]], "pacemaker", DEFAULT_LEAD_IN)
+        assert not np.allclose(rec["scores"], method.attribute([question])[0], rtol=1e-2, atol=1e-4)
