@@ -70,6 +70,7 @@ def train_classifier(cfg, c: ClassificationConfig, seed: int, model, tokenizer, 
                      max_length: int, out_dir: Path, progress: bool, name: str):
     """A fresh LoRA on ``model`` trained on ``rows`` with TRL's SFTTrainer; saved to ``out_dir``."""
     from peft import LoraConfig
+    from transformers import set_seed
     from trl import SFTTrainer
 
     out_dir = Path(out_dir)
@@ -79,6 +80,9 @@ def train_classifier(cfg, c: ClassificationConfig, seed: int, model, tokenizer, 
         r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
         target_modules="all-linear", task_type="CAUSAL_LM",
     )
+    # SFTTrainer adds the LoRA before the Trainer seeds anything: seed its initialisation here, so that
+    # a run does not depend on what ran before it in the process
+    set_seed(seed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, peft_config=lora)
     if resume:
