@@ -168,8 +168,9 @@ def _intro(cfg, stage1: bool) -> list[str]:
         + ("Stage 1 taught the model to reconstruct the words of unlabelled texts that matter most for "
            "the task items (masked reconstruction, guided by the model's own relevance scores); "
            if stage1 else "Stage 1 was switched off (`decselfmask.stage1: false`): this is the plain-SFT baseline; ")
-        + "stage 2 fine-tuned a LoRA classifier on the labelled examples, and the test set was scored by "
-          "constrained scoring of the label options.",
+        + "stage 2 fine-tuned a LoRA classifier on the labelled examples (or a head on the frozen model's "
+          "hidden states), and the test set was scored by constrained scoring of the label options, with a "
+          "decision calibrated without the test file.",
         "",
     ]
 
@@ -179,9 +180,11 @@ def _files(cfg, stage1: bool) -> list[str]:
     return [
         "## Files", "",
         f"- `./`: the stage-1 weights ({adapter}{' adapter' if _get(cfg, 'adapter') else ''}) on `{_get(cfg, 'base_model')}`",
-        "- `stage2/`: the stage-2 classifier, a LoRA adapter on the base model"
-        + (" with the stage-1 weights merged in" if stage1 else "")
-        + " (one sub-folder per task when `decselfmask.tasks` is set)",
+        "- `stage2/`: the stage-2 classifier, a LoRA adapter whose base is the stage-1 model"
+        + (" (`stage1_merged/` for a stage-1 LoRA, so that `AutoPeftModelForCausalLM.from_pretrained('stage2')` "
+           "loads both)" if stage1 else " (the base model)")
+        + "; one adapter over every task, or one sub-folder per task with `classification.joint: false`; "
+          "`stage2/heads/` with `classification.method: head`",
         "- `metrics.json`, `predictions-<task>.jsonl`: the evaluation", "",
     ]
 
@@ -207,10 +210,19 @@ def _settings(cfg, config, stage1: bool) -> list[str]:
          + (f", max {_get(cfg, 'max_steps')} steps" if _get(cfg, "max_steps") else "")
          + f", learning rate {_get(cfg, 'learning_rate', '?')}" if stage1 else "off (plain-SFT baseline)"),
     ]
-    for c in config.task_configs():
-        rows.append((f"stage 2 [{c.task}]",
-                     (f"LoRA r {c.lora_r}, alpha {c.lora_alpha}, learning rate {c.learning_rate}, "
-                      f"{c.num_epochs:g} epoch(s)") if c.train else "not trained (zero-shot evaluation)"))
+    c = config.classification
+    if not c.train:
+        stage2 = "not trained (zero-shot evaluation)"
+    elif c.method == "head":
+        stage2 = f"a head per task ({c.head.hidden_size} hidden units, {c.head.epochs} epochs) on the frozen model"
+    else:
+        steps = f"max {c.max_steps} steps" if c.max_steps else f"{c.num_epochs:g} epoch(s)"
+        stage2 = (f"{'one LoRA over every task' if c.joint else 'one LoRA per task'}, r {c.lora_r}, alpha "
+                  f"{c.lora_alpha}, learning rate {c.learning_rate}, {c.lr_scheduler}, batch {c.batch_size} x "
+                  f"{c.gradient_accumulation_steps}, {steps}, loss on "
+                  + ("the whole prompt" if c.train_on_inputs else "the label"))
+    rows += [("protocol", config.protocol), ("stage 2", stage2), ("classification prompt", f"`{c.prompt}`"),
+             ("decision", f"calibration `{c.calibration}`")]
     return lines + ["| setting | value |", "| --- | --- |"] + [
         f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows] + [""]
 

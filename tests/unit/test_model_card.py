@@ -79,7 +79,7 @@ def test_card_from_a_real_metrics_file(tmp_path):
     assert "`integrated_gradients` (16 steps)" in card
     assert "sigma 1.0, high 0.5, low 0.25" in card
     assert "neoplasms, cardiovascular diseases" in card
-    assert "LoRA r 8, alpha 64" in card
+    assert "one LoRA over every task, r 8, alpha 64" in card and "calibration `balanced`" in card
     assert "30, giving 45 masked examples" in card and "999" not in card
     assert "64 labelled training rows" in card and "40 test rows" in card
     assert "| abstracts | neoplasms, cardiovascular diseases | 0.6123 | 0.7000 | 40 |" in card
