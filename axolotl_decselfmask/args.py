@@ -165,18 +165,21 @@ class MaskingConfig(_Strict):
     """How spans become masked-reconstruction training examples."""
 
     mask_token: str = Field(
-        default="<mask>",
+        default="auto",
         min_length=1,
         description=(
-            "The string that replaces each span. Used as plain text unless "
-            "add_mask_token is true (see docs: the mask token)."
+            "What replaces each span. auto: one token that never occurs in text, the same in stage 1 and "
+            "the mask-fill prompt: a reserved special token of the vocabulary (Llama 3: "
+            "<|reserved_special_token_246|>, Gemma: <unused0>), else <|decselfmask_mask|> added as a new "
+            "special token whose embedding row the plugin initialises and trains (docs: the mask token). "
+            "Any other string: used as plain text, unless add_mask_token is true."
         ),
     )
     add_mask_token: bool = Field(
         default=False,
         description=(
-            "Add mask_token to the vocabulary as one new special token. Needs "
-            "`tokens: [<mask_token>]` and, with LoRA, `lora_modules_to_save: [embed_tokens, lm_head]`."
+            "With an explicit mask_token: add it to the vocabulary as one new token (the plugin adds it to "
+            "`tokens:`); with LoRA, set `lora_modules_to_save: [embed_tokens, lm_head]`. Not needed with auto."
         ),
     )
     system_prompt: str = Field(default=DEFAULT_MASK_SYSTEM, description="System turn of each example.")

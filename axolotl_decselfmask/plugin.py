@@ -27,6 +27,7 @@ from axolotl_decselfmask.io.tables import (
     check_pool_file,
     dataset_text_column,
 )
+from axolotl_decselfmask.mask_token import prepare_stage1_model
 from axolotl_decselfmask.protocol import apply_recipe_preset, preset_report
 from axolotl_decselfmask.recipe import (
     check_model_paths,
@@ -111,6 +112,10 @@ class DecSelfMaskPlugin(BasePlugin):
                             DATASET_TYPE)
             return None
         return _placeholder_meta(cfg)
+
+    def pre_lora_load(self, cfg, model):
+        """After Axolotl resized the embeddings, before LoRA: the added mask token's row (mask_token.py)."""
+        prepare_stage1_model(cfg, model)
 
     def get_trainer_cls(self, cfg):
         if not plugin_config(cfg).stage1:

@@ -16,6 +16,7 @@ from pathlib import Path
 from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.io.files import file_sha256, fingerprint
 from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.mask_token import AUTO, arrange_recipe
 from axolotl_decselfmask.stage1.pool import POOL_TYPES
 from axolotl_decselfmask.version import __version__
 
@@ -144,7 +145,7 @@ def test_file_ids(config: DecSelfMaskConfig) -> list:
 def prepare_raw_recipe(cfg: dict, block: dict) -> None:
     """What the plugin sets on the raw recipe before Axolotl validates it: the cache folder, the
     pools' text column (carried in ``field``), a prepared-dataset folder keyed by what stage 1's
-    data depends on, and the mask token as an added token when asked for."""
+    data depends on, and the mask token as an added token where the tokenizer needs one."""
     prepared = cfg.get("dataset_prepared_path") or DEFAULT_PREPARED_PATH
     if not block.get("cache_dir"):
         block["cache_dir"] = str(Path(prepared) / "decselfmask")
@@ -170,8 +171,14 @@ def prepare_raw_recipe(cfg: dict, block: dict) -> None:
         key = fingerprint(__version__, settings)
         cfg["dataset_prepared_path"] = str(Path(prepared) / f"decselfmask-{key}")
     masking = block.get("masking") or {}
-    if masking.get("add_mask_token"):
-        token = masking.get("mask_token", "<mask>")
+    token = masking.get("mask_token", AUTO)
+    if token == AUTO:
+        try:
+            config = DecSelfMaskConfig(**block)
+        except Exception:  # noqa: BLE001 - Axolotl's validation reports it next
+            return
+        arrange_recipe(cfg, config)  # the one-token mask: a reserved token, or one added (mask_token.py)
+    elif masking.get("add_mask_token"):
         tokens = list(cfg.get("tokens") or [])
         if token not in tokens:
             cfg["tokens"] = tokens + [token]

@@ -80,6 +80,8 @@ def examples_of_record(text: str, rec: dict, config: DecSelfMaskConfig, select) 
     spans = select(np.asarray(rec["scores"], dtype=np.float64), [tuple(o) for o in rec["offsets"]], text,
                    span_settings(config), rng)
     m = config.masking
+    if m.mask_token == "auto":  # prepare_pool sets the chosen token (mask_token.resolve_mask_setting)
+        raise ValueError("masking.mask_token is still 'auto': resolve it with the tokenizer first")
     rows = [{"text_index": rec["text_index"], "item": rec["item"], "masked_text": ex.masked_text,
              "answer": ex.answer, "spans": [list(s) for s in ex.spans]}
             for ex in build_examples(text, spans, m.mask_token, m.spans_per_example, m.answer_separator)]

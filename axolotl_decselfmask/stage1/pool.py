@@ -15,6 +15,7 @@ from axolotl_decselfmask.io.tables import (
     read_table,
     require_column,
 )
+from axolotl_decselfmask.mask_token import resolve_mask_setting
 from axolotl_decselfmask.prompts import (
     ensure_chat_template,
     reconstruction_messages,
@@ -46,11 +47,13 @@ def prepare_pool(values, cfg, config: DecSelfMaskConfig, tokenizer, path, column
     """The unlabelled texts as the precompute sees them: cleaned, checked against the test
     file and the mask string, cut to ``max_texts``, truncated to the token budget.
 
-    Also sets ``config.relevance.dtype`` from the recipe's precision when it is ``auto``.
+    Also sets ``config.relevance.dtype`` from the recipe's precision when it is ``auto``, and
+    ``config.masking.mask_token`` to the chosen token's text when it is ``auto`` (mask_token.py).
     """
+    mask = resolve_mask_setting(tokenizer, config)
     texts, report, with_mask = clean_pool(values, config, path, column, skip=without_mask_string)
     ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
-    check_mask_token(tokenizer, config)
+    check_mask_token(tokenizer, config, one_token=mask.one_token)
     budget = text_token_budget(tokenizer, config, cfg.sequence_len)
     texts, report.truncated = truncate_texts(tokenizer, texts, budget)
     LOG.info("decselfmask: %s", report.summary(str(path)))
@@ -130,11 +133,17 @@ def without_mask_string(texts: list[str], config: DecSelfMaskConfig) -> tuple[li
     return kept, len(texts) - len(kept)
 
 
-def check_mask_token(tokenizer, config: DecSelfMaskConfig) -> None:
-    """The mask string must survive tokenisation (and be one token when added as one)."""
+def check_mask_token(tokenizer, config: DecSelfMaskConfig, one_token: bool | None = None) -> None:
+    """The mask string must survive tokenisation, and be one token when it is meant to be one
+    (``one_token``; default: ``masking.add_mask_token``)."""
     mask = config.masking.mask_token
     ids = tokenizer(mask, add_special_tokens=False)["input_ids"]
-    if config.masking.add_mask_token and len(ids) != 1:
+    if one_token and not config.masking.add_mask_token and len(ids) != 1:
+        raise InputError(
+            f"the mask token {mask!r} chosen for this tokenizer (decselfmask.masking.mask_token: auto) is "
+            f"{len(ids)} tokens, not one: the tokenizer splits it (set an explicit masking.mask_token)."
+        )
+    if (config.masking.add_mask_token if one_token is None else one_token) and len(ids) != 1:
         raise InputError(
             f"decselfmask.masking.mask_token {mask!r} is not one token of the tokenizer ({len(ids)} tokens). "
             f"Add it to the recipe's `tokens: [{mask!r}]` (the plugin does this for you when "

@@ -19,6 +19,7 @@ from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.io.files import (
     texts_fingerprint,
 )
+from axolotl_decselfmask.mask_token import resolve_mask_setting
 from axolotl_decselfmask.registry import get_method, selector_for
 from axolotl_decselfmask.relevance import (
     build_relevance_prompt,
@@ -130,6 +131,7 @@ def run_precompute(
     shards ``n`` with ``n % world_size == rank`` and returns None; once every shard exists, a
     call with ``world_size=1`` builds the examples from them (see :func:`main`).
     """
+    resolve_mask_setting(tokenizer, config)  # masking.mask_token: auto -> the chosen token (prepare_pool did it)
     rkey = relevance_key(config, model_path, tokenizer, texts_fingerprint(texts))
     ex_dir = examples_dir(cache_root, examples_key(config, rkey))
     cached = read_examples(ex_dir)

@@ -18,8 +18,15 @@ from pathlib import Path
 
 import torch
 
-from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.args import DecSelfMaskConfig, plugin_config
 from axolotl_decselfmask.io.files import atomic_write_json, fingerprint, read_json
+from axolotl_decselfmask.mask_token import (
+    AUTO,
+    BASE_WITH_MASK_DIR,
+    base_with_mask,
+    init_mask_row,
+    stage2_uses_mask,
+)
 from axolotl_decselfmask.stage1.checkpoints import verify_stage1_output
 
 MERGED_DIR = "stage1_merged"
@@ -35,6 +42,10 @@ def stage1_model_folder(cfg, config: DecSelfMaskConfig, dtype: torch.dtype) -> t
     """
     out = Path(cfg.output_dir)
     if not config.stage1:
+        if config.masking.mask_token == AUTO and stage2_uses_mask(config):  # an added mask needs its row
+            folder = base_with_mask(cfg, load_tokenizer(cfg), out / BASE_WITH_MASK_DIR, dtype)
+            if folder:
+                return folder, f"none (plain SFT; the base model with the mask token's row, {folder})"
         return str(cfg.base_model), "none (plain SFT)"
     marker = verify_stage1_output(cfg)
     if marker["kind"] != "lora":
@@ -59,6 +70,7 @@ def _write_merged(cfg, out: Path, merged: Path, dtype: torch.dtype) -> None:
     tok_vocab = _tokenizer_len(out)
     if tok_vocab and tok_vocab > base.get_input_embeddings().weight.shape[0]:  # tokens added in stage 1
         base.resize_token_embeddings(tok_vocab)
+    init_mask_row(plugin_config(cfg), base, load_tokenizer(cfg))  # the added mask's row as stage 1 started
     model = PeftModel.from_pretrained(base, str(out)).merge_and_unload()
     model.save_pretrained(str(merged))
     load_tokenizer(cfg).save_pretrained(str(merged))

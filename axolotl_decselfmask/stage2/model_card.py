@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_decselfmask.io.files import read_json
+from axolotl_decselfmask.mask_token import describe_for_run
 from axolotl_decselfmask.stage1.budget import STATS_FILE
 from axolotl_decselfmask.stage1.cache import MANIFEST_FILE, read_manifest
 from axolotl_decselfmask.version import __version__
@@ -189,6 +190,11 @@ def _files(cfg, stage1: bool) -> list[str]:
     ]
 
 
+def _cell(value) -> str:
+    """A table cell: ``|`` escaped (token texts such as ``<|im_end|>`` keep it)."""
+    return str(value).replace("|", "\\|")
+
+
 def _settings(cfg, config, stage1: bool) -> list[str]:
     lines = ["## Method and settings", ""]
     if config is None:
@@ -204,7 +210,7 @@ def _settings(cfg, config, stage1: bool) -> list[str]:
         ("span selector", f"`{s.selector}`"
          + (f" (sigma {s.sigma}, high {s.high}, low {s.low}, truncate {s.truncate})"
             if s.selector == "hysteresis" else "")),
-        ("mask token", f"`{m.mask_token}`" + (" (added to the vocabulary)" if m.add_mask_token else " (plain text)")),
+        ("mask token", describe_for_run(cfg, config)),
         ("spans per example", m.spans_per_example),
         ("stage 1", f"{adapter}, {_get(cfg, 'num_epochs', '?')} epoch(s)"
          + (f", max {_get(cfg, 'max_steps')} steps" if _get(cfg, "max_steps") else "")
@@ -224,7 +230,7 @@ def _settings(cfg, config, stage1: bool) -> list[str]:
     rows += [("protocol", config.protocol), ("stage 2", stage2), ("classification prompt", f"`{c.prompt}`"),
              ("decision", f"calibration `{c.calibration}`")]
     return lines + ["| setting | value |", "| --- | --- |"] + [
-        f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows] + [""]
+        f"| {k} | {_cell(v)} |" for k, v in rows] + [""]
 
 
 def _data(cfg, config, tasks: dict, manifest, stage1: bool) -> list[str]:

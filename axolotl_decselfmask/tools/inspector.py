@@ -221,11 +221,27 @@ def _recompute_spans(settings: dict):
     return config, selector_for(config, get_method(config.relevance.method))
 
 
+def _auto_mask_text(model: str | None) -> str:
+    """The text of ``masking.mask_token: auto`` for ``model``'s tokenizer (mask_token.py's rule)."""
+    if not model:
+        raise InspectorError("the settings say masking.mask_token: auto and no model names the tokenizer "
+                             "that resolves it: pass --recipe (its base_model)")
+    from transformers import AutoTokenizer
+
+    from axolotl_decselfmask.mask_token import choose_mask_token
+
+    return choose_mask_token(AutoTokenizer.from_pretrained(model)).text
+
+
 def build_page(source: Source, n: int, texts_path: str | None = None, text_column: str = "text",
                settings: dict | None = None, model: str | None = None) -> Page:
     records, damaged = read_records(source.relevance_dir)
     settings = dict(source.manifest.get("settings") or settings or {})
-    mask = _settings_get(settings, "masking", "mask_token", default="<mask>")
+    # a manifest names the chosen token itself (one without the key predates it: "<mask>"); a recipe may say auto
+    mask = _settings_get(settings, "masking", "mask_token", default="<mask>" if source.manifest else "auto")
+    if mask == "auto":
+        mask = _auto_mask_text(source.manifest.get("model") or model)
+        settings["masking"] = {**(settings.get("masking") or {}), "mask_token": mask}
     sep = _settings_get(settings, "masking", "answer_separator", default="\n")
     wanted = sorted({r["text_index"] for r in records})[:n]
     keep = set(wanted)

@@ -90,4 +90,4 @@ def test_external_plugin_from_a_recipe(tmp_path, tiny_llama):
         import re
 
         assert ex["answer"] == re.search(r"[A-Za-z]+", pool[ex["text_index"]]).group()
-        assert ex["masked_text"].startswith("<mask>") or ex["masked_text"][0] != pool[ex["text_index"]][0]
+        assert ex["masked_text"].startswith("<|decselfmask_mask|>") or ex["masked_text"][0] != pool[ex["text_index"]][0]

@@ -156,7 +156,8 @@ def test_page_from_examples_cache(cache, tmp_path, capsys):
     assert set(blocks) == {k for k in records if k[0] < N_SHOWN}
 
     cfg = _cfg()
-    sep, mask = cfg.masking.answer_separator, cfg.masking.mask_token
+    sep, mask = cfg.masking.answer_separator, "<|decselfmask_mask|>"  # mask_token: auto, SmolLM2's tokenizer
+    assert json.loads((result.directory / "manifest.json").read_text())["settings"]["masking"]["mask_token"] == mask
     shown = [ex for ex in result.examples if ex["text_index"] < N_SHOWN]
     assert {ex["text_index"] for ex in shown} == set(range(N_SHOWN))  # every shown text has an example
     for key, block in blocks.items():

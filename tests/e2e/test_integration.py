@@ -48,12 +48,14 @@ def test_preprocess_then_train_runs_decselfmask(workdir, tiny_llama):
     examples = [json.loads(l) for l in (ex_dirs[0] / "examples.jsonl").read_text().splitlines()]
     assert len(examples) == manifest["n_examples"] > 0
     pool = [r["text"] for r in data_rows("abstracts_unlabelled.jsonl", n=10)]
+    mask = manifest["settings"]["masking"]["mask_token"]
+    assert mask == "<|decselfmask_mask|>"  # masking.mask_token: auto on SmolLM2's tokenizer: the added token
     for ex in examples:
-        assert ex["masked_text"].count("<mask>") == len(ex["spans"]) >= 1
+        assert ex["masked_text"].count(mask) == len(ex["spans"]) >= 1
         original = pool[ex["text_index"]]
         rebuilt = ex["masked_text"]
         for s, e in ex["spans"]:
-            rebuilt = rebuilt.replace("<mask>", original[s:e], 1)
+            rebuilt = rebuilt.replace(mask, original[s:e], 1)
         assert original.startswith(rebuilt)  # equal, or the text was truncated to fit
         assert ex["item"] in LABELS
 
@@ -61,6 +63,12 @@ def test_preprocess_then_train_runs_decselfmask(workdir, tiny_llama):
     assert "self-relevance" not in log  # the preprocessed examples are reused
     out = workdir / "out"
     assert (out / "adapter_config.json").is_file()  # stage 1
+    # the added mask's embedding row was trained in stage 1 (PEFT's trainable tokens), as one token
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["trainable_token_indices"] == {"embed_tokens": [49152]}
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(out).convert_tokens_to_ids(mask) == 49152
     assert (out / "stage2" / "adapter_config.json").is_file()  # stage 2
     metrics = json.loads((out / "metrics.json").read_text())
     task = metrics["tasks"]["abstracts"]

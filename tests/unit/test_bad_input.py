@@ -72,10 +72,11 @@ def test_test_rows_in_pool_are_refused_or_dropped(tmp_path, tiny_llama):
 
 
 def test_texts_containing_the_mask_string_are_skipped_and_counted(tmp_path, tiny_llama, capsys):
-    pool = Dataset.from_list([{"text": t} for t in POOL[:3]] + [{"text": "A <mask> already here. " + POOL[3]}])
+    mask = "<|decselfmask_mask|>"  # masking.mask_token: auto on SmolLM2's tokenizer
+    pool = Dataset.from_list([{"text": t} for t in POOL[:3]] + [{"text": f"A {mask} already here. " + POOL[3]}])
     _strategy(tmp_path, tiny_llama).wrap_dataset(pool)
     assert "1 skipped for containing the mask string" in capsys.readouterr().out
-    only = Dataset.from_list([{"text": "<mask> everywhere"}])
+    only = Dataset.from_list([{"text": f"{mask} everywhere"}])
     with pytest.raises(InputError, match="every unlabelled text contains the mask string"):
         _strategy(tmp_path, tiny_llama).wrap_dataset(only)
 
