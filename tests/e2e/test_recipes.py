@@ -275,7 +275,6 @@ def test_recipe_preprocesses_on_a_tiny_model_of_its_family(preprocessed, family)
     assert len(ex_dirs) == 1
     examples = [json.loads(l) for l in (ex_dirs[0] / "examples.jsonl").read_text().splitlines()]
     mask = json.loads((ex_dirs[0] / "manifest.json").read_text())["settings"]["masking"]["mask_token"]
-    assert mask == "<|decselfmask_mask|>"  # masking.mask_token: auto; the tiny models carry SmolLM2's tokenizer
     assert examples and all(ex["masked_text"].count(mask) == len(ex["spans"]) >= 1 for ex in examples)
     # Axolotl's tokenised stage-1 dataset, rendered with the family's chat template
     infos = list((tmp / family / "prepared").glob("decselfmask-*/**/dataset_info.json"))
@@ -291,5 +290,5 @@ def test_recipe_preprocesses_on_a_tiny_model_of_its_family(preprocessed, family)
     assert any(ex["answer"].strip() in answer for ex in examples), answer
     from axolotl_decselfmask.mask_token import choose_mask_token
 
-    mask_id = choose_mask_token(tok, add=True).id  # the model folder's tokenizer lacks it; Axolotl's added it
-    assert [t for t, l in zip(first["input_ids"], first["labels"]) if l == -100].count(mask_id) == 1
+    choose_mask_token(tok, add=True)  # with mask_token: auto, Axolotl's tokenizer has the added token; this one not
+    assert mask in tok.decode([t for t, l in zip(first["input_ids"], first["labels"]) if l == -100])
