@@ -19,7 +19,9 @@ from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.io.files import (
     texts_fingerprint,
 )
+from axolotl_decselfmask.io.tables import InputError
 from axolotl_decselfmask.mask_token import resolve_mask_setting
+from axolotl_decselfmask.prompts import ensure_chat_template
 from axolotl_decselfmask.registry import get_method, selector_for
 from axolotl_decselfmask.relevance import (
     build_relevance_prompt,
@@ -83,6 +85,39 @@ def check_method(config: DecSelfMaskConfig, model_path: str, trust_remote_code: 
 
 
 
+def scoring_tokenizer(config: DecSelfMaskConfig, tokenizer, model_path: str, trust_remote_code: bool = False):
+    """The tokenizer that the relevance model reads the prompts with: the student's ``tokenizer`` (the
+    recipe's: its chat template, its added mask token), unless ``decselfmask.relevance.model`` names a
+    model whose own tokenizer splits text otherwise (another family: the authors scored every student
+    with Llama-3.1-8B). Then that model's tokenizer, with the plugin's fallback chat template if it has
+    none. Spans are character offsets into the text, so they fit the student whichever tokenizer scored
+    them."""
+    if not config.relevance.model:
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    try:
+        own = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"decselfmask.relevance.model {model_path!r}: its tokenizer cannot be loaded ({exc}); "
+                         "the relevance model's folder needs its tokenizer files (tokenizer.json, "
+                         "tokenizer_config.json)") from None
+    if _base_vocab(own) == _base_vocab(tokenizer):
+        return tokenizer
+    LOG.info("decselfmask: the relevance model %s has a tokenizer of its own (%d tokens; the student's: %d); "
+             "relevance is scored with it", model_path, len(own), len(tokenizer))
+    ensure_chat_template(own, config.fallback_chat_template, where=f"decselfmask.relevance.model ({model_path})")
+    return own
+
+
+def _base_vocab(tokenizer) -> dict:
+    """The vocabulary without added tokens (a student's added mask token does not make it another one)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.get_vocab(with_added_tokens=False)
+    return tokenizer.get_vocab()
+
+
 def shard_plan(n_texts: int, config: DecSelfMaskConfig) -> tuple[list[tuple[int, str]], list[list[tuple[int, str]]]]:
     """The (text, item) pairs and how they are cut into shards: fixed by the texts and settings."""
     per_text = items_for_texts(n_texts, config.task_items(), config.items_per_text_count(), config.seed)
@@ -92,10 +127,11 @@ def shard_plan(n_texts: int, config: DecSelfMaskConfig) -> tuple[list[tuple[int,
 
 
 def wait_for_shards(texts, config: DecSelfMaskConfig, tokenizer, model_path: str, cache_root, timeout_s: float,
-                    poll_s: float = 2.0) -> None:
+                    poll_s: float = 2.0, trust_remote_code: bool = False) -> None:
     """Block until every relevance shard of ``texts`` is in the cache (other processes write them)."""
     import time
 
+    tokenizer = scoring_tokenizer(config, tokenizer, model_path, trust_remote_code)
     rel_dir = relevance_dir(cache_root, relevance_key(config, model_path, tokenizer, texts_fingerprint(texts)))
     _, shards = shard_plan(len(texts), config)
     deadline = time.monotonic() + timeout_s
@@ -132,6 +168,7 @@ def run_precompute(
     call with ``world_size=1`` builds the examples from them (see :func:`main`).
     """
     resolve_mask_setting(tokenizer, config)  # masking.mask_token: auto -> the chosen token (prepare_pool did it)
+    tokenizer = scoring_tokenizer(config, tokenizer, model_path, trust_remote_code)  # the examples need none
     rkey = relevance_key(config, model_path, tokenizer, texts_fingerprint(texts))
     ex_dir = examples_dir(cache_root, examples_key(config, rkey))
     cached = read_examples(ex_dir)
@@ -285,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
             run_precompute(**common, rank=rank, world_size=world)
             if rank != 0:
                 continue
-            wait_for_shards(pool.texts, config, tokenizer, model_path, config.cache_dir, args.wait_timeout)
+            wait_for_shards(pool.texts, config, tokenizer, model_path, config.cache_dir, args.wait_timeout,
+                            trust_remote_code=bool(cfg.trust_remote_code))
         result = run_precompute(**common)
         print(f"decselfmask: {len(result.examples)} masked examples from {result.n_texts} texts in "
               f"{result.directory} ({world} process(es))")
