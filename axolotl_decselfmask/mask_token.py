@@ -204,6 +204,10 @@ def prepare_model_for_mask(model, tokenizer, mask: MaskToken) -> None:
     if getattr(model.config, CONFIG_ATTR, None) == record:
         return
     embeddings = model.get_input_embeddings()
+    if embeddings.weight.numel() == 0:  # partitioned (DeepSpeed ZeRO-3): the rows are not on this process
+        LOG.warning("decselfmask: the embeddings are partitioned (ZeRO-3): the added mask token's row is left as "
+                    "Axolotl's resize made it; set an explicit masking.mask_token to avoid an added token")
+        return
     if embeddings.weight.shape[0] <= token_id:
         model.resize_token_embeddings(max(len(tokenizer), token_id + 1), mean_resizing=False)
         embeddings = model.get_input_embeddings()
