@@ -35,7 +35,7 @@ def joint_run(tmp_path_factory, smollm_path):
     recipe.update(sequence_len=160, max_steps=1, micro_batch_size=1)
     block = recipe["decselfmask"]
     block["max_texts"] = 2
-    block["classification"].update(batch_size=4, max_test_examples=5, max_length=160)
+    block["classification"].update(batch_size=4, max_test_examples=5, max_length=160, prompt="mask_fill")
     block["tasks"] = [
         {"task": "abstracts"},
         {"task": "neoplasm", "train_file": str(tmp / "train_neo.jsonl"), "test_file": str(tmp / "test_neo.jsonl"),
@@ -90,6 +90,31 @@ def test_one_adapter_over_both_tasks_with_stage1_as_its_base(joint_run, smollm_p
     layer = int(re.search(r"layers\.(\d+)\.", touched).group(1))
     base_q = loaded.get_base_model().model.layers[layer].self_attn.q_proj.base_layer.weight
     assert not torch.equal(base_q, raw.model.layers[layer].self_attn.q_proj.weight)
+
+
+def test_mask_fill_prompt_uses_the_stage1_mask_token(joint_run):
+    """The one-token mask of stage 1's examples is the token after the question of the mask-fill prompt."""
+    from transformers import AutoTokenizer
+
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+    from axolotl_decselfmask.mask_token import choose_mask_token
+    from axolotl_decselfmask.prompts import classification_messages, render
+    from axolotl_decselfmask.stage2.data import task_prompt
+
+    tmp, recipe, _ = joint_run
+    tok = AutoTokenizer.from_pretrained(str(tmp / "out"))  # as stage 1 saved it
+    mask = choose_mask_token(tok)
+    assert tok(mask.text, add_special_tokens=False)["input_ids"] == [mask.id]
+    examples = [json.loads(line) for f in (tmp / "prepared").rglob("examples.jsonl")
+                for line in f.read_text().splitlines()]
+    assert examples and all(ex["masked_text"].count(mask.text) == 1 for ex in examples)
+    config = DecSelfMaskConfig(**recipe["decselfmask"])
+    for n, expected in ((0, "Which category does the text above belong to?"), (1, "neoplasms?")):
+        prompt = task_prompt(config, n, tok)
+        assert prompt.question == f"{expected} {mask.text}" and prompt.system_prompt == config.masking.system_prompt
+        text = render(tok, classification_messages("A note.", prompt.question, ["yes", "no"], prompt.system_prompt,
+                                                   answer="yes")).prompt
+        assert tok(text, add_special_tokens=False)["input_ids"].count(mask.id) == 1
 
 
 def test_joint_false_trains_one_adapter_per_task(joint_run):
