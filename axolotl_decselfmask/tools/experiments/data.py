@@ -88,6 +88,30 @@ def _by_label(rows: list[dict], c: CorpusSpec, t: TaskSpec) -> dict[str, list[in
     return by
 
 
+def _label_sets(rows: list[dict], c: CorpusSpec, t: TaskSpec) -> tuple[dict[str, list[int]], dict[int, list[str]],
+                                                                      list[str]]:
+    """A multi-label task: its strata (each row under its rarest label, or ``(none)``), every row's
+    label set (labels with fewer than ``min_class_rows`` rows left out) and the label set."""
+    from axolotl_decselfmask.io.label_sets import parse_label_set, strata
+
+    sets = {i: parse_label_set(r.get(t.label_column), t.label_separator, f"{c.file}, row {r['_row']}")
+            for i, r in enumerate(rows)}
+    counts: dict[str, int] = {}
+    for s in sets.values():
+        for y in s:
+            counts[y] = counts.get(y, 0) + 1
+    labels = sorted(y for y, n in counts.items() if n >= t.min_class_rows)
+    if len(labels) < 2:
+        raise SystemExit(f"{c.file}: task {t.name} has fewer than 2 labels with {t.min_class_rows} rows in column "
+                         f"{t.label_column}")
+    kept = set(labels)
+    sets = {i: [y for y in s if y in kept] for i, s in sets.items()}
+    by: dict[str, list[int]] = {}
+    for i, key in zip(sets, strata(list(sets.values()))):
+        by.setdefault(key, []).append(i)
+    return by, sets, labels
+
+
 def _write_rows(path: Path, rows: list[dict], picked: list[int], text: str, y_of: dict | None = None) -> None:
     atomic_write_jsonl(path, [{"text": rows[i][text], **({"label": y_of[i]} if y_of is not None else {}),
                                "row": rows[i]["_row"]} for i in picked])
@@ -96,7 +120,7 @@ def _write_rows(path: Path, rows: list[dict], picked: list[int], text: str, y_of
 def _write_task(grid: Grid, folder: Path, rows: list[dict], text: str, t: TaskSpec, split: dict,
                 test_union: set) -> dict:
     """The test split and the labelled sample of every seed of one task; returns their description."""
-    y_of = {i: y for y, v in split["by"].items() for i in v}
+    y_of = split.get("sets") or {i: y for y, v in split["by"].items() for i in v}  # multi_label: label sets
     _write_rows(folder / f"test-{t.name}.jsonl", rows, split["test"], text, y_of)
     trainable = {y: [i for i in v if i not in test_union] for y, v in split["by"].items()}
     seeds = {}
@@ -107,7 +131,7 @@ def _write_task(grid: Grid, folder: Path, rows: list[dict], text: str, t: TaskSp
         _write_rows(Path(seeds[seed]), rows, pick, text, y_of)
     return {
         "labels": split["labels"], "test": str(folder / f"test-{t.name}.jsonl"), "n_test": len(split["test"]),
-        "train": seeds, "question": t.question,
+        "train": seeds, "question": t.question, "multi_label": t.multi_label,
         "items": t.items or ([t.positive] if t.positive is not None else split["labels"]),
     }
 
@@ -118,10 +142,10 @@ def _write_corpus(grid: Grid, c: CorpusSpec, out: Path) -> dict:
     rng = np.random.default_rng(grid.split_seed)
     splits, test_union = {}, set()
     for t in c.tasks:
-        by = _by_label(rows, c, t)
+        by, sets, labels = _label_sets(rows, c, t) if t.multi_label else (_by_label(rows, c, t), None, None)
         test = _stratified(by, grid.test_per_task, rng, balanced=False)
         test_union |= set(test)
-        splits[t.name] = {"by": by, "test": test, "labels": sorted(by)}
+        splits[t.name] = {"by": by, "test": test, "labels": labels or sorted(by), "sets": sets}
     pool = [int(i) for i in rng.permutation(len(rows)) if i not in test_union][: grid.pool_size]
     _write_rows(folder / "pool.jsonl", rows, pool, c.text_column)
     info = {"pool": str(folder / "pool.jsonl"), "n_pool": len(pool), "n_rows": len(rows), "tasks": {}}

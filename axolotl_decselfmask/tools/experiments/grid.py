@@ -21,8 +21,19 @@ class TaskSpec(_Strict):
         default=None,
         description="One-vs-rest: rows whose label equals this are 'yes', the others 'no'. Omit for multi-class.",
     )
-    min_class_rows: int = Field(default=1, ge=1, description="Multi-class: drop classes with fewer rows.")
-    question: str = Field(min_length=1, description="The classification question asked after the text.")
+    min_class_rows: int = Field(default=1, ge=1, description="Multi-class: drop classes with fewer rows (multi-label: labels).")
+    multi_label: bool = Field(
+        default=False,
+        description=(
+            "The column holds several labels per row (a list, or joined by label_separator): one yes/no question "
+            "per label (question, with {label} in it), one results row per label."
+        ),
+    )
+    label_separator: str = Field(default=";", min_length=1, description="multi_label: what joins a row's labels.")
+    question: str = Field(
+        min_length=1,
+        description="The classification question asked after the text (multi_label: the question of one {label}).",
+    )
     items: list[str] = Field(
         default_factory=list,
         description="Relevance items of this task. Default: its labels (multi-class) or `positive`.",
@@ -71,6 +82,10 @@ class Grid(_Strict):
             tasks = [t.name for t in c.tasks]
             if len(set(tasks)) != len(tasks):
                 raise ValueError(f"corpora[{c.name}].tasks: names must be distinct, got {tasks}")
+            for t in c.tasks:
+                if t.multi_label and (t.positive is not None or "{label}" not in t.question):
+                    raise ValueError(f"corpora[{c.name}].tasks[{t.name}]: a multi_label task has no positive, and its "
+                                     "question holds {label} (the question asked for each label)")
         return self
 
 

@@ -67,6 +67,8 @@ def _tasks(corpus: CorpusSpec, data: dict, seeds: list[int]) -> list[dict]:
         for seed in seeds:
             tasks.append({"task": f"{t.name}@seed{seed}", "train_file": d["train"][seed], "test_file": d["test"],
                           "labels": d["labels"], "question": d["question"], "items": d["items"]})
+            if d.get("multi_label"):  # one yes/no question per label
+                tasks[-1].update(multi_label=True, label_question=d["question"])
     return tasks
 
 

@@ -15,7 +15,7 @@ from axolotl_decselfmask.tools.experiments.methods import METHODS
 
 DONE_FILE = "done.json"
 COLUMNS = ["corpus", "task", "method", "seed", "macro_f1", "accuracy", "probe_macro_f1", "n_train", "n_pseudo",
-           "n_test", "n_labels", "stage1_tokens", "run_seconds"]
+           "n_test", "n_labels", "stage1_tokens", "run_seconds", "multi_label_task"]
 
 
 def done_record(run: dict) -> dict | None:
@@ -26,20 +26,34 @@ def done_record(run: dict) -> dict | None:
     return None
 
 
+def rows_of_entry(task: str, m: dict) -> list[dict]:
+    """The results of one ``metrics.json`` entry: one row, or for a multi-label task one row per
+    label (task ``<task>/<label>``, the label's yes/no Macro F1 and accuracy, ``multi_label_task``
+    the task's name; the task's Macro F1 over labels and micro F1 stay in its metrics.json)."""
+    if not m.get("multi_label"):
+        return [_values(task, m, m, len(m.get("labels") or []), "")]
+    return [_values(f"{task}/{label}", m, own, 2, task) for label, own in (m.get("per_label") or {}).items()]
+
+
+def _values(task: str, m: dict, own: dict, n_labels: int, parent: str) -> dict:
+    return {
+        "task": task, "macro_f1": round(own["macro_f1"], 4), "accuracy": round(own["accuracy"], 4),
+        "probe_macro_f1": round(own["probe_macro_f1"], 4) if "probe_macro_f1" in own else "",
+        "n_train": m.get("n_train", ""), "n_pseudo": own.get("n_pseudo", m.get("n_pseudo", "")),
+        "n_test": own.get("n_test", m["n_test"]), "n_labels": n_labels, "multi_label_task": parent,
+    }
+
+
 def _rows_of(grid: Grid, run: dict, record: dict) -> list[dict]:
     rows = []
     for task_seed, m in sorted(record["metrics"].get("tasks", {}).items()):
         task, _, seed = task_seed.rpartition("@seed")
         seeds = grid.seeds if run["method"] == "zero_shot" else [int(seed)]
         rows += [{
-            "corpus": run["corpus"], "task": task, "method": run["method"], "seed": seed,
-            "macro_f1": round(m["macro_f1"], 4), "accuracy": round(m["accuracy"], 4),
-            "probe_macro_f1": round(m["probe_macro_f1"], 4) if "probe_macro_f1" in m else "",
-            "n_train": m.get("n_train", ""), "n_pseudo": m.get("n_pseudo", ""), "n_test": m["n_test"],
-            "n_labels": len(m.get("labels") or []),
+            "corpus": run["corpus"], "method": run["method"], "seed": seed, **values,
             "stage1_tokens": record.get("stage1_tokens") or "",
             "run_seconds": record["seconds"],
-        } for seed in seeds]
+        } for seed in seeds for values in rows_of_entry(task, m)]
     return rows
 
 
