@@ -18,7 +18,6 @@ DEFAULT_LEAD_IN = "Which clinical finding does the text above describe?"
 DEFAULT_COMPLETION_LEAD_IN = "Given the patient's history, the patient presents"
 DEFAULT_MASK_SYSTEM = "Fill in the masked part of the following text."
 DEFAULT_CLASSIFY_SYSTEM = "Answer with one of the options."
-MULTI_LABEL_QUESTION = "Does the text above concern {label}?"
 
 
 class _Strict(BaseModel):
@@ -262,6 +261,14 @@ class ClassificationConfig(_Strict):
     task: str = Field(default="task", min_length=1, description="Task name used in metrics.json.")
     train_file: str | None = Field(default=None, description="Labelled examples (jsonl, csv, parquet or a saved HF dataset).")
     test_file: str | None = Field(default=None, description="Test examples; Macro F1 is computed on these.")
+    test_fraction: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description=(
+            "Instead of test_file: this share of train_file's rows, stratified by label and seeded by "
+            "decselfmask.seed, is the test set, the rest the training set; the split is saved to "
+            "<output_dir>/split-<task>.json (row numbers of each side) and reused by a rerun."
+        ),
+    )
     text_column: str = Field(default="text", description="Column holding the text.")
     label_column: str = Field(default="label", description="Column holding the label.")
     id_column: str = Field(
@@ -278,30 +285,6 @@ class ClassificationConfig(_Strict):
         description="Question asked after the text; the options are listed after it.",
     )
     system_prompt: str = Field(default=DEFAULT_CLASSIFY_SYSTEM, description="System turn of the classification prompt.")
-    multi_label: bool | Literal["auto"] = Field(
-        default="auto",
-        description=(
-            "true: each note has a set of labels (a JSON list, or labels joined by label_separator; an empty cell "
-            "is the empty set), and each label becomes one yes/no question (label_question), trained in stage 2 "
-            "and calibrated and evaluated per label (stage2/multilabel.py). auto: true when the training file's "
-            "label column holds lists or label_separator (and no option of labels contains it)."
-        ),
-    )
-    label_separator: str = Field(
-        default=";", min_length=1,
-        description="multi_label: what joins the labels of one note in a text cell (spaces around a label are dropped).",
-    )
-    label_question: str = Field(
-        default=MULTI_LABEL_QUESTION, min_length=1,
-        description=(
-            "multi_label: the question asked for each label, {label} replaced by the label; with prompt: mask_fill "
-            "it is followed by the mask."
-        ),
-    )
-    label_answers: list[str] = Field(
-        default_factory=lambda: ["yes", "no"], min_length=2, max_length=2,
-        description="multi_label: the two options of every label question, the first meaning the note has the label.",
-    )
     lora_r: int = Field(default=32, ge=1, description="Stage-2 LoRA rank (the paper: 32).")
     lora_alpha: int = Field(default=64, ge=1, description="Stage-2 LoRA alpha (the paper: 64).")
     lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
@@ -379,16 +362,20 @@ class ClassificationConfig(_Strict):
 
     @model_validator(mode="after")
     def _labels_distinct(self) -> "ClassificationConfig":
+        check_test_source(self)
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("decselfmask.classification.labels has duplicates")
         if self.labels and len(self.labels) < 2:
             raise ValueError("decselfmask.classification.labels needs at least 2 options")
-        if "{label}" not in self.label_question:
-            raise ValueError("decselfmask.classification.label_question must contain {label} (where the label goes)")
-        if len({a.strip() for a in self.label_answers}) != 2 or not all(a.strip() for a in self.label_answers):
-            raise ValueError(f"decselfmask.classification.label_answers needs two distinct answers, got "
-                             f"{self.label_answers}")
         return self
+
+
+def check_test_source(c) -> None:
+    """A task's test rows come from test_file or from test_fraction of train_file, not both."""
+    if c.test_file and c.test_fraction is not None:
+        raise ValueError(
+            f"decselfmask [{c.task}]: test_file ({c.test_file}) and test_fraction ({c.test_fraction}) are both set; "
+            "keep test_file for a separate test set, or test_fraction to split train_file")
 
 
 class TaskConfig(_Strict):
@@ -398,18 +385,28 @@ class TaskConfig(_Strict):
     task: str = Field(min_length=1, description="Task name used in metrics.json.")
     train_file: str | None = None
     test_file: str | None = None
+    test_fraction: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description="This task's test rows: a share of its train_file (replaces an inherited test_file), or set test_file.")
     text_column: str | None = None
     label_column: str | None = None
     id_column: str | None = None
     labels: list[str] | None = None
     question: str | None = None
-    multi_label: bool | Literal["auto"] | None = None
-    label_separator: str | None = None
-    label_question: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    id_column: str | None = None
+    labels: list[str] | None = None
+    question: str | None = None
     items: list[str] = Field(
         default_factory=list,
         description="Task items this task adds to the relevance items. Empty: its labels.",
     )
+
+    @model_validator(mode="after")
+    def _one_test_source(self) -> "TaskConfig":
+        check_test_source(self)
+        return self
 
 
 class DecSelfMaskConfig(_Strict):
@@ -476,6 +473,19 @@ class DecSelfMaskConfig(_Strict):
         description="Many tasks over one pool: each entry overrides classification's files, columns, labels and question.",
     )
     probing: ProbingConfig = Field(default_factory=ProbingConfig)
+    hub_model_id: str | None = Field(
+        default=None,
+        description=(
+            "After stage 2: upload the results (stage2/, metrics.json, predictions, splits, the model card and "
+            "a stage-1 LoRA adapter) to this Hugging Face model repository, created if missing. Not Axolotl's "
+            "hub_model_id, which pushes stage 1 before stage 2 runs. The token is huggingface_hub's "
+            "(HF_TOKEN, or `hf auth login`)."
+        ),
+    )
+    hub_private: bool = Field(default=True, description="Create the hub repository as private (false: public).")
+    hub_revision: str | None = Field(
+        default=None, description="Branch of the hub repository to upload to (created if missing). Default: main.")
+
 
     @model_validator(mode="before")
     @classmethod
@@ -510,8 +520,7 @@ class DecSelfMaskConfig(_Strict):
         for n, task in enumerate(self.task_configs()):
             if task.labels and len(task.labels) < 2:
                 raise ValueError(f"decselfmask.tasks[{n}].labels needs at least 2 options")
-            if "{label}" not in task.label_question:
-                raise ValueError(f"decselfmask.tasks[{n}].label_question must contain {{label}} (where the label goes)")
+            check_test_source(task)
         return self
 
     def task_configs(self) -> list[ClassificationConfig]:
@@ -521,6 +530,9 @@ class DecSelfMaskConfig(_Strict):
         out = []
         for t in self.tasks:
             update = {k: v for k, v in t.model_dump(exclude={"items"}).items() if v is not None}
+            if ("test_file" in update) != ("test_fraction" in update):  # a task's own test source replaces the shared one
+                update.setdefault("test_file", None)
+                update.setdefault("test_fraction", None)
             out.append(self.classification.model_copy(update=update))
         return out
 

@@ -45,13 +45,9 @@ from axolotl_decselfmask.stage1.checkpoints import (
 )
 from axolotl_decselfmask.stage1.pool import MASKED_RECONSTRUCTION_TYPE as DATASET_TYPE
 from axolotl_decselfmask.stage1.pool import POOL_TYPES
-from axolotl_decselfmask.stage2.data import text_budget
+from axolotl_decselfmask.stage2.data import load_task_data, task_prompt, text_budget
+from axolotl_decselfmask.stage2.calibration import calibration_path
 from axolotl_decselfmask.stage2.metrics import forget_task
-from axolotl_decselfmask.stage2.multilabel import (
-    forget_group,
-    load_any_task_data,
-    task_prompt_for,
-)
 from axolotl_decselfmask.stage2.run import run_stage2
 
 LOG = logging.getLogger(__name__)
@@ -102,12 +98,17 @@ class DecSelfMaskPlugin(BasePlugin):
         if config.classification.enabled:
             tokenizer = None
             for n, task in enumerate(config.task_configs()):
-                data = load_any_task_data(task, cfg.output_dir, config.seed)  # a multi-label task too
+                data = load_task_data(task, cfg.output_dir, config.seed)
                 LOG.info("decselfmask [%s]: %s; labels %s", task.task, data.train.report.summary(task.train_file),
                          data.labels)
                 tokenizer = tokenizer or _prompt_tokenizer(cfg, config)
                 text_budget(tokenizer, task, data.labels, task.max_length or cfg.sequence_len,
-                            task_prompt_for(config, n, tokenizer, data))  # before stage 1
+                            task_prompt(config, n, tokenizer))  # before stage 1
+            from axolotl_decselfmask.stage2.hub import token_warning
+
+            warning = token_warning(config)
+            if warning:
+                LOG.warning(warning)
         if config.stage1:
             for n, entry in enumerate(cfg.get("datasets") or []):
                 if entry.get("type") in OUR_TYPES:
@@ -186,6 +187,9 @@ class DecSelfMaskPlugin(BasePlugin):
         )
 
         write_model_card(cfg, config)
+        from axolotl_decselfmask.stage2.hub import push_results
+
+        push_results(cfg, config)  # decselfmask.hub_model_id: stage 2, metrics, predictions, card (main process, once)
 
 
 def _set_up_machine(cfg: dict, block: dict) -> None:
@@ -231,7 +235,7 @@ def _forget_previous_results(out: Path, task: str) -> None:
     """
     forget_task(out / "metrics.json", task)
     (out / f"predictions-{safe_filename(task)}.jsonl").unlink(missing_ok=True)
-    forget_group(out, task)  # a multi-label task's decisions per label
+    calibration_path(out, task).unlink(missing_ok=True)  # predict's decision: written again after the evaluation
 
 
 def _placeholder_meta(cfg):

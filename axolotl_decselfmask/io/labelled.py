@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from axolotl_decselfmask.io.tables import (
     InputError,
@@ -140,3 +141,107 @@ def overlapping_rows(a: list[str], b: list[str]) -> list[tuple[int, int]]:
     for j, text in enumerate(b):
         index.setdefault(_match_key(text), []).append(j)
     return [(i, j) for i, text in enumerate(a) for j in index.get(_match_key(text), [])]
+
+
+# ---------------------------------------------------------------- one labelled file, split in two
+
+SPLIT_FORMAT = "decselfmask-split"
+
+
+def split_path(output_dir, task: str) -> Path:
+    """``<output_dir>/split-<task>.json``: the rows of each side of a ``test_fraction`` split."""
+    from axolotl_decselfmask.io.files import safe_filename
+
+    return Path(output_dir) / f"split-{safe_filename(task)}.json"
+
+
+def stratified_split(labels: list[str], fraction: float, seed: int, where: str) -> tuple[list[int], list[int]]:
+    """Positions (into ``labels``) of the training and the test side, both sorted.
+
+    Each label keeps its share: ``round(n_label * fraction)`` of its rows go to the test side, at
+    least one and never all of them (so every label is on both sides); which ones is a seeded
+    permutation per label (``numpy.random.default_rng(seed)``, labels in sorted order). A label
+    with fewer than 2 rows cannot be on both sides: an :class:`InputError` naming it.
+    """
+    import numpy as np
+
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"{where}: test_fraction must be between 0 and 1 (exclusive), got {fraction}.")
+    by: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by.setdefault(label, []).append(i)
+    few = {y: len(v) for y, v in sorted(by.items()) if len(v) < 2}
+    if few:
+        raise InputError(
+            f"{where}: test_fraction {fraction} needs at least 2 rows of every label to put one on each side; "
+            f"{', '.join(f'{y!r} has {n}' for y, n in few.items())}. Add rows of it, drop it, or give a separate "
+            "classification.test_file instead.")
+    rng = np.random.default_rng(seed)
+    test: list[int] = []
+    for label in sorted(by):
+        rows = by[label]
+        n_test = min(max(int(round(len(rows) * fraction)), 1), len(rows) - 1)
+        test.extend(int(rows[j]) for j in rng.permutation(len(rows))[:n_test])
+    chosen = set(test)
+    return [i for i in range(len(labels)) if i not in chosen], sorted(test)
+
+
+def subset(data: LabelledData, positions: list[int]) -> LabelledData:
+    """The rows of ``data`` at ``positions`` (same report)."""
+    return LabelledData([data.texts[i] for i in positions], [data.labels[i] for i in positions],
+                        [data.rows[i] for i in positions], data.report, [data.ids[i] for i in positions])
+
+
+def _split_key(path: str, c, seed: int) -> dict:
+    from axolotl_decselfmask.io.files import file_sha256
+
+    p = Path(path)
+    return {"train_file": str(path), "sha256": file_sha256(p) if p.is_file() else None,
+            "test_fraction": c.test_fraction, "seed": seed, "text_column": c.text_column,
+            "label_column": c.label_column}
+
+
+def split_labelled(data: LabelledData, c, seed: int, output_dir=None) -> tuple[LabelledData, LabelledData]:
+    """(train, test) of one labelled file by ``c.test_fraction`` (a :class:`.args.ClassificationConfig`).
+
+    With ``output_dir`` the split is kept in :func:`split_path`: a split saved there for the same
+    file contents, fraction, seed and columns is used as it is (a rerun trains and tests on the
+    same rows); otherwise it is made by :func:`stratified_split` and written (by the main process),
+    with a warning when it replaces one made from other contents or settings.
+    """
+    from axolotl_decselfmask.io.distributed import is_main_process
+    from axolotl_decselfmask.io.files import atomic_write_json, read_json
+
+    where = f"decselfmask [{c.task}] {c.train_file}"
+    key = _split_key(c.train_file, c, seed)
+    path = split_path(output_dir, c.task) if output_dir else None
+    saved = read_json(path) if path is not None else None
+    position = {row: i for i, row in enumerate(data.rows)}
+    if isinstance(saved, dict) and saved.get("format") == SPLIT_FORMAT and saved.get("key") == key:
+        test_rows = saved.get("test_rows") or []
+        if all(r in position for r in test_rows) and len(test_rows) < len(data.rows):
+            test = sorted(position[r] for r in test_rows)
+            chosen = set(test)
+            return subset(data, [i for i in range(len(data.rows)) if i not in chosen]), subset(data, test)
+    train, test = stratified_split(data.labels, c.test_fraction, seed, where)
+    if path is not None and is_main_process():
+        if isinstance(saved, dict):
+            LOG.warning("decselfmask [%s]: %s was made from other contents of %s or other settings; a new split "
+                        "replaces it", c.task, path, c.train_file)
+        atomic_write_json(path, {
+            "format": SPLIT_FORMAT, "key": key, "task": c.task,
+            "train_rows": [data.rows[i] for i in train], "test_rows": [data.rows[i] for i in test],
+            "counts": {y: [sum(data.labels[i] == y for i in train), sum(data.labels[i] == y for i in test)]
+                       for y in sorted(set(data.labels))},
+        })
+    LOG.info("decselfmask [%s]: test_fraction %s of %s: %d training and %d test rows (stratified, seed %d)%s",
+             c.task, c.test_fraction, c.train_file, len(train), len(test), seed, f", saved to {path}" if path else "")
+    return subset(data, train), subset(data, test)
+
+
+def split_test_texts(c, seed: int, output_dir=None) -> list[str]:
+    """The texts of the test side of ``c``'s ``test_fraction`` split, as stage 2 reads and splits
+    ``c.train_file`` (for the checks that keep test texts out of the unlabelled pool)."""
+    data = read_labelled(c.train_file, c.text_column, c.label_column, c.labels or None,
+                         "decselfmask.classification.train_file", c.id_column)
+    return split_labelled(data, c, seed, output_dir)[1].texts

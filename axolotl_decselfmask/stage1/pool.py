@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
-from axolotl_decselfmask.io.labelled import overlapping_rows
+from axolotl_decselfmask.io.labelled import overlapping_rows, split_test_texts
 from axolotl_decselfmask.io.tables import (
     InputError,
     TextReport,
@@ -97,24 +97,28 @@ def without_test_texts(texts: list[str], config: DecSelfMaskConfig, path) -> lis
                 if shared:
                     LOG.info("decselfmask: %d unlabelled texts are also labelled training texts of %s (allowed: "
                              "stage 1 never sees their labels)", len({i for i, _ in shared}), c.task)
-        if not c.test_file:
+        if c.test_fraction is not None and c.train_file:
+            test_texts, test_name = split_test_texts(c, config.seed), f"{c.train_file} (test_fraction side)"
+        elif c.test_file:
+            test_rows = table(c.test_file, "decselfmask.classification.test_file")
+            require_column(test_rows, c.text_column, c.test_file, "decselfmask.classification.text_column")
+            test_texts = [str(r[c.text_column]) for r in test_rows if isinstance(r[c.text_column], str)]
+            test_name = c.test_file
+        else:
             continue
-        test_rows = table(c.test_file, "decselfmask.classification.test_file")
-        require_column(test_rows, c.text_column, c.test_file, "decselfmask.classification.text_column")
-        test_texts = [str(r[c.text_column]) for r in test_rows if isinstance(r[c.text_column], str)]
         pairs = overlapping_rows(texts, test_texts)
         if not pairs:
             continue
         if not config.drop_test_texts_from_pool:
             shown = ", ".join(f"pool text {i} = test row {j}" for i, j in pairs[:5])
             raise InputError(
-                f"{path}: {len(pairs)} unlabelled texts also appear in the test file {c.test_file} "
+                f"{path}: {len(pairs)} unlabelled texts also appear in the test file {test_name} "
                 f"({shown}). Test rows must never be in the pool: remove them, or set "
                 "decselfmask.drop_test_texts_from_pool: true to drop them."
             )
         drop |= {i for i, _ in pairs}
         LOG.warning("decselfmask: dropped %d pool texts that also appear in %s", len({i for i, _ in pairs}),
-                    c.test_file)
+                    test_name)
     return [t for i, t in enumerate(texts) if i not in drop] if drop else texts
 
 

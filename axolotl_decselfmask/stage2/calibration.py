@@ -339,20 +339,94 @@ class Calibration:
         post = self.adjusted(scores)
         return post.argmax(axis=1), post
 
-    def to_dict(self) -> dict:
-        """What ``metrics.json`` records of the decision: mode, priors, bias, counts, EM iterations."""
+    def to_dict(self, exact: bool = False) -> dict:
+        """What ``metrics.json`` records of the decision: mode, priors, bias, counts, EM iterations
+        (rounded to 6 digits). ``exact``: every field at full precision, with the ``options``, so
+        that :meth:`from_dict` rebuilds the same decision (what ``stage2/calibration-<task>.json`` holds)."""
         def per_option(values) -> dict:
-            return {o: round(float(v), 6) for o, v in zip(self.options, values)}
+            return {o: float(v) if exact else round(float(v), 6) for o, v in zip(self.options, values)}
 
         out = {"mode": self.mode}
+        if exact:
+            out["options"] = list(self.options)
         if self.mode == "none":
             return out
         out.update(priors=per_option(self.priors), reference_priors=per_option(self.reference_priors),
-                   log_bias=per_option(self.log_bias), temperature=round(float(self.temperature), 6),
+                   log_bias=per_option(self.log_bias),
+                   temperature=float(self.temperature) if exact else round(float(self.temperature), 6),
                    fitted_temperature=self.fitted_temperature, n_labelled=self.n_labelled)
         if self.mode in POOL_MODES:
             out.update(n_pool=self.n_pool, em_iterations=self.em_iterations, em_converged=self.em_converged)
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict, options: list[str] | None = None) -> "Calibration":
+        """The calibration :meth:`to_dict` described: from ``to_dict(exact=True)`` as it is, or from
+        ``metrics.json``'s (rounded) entry with ``options``, the task's labels in order."""
+        if not isinstance(d, dict) or d.get("mode") not in MODES:
+            raise ValueError(f"calibration: not a calibration record (mode {d.get('mode') if isinstance(d, dict) else d!r})")
+        options = list(d.get("options") or options or [])
+        if len(options) < 2:
+            raise ValueError("calibration: the record names no options; pass the task's labels")
+
+        def vector(key: str):
+            value = d.get(key)
+            if value is None:
+                return None
+            if isinstance(value, dict):
+                missing = [o for o in options if o not in value]
+                if missing:
+                    raise ValueError(f"calibration: {key} has no value for the options {missing}")
+                value = [value[o] for o in options]
+            if len(value) != len(options):
+                raise ValueError(f"calibration: {key} has {len(value)} values for {len(options)} options")
+            return np.asarray(value, dtype=np.float64)
+
+        def priors(key: str):  # a prior below metrics.json's rounding reads 0: keep it positive
+            value = vector(key)
+            return None if value is None else np.where(value > 0, value, 1e-12)
+
+        return cls(d["mode"], options, temperature=float(d.get("temperature", 1.0)), log_bias=vector("log_bias"),
+                   reference_priors=priors("reference_priors"), priors=priors("priors"),
+                   n_labelled=int(d.get("n_labelled", 0)), n_pool=int(d.get("n_pool") or 0),
+                   em_iterations=d.get("em_iterations"), em_converged=d.get("em_converged"),
+                   fitted_temperature=bool(d.get("fitted_temperature", False)))
+
+
+#: where the evaluation keeps a task's fitted decision for :mod:`.predict` (``<output_dir>/stage2/...``,
+#: the stage-2 folder of :data:`.run.STAGE2_DIR`)
+CALIBRATION_FORMAT = "decselfmask-calibration"
+
+
+def calibration_path(output_dir, task: str):
+    """``<output_dir>/stage2/calibration-<task>.json``."""
+    from pathlib import Path
+
+    from axolotl_decselfmask.io.files import safe_filename
+
+    return Path(output_dir) / "stage2" / f"calibration-{safe_filename(task)}.json"
+
+
+def save_calibration(path, calibration: "Calibration", **info) -> None:
+    """Write ``calibration`` (exactly, :meth:`Calibration.to_dict`) and ``info`` (the task, how its
+    scores are made) to ``path``, atomically."""
+    from axolotl_decselfmask.io.files import atomic_write_json
+
+    atomic_write_json(path, {"format": CALIBRATION_FORMAT, "version": 1, **info,
+                             "calibration": calibration.to_dict(exact=True)})
+
+
+def load_calibration(path) -> tuple["Calibration", dict]:
+    """(calibration, the whole record) of a file :func:`save_calibration` wrote; an InputError otherwise."""
+    from axolotl_decselfmask.io.files import read_json
+
+    record = read_json(path)
+    try:
+        if not isinstance(record, dict) or record.get("format") != CALIBRATION_FORMAT:
+            raise ValueError("not a calibration file")
+        return Calibration.from_dict(record["calibration"]), record
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable calibration ({exc}); run `axolotl train` again.") from exc
 
 
 def fit_from_config(c, options: list[str], labelled_scores=None, labelled_labels=None,
@@ -374,7 +448,7 @@ def calibration_pool_texts(cfg, config, n: int) -> list[str]:
     are before scoring. ``config``: the :class:`.args.DecSelfMaskConfig`; an :class:`InputError`
     when the recipe has no pool dataset.
     """
-    from axolotl_decselfmask.io.labelled import overlapping_rows
+    from axolotl_decselfmask.io.labelled import overlapping_rows, split_test_texts
     from axolotl_decselfmask.io.tables import (
         clean_texts,
         dataset_text_column,
@@ -394,7 +468,9 @@ def calibration_pool_texts(cfg, config, n: int) -> list[str]:
         texts.extend(kept)
     test_texts: list[str] = []
     for c in config.task_configs() if config.classification.enabled else []:
-        if c.test_file:
+        if c.test_fraction is not None and c.train_file:
+            test_texts.extend(split_test_texts(c, config.seed, cfg.output_dir))
+        elif c.test_file:
             rows = read_table(c.test_file, "decselfmask.classification.test_file")
             test_texts.extend(str(r.get(c.text_column)) for r in rows if isinstance(r.get(c.text_column), str))
     drop = {i for i, _ in overlapping_rows(texts, test_texts)}

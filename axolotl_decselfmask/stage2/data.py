@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from axolotl_decselfmask.args import ClassificationConfig, DecSelfMaskConfig
+from axolotl_decselfmask.args import (
+    ClassificationConfig,
+    DecSelfMaskConfig,
+    check_test_source,
+)
 from axolotl_decselfmask.io.labelled import (
     LabelledData,
     label_options,
     overlapping_rows,
     read_labelled,
+    split_labelled,
 )
 from axolotl_decselfmask.io.tables import InputError
 from axolotl_decselfmask.prompts import (
@@ -51,36 +56,47 @@ def mask_text_for(tokenizer, config: DecSelfMaskConfig) -> str:
     return choose_mask_token(tokenizer).text
 
 
-def task_prompt(config: DecSelfMaskConfig, index: int, tokenizer, question: str | None = None) -> TaskPrompt:
+def task_prompt(config: DecSelfMaskConfig, index: int, tokenizer) -> TaskPrompt:
     """Task ``index``'s prompt strings. ``options``: its system prompt and question. ``mask_fill``
     (the paper's): the stage-1 system prompt, and the question (or the task's item, where the task
-    lists exactly one) followed by the mask. ``question``: asked instead (a multi-label task's
-    question for one label, :mod:`.multilabel`)."""
+    lists exactly one) followed by the mask."""
     c = config.task_configs()[index]
     if c.prompt != "mask_fill":
-        return TaskPrompt(question or c.question, c.system_prompt)
+        return TaskPrompt(c.question, c.system_prompt)
     items = config.tasks[index].items if config.tasks else []
-    subject = question or (items[0] if len(items) == 1 else c.question)
+    subject = items[0] if len(items) == 1 else c.question
     mask = mask_text_for(tokenizer, config)
     return TaskPrompt(mask_fill_question(subject, mask), config.masking.system_prompt, "mask_fill", mask)
 
 
-def load_task_data(c: ClassificationConfig) -> TaskData:
-    """Read and check the labelled files (no model needed): errors name file, row or key."""
+def load_task_data(c: ClassificationConfig, output_dir=None, seed: int = 0) -> TaskData:
+    """Read and check the labelled files (no model needed): errors name file, row or key.
+
+    With ``c.test_fraction`` the train file is split in two (:func:`.io.labelled.split_labelled`,
+    seeded by ``seed``, the split kept in ``output_dir`` when given).
+    """
     if not c.train_file:
         raise InputError("decselfmask.classification.train_file is not set (or set classification.enabled: false).")
+    try:
+        check_test_source(c)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     train = read_labelled(c.train_file, c.text_column, c.label_column, c.labels or None,
                           "decselfmask.classification.train_file", c.id_column)
     labels = label_options(train, c.labels or None, c.train_file)
     test = None
-    if c.test_file:
+    if c.test_fraction is not None:
+        train, test = split_labelled(train, c, seed, output_dir)
+    elif c.test_file:
         test = read_labelled(c.test_file, c.text_column, c.label_column, labels,
                              "decselfmask.classification.test_file", c.id_column)
+    if test is not None:
         leaks = overlapping_rows(train.texts, test.texts)
         if leaks:
             shown = ", ".join(f"train row {train.rows[i]} = test row {test.rows[j]}" for i, j in leaks[:5])
             LOG.warning("decselfmask: %d texts of %s also appear in %s (%s): the test score is optimistic; "
-                        "remove them from one of the files", len(leaks), c.train_file, c.test_file, shown)
+                        "remove them from one of the files", len(leaks), c.train_file, c.test_file or "its test side",
+                        shown)
     return TaskData(train, test, labels)
 
 

@@ -1,5 +1,6 @@
 """The evaluation of one task: its test file scored, the calibrated decision, ``metrics.json``,
-``predictions-<task>.jsonl``.
+``predictions-<task>.jsonl``, and the decision kept in ``stage2/calibration-<task>.json`` (also
+without a test file) for :mod:`.predict`.
 
 A task's classifier is a :class:`Scorer`: the generative model's option scores (summed
 log-probabilities of each option as the answer, :func:`.scoring.score_options`), or a trained
@@ -18,7 +19,12 @@ import numpy as np
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.io.files import safe_filename
-from axolotl_decselfmask.stage2.calibration import POOL_MODES, fit_from_config
+from axolotl_decselfmask.stage2.calibration import (
+    POOL_MODES,
+    calibration_path,
+    fit_from_config,
+    save_calibration,
+)
 from axolotl_decselfmask.stage2.metrics import (
     dump_predictions,
     format_table,
@@ -65,10 +71,12 @@ def evaluate_task(cfg, config: DecSelfMaskConfig, task, scorer: Scorer, pool_tex
     modes, cut to the task's prompt. Returns the whole ``metrics.json`` (empty without a test file).
     """
     c, labels = task.c, task.data.labels
-    if task.test_texts is None:
-        LOG.warning("decselfmask: no classification.test_file for %s; skipping the evaluation", c.task)
-        return {}
     calibration = calibrate(task, scorer, pool_texts)  # fixed before the test file is scored
+    saved = save_decision(cfg, task, calibration, scorer)
+    if task.test_texts is None:
+        LOG.warning("decselfmask: no classification.test_file or test_fraction for %s: no evaluation; its decision "
+                    "(calibration %s) is saved to %s for predict", c.task, c.calibration, saved)
+        return {}
     result = result_from_scores(scorer(task.test_texts), task.gold, labels, calibration)
     out = Path(cfg.output_dir)
     metrics = write_metrics(out / "metrics.json", c.task, result, extra=task.extra)
@@ -84,6 +92,26 @@ def evaluate_task(cfg, config: DecSelfMaskConfig, task, scorer: Scorer, pool_tex
     print(format_table(metrics))
     print(f"metrics written to {out / 'metrics.json'}")
     return metrics
+
+
+def save_decision(cfg, task, calibration, scorer: Scorer) -> Path:
+    """The task's fitted decision and how its scores are made, for ``python -m axolotl_decselfmask.predict``
+    (:func:`.calibration.calibration_path`): the options, the prompt, the classifier and its weights' sha256."""
+    from axolotl_decselfmask.io.files import file_sha256
+
+    weights = None
+    if scorer.head is not None:
+        weights = Path(task.extra.get("stage2_head", "")).with_suffix(".safetensors")
+    elif task.extra.get("stage2_adapter"):
+        weights = Path(task.extra["stage2_adapter"]) / "adapter_model.safetensors"
+    path = calibration_path(cfg.output_dir, task.c.task)
+    save_calibration(path, calibration, task=task.c.task, labels=list(task.data.labels),
+                     classifier="head" if scorer.head is not None else "lora" if weights else "none",
+                     weights=str(weights) if weights else None,
+                     weights_sha256=file_sha256(weights) if weights and weights.is_file() else None,
+                     question=task.prompt.question, system_prompt=task.prompt.system_prompt,
+                     prompt=task.prompt.style, max_length=task.max_length)
+    return path
 
 
 def log_metrics(cfg, task: str, values: dict[str, float]) -> None:

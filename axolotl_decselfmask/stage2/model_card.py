@@ -144,20 +144,44 @@ def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[P
     tasks = (metrics or {}).get("tasks") or {}
     stage1 = config.stage1 if config is not None else True
     sections = [
-        _front_matter(cfg), _intro(cfg, stage1), _files(cfg, stage1), _settings(cfg, config, stage1),
+        _front_matter(cfg, config, tasks), _intro(cfg, stage1), _files(cfg, stage1), _settings(cfg, config, stage1),
         _data(cfg, config, tasks, manifest, stage1), _results(tasks, metrics), _environment(tasks),
         _licence(cfg), _recipe(cfg), _citation(),
     ]
     return "\n".join(line for section in sections for line in section) + "\n"
 
 
-def _front_matter(cfg) -> list[str]:
-    base = _get(cfg, "base_model")
+#: a Hub model id (``name`` or ``owner/name``); the Hub refuses other ``base_model`` values
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def card_data(cfg, config=None, tasks: dict | None = None):
+    """The card's metadata as ``huggingface_hub.ModelCardData``: licence, library, tags, the base
+    model when it is a Hub id (a local folder is named in the text only), and a ``model-index``
+    with one result per task: its Macro F1 on its test rows."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    base = str(_get(cfg, "base_model") or "")
     licence = base_model_licence(base)
-    return ["---", f"base_model: {json.dumps(str(base)) if base else 'unknown'}",
-            f"license: {licence.lower() if licence else 'unknown'}", "library_name: peft",
-            "pipeline_tag: text-classification", "tags: [axolotl, decselfmask, text-classification, few-shot]",
-            "---", ""]
+    on_hub = bool(_HUB_ID.match(base)) and not Path(base).exists()
+    name = (config.hub_model_id if config is not None and config.hub_model_id else None) or \
+        Path(str(_get(cfg, "output_dir", "model"))).name
+    configs = {c.task: c for c in config.task_configs()} if config is not None else {}
+    results = [
+        EvalResult(task_type="text-classification", task_name="Text classification", dataset_type=task,
+                   dataset_name=task, dataset_split="test" if not getattr(configs.get(task), "test_fraction", None)
+                   else f"test_fraction {configs[task].test_fraction}", metric_type="f1", metric_name="Macro F1",
+                   metric_value=round(float(entry["macro_f1"]), 4))
+        for task, entry in (tasks or {}).items() if isinstance(entry.get("macro_f1"), (int, float))
+    ]
+    return ModelCardData(base_model=base if on_hub else None, license=licence.lower() if licence else "unknown",
+                         library_name="peft", pipeline_tag="text-classification",
+                         tags=["axolotl", "decselfmask", "text-classification", "few-shot"],
+                         model_name=name, eval_results=results or None)
+
+
+def _front_matter(cfg, config=None, tasks: dict | None = None) -> list[str]:
+    return ["---", card_data(cfg, config, tasks).to_yaml().rstrip(), "---", ""]
 
 
 def _intro(cfg, stage1: bool) -> list[str]:
@@ -186,7 +210,10 @@ def _files(cfg, stage1: bool) -> list[str]:
            "loads both)" if stage1 else " (the base model)")
         + "; one adapter over every task, or one sub-folder per task with `classification.joint: false`; "
           "`stage2/heads/` with `classification.method: head`",
-        "- `metrics.json`, `predictions-<task>.jsonl`: the evaluation", "",
+        "- `stage2/calibration-<task>.json`: each task's fitted decision, which "
+        "`python -m axolotl_decselfmask.predict RECIPE NOTES --out FILE` applies to new notes",
+        "- `metrics.json`, `predictions-<task>.jsonl`: the evaluation; `split-<task>.json`: the rows of each side "
+        "with `classification.test_fraction`", "",
     ]
 
 
@@ -255,7 +282,8 @@ def _data(cfg, config, tasks: dict, manifest, stage1: bool) -> list[str]:
     for name in list(dict.fromkeys([*configs, *tasks])):
         entry, c = tasks.get(name, {}), configs.get(name)
         n_train = entry.get("n_train", "?")
-        files = f" (`{c.train_file}`, `{c.test_file}`)" if c is not None else ""
+        files = "" if c is None else (f" (`{c.train_file}`, split by test_fraction {c.test_fraction})"
+                                      if c.test_fraction else f" (`{c.train_file}`, `{c.test_file}`)")
         extra = f", {entry['n_pseudo']} pseudo-labelled" if "n_pseudo" in entry else ""
         lines.append(f"- task `{name}`: {n_train} labelled training rows{extra}, "
                      f"{entry.get('n_test', '?')} test rows{files}")

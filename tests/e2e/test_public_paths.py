@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-TOOLS = ["precompute", "inspector", "experiments", "bench", "config_reference", "quickstart", "models"]
+TOOLS = ["precompute", "inspector", "experiments", "bench", "config_reference", "quickstart", "models", "predict"]
 
 
 def test_plugin_import_and_version():

@@ -73,8 +73,15 @@ def test_card_from_a_real_metrics_file(tmp_path):
     card = path.read_text(encoding="utf-8")
 
     front = yaml.safe_load(card.split("---")[1])
-    assert front["base_model"] == cfg["base_model"]
-    assert front["license"] == "unknown"
+    assert "base_model" not in front  # a local folder is no Hub id (the Hub refuses it); the text names it
+    assert cfg["base_model"] in card
+    assert front["license"] == "unknown" and front["library_name"] == "peft"
+    # model-index (huggingface_hub.ModelCardData): one result per task, its Macro F1
+    [index] = front["model-index"]
+    assert index["name"] == "out"
+    [result] = index["results"]
+    assert result["dataset"]["name"] == "abstracts" and result["dataset"]["split"] == "test"
+    assert result["metrics"] == [{"type": "f1", "value": 0.6123, "name": "Macro F1"}]
     assert "The licence of the base model" in card and "is unknown" in card
     assert "`integrated_gradients` (16 steps)" in card
     assert "sigma 1.0, high 0.5, low 0.25" in card
@@ -156,3 +163,19 @@ def test_run_manifest_skips_incomplete_and_missing(tmp_path):
     _stats(tmp_path / "out", tmp_path / "examples-x")
     assert run_manifest(tmp_path / "out") is None
     assert run_manifest(tmp_path / "nothing-here") is None
+
+
+def test_card_metadata_names_a_hub_base_model_and_the_hub_repository(tmp_path):
+    from huggingface_hub import ModelCard
+
+    cfg = _cfg(tmp_path, base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    cfg["decselfmask"]["hub_model_id"] = "someone/my-classifier"
+    cfg["decselfmask"]["classification"].update(test_file=None, test_fraction=0.25)
+    _metrics(tmp_path / "out")
+    card = ModelCard.load(write_model_card(cfg))  # huggingface_hub parses what it will validate on upload
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    [result] = card.data.eval_results
+    assert card.data.model_name == "someone/my-classifier"
+    assert (result.dataset_name, result.metric_name, result.metric_value) == ("abstracts", "Macro F1", 0.6123)
+    assert result.dataset_split == "test_fraction 0.25"
+    assert "split by test_fraction 0.25" in card.text

@@ -1,0 +1,133 @@
+"""The path of docs/own_data.md, walked as a user walks it, on the embedded model.
+
+A folder outside the checkout holds a CSV pool with an id column, one labelled CSV (split by
+``classification.test_fraction``) and a recipe made from ``examples/own_data.yml`` (tiny settings);
+``axolotl preprocess``, ``axolotl train`` and ``python -m axolotl_decselfmask.predict`` run in it
+as subprocesses. The predictions carry the notes' ids and one score per option, are the
+evaluation's own numbers and decisions on the test notes, and ``stage2/`` loads alone with
+stage 1 included.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+from helpers import data_rows
+
+BIN = Path(sys.executable).parent
+OPTIONS = ["neoplasm", "other"]
+
+
+def _run(args, cwd):
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", HF_HUB_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1")
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    return log
+
+
+def _write_csv(path, rows, columns):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in columns} for r in rows)
+
+
+def _recipe(smollm_path) -> dict:
+    """examples/own_data.yml with the CHANGE lines filled in for this folder, and tiny budgets."""
+    recipe = yaml.safe_load((ROOT / "examples" / "own_data.yml").read_text())
+    recipe.update(base_model=str(smollm_path), sequence_len=160, max_steps=1, micro_batch_size=1,
+                  gradient_accumulation_steps=1, save_strategy="no", logging_steps=1,
+                  bf16=False)  # float32: a note's scores do not depend on the notes batched with it (bf16: ~0.1)
+    for key in ("save_steps", "save_total_limit", "auto_resume_from_checkpoints"):
+        recipe.pop(key)
+    recipe["datasets"][0].update(path="data/notes.csv", ds_type="csv", text_column="note")
+    block = recipe["decselfmask"]
+    block.update(items=["Neoplasm"], max_texts=3)
+    block["classification"].update(
+        task="neoplasm", train_file="data/labelled.csv", test_file=None, test_fraction=0.5, text_column="note",
+        label_column="finding", id_column="note_id", labels=OPTIONS, question="Is the text above about a neoplasm?",
+        max_steps=1, batch_size=4, lora_r=4, lora_alpha=8)
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory, smollm_path):
+    folder = tmp_path_factory.mktemp("my_project")  # outside the checkout
+    (folder / "data").mkdir()
+    pool = [dict(r, note_id=f"pool-{r['id']}", note=r["text"]) for r in data_rows("abstracts_unlabelled.jsonl", n=4)]
+    _write_csv(folder / "data" / "notes.csv", pool, ["note_id", "note"])
+    labelled = [dict(r, note_id=f"lab-{r['id']}", note=r["text"],
+                     finding="neoplasm" if r["label"] == "neoplasms" else "other")
+                for r in data_rows("abstracts_train.jsonl", per_class=2)[:6]]
+    _write_csv(folder / "data" / "labelled.csv", labelled, ["note_id", "note", "finding"])
+    (folder / "my_recipe.yml").write_text(yaml.safe_dump(_recipe(smollm_path), sort_keys=False))
+    _run([str(BIN / "axolotl"), "preprocess", "my_recipe.yml"], folder)
+    _run([str(BIN / "axolotl"), "train", "my_recipe.yml"], folder)
+    debug_log = (folder / "outputs" / "own_data" / "debug.log").read_text()
+    log = _run([sys.executable, "-m", "axolotl_decselfmask.predict", "my_recipe.yml", "data/notes.csv",
+                "--out", "labels.csv", "--most-uncertain", "2", "--no-progress"], folder)
+    _run([sys.executable, "-m", "axolotl_decselfmask.predict", "my_recipe.yml", "data/labelled.csv",
+          "--out", "labelled.jsonl", "--no-progress"], folder)
+    assert (folder / "outputs" / "own_data" / "debug.log").read_text() == debug_log  # predict starts no run
+    return folder, pool, labelled, log
+
+
+def test_predict_labels_every_note_with_its_id_and_one_score_per_option(user_run):
+    folder, pool, _, log = user_run
+    with open(folder / "labels.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["id"] for r in rows] == [p["note_id"] for p in pool]  # every note, in order, by its id
+    assert {r["task"] for r in rows} == {"neoplasm"} and all(r["label"] in OPTIONS for r in rows)
+    scores = [json.loads(r["scores"]) for r in rows]
+    assert all(len(s) == len(OPTIONS) and all(v < 0 for v in s) for s in scores)  # summed log-probabilities
+    with open(folder / "labels-most-uncertain.csv", encoding="utf-8") as handle:
+        most = list(csv.DictReader(handle))
+    assert [m["rank"] for m in most] == ["1", "2"] and {m["id"] for m in most} <= {p["note_id"] for p in pool}
+    margins = [float(m["margin"]) for m in most]
+    assert margins == sorted(margins) and all(0.0 <= m <= 1.0 for m in margins)
+    assert "most uncertain notes (ids)" in log
+
+
+def test_the_split_is_saved_and_predict_repeats_the_evaluation(user_run):
+    folder, _, labelled, _ = user_run
+    split = json.loads((folder / "outputs" / "own_data" / "split-neoplasm.json").read_text())
+    assert sorted(split["train_rows"] + split["test_rows"]) == list(range(len(labelled)))
+    assert split["counts"] == {"neoplasm": [1, 1], "other": [2, 2]}
+    out = folder / "outputs" / "own_data"
+    metrics = json.loads((out / "metrics.json").read_text())["tasks"]["neoplasm"]
+    assert metrics["n_test"] == len(split["test_rows"]) and metrics["n_train"] == len(split["train_rows"])
+    evaluated = {p["id"]: p for p in map(json.loads, (out / "predictions-neoplasm.jsonl").read_text().splitlines())}
+    assert set(evaluated) == {labelled[r]["note_id"] for r in split["test_rows"]}
+    predicted = {p["id"]: p for p in map(json.loads, (folder / "labelled.jsonl").read_text().splitlines())}
+    for note_id, p in evaluated.items():  # the same scores and the same decision, without the labelled file
+        assert predicted[note_id]["label"] == p["pred"]
+        assert predicted[note_id]["scores"] == pytest.approx(p["scores"], abs=1e-3)
+    saved = json.loads((out / "stage2" / "calibration-neoplasm.json").read_text())
+    assert saved["calibration"]["mode"] == metrics["calibration"]["mode"] == "balanced"
+    assert saved["labels"] == OPTIONS and saved["classifier"] == "lora"
+
+
+def test_stage2_loads_alone_with_stage1_included(user_run, smollm_path):
+    from peft import AutoPeftModelForCausalLM
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out = user_run[0] / "outputs" / "own_data"
+    adapter = json.loads((out / "stage2" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str((out / "stage1_merged").resolve())  # absolute: loads anywhere
+    assert Path(os.getcwd()) != user_run[0]
+    loaded = AutoPeftModelForCausalLM.from_pretrained(str(out / "stage2"), dtype=torch.float32)
+    raw = AutoModelForCausalLM.from_pretrained(str(smollm_path), dtype=torch.float32)
+    stage1 = load_file(str(out / "adapter_model.safetensors"))
+    touched = next(k for k in stage1 if "q_proj.lora_B" in k)
+    layer = int(touched.split("layers.")[1].split(".")[0])
+    base_q = loaded.get_base_model().model.layers[layer].self_attn.q_proj.base_layer.weight
+    assert not torch.equal(base_q, raw.model.layers[layer].self_attn.q_proj.weight)  # stage 1 is in it
