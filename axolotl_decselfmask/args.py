@@ -18,6 +18,7 @@ DEFAULT_LEAD_IN = "Which clinical finding does the text above describe?"
 DEFAULT_COMPLETION_LEAD_IN = "Given the patient's history, the patient presents"
 DEFAULT_MASK_SYSTEM = "Fill in the masked part of the following text."
 DEFAULT_CLASSIFY_SYSTEM = "Answer with one of the options."
+MULTI_LABEL_QUESTION = "Does the text above concern {label}?"
 
 
 class _Strict(BaseModel):
@@ -285,6 +286,30 @@ class ClassificationConfig(_Strict):
         description="Question asked after the text; the options are listed after it.",
     )
     system_prompt: str = Field(default=DEFAULT_CLASSIFY_SYSTEM, description="System turn of the classification prompt.")
+    multi_label: bool | Literal["auto"] = Field(
+        default="auto",
+        description=(
+            "true: each note has a set of labels (a JSON list, or labels joined by label_separator; an empty cell "
+            "is the empty set), and each label becomes one yes/no question (label_question), trained in stage 2 "
+            "and calibrated and evaluated per label (stage2/multilabel.py). auto: true when the training file's "
+            "label column holds lists or label_separator (and no option of labels contains it)."
+        ),
+    )
+    label_separator: str = Field(
+        default=";", min_length=1,
+        description="multi_label: what joins the labels of one note in a text cell (spaces around a label are dropped).",
+    )
+    label_question: str = Field(
+        default=MULTI_LABEL_QUESTION, min_length=1,
+        description=(
+            "multi_label: the question asked for each label, {label} replaced by the label; with prompt: mask_fill "
+            "it is followed by the mask."
+        ),
+    )
+    label_answers: list[str] = Field(
+        default_factory=lambda: ["yes", "no"], min_length=2, max_length=2,
+        description="multi_label: the two options of every label question, the first meaning the note has the label.",
+    )
     lora_r: int = Field(default=32, ge=1, description="Stage-2 LoRA rank (the paper: 32).")
     lora_alpha: int = Field(default=64, ge=1, description="Stage-2 LoRA alpha (the paper: 64).")
     lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
@@ -367,6 +392,11 @@ class ClassificationConfig(_Strict):
             raise ValueError("decselfmask.classification.labels has duplicates")
         if self.labels and len(self.labels) < 2:
             raise ValueError("decselfmask.classification.labels needs at least 2 options")
+        if "{label}" not in self.label_question:
+            raise ValueError("decselfmask.classification.label_question must contain {label} (where the label goes)")
+        if len({a.strip() for a in self.label_answers}) != 2 or not all(a.strip() for a in self.label_answers):
+            raise ValueError(f"decselfmask.classification.label_answers needs two distinct answers, got "
+                             f"{self.label_answers}")
         return self
 
 
@@ -393,11 +423,9 @@ class TaskConfig(_Strict):
     id_column: str | None = None
     labels: list[str] | None = None
     question: str | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    id_column: str | None = None
-    labels: list[str] | None = None
-    question: str | None = None
+    multi_label: bool | Literal["auto"] | None = None
+    label_separator: str | None = None
+    label_question: str | None = None
     items: list[str] = Field(
         default_factory=list,
         description="Task items this task adds to the relevance items. Empty: its labels.",
@@ -486,7 +514,6 @@ class DecSelfMaskConfig(_Strict):
     hub_revision: str | None = Field(
         default=None, description="Branch of the hub repository to upload to (created if missing). Default: main.")
 
-
     @model_validator(mode="before")
     @classmethod
     def _protocol_preset(cls, data):
@@ -520,6 +547,8 @@ class DecSelfMaskConfig(_Strict):
         for n, task in enumerate(self.task_configs()):
             if task.labels and len(task.labels) < 2:
                 raise ValueError(f"decselfmask.tasks[{n}].labels needs at least 2 options")
+            if "{label}" not in task.label_question:
+                raise ValueError(f"decselfmask.tasks[{n}].label_question must contain {{label}} (where the label goes)")
             check_test_source(task)
         return self
 

@@ -45,9 +45,14 @@ from axolotl_decselfmask.stage1.checkpoints import (
 )
 from axolotl_decselfmask.stage1.pool import MASKED_RECONSTRUCTION_TYPE as DATASET_TYPE
 from axolotl_decselfmask.stage1.pool import POOL_TYPES
-from axolotl_decselfmask.stage2.data import load_task_data, task_prompt, text_budget
 from axolotl_decselfmask.stage2.calibration import calibration_path
+from axolotl_decselfmask.stage2.data import text_budget
 from axolotl_decselfmask.stage2.metrics import forget_task
+from axolotl_decselfmask.stage2.multilabel import (
+    forget_group,
+    load_any_task_data,
+    task_prompt_for,
+)
 from axolotl_decselfmask.stage2.run import run_stage2
 
 LOG = logging.getLogger(__name__)
@@ -98,12 +103,12 @@ class DecSelfMaskPlugin(BasePlugin):
         if config.classification.enabled:
             tokenizer = None
             for n, task in enumerate(config.task_configs()):
-                data = load_task_data(task, cfg.output_dir, config.seed)
+                data = load_any_task_data(task, cfg.output_dir, config.seed)  # a multi-label task too
                 LOG.info("decselfmask [%s]: %s; labels %s", task.task, data.train.report.summary(task.train_file),
                          data.labels)
                 tokenizer = tokenizer or _prompt_tokenizer(cfg, config)
                 text_budget(tokenizer, task, data.labels, task.max_length or cfg.sequence_len,
-                            task_prompt(config, n, tokenizer))  # before stage 1
+                            task_prompt_for(config, n, tokenizer, data))  # before stage 1
             from axolotl_decselfmask.stage2.hub import token_warning
 
             warning = token_warning(config)
@@ -236,6 +241,7 @@ def _forget_previous_results(out: Path, task: str) -> None:
     forget_task(out / "metrics.json", task)
     (out / f"predictions-{safe_filename(task)}.jsonl").unlink(missing_ok=True)
     calibration_path(out, task).unlink(missing_ok=True)  # predict's decision: written again after the evaluation
+    forget_group(out, task)  # a multi-label task's decisions per label
 
 
 def _placeholder_meta(cfg):

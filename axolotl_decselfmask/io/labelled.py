@@ -241,7 +241,16 @@ def split_labelled(data: LabelledData, c, seed: int, output_dir=None) -> tuple[L
 
 def split_test_texts(c, seed: int, output_dir=None) -> list[str]:
     """The texts of the test side of ``c``'s ``test_fraction`` split, as stage 2 reads and splits
-    ``c.train_file`` (for the checks that keep test texts out of the unlabelled pool)."""
-    data = read_labelled(c.train_file, c.text_column, c.label_column, c.labels or None,
-                         "decselfmask.classification.train_file", c.id_column)
+    ``c.train_file`` (for the checks that keep test texts out of the unlabelled pool); a
+    multi-label file is stratified by its rows' label sets (:func:`.label_sets.strata`), as
+    :mod:`.stage2.multilabel` splits it."""
+    from axolotl_decselfmask.io.label_sets import is_multi_label, label_set_rows, strata
+
+    if is_multi_label(c):
+        _, texts, kept, sets, report = label_set_rows(c.train_file, c, c.labels or None,
+                                                      "decselfmask.classification.train_file")
+        data = LabelledData(texts, strata(sets), kept, report)
+    else:
+        data = read_labelled(c.train_file, c.text_column, c.label_column, c.labels or None,
+                             "decselfmask.classification.train_file", c.id_column)
     return split_labelled(data, c, seed, output_dir)[1].texts

@@ -56,15 +56,16 @@ def mask_text_for(tokenizer, config: DecSelfMaskConfig) -> str:
     return choose_mask_token(tokenizer).text
 
 
-def task_prompt(config: DecSelfMaskConfig, index: int, tokenizer) -> TaskPrompt:
+def task_prompt(config: DecSelfMaskConfig, index: int, tokenizer, question: str | None = None) -> TaskPrompt:
     """Task ``index``'s prompt strings. ``options``: its system prompt and question. ``mask_fill``
     (the paper's): the stage-1 system prompt, and the question (or the task's item, where the task
-    lists exactly one) followed by the mask."""
+    lists exactly one) followed by the mask. ``question``: asked instead (a multi-label task's
+    question for one label, :mod:`.multilabel`)."""
     c = config.task_configs()[index]
     if c.prompt != "mask_fill":
-        return TaskPrompt(c.question, c.system_prompt)
+        return TaskPrompt(question or c.question, c.system_prompt)
     items = config.tasks[index].items if config.tasks else []
-    subject = items[0] if len(items) == 1 else c.question
+    subject = question or (items[0] if len(items) == 1 else c.question)
     mask = mask_text_for(tokenizer, config)
     return TaskPrompt(mask_fill_question(subject, mask), config.masking.system_prompt, "mask_fill", mask)
 

@@ -23,8 +23,6 @@ from axolotl_decselfmask.stage2.calibration import POOL_MODES, calibration_pool_
 from axolotl_decselfmask.stage2.data import (
     TaskData,
     TaskPrompt,
-    load_task_data,
-    task_prompt,
     truncate_for,
 )
 from axolotl_decselfmask.stage2.evaluation import Scorer, evaluate_task
@@ -32,6 +30,14 @@ from axolotl_decselfmask.stage2.model import (
     load_model,
     load_tokenizer,
     stage1_model_folder,
+)
+from axolotl_decselfmask.stage2.multilabel import (
+    MultiLabelPart,
+    evaluate_groups,
+    expand_tasks,
+    load_any_task_data,
+    task_groups,
+    task_prompt_for,
 )
 from axolotl_decselfmask.stage2.training import train_classifier, training_rows
 
@@ -55,6 +61,7 @@ class Task:
     pool_texts: list[str] | None = None  # pseudo-labels' pool
     calibration_pool: list[str] | None = None  # unlabelled notes of the pool calibration modes
     extra: dict = field(default_factory=dict)
+    multi_label: MultiLabelPart | None = None  # a sub-task of a multi-label task (stage2/multilabel.py)
 
     def rows(self, tokenizer, texts=None, labels=None) -> list[dict]:
         return training_rows(tokenizer, texts if texts is not None else self.train_texts,
@@ -66,10 +73,10 @@ def prepare_tasks(cfg, config: DecSelfMaskConfig, tokenizer) -> list[Task]:
     """Every task's files read and checked (before any model work), its prompt resolved, its
     texts cut to fit the prompt."""
     configs = config.task_configs()
-    data = [load_task_data(c, cfg.output_dir, config.seed) for c in configs]
+    data = [load_any_task_data(c, cfg.output_dir, config.seed) for c in configs]
     tasks = []
     for n, (c, d) in enumerate(zip(configs, data)):
-        prompt = task_prompt(config, n, tokenizer)
+        prompt = task_prompt_for(config, n, tokenizer, d)
         max_length = c.max_length or cfg.sequence_len
         train_texts, n_cut = truncate_for(tokenizer, c, d.labels, max_length, d.train.texts, prompt)
         print(f"decselfmask stage 2 [{c.task}]: {len(train_texts)} labelled examples, {len(d.labels)} labels, "
@@ -93,7 +100,7 @@ def prepare_tasks(cfg, config: DecSelfMaskConfig, tokenizer) -> list[Task]:
             # never pseudo-label (and then train on) a test text
             pool = read_pool(t.c.pseudo_labels, exclude_texts=t.data.test.texts if t.data.test else None)
             t.pool_texts, _ = truncate_for(tokenizer, t.c, t.data.labels, t.max_length, pool, t.prompt)
-    return tasks
+    return expand_tasks(config, tasks, tokenizer)  # a multi-label task becomes one sub-task per label
 
 
 def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
@@ -120,9 +127,8 @@ def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
     if together:
         return _run_group(cfg, config, tasks, tokenizer, folder, dtype, out, "joint", progress)
     metrics: dict = {}
-    for t in tasks:
-        metrics = _run_group(cfg, config, [t], tokenizer, folder, dtype, out / safe_filename(t.c.task),
-                             t.c.task, progress)
+    for name, group in task_groups(tasks):  # a multi-label task's labels share one LoRA
+        metrics = _run_group(cfg, config, group, tokenizer, folder, dtype, out / safe_filename(name), name, progress)
     return metrics
 
 
@@ -141,10 +147,11 @@ def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, fol
                  for t in tasks}
     elif settings.train:
         model = _train_lora(cfg, config, settings, tasks, model, tokenizer, folder, dtype, out_dir, name, progress)
-    metrics: dict = {}
+    metrics = evaluate_groups(cfg, config, tasks, model, tokenizer, progress, heads, features)  # multi-label
     for t in tasks:
-        scorer = Scorer(model, tokenizer, t, progress, heads.get(t.c.task), features)
-        metrics = evaluate_task(cfg, config, t, scorer, t.calibration_pool) or metrics
+        if t.multi_label is None:
+            scorer = Scorer(model, tokenizer, t, progress, heads.get(t.c.task), features)
+            metrics = evaluate_task(cfg, config, t, scorer, t.calibration_pool) or metrics
     return metrics
 
 
