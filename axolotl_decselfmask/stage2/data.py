@@ -53,7 +53,9 @@ def mask_text_for(tokenizer, config: DecSelfMaskConfig) -> str:
         return mask
     from axolotl_decselfmask.mask_token import choose_mask_token
 
-    return choose_mask_token(tokenizer).text
+    # add=True: a tokenizer that lacks the added mask (stage 1 off) gets it with the id the
+    # starting model's row has (stage2/model.py), so that the prompt holds it as one token
+    return choose_mask_token(tokenizer, add=True).text
 
 
 def task_prompt(config: DecSelfMaskConfig, index: int, tokenizer, question: str | None = None) -> TaskPrompt:
