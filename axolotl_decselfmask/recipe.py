@@ -128,17 +128,29 @@ def uses_pool_dataset(cfg) -> bool:
 
 
 def test_file_ids(config: DecSelfMaskConfig) -> list:
-    """Each task's test file by content (a folder by its path), with the text column compared."""
+    """Each task's test texts by what they come from, with the text column compared: a test file
+    by its content (a folder by its path); a ``test_fraction`` side by the labelled train_file's
+    content and what the split depends on (the fraction, ``decselfmask.seed``, the label column
+    and how it is read), so that a changed labelled file makes stage 1's data again."""
     if not config.classification.enabled:
         return []
     ids: dict[str, str] = {}
+
+    def content(name: str) -> str:
+        if name not in ids:
+            path = Path(name)
+            ids[name] = file_sha256(path) if path.is_file() else name
+        return ids[name]
+
     out = []
     for c in config.task_configs():
-        if c.test_file:
-            path = Path(c.test_file)
-            if c.test_file not in ids:
-                ids[c.test_file] = file_sha256(path) if path.is_file() else c.test_file
-            out.append([ids[c.test_file], c.text_column])
+        if c.test_fraction is not None and c.train_file:
+            split = {"train_file": content(c.train_file), "test_fraction": c.test_fraction, "seed": config.seed,
+                     "label_column": c.label_column, "labels": list(c.labels), "multi_label": c.multi_label,
+                     "label_separator": c.label_separator}
+            out.append([split, c.text_column])
+        elif c.test_file:
+            out.append([content(c.test_file), c.text_column])
     return out
 
 
