@@ -16,11 +16,24 @@ JSON list), one row per (note, task), in the notes' order: ``id`` (the notes' id
 option in the order of the task's labels, as in ``predictions-<task>.jsonl``; a non-finite score
 is null).
 
+A multi-label task (:mod:`.multilabel`, trained as one yes/no question per label) is labelled as
+its evaluation labels its test notes: each note's text cut once for all its labels, every label
+question scored on the note's shared prompt prefix (:func:`.multilabel.score_questions`; a head
+per label with ``method: head``), and each label decided by its own saved decision
+(``stage2/calibration-<task>_<label>.json``, listed in ``stage2/multilabel-<task>.json``). Its
+row's ``label`` is the predicted label set, in the order of the task's labels (a list in JSON
+Lines; in CSV the labels joined by the task's ``label_separator``, as a labelled file holds
+them), and ``scores`` maps each label to its answers' scores (``label_answers`` order), as
+``predictions-<task>.jsonl`` has them.
+
 ``--most-uncertain N``: per task, the N notes with the smallest margin between the two highest
 posteriors of the decision (the calibrated posteriors, whose argmax is the label): those the
-classifier is least sure of, the first to label by hand. Written to ``<out stem>-most-uncertain
-<suffix>`` (or ``--uncertain-out``) with ``task``, ``rank``, ``id``, ``label``, ``margin`` and
-``posteriors``, and their ids printed.
+classifier is least sure of, the first to label by hand. For a multi-label task a note's margin
+is its least certain label's (the smallest over its labels of the margin between the label's
+yes and no posteriors): the note with one label decision closest to a tie comes first, whatever
+its other labels. Written to ``<out stem>-most-uncertain<suffix>`` (or ``--uncertain-out``) with
+``task``, ``rank``, ``id``, ``label``, ``margin`` and ``posteriors`` (per label for a
+multi-label task, which also names that label in ``uncertain_label``), and their ids printed.
 """
 
 from __future__ import annotations
@@ -67,6 +80,15 @@ from axolotl_decselfmask.stage2.data import (
     task_prompt,
     truncate_for,
 )
+from axolotl_decselfmask.stage2.evaluation import Scorer
+from axolotl_decselfmask.stage2.multilabel import (
+    MultiLabelTaskData,
+    group_record_path,
+    label_question,
+    saved_label_tasks,
+    score_questions,
+    task_prompt_for,
+)
 from axolotl_decselfmask.stage2.run import STAGE2_DIR
 
 LOG = logging.getLogger(__name__)
@@ -89,6 +111,25 @@ class SavedTask:
     @property
     def labels(self) -> list[str]:
         return list(self.calibration.options)
+
+
+@dataclass
+class SavedLabelSet:
+    """A multi-label task of a trained run: one yes/no sub-task per label, each a :class:`SavedTask`
+    (task ``<task>/<label>``, its answers as options and its own saved decision)."""
+
+    index: int
+    c: ClassificationConfig  # the task as the recipe names it
+    parts: list[SavedTask]  # in the order of label_set
+    label_set: list[str]
+    answers: list[str]  # label_answers: the first means the note has the label
+    record: dict  # stage2/multilabel-<task>.json
+    group: Path
+    kind: str
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.label_set)
 
 
 @dataclass
@@ -148,31 +189,67 @@ def output_path(path: str | Path, what: str = "--out") -> Path:
 # ------------------------------------------------------------------------------ what the run left
 
 
-def trained_tasks(cfg, config: DecSelfMaskConfig) -> list[SavedTask]:
-    """Every task's classifier and saved decision, checked; an InputError naming what is missing."""
+def trained_tasks(cfg, config: DecSelfMaskConfig) -> list[SavedTask | SavedLabelSet]:
+    """Every task's classifier and saved decision (a multi-label task's: one per label), checked;
+    an InputError naming what is missing."""
     if not config.classification.enabled:
         raise InputError("decselfmask.classification.enabled is false: this recipe trains no classifier to "
                          "predict with.")
     out = Path(cfg.output_dir)
     shared = config.classification
-    together = not shared.train or shared.joint  # as run_stage2 groups the tasks
+    together = not shared.train or shared.joint  # as run_stage2 groups the tasks (a multi-label task's labels: one)
     kind = shared.method if shared.train else "none"
-    tasks = []
+    tasks: list = []
     for n, c in enumerate(config.task_configs()):
         group = out / STAGE2_DIR if together else out / STAGE2_DIR / safe_filename(c.task)
-        weights = _require_classifier(group, kind, c.task)
-        calibration, record = _saved_decision(out, c)
-        if c.labels and list(c.labels) != list(calibration.options):
+        subs = saved_label_tasks(out, c)
+        if subs is not None:
+            tasks.append(_saved_label_set(out, n, c, subs, group, kind))
+            continue
+        if c.multi_label is True and calibration_path(out, c.task).is_file():
             raise InputError(
-                f"decselfmask [{c.task}]: the recipe's labels {list(c.labels)} differ from the options the classifier "
-                f"was trained and calibrated with {list(calibration.options)}: restore them or train again.")
-        recorded = record.get("weights_sha256")
-        if weights is not None and recorded and file_sha256(weights) != recorded:
-            raise InputError(
-                f"decselfmask [{c.task}]: {weights} changed after its decision was fitted ({record.get('path')}): a "
-                "stage 2 stopped before its evaluation? Run `axolotl train` again.")
-        tasks.append(SavedTask(n, c, calibration, record, group, kind))
+                f"decselfmask [{c.task}]: the recipe sets multi_label: true, but the run trained the task with one "
+                f"label per note ({calibration_path(out, c.task)}): restore the setting, or train again.")
+        tasks.append(_saved_task(out, n, c, group, kind))
     return tasks
+
+
+def _saved_task(out: Path, n: int, c: ClassificationConfig, group: Path, kind: str,
+                answers: list[str] | None = None) -> SavedTask:
+    """One (sub-)task's classifier and decision, checked. ``answers``: the recipe's
+    ``label_answers`` that a multi-label sub-task's options must be (else its ``labels``)."""
+    weights = _require_classifier(group, kind, c.task)
+    calibration, record = _saved_decision(out, c, answers is None)
+    expected, what = (answers, "label_answers") if answers is not None else (c.labels, "labels")
+    if expected and list(expected) != list(calibration.options):
+        raise InputError(
+            f"decselfmask [{c.task}]: the recipe's {what} {list(expected)} differ from the options the classifier "
+            f"was trained and calibrated with {list(calibration.options)}: restore them or train again.")
+    recorded = record.get("weights_sha256")
+    if weights is not None and recorded and file_sha256(weights) != recorded:
+        raise InputError(
+            f"decselfmask [{c.task}]: {weights} changed after its decision was fitted ({record.get('path')}): a "
+            "stage 2 stopped before its evaluation? Run `axolotl train` again.")
+    return SavedTask(n, c, calibration, record, group, kind)
+
+
+def _saved_label_set(out: Path, n: int, c: ClassificationConfig, subs: list[ClassificationConfig], group: Path,
+                     kind: str) -> SavedLabelSet:
+    """A multi-label task's labels (:func:`.multilabel.saved_label_tasks`), each checked as a task."""
+    where = group_record_path(out, c.task)
+    record = read_json(where)
+    if c.multi_label is False:
+        raise InputError(
+            f"decselfmask [{c.task}]: the recipe sets multi_label: false, but the run trained the task as a "
+            f"multi-label task ({where}): restore the setting, or train again.")
+    label_set = list(record["labels"])
+    if c.labels and list(c.labels) != label_set:
+        raise InputError(
+            f"decselfmask [{c.task}]: the recipe's labels {list(c.labels)} differ from the labels the classifier was "
+            f"trained and calibrated with {label_set} ({where}): restore them or train again.")
+    answers = [a.strip() for a in c.label_answers]
+    parts = [_saved_task(out, n, s, group, kind, answers) for s in subs]
+    return SavedLabelSet(n, c, parts, label_set, answers, dict(record, path=str(where)), group, kind)
 
 
 def _require_classifier(group: Path, kind: str, task: str) -> Path | None:
@@ -192,9 +269,10 @@ def _require_classifier(group: Path, kind: str, task: str) -> Path | None:
     return needed[1]
 
 
-def _saved_decision(out: Path, c: ClassificationConfig) -> tuple[Calibration, dict]:
+def _saved_decision(out: Path, c: ClassificationConfig, whole_task: bool = True) -> tuple[Calibration, dict]:
     """The task's decision as the evaluation fitted it: its calibration file, else (a run from
-    before those files) the calibration recorded in ``metrics.json`` (rounded to 6 digits)."""
+    before those files) the calibration recorded in ``metrics.json`` (rounded to 6 digits).
+    ``whole_task``: ``c`` is a task of the recipe (not one label of a multi-label task)."""
     path = calibration_path(out, c.task)
     if path.is_file():
         calibration, record = load_calibration(path)
@@ -203,15 +281,16 @@ def _saved_decision(out: Path, c: ClassificationConfig) -> tuple[Calibration, di
     if isinstance(entry.get("calibration"), dict) and entry.get("labels"):
         LOG.warning("decselfmask [%s]: no %s; using the decision recorded in metrics.json (rounded)", c.task, path)
         return Calibration.from_dict(entry["calibration"], entry["labels"]), {"path": str(out / "metrics.json")}
+    also = "" if c.multi_label is False or not whole_task else f" (nor, for a multi-label task, {group_record_path(out, c.task)})"
     raise InputError(
-        f"decselfmask [{c.task}]: no saved decision {path}: stage 2 and its calibration have not finished for this "
-        "recipe's output_dir (the file is written at their end). Run `axolotl train RECIPE` first.")
+        f"decselfmask [{c.task}]: no saved decision {path}{also}: stage 2 and its calibration have not finished for "
+        "this recipe's output_dir (the file is written at their end). Run `axolotl train RECIPE` first.")
 
 
 # ------------------------------------------------------------------------------------ the notes
 
 
-def read_notes(path: str, tasks: list[SavedTask]) -> list[TaskNotes]:
+def read_notes(path: str, tasks: list) -> list[TaskNotes]:
     """Each task's notes of ``path`` (jsonl, csv, ... as the labelled files): its text column (an
     error naming the file and the column when missing), empty texts skipped and counted, ids
     from its id column (else the row numbers)."""
@@ -230,12 +309,12 @@ def read_notes(path: str, tasks: list[SavedTask]) -> list[TaskNotes]:
 # ---------------------------------------------------------------------------------- the scoring
 
 
-def score_notes(cfg, config: DecSelfMaskConfig, tasks: list[SavedTask], notes: list[TaskNotes],
+def score_notes(cfg, config: DecSelfMaskConfig, tasks: list, notes: list[TaskNotes],
                 progress: bool = True) -> list[np.ndarray]:
-    """Each task's option scores of its notes, shape (notes, options), one model per stage-2 folder."""
+    """Each task's option scores of its notes, shape (notes, options) (a multi-label task's:
+    (notes, labels, answers)), one model per stage-2 folder."""
     from axolotl_decselfmask.hardware import recipe_precision
     from axolotl_decselfmask.prompts import ensure_chat_template
-    from axolotl_decselfmask.stage2.evaluation import Scorer
     from axolotl_decselfmask.stage2.model import load_tokenizer
 
     tokenizer = load_tokenizer(cfg)
@@ -248,26 +327,51 @@ def score_notes(cfg, config: DecSelfMaskConfig, tasks: list[SavedTask], notes: l
     for members in groups.values():
         model = load_classifier(cfg, config, members[0], dtype)
         for t in members:
+            if isinstance(t, SavedLabelSet):
+                scores[t.index] = _score_label_set(cfg, config, t, model, tokenizer, notes[t.index].texts, progress)
+                continue
             prompt = _checked_prompt(config, t, tokenizer)
             max_length = t.record.get("max_length") or t.c.max_length or cfg.sequence_len
             texts, n_cut = truncate_for(tokenizer, t.c, t.labels, max_length, notes[t.index].texts, prompt)
             print(f"decselfmask predict [{t.c.task}]: {len(texts)} notes, options {t.labels} ({n_cut} cut to fit "
                   f"{max_length} tokens)")
-            head = None
-            if t.kind == "head":
-                from axolotl_decselfmask.stage2.head import HeadClassifier
-
-                head = HeadClassifier.load(t.group / "heads", safe_filename(t.c.task))
-            scorer = Scorer(model, tokenizer, ScoredTask(t.c, TaskData(None, None, t.labels), prompt), progress,
-                            head, {})
-            scores[t.index] = scorer(texts)
+            scores[t.index] = _scorer(model, tokenizer, t, prompt, progress)(texts)
         del model
     return scores
 
 
-def _checked_prompt(config: DecSelfMaskConfig, t: SavedTask, tokenizer) -> TaskPrompt:
-    """The task's prompt from the recipe; an error when it is not the one the decision was fitted on."""
-    prompt = task_prompt(config, t.index, tokenizer)
+def _scorer(model, tokenizer, t: SavedTask, prompt: TaskPrompt, progress: bool) -> Scorer:
+    """The evaluation's :class:`.evaluation.Scorer` of a (sub-)task: its options' scores, or its head's."""
+    head = None
+    if t.kind == "head":
+        from axolotl_decselfmask.stage2.head import HeadClassifier
+
+        head = HeadClassifier.load(t.group / "heads", safe_filename(t.c.task))
+    return Scorer(model, tokenizer, ScoredTask(t.c, TaskData(None, None, t.labels), prompt), progress, head, {})
+
+
+def _score_label_set(cfg, config: DecSelfMaskConfig, t: SavedLabelSet, model, tokenizer, texts: list[str],
+                     progress: bool) -> np.ndarray:
+    """A multi-label task's scores, shape (notes, labels, answers), as its evaluation makes them:
+    each text cut once to fit the longest label question (:func:`.multilabel.task_prompt_for`),
+    the label questions scored on the note's shared prefix (:func:`.multilabel.score_questions`),
+    or each label's head."""
+    prompts = [_checked_prompt(config, p, tokenizer, label_question(t.c, y)) for p, y in zip(t.parts, t.label_set)]
+    longest = task_prompt_for(config, t.index, tokenizer, MultiLabelTaskData(None, None, t.answers, t.label_set))
+    max_length = t.parts[0].record.get("max_length") or t.c.max_length or cfg.sequence_len
+    texts, n_cut = truncate_for(tokenizer, t.c, t.answers, max_length, texts, longest)
+    print(f"decselfmask predict [{t.c.task}]: {len(texts)} notes, multi-label: {len(t.label_set)} labels, answers "
+          f"{t.answers} ({n_cut} cut to fit {max_length} tokens)")
+    if t.kind == "head":
+        return np.stack([_scorer(model, tokenizer, p, q, progress)(texts) for p, q in zip(t.parts, prompts)], axis=1)
+    return score_questions(model, tokenizer, texts, [q.question for q in prompts], t.answers, prompts[0].system_prompt,
+                           progress, t.c.eval_batch_size, t.c.option_chunk)
+
+
+def _checked_prompt(config: DecSelfMaskConfig, t: SavedTask, tokenizer, question: str | None = None) -> TaskPrompt:
+    """The task's prompt from the recipe (``question``: a multi-label task's question of one label);
+    an error when it is not the one the decision was fitted on."""
+    prompt = task_prompt(config, t.index, tokenizer, question)
     saved = (t.record.get("question"), t.record.get("system_prompt"))
     if saved[0] is not None and saved != (prompt.question, prompt.system_prompt):
         raise InputError(
@@ -320,25 +424,85 @@ def _finite(values) -> list:
     return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """``rows`` as JSON Lines, or as CSV with list values written as JSON, by ``path``'s extension."""
+def write_rows(path: Path, rows: list[dict], separators: dict[str, str] | None = None) -> None:
+    """``rows`` as JSON Lines, or as CSV (the columns of every row; list and dict values as JSON),
+    by ``path``'s extension. ``separators``: per task, what joins a label set (a list ``label``)
+    in CSV, as a labelled file holds it."""
     if path.suffix.lower() == ".jsonl":
         atomic_write_jsonl(path, rows)
         return
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["id", "task", "label", "scores"]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["id", "task", "label", "scores"])
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     writer.writeheader()
     for row in rows:
+        joined = (separators or {}).get(row.get("task"))
+        if joined is not None and isinstance(row.get("label"), list):
+            row = dict(row, label=joined.join(row["label"]))
         writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else ("" if v is None else v)
                          for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
+
+
+def _task_results(t: SavedTask, n: TaskNotes, s: np.ndarray, most_uncertain: int | None):
+    """(keyed rows, most uncertain rows, summary entry) of a single-label task."""
+    pred, post = t.calibration.decide(s) if len(s) else (np.zeros(0, dtype=int), np.zeros((0, len(t.labels))))
+    labels = [t.labels[i] for i in pred]
+    keyed = [((row, t.index), {"id": i, "task": t.c.task, "label": y, "scores": _finite(v)})
+             for row, i, y, v in zip(n.rows, n.ids, labels, s)]
+    entry: dict = {"labels": t.labels, "counts": {o: labels.count(o) for o in t.labels}}
+    uncertain = []
+    if most_uncertain:
+        m = margins(post) if len(post) else np.zeros(0)
+        order = np.argsort(m, kind="stable")[:most_uncertain]
+        uncertain = [{"task": t.c.task, "rank": r + 1, "id": n.ids[j], "label": labels[j],
+                      "margin": float(m[j]), "posteriors": _finite(post[j])} for r, j in enumerate(order)]
+        entry["most_uncertain"] = [n.ids[j] for j in order]
+    return keyed, uncertain, entry
+
+
+def label_set_decisions(t: SavedLabelSet, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each label's saved decision on a multi-label task's scores ``s`` (notes, labels, answers):
+    ``(has, post)``, whether each note has each label (notes, labels) and the labels' calibrated
+    posteriors (notes, labels, answers)."""
+    has = np.zeros((len(s), len(t.parts)), dtype=bool)
+    post = np.zeros((len(s), len(t.parts), len(t.answers)))
+    for j, p in enumerate(t.parts):
+        if len(s):
+            pred, post[:, j] = p.calibration.decide(s[:, j])
+            has[:, j] = pred == 0  # the first answer: the note has the label
+    return has, post
+
+
+def _label_set_results(t: SavedLabelSet, n: TaskNotes, s: np.ndarray, most_uncertain: int | None):
+    """(keyed rows, most uncertain rows, summary entry) of a multi-label task: ``label`` the note's
+    label set, ``scores`` per label; a note's margin is its least certain label's."""
+    has, post = label_set_decisions(t, s)
+    sets = [[y for y, on in zip(t.label_set, row) if on] for row in has]
+    keyed = [((row, t.index), {"id": i, "task": t.c.task, "label": labels,
+                               "scores": {y: _finite(v[j]) for j, y in enumerate(t.label_set)}})
+             for row, i, labels, v in zip(n.rows, n.ids, sets, s)]
+    entry: dict = {"labels": t.labels, "counts": {y: int(has[:, j].sum()) for j, y in enumerate(t.label_set)},
+                   "multi_label": True}
+    uncertain = []
+    if most_uncertain:
+        per_label = np.stack([margins(post[:, j]) for j in range(len(t.parts))], axis=1) if len(s) else np.zeros((0, 1))
+        m, weakest = per_label.min(axis=1), per_label.argmin(axis=1)
+        order = np.argsort(m, kind="stable")[:most_uncertain]
+        uncertain = [{"task": t.c.task, "rank": r + 1, "id": n.ids[j], "label": sets[j], "margin": float(m[j]),
+                      "uncertain_label": t.label_set[weakest[j]],
+                      "posteriors": {y: _finite(post[j, k]) for k, y in enumerate(t.label_set)}}
+                     for r, j in enumerate(order)]
+        entry["most_uncertain"] = [n.ids[j] for j in order]
+    return keyed, uncertain, entry
 
 
 def predict(cfg, notes: str, out: str | Path, most_uncertain: int | None = None,
             uncertain_out: str | Path | None = None, progress: bool = True) -> dict:
     """Label every note of ``notes`` for every task of the run of ``cfg`` (a validated recipe);
     write the rows to ``out`` (and the most uncertain notes, when asked). Returns a summary:
-    ``out``, ``rows``, ``uncertain_out`` and, per task, ``labels``, ``counts`` and ``most_uncertain`` (ids)."""
+    ``out``, ``rows``, ``uncertain_out`` and, per task, ``labels``, ``counts`` (per label: the
+    notes labelled with it) and ``most_uncertain`` (ids); ``multi_label`` for a multi-label task."""
     out = output_path(out)
     if most_uncertain is not None and most_uncertain < 1:
         raise InputError(f"--most-uncertain must be at least 1, got {most_uncertain}.")
@@ -352,22 +516,15 @@ def predict(cfg, notes: str, out: str | Path, most_uncertain: int | None = None,
     scores = score_notes(cfg, config, tasks, task_notes, progress)
     keyed, uncertain, summary = [], [], {}
     for t, n, s in zip(tasks, task_notes, scores):
-        pred, post = t.calibration.decide(s) if len(s) else (np.zeros(0, dtype=int), np.zeros((0, len(t.labels))))
-        labels = [t.labels[i] for i in pred]
-        keyed += [((row, t.index), {"id": i, "task": t.c.task, "label": y, "scores": _finite(v)})
-                  for row, i, y, v in zip(n.rows, n.ids, labels, s)]
-        entry = {"labels": t.labels, "counts": {o: labels.count(o) for o in t.labels}}
-        if most_uncertain:
-            m = margins(post) if len(post) else np.zeros(0)
-            order = np.argsort(m, kind="stable")[:most_uncertain]
-            uncertain += [{"task": t.c.task, "rank": r + 1, "id": n.ids[j], "label": labels[j],
-                           "margin": float(m[j]), "posteriors": _finite(post[j])} for r, j in enumerate(order)]
-            entry["most_uncertain"] = [n.ids[j] for j in order]
-        summary[t.c.task] = entry
+        results = _label_set_results if isinstance(t, SavedLabelSet) else _task_results
+        rows, most, summary[t.c.task] = results(t, n, s, most_uncertain)
+        keyed += rows
+        uncertain += most
     rows = [row for _, row in sorted(keyed, key=lambda kv: kv[0])]
-    write_rows(out, rows)
+    separators = {t.c.task: t.c.label_separator for t in tasks if isinstance(t, SavedLabelSet)}
+    write_rows(out, rows, separators)
     if uncertain_path is not None:
-        write_rows(uncertain_path, uncertain)
+        write_rows(uncertain_path, uncertain, separators)
     return {"out": str(out), "rows": len(rows), "uncertain_out": str(uncertain_path) if uncertain_path else None,
             "tasks": summary}
 
@@ -383,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the predictions file: .jsonl or .csv")
     parser.add_argument("--most-uncertain", type=int, metavar="N",
                         help="also list, per task, the N notes with the smallest margin between the two highest "
-                             "calibrated posteriors (the first to label by hand)")
+                             "calibrated posteriors (a multi-label task: of their least certain label), the first "
+                             "to label by hand")
     parser.add_argument("--uncertain-out", metavar="FILE",
                         help="where --most-uncertain writes (default: OUT's name with -most-uncertain)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

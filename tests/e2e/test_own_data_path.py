@@ -1,11 +1,12 @@
 """The path of docs/own_data.md, walked as a user walks it, on the embedded model.
 
 A folder outside the checkout holds a CSV pool with an id column, one labelled CSV (split by
-``classification.test_fraction``) and a recipe made from ``examples/own_data.yml`` (tiny settings);
-``axolotl preprocess``, ``axolotl train`` and ``python -m axolotl_decselfmask.predict`` run in it
-as subprocesses. The predictions carry the notes' ids and one score per option, are the
-evaluation's own numbers and decisions on the test notes, and ``stage2/`` loads alone with
-stage 1 included.
+``classification.test_fraction``) with a single-label column and an mtsamples-shaped multi-label
+column (specialties joined by ``;``, made up for real abstracts), two tasks on it, and a recipe
+made from ``examples/own_data.yml`` (tiny settings); ``axolotl preprocess``, ``axolotl train`` and
+``python -m axolotl_decselfmask.predict`` run in it as subprocesses. The predictions carry the
+notes' ids and one score per option (per label for the multi-label task), are the evaluation's own
+numbers and decisions on the test notes, and ``stage2/`` loads alone with stage 1 included.
 """
 
 import csv
@@ -23,6 +24,15 @@ from helpers import data_rows
 
 BIN = Path(sys.executable).parent
 OPTIONS = ["neoplasm", "other"]
+SPECIALTIES = ["Hematology - Oncology", "Cardiovascular / Pulmonary", "Neurology", "Consult - History and Phy."]
+BY_CLASS = {"neoplasms": SPECIALTIES[0], "cardiovascular diseases": SPECIALTIES[1],
+            "nervous system diseases": SPECIALTIES[2]}
+
+
+def _specialties(row) -> str:
+    """Made-up mtsamples-like specialties: the abstract's class, and a consult where patients are mentioned."""
+    found = [BY_CLASS[row["label"]]] + ([SPECIALTIES[3]] if "patients" in row["text"].lower() else [])
+    return "; ".join(found)
 
 
 def _run(args, cwd):
@@ -55,6 +65,10 @@ def _recipe(smollm_path) -> dict:
         task="neoplasm", train_file="data/labelled.csv", test_file=None, test_fraction=0.5, text_column="note",
         label_column="finding", id_column="note_id", labels=OPTIONS, question="Is the text above about a neoplasm?",
         max_steps=1, batch_size=4, lora_r=4, lora_alpha=8)
+    # the same labelled file, its multi-label column (multi_label: auto finds the `;`): one yes/no question per label
+    block["tasks"] = [{"task": "neoplasm"},
+                      {"task": "specialty", "label_column": "specialties", "labels": SPECIALTIES,
+                       "label_question": "Is the note above about {label}?"}]
     return recipe
 
 
@@ -64,10 +78,11 @@ def user_run(tmp_path_factory, smollm_path):
     (folder / "data").mkdir()
     pool = [dict(r, note_id=f"pool-{r['id']}", note=r["text"]) for r in data_rows("abstracts_unlabelled.jsonl", n=4)]
     _write_csv(folder / "data" / "notes.csv", pool, ["note_id", "note"])
-    labelled = [dict(r, note_id=f"lab-{r['id']}", note=r["text"],
+    labelled = [dict(r, note_id=f"lab-{r['id']}", note=r["text"], specialties=_specialties(r),
                      finding="neoplasm" if r["label"] == "neoplasms" else "other")
                 for r in data_rows("abstracts_train.jsonl", per_class=2)[:6]]
-    _write_csv(folder / "data" / "labelled.csv", labelled, ["note_id", "note", "finding"])
+    assert any(";" in r["specialties"] for r in labelled) and {r["label"] for r in labelled} <= set(BY_CLASS)
+    _write_csv(folder / "data" / "labelled.csv", labelled, ["note_id", "note", "finding", "specialties"])
     (folder / "my_recipe.yml").write_text(yaml.safe_dump(_recipe(smollm_path), sort_keys=False))
     _run([str(BIN / "axolotl"), "preprocess", "my_recipe.yml"], folder)
     _run([str(BIN / "axolotl"), "train", "my_recipe.yml"], folder)
@@ -84,15 +99,30 @@ def test_predict_labels_every_note_with_its_id_and_one_score_per_option(user_run
     folder, pool, _, log = user_run
     with open(folder / "labels.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["id"] for r in rows] == [p["note_id"] for p in pool]  # every note, in order, by its id
-    assert {r["task"] for r in rows} == {"neoplasm"} and all(r["label"] in OPTIONS for r in rows)
-    scores = [json.loads(r["scores"]) for r in rows]
+    # every note, in order, by its id, once per task
+    assert [(r["id"], r["task"]) for r in rows] == [(p["note_id"], t) for p in pool for t in ("neoplasm", "specialty")]
+    single = [r for r in rows if r["task"] == "neoplasm"]
+    assert all(r["label"] in OPTIONS for r in single)
+    scores = [json.loads(r["scores"]) for r in single]
     assert all(len(s) == len(OPTIONS) and all(v < 0 for v in s) for s in scores)  # summed log-probabilities
+    for r in (r for r in rows if r["task"] == "specialty"):  # a label set, joined as the labelled file joins it
+        assert set(filter(None, r["label"].split(";"))) <= set(SPECIALTIES)
+        per_label = json.loads(r["scores"])  # per label, one score per answer (yes, no)
+        assert list(per_label) == SPECIALTIES and all(len(s) == 2 and all(v < 0 for v in s) for s in per_label.values())
     with open(folder / "labels-most-uncertain.csv", encoding="utf-8") as handle:
         most = list(csv.DictReader(handle))
-    assert [m["rank"] for m in most] == ["1", "2"] and {m["id"] for m in most} <= {p["note_id"] for p in pool}
-    margins = [float(m["margin"]) for m in most]
-    assert margins == sorted(margins) and all(0.0 <= m <= 1.0 for m in margins)
+    assert [(m["task"], m["rank"]) for m in most] == [("neoplasm", "1"), ("neoplasm", "2"), ("specialty", "1"),
+                                                      ("specialty", "2")]
+    assert {m["id"] for m in most} <= {p["note_id"] for p in pool}
+    for task in ("neoplasm", "specialty"):
+        margins = [float(m["margin"]) for m in most if m["task"] == task]
+        assert margins == sorted(margins) and all(0.0 <= m <= 1.0 for m in margins)
+    for m in (m for m in most if m["task"] == "specialty"):  # the note's least certain label, and its margin
+        posteriors = json.loads(m["posteriors"])
+        assert m["uncertain_label"] in SPECIALTIES and list(posteriors) == SPECIALTIES
+        assert float(m["margin"]) == pytest.approx(min(abs(a - b) for a, b in posteriors.values()), abs=1e-9)
+        assert float(m["margin"]) == pytest.approx(abs(posteriors[m["uncertain_label"]][0]
+                                                       - posteriors[m["uncertain_label"]][1]), abs=1e-9)
     assert "most uncertain notes (ids)" in log
 
 
@@ -106,13 +136,38 @@ def test_the_split_is_saved_and_predict_repeats_the_evaluation(user_run):
     assert metrics["n_test"] == len(split["test_rows"]) and metrics["n_train"] == len(split["train_rows"])
     evaluated = {p["id"]: p for p in map(json.loads, (out / "predictions-neoplasm.jsonl").read_text().splitlines())}
     assert set(evaluated) == {labelled[r]["note_id"] for r in split["test_rows"]}
-    predicted = {p["id"]: p for p in map(json.loads, (folder / "labelled.jsonl").read_text().splitlines())}
+    predicted = {p["id"]: p for p in map(json.loads, (folder / "labelled.jsonl").read_text().splitlines())
+                 if p["task"] == "neoplasm"}
     for note_id, p in evaluated.items():  # the same scores and the same decision, without the labelled file
         assert predicted[note_id]["label"] == p["pred"]
         assert predicted[note_id]["scores"] == pytest.approx(p["scores"], abs=1e-3)
     saved = json.loads((out / "stage2" / "calibration-neoplasm.json").read_text())
     assert saved["calibration"]["mode"] == metrics["calibration"]["mode"] == "balanced"
     assert saved["labels"] == OPTIONS and saved["classifier"] == "lora"
+
+
+def test_predict_repeats_the_multi_label_evaluation(user_run):
+    """The multi-label task: one labelled file split by its label sets, evaluated per label; predict
+    gives the test notes the evaluation's label sets and per-label scores, without the labelled column."""
+    folder, _, labelled, _ = user_run
+    out = folder / "outputs" / "own_data"
+    split = json.loads((out / "split-specialty.json").read_text())
+    assert sorted(split["train_rows"] + split["test_rows"]) == list(range(len(labelled)))
+    metrics = json.loads((out / "metrics.json").read_text())["tasks"]["specialty"]
+    assert metrics["multi_label"] and metrics["labels"] == SPECIALTIES and list(metrics["per_label"]) == SPECIALTIES
+    assert metrics["n_test"] == len(split["test_rows"]) and 0.0 <= metrics["micro_f1"] <= 1.0
+    record = json.loads((out / "stage2" / "multilabel-specialty.json").read_text())
+    assert all(Path(folder, record["calibrations"][y]).is_file() for y in SPECIALTIES)  # as the recipe names output_dir
+    evaluated = {p["id"]: p for p in map(json.loads, (out / "predictions-specialty.jsonl").read_text().splitlines())}
+    assert set(evaluated) == {labelled[r]["note_id"] for r in split["test_rows"]}
+    predicted = {p["id"]: p for p in map(json.loads, (folder / "labelled.jsonl").read_text().splitlines())
+                 if p["task"] == "specialty"}
+    assert set(predicted) == {r["note_id"] for r in labelled} and all(isinstance(p["label"], list)
+                                                                      for p in predicted.values())
+    for note_id, p in evaluated.items():
+        assert predicted[note_id]["label"] == p["pred"]
+        for label in SPECIALTIES:
+            assert predicted[note_id]["scores"][label] == pytest.approx(p["scores"][label], abs=1e-3)
 
 
 def test_stage2_loads_alone_with_stage1_included(user_run, smollm_path):
