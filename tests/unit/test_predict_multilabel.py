@@ -149,3 +149,25 @@ def test_a_label_set_is_a_list_in_json_lines_and_joined_in_csv(tmp_path):
     with open(tmp_path / "u.csv", encoding="utf-8") as handle:
         read = list(csv.DictReader(handle))
     assert read[0]["uncertain_label"] == "" and read[1]["uncertain_label"] == "Surgery"
+
+
+def test_the_docs_predict_rows_are_what_predict_writes(tmp_path):
+    """docs/own_data.md, "Several labels per note": its predict rows (CSV and JSON Lines) are one
+    row written both ways with the section's recipe (its labels and separator)."""
+    import yaml
+    from conftest import ROOT
+
+    section = (ROOT / "docs" / "own_data.md").read_text().split("## Several labels per note", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```")[1::2]
+    block = yaml.safe_load(next(b for b in blocks if b.startswith("yaml\n")).split("\n", 1)[1])["decselfmask"]
+    (c,) = DecSelfMaskConfig(**block).task_configs()
+    row = json.loads(next(b for b in blocks if b.startswith("json\n") and '"task"' in b).split("\n", 1)[1])
+    assert row["task"] == c.task and set(row["label"]) <= set(c.labels) and list(row["scores"]) == c.labels
+    assert all(len(v) == 2 for v in row["scores"].values())
+    shown = next(b for b in blocks if b.startswith("\nid,task,label,scores\n")).lstrip("\n")
+    write_rows(tmp_path / "p.csv", [row], {c.task: c.label_separator})
+    with open(tmp_path / "p.csv", encoding="utf-8") as handle:
+        written = list(csv.DictReader(handle))
+    shown_rows = list(csv.DictReader(shown.splitlines()))
+    assert [(r["id"], r["task"], r["label"]) for r in shown_rows] == [(r["id"], r["task"], r["label"]) for r in written]
+    assert json.loads(shown_rows[0]["scores"]) == json.loads(written[0]["scores"])
