@@ -11,6 +11,9 @@ from axolotl_decselfmask.tools.experiments.report import write_results
 from axolotl_decselfmask.tools.experiments.results import collect
 from axolotl_decselfmask.tools.experiments.runner import plan, run_grid
 
+DATA_DIR_HELP = ("folder holding the grid's corpus files, each looked up by its file name (default: the paths the "
+                 "grid names, from the current folder, else from the grid file's folder)")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m axolotl_decselfmask.experiments")
@@ -20,9 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     p_run.add_argument("--out", required=True)
     p_run.add_argument("--methods", help="comma-separated subset of the grid's methods")
     p_run.add_argument("--dry-run", action="store_true", help="write data and recipes, run nothing")
+    p_run.add_argument("--data-dir", help=DATA_DIR_HELP)
     p_rep = sub.add_parser("report", help="rebuild results.csv, results.md and plots from finished runs")
     p_rep.add_argument("grid")
     p_rep.add_argument("--out", required=True)
+    p_rep.add_argument("--data-dir", help=DATA_DIR_HELP)
     return parser
 
 
@@ -32,9 +37,9 @@ def _intkeys(corpus: dict) -> dict:
     return corpus
 
 
-def report(grid_path: str, out: str) -> None:
+def report(grid_path: str, out: str, data_dir: str | None = None) -> None:
     """results.csv, results.md and plots again from the finished runs of a grid."""
-    grid = load_grid(grid_path)
+    grid = load_grid(grid_path, data_dir)
     out_dir = Path(out)
     data = read_json(out_dir / "data" / "splits.json")
     if not data:
@@ -47,6 +52,7 @@ def report(grid_path: str, out: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "run":
-        run_grid(args.grid, args.out, args.methods.split(",") if args.methods else None, args.dry_run)
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+        run_grid(args.grid, args.out, methods, args.dry_run, args.data_dir)
     else:
-        report(args.grid, args.out)
+        report(args.grid, args.out, args.data_dir)

@@ -30,11 +30,15 @@ def _read_corpus(c: CorpusSpec, max_chars: int | None) -> list[dict]:
 
 
 def _label(row: dict, t: TaskSpec) -> str | None:
+    """The row's label for task ``t``, or None for an empty cell (a missing value, or only
+    whitespace): such a row is no labelled or test example of the task (it may be in the pool)."""
     value = row.get(t.label_column)
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     value = str(int(value)) if isinstance(value, (bool, np.bool_, int, np.integer)) or (
-        isinstance(value, float) and value.is_integer()) else str(value)
+        isinstance(value, float) and value.is_integer()) else str(value).strip()
+    if not value:
+        return None
     if t.positive is None:
         return value
     return "yes" if value == str(t.positive) else "no"

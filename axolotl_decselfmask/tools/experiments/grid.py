@@ -89,7 +89,9 @@ class Grid(_Strict):
         return self
 
 
-def load_grid(path: str | Path) -> Grid:
+def load_grid(path: str | Path, data_dir: str | Path | None = None) -> Grid:
+    """The grid at ``path``, its paths resolved (:func:`_resolve`). ``data_dir`` (``--data-dir``):
+    every corpus file is looked up there by its file name, whatever folder the grid names."""
     import yaml
 
     path = Path(path)
@@ -102,10 +104,19 @@ def load_grid(path: str | Path) -> Grid:
         raise SystemExit(f"{path}: invalid grid:\n{err}") from None
     base = path.parent
     grid.model = _resolve(grid.model, base)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise SystemExit(f"--data-dir {data_dir}: no such folder")
     for c in grid.corpora:
+        if data_dir is not None:
+            c.file = str((Path(data_dir) / Path(c.file).name).resolve())
+            if not Path(c.file).exists():
+                raise SystemExit(f"{path}: corpora[{c.name}].file: {Path(c.file).name} is not in --data-dir "
+                                 f"{data_dir}; docs/experiments.md (Corpora) says where each public corpus comes from")
+            continue
         c.file = _resolve(c.file, base)
         if not Path(c.file).exists():
-            raise SystemExit(f"{path}: corpora[{c.name}].file {c.file} does not exist")
+            raise SystemExit(f"{path}: corpora[{c.name}].file {c.file} does not exist (or give the folder that holds "
+                             "it with --data-dir)")
     return grid
 
 

@@ -50,7 +50,7 @@ def _rows_of(grid: Grid, run: dict, record: dict) -> list[dict]:
         task, _, seed = task_seed.rpartition("@seed")
         seeds = grid.seeds if run["method"] == "zero_shot" else [int(seed)]
         rows += [{
-            "corpus": run["corpus"], "method": run["method"], "seed": seed, **values,
+            "corpus": run["corpus"], "method": run["method"], "seed": str(seed), **values,
             "stage1_tokens": record.get("stage1_tokens") or "",
             "run_seconds": record["seconds"],
         } for seed in seeds for values in rows_of_entry(task, m)]
@@ -73,6 +73,50 @@ def write_csv(out: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", buf.getvalue())
+
+
+NUMBERS = {"macro_f1": float, "accuracy": float, "probe_macro_f1": float, "n_train": int, "n_pseudo": int,
+           "n_test": int, "n_labels": int, "stage1_tokens": int, "run_seconds": float}
+
+
+def _typed(row: dict) -> dict:
+    """A row read back from ``results.csv`` with the types :func:`collect` gives (empty cells stay "")."""
+    out = {k: row.get(k, "") for k in COLUMNS}
+    for key, kind in NUMBERS.items():
+        if out[key] not in ("", None):
+            out[key] = kind(float(out[key])) if kind is int else kind(out[key])
+    out["seed"] = str(out["seed"])
+    return out
+
+
+def read_csv(out: Path) -> list[dict]:
+    """The rows of ``out/results.csv`` as :func:`collect` gives them, or [] when there is none."""
+    path = Path(out) / "results.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [_typed(r) for r in csv.DictReader(f)]
+
+
+def row_key(row: dict) -> tuple:
+    return row["corpus"], row["task"], row["method"], str(row["seed"])
+
+
+def merge_rows(kept: list[dict], fresh: list[dict], rerun: set[str]) -> list[dict]:
+    """The rows of a ``--methods`` run: every ``fresh`` row (collected from the finished runs of all
+    methods), and each ``kept`` row (``results.csv`` as it was) of a method outside ``rerun`` that no
+    fresh row replaces, so a subset run never drops or changes another method's results. Sorted by
+    corpus, method (as in METHODS), task and seed."""
+    have = {row_key(r) for r in fresh}
+    rows = list(fresh) + [r for r in kept if r["method"] not in rerun and row_key(r) not in have]
+    order = {m: i for i, m in enumerate(METHODS)}
+
+    def sort_key(r: dict) -> tuple:
+        seed = str(r["seed"])
+        return r["corpus"], order.get(r["method"], len(order)), r["method"], r["task"], \
+            (0, int(seed)) if seed.lstrip("-").isdigit() else (1, seed)
+
+    return sorted(rows, key=sort_key)
 
 
 def _mean_std(values) -> tuple[float, float]:

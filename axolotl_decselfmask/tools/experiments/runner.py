@@ -24,6 +24,8 @@ from axolotl_decselfmask.tools.experiments.results import (
     DONE_FILE,
     collect,
     done_record,
+    merge_rows,
+    read_csv,
 )
 
 
@@ -83,8 +85,8 @@ def _write_recipes(todo: list[dict]) -> None:
         print(f"  would run: axolotl train {r['dir'] / 'recipe.yml'}")
 
 
-def _execute_all(grid: Grid, runs: list[dict], todo: list[dict], out_dir: Path, start: float) -> list[str]:
-    """Run ``todo`` in order, the results rewritten after each; returns the failures."""
+def _execute_all(grid: Grid, rows_now, todo: list[dict], out_dir: Path, start: float) -> list[str]:
+    """Run ``todo`` in order, the results (``rows_now()``) rewritten after each; returns the failures."""
     from tqdm.auto import tqdm
 
     failed = []
@@ -98,28 +100,47 @@ def _execute_all(grid: Grid, runs: list[dict], todo: list[dict], out_dir: Path, 
         except RuntimeError as err:
             failed.append(str(err))
             tqdm.write(str(err))
-        write_results(out_dir, collect(grid, runs), grid, time.time() - start)
+        write_results(out_dir, rows_now(), grid, time.time() - start)
     return failed
 
 
-def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run: bool = False) -> list[dict]:
-    grid = load_grid(grid_path)
+def _subset(grid: Grid, methods: list[str] | None) -> list[str] | None:
+    unknown = [m for m in methods or () if m not in grid.methods]
+    if unknown:
+        raise SystemExit(f"--methods: {unknown} not among the grid's methods {list(grid.methods)}")
+    return methods or None
+
+
+def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run: bool = False,
+             data_dir: str | None = None) -> list[dict]:
+    """Run the grid's unfinished runs (of ``methods`` only, if given) and write the results.
+
+    ``results.csv``, ``results.md`` and the plots hold every method's rows: those of finished runs,
+    and with ``methods`` the rows ``results.csv`` already had for the other methods (kept as they
+    were when their runs are gone, :func:`.results.merge_rows`)."""
+    grid = load_grid(grid_path, data_dir)
+    methods = _subset(grid, methods)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    kept = read_csv(out_dir) if methods else []  # read before anything is rewritten
     data = build_data(grid, out_dir)
     atomic_write_json(out_dir / "data" / "splits.json", data)
-    runs = plan(grid, out_dir, data)
-    if methods:
-        runs = [r for r in runs if r["method"] in methods]
+    all_runs = plan(grid, out_dir, data)
+    runs = [r for r in all_runs if r["method"] in methods] if methods else all_runs
+
+    def rows_now() -> list[dict]:
+        fresh = collect(grid, all_runs)
+        return merge_rows(kept, fresh, set(methods)) if methods else fresh
+
     todo = [r for r in runs if not done_record(r)]
     print(f"experiments: {len(runs)} runs ({len(runs) - len(todo)} already done), "
           f"{sum(len(c.tasks) for c in grid.corpora)} tasks, seeds {grid.seeds}, into {out_dir}")
     if dry_run:
         _write_recipes(todo)
         return []
-    failed = _execute_all(grid, runs, todo, out_dir, start)
-    rows = collect(grid, runs)
+    failed = _execute_all(grid, rows_now, todo, out_dir, start)
+    rows = rows_now()
     write_results(out_dir, rows, grid, time.time() - start)
     print(f"experiments: {len(rows)} result rows in {out_dir / 'results.csv'}, summary in {out_dir / 'results.md'}")
     if failed:

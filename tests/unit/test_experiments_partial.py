@@ -1,0 +1,159 @@
+"""The experiment runner's corpus look-up (``--data-dir``), a ``--methods`` subset that keeps the
+other methods' rows of results.csv, and empty label cells (no labelled or test example)."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import data_rows
+
+from axolotl_decselfmask.io.files import atomic_write_json, fingerprint
+from axolotl_decselfmask.tools.experiments.cli import main
+from axolotl_decselfmask.tools.experiments.data import build_data
+from axolotl_decselfmask.tools.experiments.grid import load_grid
+from axolotl_decselfmask.tools.experiments.results import DONE_FILE, read_csv
+from axolotl_decselfmask.tools.experiments.runner import plan, run_grid
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _corpus(path: Path, blank_every: int = 0) -> Path:
+    """Real abstracts with their 5-class label; every ``blank_every``-th label cell left empty."""
+    rows = data_rows("abstracts_test.jsonl") + data_rows("abstracts_train.jsonl")
+    return _write_csv(path, [{"text": r["text"], "label": "" if blank_every and i % blank_every == 0 else r["label"]}
+                             for i, r in enumerate(rows)])
+
+
+def _grid(folder: Path, corpus_file: str, **over) -> Path:
+    grid = {"model": "models/smollm2-135m-instruct", "methods": ["sft", "decselfmask"], "seeds": [0, 1],
+            "labelled_per_task": 10, "test_per_task": 20, "pool_size": 30,
+            "corpora": [{"name": "abstracts", "file": corpus_file, "tasks": [
+                {"name": "category", "label_column": "label", "question": "Which category?"},
+                {"name": "neoplasms", "label_column": "label", "positive": "neoplasms",
+                 "question": "Is the abstract above about neoplasms?"}]}]}
+    grid.update(over)
+    path = folder / "grid.yml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+# ------------------------------------------------------------------------------------ --data-dir
+
+def test_data_dir_is_where_the_corpus_files_are_looked_up(tmp_path):
+    data_dir = tmp_path / "corpora"
+    data_dir.mkdir()
+    _corpus(data_dir / "abstracts.csv")
+    grid_dir = tmp_path / "grids"
+    grid_dir.mkdir()
+    grid_path = _grid(grid_dir, "../shared/data/abstracts.csv")  # as a grid in this repository names it
+    with pytest.raises(SystemExit, match="--data-dir"):  # not there: the error says how to point at it
+        load_grid(grid_path)
+    grid = load_grid(grid_path, data_dir)
+    assert grid.corpora[0].file == str((data_dir / "abstracts.csv").resolve())
+    with pytest.raises(SystemExit, match=r"abstracts\.csv is not in --data-dir"):
+        load_grid(grid_path, tmp_path)
+    with pytest.raises(SystemExit, match="no such folder"):
+        load_grid(grid_path, tmp_path / "nowhere")
+    # the command line: a dry run builds the data from the corpus in --data-dir
+    out = tmp_path / "out"
+    main(["run", str(grid_path), "--out", str(out), "--data-dir", str(data_dir), "--dry-run"])
+    test = [json.loads(line) for line in open(out / "data" / "abstracts" / "test-category.jsonl")]
+    assert len(test) == 20 and all(r["text"] for r in test)
+    assert (out / "runs" / "abstracts" / "decselfmask" / "recipe.yml").is_file()
+
+
+def test_without_data_dir_paths_are_from_the_current_folder_else_the_grid_folder(tmp_path, monkeypatch):
+    _corpus(tmp_path / "abstracts.csv")
+    (tmp_path / "grids").mkdir()
+    grid_path = _grid(tmp_path / "grids", "../abstracts.csv")  # from the grid file's folder
+    monkeypatch.chdir(tmp_path / "grids")
+    assert load_grid(grid_path).corpora[0].file == str((tmp_path / "abstracts.csv").resolve())
+    monkeypatch.chdir(tmp_path)
+    here = _grid(tmp_path / "grids", "abstracts.csv")  # from the current folder
+    assert load_grid(here).corpora[0].file == str((tmp_path / "abstracts.csv").resolve())
+
+
+# ------------------------------------------------------------------------------------ --methods
+
+def _finish(run: dict, f1: float) -> None:
+    """A finished run as ``execute`` leaves it: done.json with the recipe's fingerprint and metrics."""
+    tasks = {}
+    for t in run["recipe"]["decselfmask"]["tasks"]:
+        tasks[t["task"]] = {"macro_f1": f1, "accuracy": 0.5, "n_test": 20, "n_train": 10, "labels": t["labels"]}
+    run["dir"].mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run["dir"] / DONE_FILE, {"recipe_key": fingerprint(run["recipe"]), "seconds": 1.0,
+                                               "stage1_tokens": None, "metrics": {"tasks": tasks}})
+
+
+def test_a_methods_subset_never_drops_or_changes_the_other_methods_rows(tmp_path):
+    corpus = _corpus(tmp_path / "abstracts.csv")
+    grid_path = _grid(tmp_path, str(corpus))
+    out = tmp_path / "out"
+    grid = load_grid(grid_path)
+    runs = plan(grid, out, build_data(grid, out))
+    for r in runs:
+        _finish(r, {"sft": 0.25, "decselfmask": 0.5}[r["method"]])
+    run_grid(str(grid_path), str(out))  # everything finished: nothing runs, results written
+    before = read_csv(out)
+    assert {r["method"] for r in before} == {"sft", "decselfmask"} and len(before) == 2 * 2 * 2
+
+    # decselfmask again with a new result; sft's run folders deleted (say, for disk space)
+    for r in runs:
+        if r["method"] == "decselfmask":
+            _finish(r, 0.75)
+        else:
+            (r["dir"] / DONE_FILE).unlink()
+    rows = run_grid(str(grid_path), str(out), methods=["decselfmask"])
+    after = read_csv(out)
+    assert after == rows
+    sft = [r for r in after if r["method"] == "sft"]
+    assert sft == [r for r in before if r["method"] == "sft"]  # kept exactly
+    assert {r["macro_f1"] for r in after if r["method"] == "decselfmask"} == {0.75}  # the subset's rows are new
+    assert len(after) == len(before)
+    md = (out / "results.md").read_text()
+    assert "| sft | 0.2500" in md and "| decselfmask | 0.7500" in md and "+0.5000" in md  # from all rows
+    assert (out / "tasks_decselfmask_vs_sft.png").is_file()
+    with pytest.raises(SystemExit, match="not among the grid's methods"):
+        run_grid(str(grid_path), str(out), methods=["decselfmsk"])
+
+
+def test_results_csv_read_back_equals_the_collected_rows(tmp_path):
+    from axolotl_decselfmask.tools.experiments.results import collect, write_csv
+
+    corpus = _corpus(tmp_path / "abstracts.csv")
+    grid = load_grid(_grid(tmp_path, str(corpus), methods=["zero_shot", "sft"]))
+    runs = plan(grid, tmp_path / "out", build_data(grid, tmp_path / "out"))
+    for r in runs:
+        _finish(r, 0.4)
+    rows = collect(grid, runs)
+    write_csv(tmp_path, rows)
+    assert read_csv(tmp_path) == rows and read_csv(tmp_path / "none") == []
+
+
+# ------------------------------------------------------------------------------------ empty label cells
+
+def test_an_empty_label_cell_is_no_labelled_or_test_example(tmp_path):
+    corpus = _corpus(tmp_path / "abstracts.csv", blank_every=3)
+    with open(corpus, newline="") as f:
+        blank_rows = {i for i, r in enumerate(csv.DictReader(f)) if r["label"] == ""}
+    assert blank_rows
+    grid = load_grid(_grid(tmp_path, str(corpus), seeds=[0, 1, 2], test_per_task=40, pool_size=400))
+    data = build_data(grid, tmp_path / "out")["abstracts"]
+    read = lambda p: [json.loads(line) for line in open(p)]  # noqa: E731
+    category = data["tasks"]["category"]
+    assert "" not in category["labels"] and len(category["labels"]) == 5
+    for task in data["tasks"].values():
+        for path in [task["test"], *task["train"].values()]:
+            rows = read(path)
+            assert rows and not {r["row"] for r in rows} & blank_rows
+            assert all(r["label"] for r in rows)
+    assert {r["label"] for r in read(data["tasks"]["neoplasms"]["test"])} == {"yes", "no"}
+    assert {r["row"] for r in read(data["pool"])} & blank_rows  # unlabelled notes are pool notes
