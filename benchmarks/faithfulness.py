@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import re
 import sys
 import time
@@ -70,10 +71,12 @@ METHODS = {
     "grad_x_input": ("grad_x_input", "sum_logprob", "question"),
     "grad_x_input:max_logit": ("grad_x_input", "max_logit", "question"),
     "attnlrp:max_logit:completion": ("attnlrp", "max_logit", "completion"),
+    "attnlrp": ("attnlrp", "sum_logprob", "question"),  # the default's target and prompt: the method alone differs
     "integrated_gradients": ("integrated_gradients", "sum_logprob", "question"),
     "attention": ("attention", "sum_logprob", "question"),
 }
 DEFAULT = "grad_x_input"
+LABELS_SEEN: list[str] = []  # the options of (b), set when the data is read
 LIMITED = {"integrated_gradients"}  # run on --ig-notes notes only
 
 # A small English stop-word list (articles, pronouns, auxiliaries, prepositions, conjunctions, the
@@ -412,6 +415,11 @@ def report(results: dict, notes: list[dict], args, seconds: dict) -> str:
            f"{torch.get_num_threads()} threads; model {Path(args.model).name} float32; notes: "
            f"{len(notes)} labelled test abstracts (classes in turn), cut to {args.max_tokens} tokens; "
            f"integrated gradients on the first {args.ig_notes}.", ""]
+    base_b = np.mean([r["base"]["b"] for r in results[DEFAULT]])
+    out += ["Unmasked notes: the gold option's normalised log-probability (b) is "
+            f"{base_b:.2f} on average (chance: log(1/{len(LABELS_SEEN)}) = {math.log(1 / len(LABELS_SEEN)):.2f}); "
+            "the item's own score (a): " + ", ".join(f"{name} {np.mean([r['base']['a'] for r in rows]):.2f}"
+                                                    for name, rows in results.items()) + ".", ""]
     titles = {"a": "(a) drop of the item's own score (the method's target; item = the gold label)",
               "b": "(b) drop of the zero-shot score of the gold label (log-probability normalised over the 5 options)"}
     verdicts = {}
@@ -460,6 +468,7 @@ def load_env(args) -> Env:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = load_relevance_model(str(args.model), "float32", "cpu")
     labels = sorted({json.loads(line)["label"] for line in DATA.read_text().splitlines()})
+    LABELS_SEEN[:] = labels
     c = ClassificationConfig()
     return Env(model, tokenizer, labels, c.question, c.system_prompt,
                {"question": DEFAULT_LEAD_IN, "completion": DEFAULT_COMPLETION_LEAD_IN}, args.batch)
