@@ -1,0 +1,80 @@
+"""The core-tier grids of the many-task comparison (examples/grids/comparison_core_*.yml, issue 14;
+a DRAFT plan, docs/results_plan_draft.md): valid for the runner's own grid loader, alike except for
+their corpus, one binary task per label column, and (where the shared corpora are present) the
+labelled samples and recipes the plan says, without running anything."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.tools.experiments.data import build_data
+from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
+from axolotl_decselfmask.tools.experiments.runner import plan
+
+ROOT = Path(__file__).resolve().parents[2]
+GRIDS = sorted((ROOT / "examples" / "grids").glob("comparison_core_*.yml"))
+SHARED = ROOT.parent / "shared" / "data"
+#: per grid: its corpus, the prefix of its label columns and how many there are
+EXPECTED = {"comparison_core_hallmarks.yml": ("hallmarks_of_cancer", "hm_", 10),
+            "comparison_core_mtsamples.yml": ("mtsamples", "sp_", 22)}
+
+
+def _grids() -> dict[str, Grid]:
+    return {p.name: Grid(**yaml.safe_load(p.read_text())) for p in GRIDS}  # unknown keys are errors
+
+
+def test_the_core_grids_are_valid_and_alike_but_for_their_corpus():
+    assert [p.name for p in GRIDS] == sorted(EXPECTED)
+    grids = _grids()
+    common = [g.model_dump(exclude={"corpora"}) for g in grids.values()]
+    assert all(c == common[0] for c in common)
+    g = grids["comparison_core_mtsamples.yml"]
+    assert g.seeds == [0, 1, 2] and not g.share_stage1_across_seeds  # stage 1 per seed
+    assert {"zero_shot", "sft", "random_masking", "decselfmask"} <= set(g.methods)
+    stage2 = g.decselfmask["classification"]
+    assert stage2["joint"] and stage2["prompt"] == "mask_fill" and stage2["calibration"] == "balanced"
+    assert sum(len(c.tasks) for grid in grids.values() for c in grid.corpora) >= 20
+
+
+def test_every_label_column_is_one_binary_task_with_its_label_as_item():
+    for name, grid in _grids().items():
+        corpus, prefix, n = EXPECTED[name]
+        (c,) = grid.corpora
+        assert c.name == corpus and len(c.tasks) == n
+        assert len({t.label_column for t in c.tasks}) == n
+        for t in c.tasks:
+            assert t.label_column.startswith(prefix) and t.positive == 1 and not t.multi_label
+            (item,) = t.items
+            assert item.lower() in t.question.lower()
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the shared corpora ({SHARED}) are not here")
+@pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)
+def test_a_core_grid_gives_balanced_labelled_samples_and_valid_recipes(path, tmp_path):
+    grid = load_grid(path)  # the runner's loader: paths resolved, the corpus file there
+    out = tmp_path / "out"
+    data = build_data(grid, out)
+    (corpus,) = grid.corpora
+    info = data[corpus.name]
+    read = lambda p: [json.loads(line) for line in open(p)]  # noqa: E731
+    pool = {r["row"] for r in read(info["pool"])}
+    assert len(pool) == grid.pool_size
+    for t in corpus.tasks:
+        d = info["tasks"][t.name]
+        assert d["labels"] == ["no", "yes"] and d["items"] == t.items
+        test_rows = {r["row"] for r in read(d["test"])}
+        assert len(test_rows) >= 150 and not test_rows & pool
+        for seed in grid.seeds:  # 8 notes with the label and 8 without, never a test note
+            labelled = read(d["train"][seed])
+            assert sorted(r["label"] for r in labelled) == ["no"] * 8 + ["yes"] * 8
+            assert not test_rows & {r["row"] for r in labelled}
+    runs = plan(grid, out, data)
+    assert len(runs) == 1 + (len(grid.methods) - 1) * len(grid.seeds)  # zero-shot once, the others per seed
+    for run in runs:  # every recipe's decselfmask block is valid, with the same stage 2
+        config = DecSelfMaskConfig(**run["recipe"]["decselfmask"])
+        assert config.classification.joint and config.classification.prompt == "mask_fill"
+        assert config.classification.batch_size == 8 and not config.classification.train_on_inputs
+        assert len(config.tasks) == len(corpus.tasks)
