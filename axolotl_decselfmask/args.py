@@ -362,6 +362,8 @@ class ClassificationConfig(_Strict):
         ),
     )
     max_test_examples: int | None = Field(default=None, ge=1, description="Evaluate on the first n test rows only.")
+    max_train_examples: int | None = Field(
+        default=None, ge=1, description="Train (and fit the decision) on the first n labelled rows only.")
     calibration: Literal["none", "balanced", "labelled", "pool", "pool_uncorrected"] = Field(
         default="balanced",
         description=(

@@ -78,7 +78,8 @@ def prepare_tasks(cfg, config: DecSelfMaskConfig, tokenizer) -> list[Task]:
     for n, (c, d) in enumerate(zip(configs, data)):
         prompt = task_prompt_for(config, n, tokenizer, d)
         max_length = c.max_length or cfg.sequence_len
-        train_texts, n_cut = truncate_for(tokenizer, c, d.labels, max_length, d.train.texts, prompt)
+        n_train = c.max_train_examples or len(d.train.texts)
+        train_texts, n_cut = truncate_for(tokenizer, c, d.labels, max_length, d.train.texts[:n_train], prompt)
         print(f"decselfmask stage 2 [{c.task}]: {len(train_texts)} labelled examples, {len(d.labels)} labels, "
               f"{n_cut} texts truncated to fit {max_length} tokens ({prompt.style} prompt)")
         test_texts = gold = None
@@ -86,7 +87,7 @@ def prepare_tasks(cfg, config: DecSelfMaskConfig, tokenizer) -> list[Task]:
             test_texts = d.test.texts[: c.max_test_examples] if c.max_test_examples else d.test.texts
             gold = d.test.labels[: len(test_texts)]
             test_texts, _ = truncate_for(tokenizer, c, d.labels, max_length, test_texts, prompt)
-        tasks.append(Task(c, d, prompt, max_length, train_texts, list(d.train.labels), test_texts, gold))
+        tasks.append(Task(c, d, prompt, max_length, train_texts, list(d.train.labels[:n_train]), test_texts, gold))
     if any(t.c.calibration in POOL_MODES for t in tasks):  # the decision is fitted with or without a test file
         notes = calibration_pool_texts(cfg, config, max(t.c.calibration_pool_texts for t in tasks))
         for t in tasks:

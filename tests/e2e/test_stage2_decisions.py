@@ -64,7 +64,8 @@ def test_head_classifies_and_is_saved(setting):
 
     tmp, recipe, _ = setting
     recipe = copy.deepcopy(recipe)
-    recipe["decselfmask"]["classification"].update(method="head", calibration="balanced", head={"epochs": 20})
+    recipe["decselfmask"]["classification"].update(method="head", calibration="balanced", head={"epochs": 20},
+                                                   max_train_examples=6)
     out = tmp / "out_head"
     metrics, log = _run(recipe, out)
     task = metrics["tasks"]["abstracts"]
@@ -76,7 +77,8 @@ def test_head_classifies_and_is_saved(setting):
     assert head.labels == LABELS and head.position == "last"
     preds = _predictions(out)
     assert all(abs(sum(2.718281828 ** s for s in p["scores"]) - 1) < 1e-6 for p in preds)  # log-probabilities
-    assert "head trained on 10 examples" in log
+    assert "head trained on 6 examples" in log  # max_train_examples: the first 6 of 10 labelled rows
+    assert task["n_train"] == 6 and task["calibration"]["n_labelled"] == 6
 
 
 def test_stage2_checkpoints_resume_and_restart(setting):
