@@ -109,3 +109,20 @@ FAMILIES = {
     "mistral": dict(model_type="mistral"),
     "phi3": dict(model_type="phi3"),
 }
+
+
+def run_stage2_captured(recipe: dict, out) -> tuple[dict, str]:
+    """Stage 2 as the plugin runs it (``run_stage2``) with ``output_dir`` = ``out``: (metrics, printed log)."""
+    import contextlib
+    import io
+
+    from axolotl.utils.dict import DictDefault
+
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+    from axolotl_decselfmask.stage2.run import run_stage2
+
+    recipe = dict(copy.deepcopy(recipe), output_dir=str(out))
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        metrics = run_stage2(DictDefault(recipe), DecSelfMaskConfig(**recipe["decselfmask"]), progress=False)
+    return metrics, buffer.getvalue()

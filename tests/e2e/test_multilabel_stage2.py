@@ -3,15 +3,13 @@ made-up label sets): one yes/no question per label trained in the joint LoRA wit
 task, calibrated and evaluated per label, Macro and micro F1 as scikit-learn computes them from
 the predictions; ``joint: false`` trains one LoRA for all of a task's labels; heads per label."""
 
-import contextlib
 import copy
 import csv
-import io
 import json
 
 import numpy as np
 import pytest
-from helpers import base_recipe, data_rows, write_rows
+from helpers import base_recipe, data_rows, run_stage2_captured, write_rows
 
 LABELS = ["neoplasms", "cardiovascular diseases", "treatment"]
 
@@ -42,17 +40,7 @@ def setting(tmp_path_factory, tiny_llama):
     return tmp, recipe, train, test
 
 
-def _run(recipe, out):
-    from axolotl.utils.dict import DictDefault
-
-    from axolotl_decselfmask.args import DecSelfMaskConfig
-    from axolotl_decselfmask.stage2.run import run_stage2
-
-    recipe = dict(copy.deepcopy(recipe), output_dir=str(out))
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        metrics = run_stage2(DictDefault(recipe), DecSelfMaskConfig(**recipe["decselfmask"]), progress=False)
-    return metrics, buffer.getvalue()
+_run = run_stage2_captured
 
 
 def _decide(scores, cal):

@@ -2,13 +2,11 @@
 abstracts: the calibrated decision never reads the test file, the head as a way to classify, and
 stage-2 checkpoints that a second run resumes from."""
 
-import contextlib
 import copy
-import io
 import json
 
 import pytest
-from helpers import LABELS, base_recipe, data_rows, write_rows
+from helpers import LABELS, base_recipe, data_rows, run_stage2_captured, write_rows
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +21,7 @@ def setting(tmp_path_factory, tiny_llama):
     return tmp, recipe, test
 
 
-def _run(recipe, out):
-    from axolotl.utils.dict import DictDefault
-
-    from axolotl_decselfmask.args import DecSelfMaskConfig
-    from axolotl_decselfmask.stage2.run import run_stage2
-
-    recipe = dict(copy.deepcopy(recipe), output_dir=str(out))
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        metrics = run_stage2(DictDefault(recipe), DecSelfMaskConfig(**recipe["decselfmask"]), progress=False)
-    return metrics, buffer.getvalue()
+_run = run_stage2_captured
 
 
 def _predictions(out, task="abstracts"):
