@@ -402,6 +402,23 @@ def score_table(results: dict, score: str) -> tuple[list[str], dict]:
     return lines, verdict
 
 
+def summary(results: dict) -> list[str]:
+    """One row a method: the area of its top-|r| deletion curve and its paired differences to the controls."""
+    head = " | ".join(f"({s}) minus {c} [95% CI]" if c != "method" else f"({s}) AUC [95% CI]"
+                      for s in ("a", "b") for c in ("method", *CONTROLS))
+    lines = ["## Summary: area of the deletion curves (top abs(r)), and its paired difference to each control", "",
+             "Positive differences: deleting the method's tokens lowers the score more than deleting the control's.",
+             "", f"| method | notes | {head} |", "| --- | ---: |" + " ---: |" * 8]
+    for name, rows in results.items():
+        cells = []
+        for score in ("a", "b"):
+            aucs = {arm: np.array([auc(r["drops"][score][arm]) for r in rows]) for arm in ("method", *CONTROLS)}
+            cells.append(fmt(*boot(aucs["method"])))
+            cells += [fmt(*boot(aucs["method"] - aucs[c])) for c in CONTROLS]
+        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def report(results: dict, notes: list[dict], args, seconds: dict) -> str:
     import torch
     import transformers
@@ -420,6 +437,7 @@ def report(results: dict, notes: list[dict], args, seconds: dict) -> str:
             f"{base_b:.2f} on average (chance: log(1/{len(LABELS_SEEN)}) = {math.log(1 / len(LABELS_SEEN)):.2f}); "
             "the item's own score (a): " + ", ".join(f"{name} {np.mean([r['base']['a'] for r in rows]):.2f}"
                                                     for name, rows in results.items()) + ".", ""]
+    out += summary(results)
     titles = {"a": "(a) drop of the item's own score (the method's target; item = the gold label)",
               "b": "(b) drop of the zero-shot score of the gold label (log-probability normalised over the 5 options)"}
     verdicts = {}
