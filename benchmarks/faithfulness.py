@@ -403,19 +403,27 @@ def score_table(results: dict, score: str) -> tuple[list[str], dict]:
 
 
 def summary(results: dict) -> list[str]:
-    """One row a method: the area of its top-|r| deletion curve and its paired differences to the controls."""
+    """One row a method and selection: the area of its deletion curve, its paired differences to the
+    controls, and whether it is above every control at every k."""
     head = " | ".join(f"({s}) minus {c} [95% CI]" if c != "method" else f"({s}) AUC [95% CI]"
                       for s in ("a", "b") for c in ("method", *CONTROLS))
-    lines = ["## Summary: area of the deletion curves (top abs(r)), and its paired difference to each control", "",
-             "Positive differences: deleting the method's tokens lowers the score more than deleting the control's.",
-             "", f"| method | notes | {head} |", "| --- | ---: |" + " ---: |" * 8]
+    lines = ["## Summary: area of the deletion curves, and its paired difference to each control", "",
+             "Positive differences: deleting the method's tokens lowers the score more than deleting the control's. "
+             "'above all': above every control at every k (mean drops), for (a) and (b).", "",
+             f"| method | deleted | notes | {head} | above all (a), (b) |", "| --- | --- | ---: |" + " ---: |" * 8 + " --- |"]
     for name, rows in results.items():
-        cells = []
-        for score in ("a", "b"):
-            aucs = {arm: np.array([auc(r["drops"][score][arm]) for r in rows]) for arm in ("method", *CONTROLS)}
-            cells.append(fmt(*boot(aucs["method"])))
-            cells += [fmt(*boot(aucs["method"] - aucs[c])) for c in CONTROLS]
-        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
+        for ref, what in (("method", "top abs(r)"), (SIGNED, "top r")):
+            if ref == SIGNED and all(r["drops"]["a"][SIGNED] == r["drops"]["a"]["method"] for r in rows):
+                continue  # an all-positive map (attention): the same tokens
+            cells, above = [], []
+            for score in ("a", "b"):
+                aucs = {arm: np.array([auc(r["drops"][score][arm]) for r in rows]) for arm in (ref, *CONTROLS)}
+                cells.append(fmt(*boot(aucs[ref])))
+                cells += [fmt(*boot(aucs[ref] - aucs[c])) for c in CONTROLS]
+                above.append(all(np.mean([r["drops"][score][ref][str(k)] - r["drops"][score][c][str(k)] for r in rows]) > 0
+                                 for c in CONTROLS for k in KS))
+            lines.append(f"| {name} | {what} | {len(rows)} | " + " | ".join(cells)
+                         + f" | {', '.join('yes' if x else 'no' for x in above)} |")
     return lines + [""]
 
 
@@ -451,6 +459,10 @@ def report(results: dict, notes: list[dict], args, seconds: dict) -> str:
     for name, rows in results.items():
         stop, where, per = span_stats(rows, texts, "spans")
         out.append(f"| {name} | {per:.1f} | {stop:.0%} | {' '.join(f'{w:.0%}' for w in where)} |")
+    for name, rows in results.items():
+        if any("spans_positive" in r for r in rows):
+            stop, where, per = span_stats(rows, texts, "spans_positive")
+            out.append(f"| {name}, spans of max(r, 0) | {per:.1f} | {stop:.0%} | {' '.join(f'{w:.0%}' for w in where)} |")
     stop, where, per = span_stats(results[DEFAULT], texts, "random_spans")
     out.append(f"| random spans of {DEFAULT}'s lengths | {per:.1f} | {stop:.0%} | {' '.join(f'{w:.0%}' for w in where)} |")
     out += ["", "## Goal: the default method above every control at every k", ""]
@@ -471,6 +483,21 @@ def report(results: dict, notes: list[dict], args, seconds: dict) -> str:
 
 
 # -- main -----------------------------------------------------------------------------------------------
+def positive_spans(env: Env, results: dict, notes: list[dict]) -> None:
+    """The spans ``select_spans`` would choose from the positive part of each map (report only, not cached):
+    the selection that the signed rows delete, as spans."""
+    from axolotl_decselfmask.stage1.spans import SpanSettings, select_spans
+
+    by_id = {n["id"]: n for n in notes}
+    for name, rows in results.items():
+        for r in rows:
+            rel = np.clip(np.asarray(r["relevance"], dtype=np.float64), 0, None)
+            if not np.array_equal(rel, r["relevance"]):
+                note = by_id[r["note"]]
+                r["spans_positive"] = select_spans(rel, note_offsets(env, note, METHODS[name][2]), note["text"],
+                                                   SpanSettings())
+
+
 def load_env(args) -> Env:
     import torch
     from transformers import AutoTokenizer
@@ -530,6 +557,7 @@ def main(argv=None) -> None:
             print(f"note {j + 1}/{len(notes)} (id {note['id']}) {name}: {time.perf_counter() - t0:.1f} s",
                   flush=True)
     results = {name: rows for name, rows in results.items() if rows}
+    positive_spans(env, results, notes)
     text = report(results, notes, args, {"wall": time.perf_counter() - wall})
     print(text)
     if args.report:
