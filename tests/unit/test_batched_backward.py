@@ -97,3 +97,26 @@ def test_every_family_vectorises_the_items_backward_with_the_same_maps(smollm_to
         alone = [cls(model, smollm_tok).attribute([p])[0] for p in prompts]
         for got, ref in zip(together, alone):
             np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-10 * np.abs(ref).max())
+
+
+def test_out_of_memory_in_the_vectorised_backward_goes_to_the_runners_back_off(tiny_llama, monkeypatch):
+    """Running out of memory is not a reason to stop vectorising: the runner scores fewer items at once."""
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float64).eval().requires_grad_(False)
+    prompts = [build_relevance_prompt(tok, TEXT, item, "Which finding?") for item in ITEMS]
+    alone = [GradientXInput(model, tok).attribute([p])[0] for p in prompts]
+    real_grad, sizes = torch.autograd.grad, []
+
+    def grad(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            sizes.append(kwargs["grad_outputs"][0].shape[0])
+            if sizes[-1] == len(ITEMS):  # all the items at once do not fit
+                raise torch.OutOfMemoryError("out of memory (test)")
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", grad)
+    method = GradientXInput(model, tok)
+    got = compute_relevance(method, prompts, 4)
+    assert method.batched_backward and sizes == [4, 2, 2]
+    for a, b in zip(got, alone):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(b).max())

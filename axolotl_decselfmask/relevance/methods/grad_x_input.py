@@ -179,14 +179,17 @@ class GradientXInput(RelevanceMethod):
         """Each item's gradient of the prefix's input embeddings from its gradient of the prefix's keys
         and values (row j of ``kv_grads``): all of them in one vectorised backward pass of the prefix
         (``batched_backward``, the default: ``is_grads_batched``, every operation of the backward on
-        the K cotangents at once), or one backward pass per item. An operation whose backward cannot be
-        vectorised makes this method loop from then on (logged once)."""
+        the K cotangents at once, K times the memory of one pass), or one backward pass per item. An
+        operation whose backward cannot be vectorised makes this method loop from then on (logged
+        once); running out of memory goes to the caller, whose back-off then scores fewer items at once."""
         k = kv_grads[0].shape[0]
         if self.batched_backward:
             try:
                 (grad,) = torch.autograd.grad(prefix_kv, embeds, grad_outputs=[g.unsqueeze(1) for g in kv_grads],
                                               is_grads_batched=True, retain_graph=True)
                 return list(grad)
+            except torch.OutOfMemoryError:
+                raise  # the runner halves the batch (fewer items at once)
             except RuntimeError as exc:  # e.g. a custom autograd function without a batching rule
                 LOG.warning("decselfmask: %s: the items' backward passes cannot be vectorised on this model "
                             "(%s); they run one by one", self.name, str(exc).splitlines()[0][:200])
