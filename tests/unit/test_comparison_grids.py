@@ -62,11 +62,15 @@ def test_a_core_grid_gives_balanced_labelled_samples_and_valid_recipes(path, tmp
     read = lambda p: [json.loads(line) for line in open(p)]  # noqa: E731
     pool = {r["row"] for r in read(info["pool"])}
     assert len(pool) == grid.pool_size
+    assert info["test_shared"] and info["n_test"] >= grid.test_notes == 150  # one test set for the corpus (P2)
+    shared = {r["row"] for r in read(info["tasks"][corpus.tasks[0].name]["test"])}
     for t in corpus.tasks:
         d = info["tasks"][t.name]
         assert d["labels"] == ["no", "yes"] and d["items"] == t.items
-        test_rows = {r["row"] for r in read(d["test"])}
-        assert len(test_rows) >= 150 and not test_rows & pool
+        test = read(d["test"])
+        test_rows = {r["row"] for r in test}
+        assert test_rows == shared and not test_rows & pool
+        assert sum(r["label"] == "yes" for r in test) >= grid.test_min_positives == 10
         for seed in grid.seeds:  # 8 notes with the label and 8 without, never a test note
             labelled = read(d["train"][seed])
             assert sorted(r["label"] for r in labelled) == ["no"] * 8 + ["yes"] * 8

@@ -1,5 +1,6 @@
-"""The data of a grid: every task's fixed stratified test split, a labelled sample per seed, and
-one unlabelled pool per corpus that never holds a test row of any of its tasks."""
+"""The data of a grid: every task's fixed stratified test split (or, with ``test_notes``, one test
+set per corpus shared by its tasks), a labelled sample per seed, and one unlabelled pool per
+corpus that never holds a test row of any of its tasks."""
 
 from __future__ import annotations
 
@@ -133,11 +134,71 @@ def _write_task(grid: Grid, folder: Path, rows: list[dict], text: str, t: TaskSp
                            balanced=True)
         seeds[seed] = str(folder / f"train-{t.name}-seed{seed}.jsonl")
         _write_rows(Path(seeds[seed]), rows, pick, text, y_of)
-    return {
+    info = {
         "labels": split["labels"], "test": str(folder / f"test-{t.name}.jsonl"), "n_test": len(split["test"]),
         "train": seeds, "question": t.question, "multi_label": t.multi_label,
         "items": t.items or ([t.positive] if t.positive is not None else split["labels"]),
     }
+    if grid.test_notes is not None:  # the shared test set: the task's positives in it
+        test = set(split["test"])
+        info["test_positives"] = {y: sum(i in test for i in v) for y, v in _classes(split).items()}
+    return info
+
+
+def _classes(split: dict) -> dict[str, list[int]]:
+    """Row indices of each class of a task (multi_label: of each label kept)."""
+    if split["sets"] is None:
+        return split["by"]
+    return {y: [i for i, s in split["sets"].items() if y in s] for y in split["labels"]}
+
+
+def _labelled_reserve(grid: Grid, split: dict) -> int:
+    """Rows of each class (label) a task keeps outside the test set for its balanced labelled sample."""
+    return -(-grid.labelled_per_task // len(split["labels"]))
+
+
+def _shared_test(grid: Grid, c: CorpusSpec, rows: list[dict], splits: dict, rng: np.random.Generator) -> list[int]:
+    """``test_notes``: the corpus' one test set (row indices): ``test_notes`` rows at random, then for
+    each task's positive label (each class of a multi-class task, each label of a multi_label one),
+    from the rarest in the corpus, random rows with it added until ``test_min_positives`` are in. A
+    row is not added where it would leave a class of any task fewer rows outside the test set than
+    its balanced labelled sample needs (:func:`_labelled_reserve`)."""
+    where = f"corpora[{c.name}] ({c.file})"
+    if grid.test_notes > len(rows):
+        raise SystemExit(f"{where}: test_notes {grid.test_notes} is more than the corpus' {len(rows)} rows with a "
+                         "text; lower test_notes")
+    test = {int(i) for i in rng.permutation(len(rows))[: grid.test_notes]}
+    classes = {(k, y): v for k, t in enumerate(c.tasks) for y, v in _classes(splits[t.name]).items()}
+    keep = {(k, y): _labelled_reserve(grid, splits[t.name]) for k, t in enumerate(c.tasks) for y in
+            splits[t.name]["labels"]}
+    member: dict[int, list] = {}
+    for key, v in classes.items():
+        for i in v:
+            member.setdefault(i, []).append(key)
+    left = {key: sum(i not in test for i in v) for key, v in classes.items()}
+    for key, v in classes.items():
+        if left[key] < keep[key]:
+            raise SystemExit(f"{where}: task {c.tasks[key[0]].name}: the {grid.test_notes} random test rows "
+                             f"(test_notes) leave {left[key]} rows of label {key[1]!r} outside them, and "
+                             f"labelled_per_task {grid.labelled_per_task} needs {keep[key]}; lower test_notes")
+    targets = sorted((len(v), k, y) for (k, y), v in classes.items() if c.tasks[k].positive is None or y == "yes")
+    for _, k, y in targets:
+        need = grid.test_min_positives - sum(i in test for i in classes[k, y])
+        for i in rng.permutation([i for i in classes[k, y] if i not in test]).tolist() if need > 0 else []:
+            if need == 0:
+                break
+            if all(left[m] > keep[m] for m in member[i]):
+                test.add(int(i))
+                need -= 1
+                for m in member[i]:
+                    left[m] -= 1
+        if need > 0:
+            raise SystemExit(f"{where}: task {c.tasks[k].name}: label {y!r} has {len(classes[k, y])} rows; "
+                             f"test_min_positives {grid.test_min_positives} of them in the shared test set would "
+                             f"leave fewer outside it than labelled_per_task {grid.labelled_per_task} needs "
+                             f"({keep[k, y]} of each label, of this and the other tasks); lower test_min_positives "
+                             "or labelled_per_task, or drop the task")
+    return sorted(test)
 
 
 def _write_corpus(grid: Grid, c: CorpusSpec, out: Path) -> dict:
@@ -147,12 +208,23 @@ def _write_corpus(grid: Grid, c: CorpusSpec, out: Path) -> dict:
     splits, test_union = {}, set()
     for t in c.tasks:
         by, sets, labels = _label_sets(rows, c, t) if t.multi_label else (_by_label(rows, c, t), None, None)
-        test = _stratified(by, grid.test_per_task, rng, balanced=False)
-        test_union |= set(test)
-        splits[t.name] = {"by": by, "test": test, "labels": labels or sorted(by), "sets": sets}
+        splits[t.name] = {"by": by, "labels": labels or sorted(by), "sets": sets}
+        if grid.test_notes is None:  # a stratified split per task
+            splits[t.name]["test"] = _stratified(by, grid.test_per_task, rng, balanced=False)
+            test_union |= set(splits[t.name]["test"])
+    if grid.test_notes is not None:  # one test set for every task: a task's file holds its labelled rows of it
+        shared = _shared_test(grid, c, rows, splits, rng)
+        test_union = set(shared)
+        for t in c.tasks:
+            s = splits[t.name]
+            labelled = set(s["sets"]) if s["sets"] is not None else {i for v in s["by"].values() for i in v}
+            s["test"] = [i for i in shared if i in labelled]
     pool = [int(i) for i in rng.permutation(len(rows)) if i not in test_union][: grid.pool_size]
     _write_rows(folder / "pool.jsonl", rows, pool, c.text_column)
     info = {"pool": str(folder / "pool.jsonl"), "n_pool": len(pool), "n_rows": len(rows), "tasks": {}}
+    if grid.test_notes is not None:
+        info.update(test_shared=True, n_test=len(test_union), test_notes=grid.test_notes,
+                    test_min_positives=grid.test_min_positives)
     for t in c.tasks:
         info["tasks"][t.name] = _write_task(grid, folder, rows, c.text_column, t, splits[t.name], test_union)
     return info

@@ -55,7 +55,23 @@ class Grid(_Strict):
     methods: list[Literal[METHOD_NAMES]] = Field(default_factory=lambda: list(METHOD_NAMES))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     labelled_per_task: int = Field(default=32, ge=2, description="Labelled examples per task (balanced over classes).")
-    test_per_task: int = Field(default=100, ge=2, description="Rows of each task's fixed stratified test split.")
+    test_per_task: int = Field(
+        default=100, ge=2,
+        description="Rows of each task's fixed stratified test split (not used when test_notes is set).",
+    )
+    test_notes: int | None = Field(
+        default=None, ge=1,
+        description=(
+            "One test set per corpus, shared by all of its tasks (instead of test_per_task's split per task): this "
+            "many rows at random (seeded by split_seed), then, for each task from the rarest, rows with its label "
+            "added until it has test_min_positives positive test rows (multi-class: of each class; multi_label: "
+            "of each label kept). A test row is never labelled and never in the pool."
+        ),
+    )
+    test_min_positives: int = Field(
+        default=10, ge=1,
+        description="test_notes: the least number of test rows of each task's positive label (each class, label).",
+    )
     pool_size: int = Field(default=200, ge=1, description="Unlabelled texts per corpus (never a test row).")
     stage1_token_budget: int = Field(default=20000, ge=1, description="Tokens every stage-1 method trains on.")
     pseudo_label_texts: int = Field(default=64, ge=1, description="synthetic_labels: pool texts the SFT model labels.")
