@@ -16,7 +16,9 @@ label questions of one note share their prompt up to the question: the system tu
 note. :func:`score_questions` runs that shared prefix once per note and scores every (question,
 answer) after it on copies of its key/value cache, which gives the scores of scoring each
 question as its own prompt (:func:`.scoring.score_options`) at the cost of one note instead of
-one per label.
+one per label. Single-label tasks of one model whose test texts are the same list (one test set
+shared by a corpus' tasks), with the same options and prompt, are scored the same way on their
+test notes (:func:`shared_test_scorers`), each task's question one of the questions.
 
 :func:`evaluate_multilabel` writes one ``metrics.json`` entry under the task's own name:
 ``macro_f1`` (the mean over labels of each label's F1, scikit-learn's ``average="macro"`` on the
@@ -319,13 +321,20 @@ def _score_pairs(model, cache, encoded, batch, chunk, mask, pad, device, out) ->
 
 
 class SharedPrefixScorer:
-    """The option scores of every label question of one multi-label task (its sub-tasks
-    ``parts``), :func:`score_questions` once per list of texts; ``part(i)`` is sub-task i's
-    :class:`.evaluation.Scorer`-like view (texts -> (n, options))."""
+    """The option scores of several yes/no (or same-option) questions on the same texts, by
+    :func:`score_questions` once per list of texts: the label questions of one multi-label task
+    (its sub-tasks ``parts``), or single-label tasks that share their test notes
+    (:func:`shared_test_scorers`). ``part(i)`` is task i's :class:`.evaluation.Scorer`-like view
+    (texts -> (n, options)). ``texts``: the only list scored together; any other list goes to the
+    part's ``fallback`` (each task's own scorer: its labelled examples are its own)."""
 
-    def __init__(self, model, tokenizer, parts: list, progress: bool = True):
+    def __init__(self, model, tokenizer, parts: list, progress: bool = True, texts: list[str] | None = None):
         self.model, self.tokenizer, self.parts, self.progress = model, tokenizer, parts, progress
+        self.texts = None if texts is None else tuple(texts)
         self.memo: dict[tuple, np.ndarray] = {}
+
+    def covers(self, texts: list[str]) -> bool:
+        return self.texts is None or tuple(texts) == self.texts
 
     def scores(self, texts: list[str]) -> np.ndarray:
         key = tuple(texts)
@@ -336,20 +345,52 @@ class SharedPrefixScorer:
                 first.prompt.system_prompt, self.progress, first.c.eval_batch_size, first.c.option_chunk)
         return self.memo[key]
 
-    def part(self, index: int) -> "_PartScorer":
-        return _PartScorer(self, index)
+    def part(self, index: int, fallback=None) -> "_PartScorer":
+        return _PartScorer(self, index, fallback)
 
 
 class _PartScorer:
     head = None
 
-    def __init__(self, shared: SharedPrefixScorer, index: int):
-        self.shared, self.index = shared, index
+    def __init__(self, shared: SharedPrefixScorer, index: int, fallback=None):
+        self.shared, self.index, self.fallback = shared, index, fallback
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.shared.parts[self.index].data.labels)))
+        if not self.shared.covers(texts):
+            return self.fallback(texts)
         return self.shared.scores(texts)[:, self.index]
+
+
+def _sharing_key(t) -> tuple:
+    """What single-label tasks must have alike to be scored on one prefix per test note."""
+    return (tuple(t.test_texts), tuple(t.data.labels), t.prompt.system_prompt, t.prompt.style, t.prompt.mask_text,
+            t.c.eval_batch_size, t.c.option_chunk)
+
+
+def shared_test_scorers(model, tokenizer, tasks: list, progress: bool = True) -> dict:
+    """Scorers of the single-label tasks among ``tasks`` (:class:`.run.Task`, scored by the
+    generative model) whose test texts are the same list, with the same options, system prompt and
+    prompt style, at least two alike: their test notes scored together by one
+    :class:`SharedPrefixScorer` (each note's prefix once, each task's question and options after it);
+    any other texts (the labelled examples, pool notes) by the task's own :class:`.evaluation.Scorer`.
+    Returns ``{task name: scorer}`` for those tasks only."""
+    groups: dict[tuple, list] = {}
+    for t in tasks:
+        if t.multi_label is None and t.test_texts:
+            groups.setdefault(_sharing_key(t), []).append(t)
+    out = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        shared = SharedPrefixScorer(model, tokenizer, group, progress, texts=group[0].test_texts)
+        for i, t in enumerate(group):
+            out[t.c.task] = shared.part(i, Scorer(model, tokenizer, t, progress))
+        names = ", ".join(t.c.task for t in group)
+        print(f"decselfmask evaluation: {len(group)} tasks share their {len(group[0].test_texts)} test notes: one "
+              f"prompt prefix per note, each task's question and options after it ({names})")
+    return out
 
 
 # ---------------------------------------------------------------------------- the evaluation

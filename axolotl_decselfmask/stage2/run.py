@@ -6,7 +6,9 @@ procedure) one fresh LoRA is trained with TRL's ``SFTTrainer`` on the labelled e
 tasks together, each example in its own task's prompt (question and options), and saved to
 ``<output_dir>/stage2``; with ``joint: false`` each task gets its own LoRA in
 ``<output_dir>/stage2/<task>``. Each task is then scored on its own test file
-(:mod:`.scoring`) into ``<output_dir>/metrics.json`` and ``predictions-<task>.jsonl``.
+(:mod:`.scoring`) into ``<output_dir>/metrics.json`` and ``predictions-<task>.jsonl``; tasks of
+one model whose test texts are the same (one test set shared by the tasks of a corpus) are scored
+together, each note's prompt prefix once (:func:`.multilabel.shared_test_scorers`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from axolotl_decselfmask.stage2.multilabel import (
     evaluate_groups,
     expand_tasks,
     load_any_task_data,
+    shared_test_scorers,
     task_groups,
     task_prompt_for,
 )
@@ -149,9 +152,11 @@ def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, fol
     elif settings.train:
         model = _train_lora(cfg, config, settings, tasks, model, tokenizer, folder, dtype, out_dir, name, progress)
     metrics = evaluate_groups(cfg, config, tasks, model, tokenizer, progress, heads, features)  # multi-label
+    # tasks with the same test notes (and options, prompt): one prefix per note for all of them
+    shared = {} if heads else shared_test_scorers(model, tokenizer, tasks, progress)
     for t in tasks:
         if t.multi_label is None:
-            scorer = Scorer(model, tokenizer, t, progress, heads.get(t.c.task), features)
+            scorer = shared.get(t.c.task) or Scorer(model, tokenizer, t, progress, heads.get(t.c.task), features)
             metrics = evaluate_task(cfg, config, t, scorer, t.calibration_pool) or metrics
     return metrics
 

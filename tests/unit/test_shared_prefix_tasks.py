@@ -1,0 +1,110 @@
+"""Single-label tasks that share their test notes (one test set per corpus) are scored on one
+prompt prefix per note (stage2/multilabel.py ``shared_test_scorers``, used by stage2/run.py's
+``_run_group``): their scores, decisions, metrics.json and predictions files are those of one
+prompt per (task, note), with the options and the mask-fill prompt, in batches of notes of
+different lengths (left padding)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import data_rows, write_rows
+
+from axolotl_decselfmask.args import DecSelfMaskConfig
+
+QUESTIONS = {"neoplasms": "Is the abstract above about neoplasms?",
+             "heart": "Does the abstract above describe a heart disease?",
+             "treatment": "Is a treatment named in the abstract above?"}
+RTOL = 1e-4
+
+
+def _label(task: str, row: dict) -> str:
+    if task == "treatment":
+        return "yes" if "treat" in row["text"].lower() else "no"
+    return "yes" if row["label"] == {"neoplasms": "neoplasms", "heart": "cardiovascular diseases"}[task] else "no"
+
+
+def _setup(tmp_path, prompt: str):
+    """Three yes/no tasks with one test file (6 notes of 40-320 characters) and their own labelled
+    examples, and a fourth task on other test notes (not scored with them)."""
+    from axolotl.utils.dict import DictDefault
+
+    rows = data_rows("abstracts_test.jsonl", n=10)
+    test = [{**r, "text": r["text"][: n]} for r, n in zip(rows, (320, 40, 200, 90, 260, 140))]
+    train = data_rows("abstracts_train.jsonl", per_class=2)
+    tasks = []
+    for k, (task, question) in enumerate(QUESTIONS.items()):
+        mine = train[k * 3: k * 3 + 4]
+        write_rows(tmp_path / f"test-{task}.jsonl", [{"text": r["text"], "label": _label(task, r)} for r in test])
+        write_rows(tmp_path / f"train-{task}.jsonl", [{"text": r["text"][:200], "label": y}
+                                                      for r, y in zip(mine, ["yes", "no"] * 2)])
+        tasks.append({"task": task, "train_file": str(tmp_path / f"train-{task}.jsonl"), "question": question,
+                      "test_file": str(tmp_path / f"test-{task}.jsonl"), "labels": ["yes", "no"]})
+    write_rows(tmp_path / "test-other.jsonl", [{"text": r["text"][:150], "label": "no"} for r in rows[6:]])
+    tasks.append({**tasks[0], "task": "other", "test_file": str(tmp_path / "test-other.jsonl")})
+    config = DecSelfMaskConfig(items=["x"], masking={"mask_token": "<mask>"}, tasks=tasks, classification={
+        "prompt": prompt, "train": False, "calibration": "balanced", "eval_batch_size": 4, "option_chunk": 3})
+
+    def cfg(name):
+        return DictDefault({"sequence_len": 256, "output_dir": str(tmp_path / name), "datasets": [],
+                            "use_tensorboard": False, "use_wandb": False})
+
+    return config, cfg
+
+
+def _close(a, b, where=""):
+    """Equal, floats within RTOL relative."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            _close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and not isinstance(b, str):
+        assert math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-6), f"{where}: {a} != {b}"
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("prompt", ["options", "mask_fill"])
+def test_tasks_sharing_test_notes_score_as_one_prompt_per_task(tmp_path, tiny_llama, prompt, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from axolotl_decselfmask.stage2.evaluation import Scorer, evaluate_task
+    from axolotl_decselfmask.stage2.multilabel import shared_test_scorers
+    from axolotl_decselfmask.stage2.run import _run_group, prepare_tasks
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    config, cfg = _setup(tmp_path, prompt)
+    tasks = prepare_tasks(cfg("each"), config, tok)
+    assert len({t.prompt.style for t in tasks}) == 1 and tasks[0].prompt.style == prompt
+    if prompt == "mask_fill":
+        assert tasks[0].prompt.question.endswith("<mask>")
+    shared = shared_test_scorers(model, tok, tasks, progress=False)
+    assert sorted(shared) == sorted(QUESTIONS)  # "other" has its own test notes
+    expected = {t.c.task: Scorer(model, tok, t, progress=False)(t.test_texts) for t in tasks}
+    for name, scorer in shared.items():
+        t = next(t for t in tasks if t.c.task == name)
+        np.testing.assert_allclose(scorer(t.test_texts), expected[name], rtol=RTOL)
+        np.testing.assert_array_equal(scorer(t.train_texts), Scorer(model, tok, t, progress=False)(t.train_texts))
+    assert not np.allclose(expected["neoplasms"], expected["heart"])  # the questions do change the scores
+    # the evaluation as before (one prompt per task and note), then the shared one through _run_group
+    for t in tasks:
+        evaluate_task(cfg("each"), config, t, Scorer(model, tok, t, progress=False), t.calibration_pool)
+    capsys.readouterr()
+    _run_group(cfg("shared"), config, prepare_tasks(cfg("shared"), config, tok), tok, str(tiny_llama),
+               torch.float32, tmp_path / "shared" / "stage2", "joint", progress=False)
+    assert "3 tasks share their 6 test notes: one prompt prefix per note" in capsys.readouterr().out
+    before, after = (json.loads((tmp_path / f / "metrics.json").read_text()) for f in ("each", "shared"))
+    assert sorted(before["tasks"]) == sorted(after["tasks"]) == sorted([*QUESTIONS, "other"])
+    _close(before, after, "metrics")
+    for task in [*QUESTIONS, "other"]:
+        rows = [[json.loads(line) for line in open(tmp_path / f / f"predictions-{task}.jsonl")]
+                for f in ("each", "shared")]
+        assert [r["pred"] for r in rows[0]] == [r["pred"] for r in rows[1]]
+        _close(rows[0], rows[1], f"predictions-{task}")
