@@ -157,3 +157,140 @@ def test_an_empty_label_cell_is_no_labelled_or_test_example(tmp_path):
             assert all(r["label"] for r in rows)
     assert {r["label"] for r in read(data["tasks"]["neoplasms"]["test"])} == {"yes", "no"}
     assert {r["row"] for r in read(data["pool"])} & blank_rows  # unlabelled notes are pool notes
+
+
+# ------------------------------------------------------------------------------------ committed predictions
+
+def _finish_predicting(run: dict, rng, error: float, seconds: float = 2.0) -> None:
+    """A finished run with its per-note predictions: metrics.json's entries and predictions files
+    as the plugin writes them (stage2.metrics), from predictions wrong on about ``error`` of the notes."""
+    import numpy as np
+
+    from axolotl_decselfmask.io.files import read_jsonl, safe_filename
+    from axolotl_decselfmask.stage2.metrics import classification_report_dict, dump_predictions
+
+    out = run["dir"] / "output"
+    tasks = {}
+    for t in run["recipe"]["decselfmask"]["tasks"]:
+        gold = [r["label"] for r in read_jsonl(t["test_file"])]
+        labels = t["labels"]
+        pred = [g if rng.random() > error else labels[int(rng.integers(len(labels)))] for g in gold]
+        rep = classification_report_dict(gold, pred, labels)
+        tasks[t["task"]] = {"macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"], "n_test": len(gold),
+                            "n_train": 10, "labels": labels}
+        n = len(gold)
+        dump_predictions(out / f"predictions-{safe_filename(t['task'])}.jsonl", list(range(n)), list(range(n)), gold,
+                         pred, np.zeros((n, len(labels))), labels)
+    atomic_write_json(out / "metrics.json", {"tasks": tasks})
+    atomic_write_json(run["dir"] / DONE_FILE, {"recipe_key": fingerprint(run["recipe"]), "seconds": seconds,
+                                               "stage1_tokens": 321 if run["method"] == "decselfmask" else None,
+                                               "metrics": {"tasks": tasks}})
+
+
+def _row_sort(rows):
+    return sorted(rows, key=lambda r: (r["corpus"], r["method"], r["task"], r["seed"]))
+
+
+def test_report_from_the_committed_predictions_alone_gives_the_rows_of_metrics_json(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from axolotl_decselfmask.tools.experiments.predictions import load_predictions, rows_from_predictions
+    from axolotl_decselfmask.tools.experiments.results import collect
+
+    corpus = _corpus(tmp_path / "abstracts.csv")
+    grid_path = _grid(tmp_path, str(corpus), methods=["zero_shot", "sft", "decselfmask"])
+    out, committed = tmp_path / "out", tmp_path / "docs" / "predictions"
+    grid = load_grid(grid_path)
+    runs = plan(grid, out, build_data(grid, out))
+    rng = np.random.default_rng(0)
+    for r in runs:
+        _finish_predicting(r, rng, {"zero_shot": 0.6, "sft": 0.5, "decselfmask": 0.2}[r["method"]])
+    main(["run", str(grid_path), "--out", str(out), "--predictions-dir", str(committed), "--resamples", "300"])
+    files = sorted(p.relative_to(committed).as_posix() for p in committed.rglob("*.jsonl.gz"))
+    assert files == ["abstracts/decselfmask-seed0.jsonl.gz", "abstracts/decselfmask-seed1.jsonl.gz",
+                     "abstracts/sft-seed0.jsonl.gz", "abstracts/sft-seed1.jsonl.gz", "abstracts/zero_shot-seed0.jsonl.gz"]
+    from_metrics = collect(grid, runs)
+    assert len(from_metrics) == 3 * 2 * 2
+    assert _row_sort(rows_from_predictions(load_predictions(committed))) == _row_sort(from_metrics)
+
+    shutil.rmtree(out / "runs")  # the runs are gone; the committed predictions are enough
+    shutil.rmtree(out / "data")
+    fresh = tmp_path / "report"
+    main(["report", str(grid_path), "--out", str(fresh), "--predictions-dir", str(committed), "--resamples", "300"])
+    assert _row_sort(read_csv(fresh)) == _row_sort(from_metrics)
+    md = (fresh / "results.md").read_text()
+    assert "decselfmask minus this [95% CI]" in md and "300 resamples" in md
+    sft_line = next(line for line in md.splitlines() if line.startswith("| sft |"))
+    assert sft_line.count("[") == 2 and " * |" in sft_line  # its interval and the difference's, above zero
+    boot = json.loads((fresh / "bootstrap.json").read_text())
+    assert boot["scopes"]["all"]["difference"]["sft"]["low"] > 0
+    assert (fresh / "methods.png").is_file() and (fresh / "tasks_minus_sft.png").is_file()
+    with pytest.raises(SystemExit, match="no predictions"):
+        main(["report", str(grid_path), "--out", str(tmp_path / "empty")])
+
+
+def test_a_methods_run_leaves_the_other_methods_prediction_files_alone(tmp_path):
+    import numpy as np
+
+    corpus = _corpus(tmp_path / "abstracts.csv")
+    grid_path = _grid(tmp_path, str(corpus))
+    out = tmp_path / "out"
+    grid = load_grid(grid_path)
+    runs = plan(grid, out, build_data(grid, out))
+    rng = np.random.default_rng(1)
+    for r in runs:
+        _finish_predicting(r, rng, 0.4)
+    run_grid(str(grid_path), str(out), resamples=100)
+    pred = out / "predictions" / "abstracts"
+    stamp = lambda p: (p.read_bytes(), p.stat().st_mtime_ns)  # noqa: E731
+    before = {p.name: stamp(p) for p in pred.iterdir()}
+    assert sorted(before) == ["decselfmask-seed0.jsonl.gz", "decselfmask-seed1.jsonl.gz", "sft-seed0.jsonl.gz",
+                              "sft-seed1.jsonl.gz"]
+    run_grid(str(grid_path), str(out), resamples=100)  # the same content: no file rewritten
+    assert {p.name: stamp(p) for p in pred.iterdir()} == before
+
+    for r in runs:  # decselfmask again with other predictions; sft's run folders deleted
+        if r["method"] == "decselfmask":
+            _finish_predicting(r, rng, 0.1)
+        else:
+            (r["dir"] / DONE_FILE).unlink()
+    run_grid(str(grid_path), str(out), methods=["decselfmask"], resamples=100)
+    after = {p.name: stamp(p) for p in pred.iterdir()}
+    assert sorted(after) == sorted(before)
+    assert all(after[n] == before[n] for n in before if n.startswith("sft"))
+    assert all(after[n][0] != before[n][0] for n in before if n.startswith("decselfmask"))
+    assert "decselfmask minus this" in (out / "results.md").read_text()
+
+
+def test_a_predictions_file_of_22_tasks_x_200_notes_is_small(tmp_path):
+    import numpy as np
+
+    from axolotl_decselfmask.io.files import atomic_write_jsonl, safe_filename
+    from axolotl_decselfmask.stage2.metrics import dump_predictions
+    from axolotl_decselfmask.tools.experiments.predictions import export_run, read_predictions
+
+    rng = np.random.default_rng(0)
+    rows = sorted(rng.choice(2376, 200, replace=False).tolist())
+    test_file = tmp_path / "test.jsonl"
+    atomic_write_jsonl(test_file, [{"text": "x", "label": "no", "row": r} for r in rows])
+    run = {"corpus": "mtsamples", "method": "sft", "dir": tmp_path / "run",
+           "recipe": {"decselfmask": {"tasks": [{"task": f"t{i}@seed0", "test_file": str(test_file)}
+                                                for i in range(22)]}}}
+    tasks = {}
+    for i in range(22):
+        gold = rng.choice(["yes", "no"], 200).tolist()
+        pred = [g if rng.random() < 0.7 else ("yes" if g == "no" else "no") for g in gold]
+        dump_predictions(run["dir"] / "output" / f"predictions-{safe_filename(f't{i}@seed0')}.jsonl", list(range(200)),
+                         list(range(200)),
+                         gold, pred, rng.normal(size=(200, 2)), ["yes", "no"])
+        tasks[f"t{i}@seed0"] = {"labels": ["yes", "no"], "n_train": 16}
+    (path,) = export_run(run, {"seconds": 12.5, "stage1_tokens": None, "metrics": {"tasks": tasks}}, tmp_path / "p",
+                         [0, 1, 2])
+    size = path.stat().st_size
+    print(f"predictions file, 22 tasks x 200 notes: {size} bytes")
+    assert size < 16_000
+    rec = read_predictions(path)
+    assert rec["seconds"] == 12.5 and rec["seeds"] == [0] and len(rec["tasks"]) == 22
+    assert rec["tasks"][0]["row"] == rows  # the notes' corpus rows, from the test file

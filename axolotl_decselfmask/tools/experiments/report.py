@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from axolotl_decselfmask.io.files import atomic_write_text
+from axolotl_decselfmask.io.files import atomic_write_json, atomic_write_text
+from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, bootstrap
 from axolotl_decselfmask.tools.experiments.grid import Grid
-from axolotl_decselfmask.tools.experiments.methods import BASELINE
+from axolotl_decselfmask.tools.experiments.methods import BASELINE, METHODS
 from axolotl_decselfmask.tools.experiments.plots import plot
 from axolotl_decselfmask.tools.experiments.results import summarise, write_csv
 
@@ -17,17 +18,53 @@ NOTES = ["", ("`zero_shot` trains nothing and every seed shares its test split: 
               "the stage-1 methods."), ""]
 
 
-def _method_line(s: dict, m: str) -> str:
+def _ci(v: dict | None, sign: bool = False) -> str:
+    if not v:
+        return ""
+    f = "+.4f" if sign else ".4f"
+    return f" [{v['low']:{f}}, {v['high']:{f}}]"
+
+
+def _wins(s: dict, m: str) -> str:
+    if BASELINE not in s["summary"] or m == BASELINE:
+        return ""
+    won = sum(s["per_task"].get((c, t, m), -1) > s["per_task"].get((c, t, BASELINE), 2) for c, t in s["tasks"])
+    compared = sum((c, t, m) in s["per_task"] and (c, t, BASELINE) in s["per_task"] for c, t in s["tasks"])
+    return f"{won}/{compared}"
+
+
+def _method_line(s: dict, m: str, scope: dict | None, seconds: dict) -> str:
+    """One row of the methods table: Macro F1 [CI], seed spread, decselfmask minus it [CI] (``*``:
+    the interval excludes zero), tasks won against sft, summed run seconds, probing."""
     v = s["summary"][m]
-    base = s["summary"].get(BASELINE)
-    diff = f"{v['mean'] - base['mean']:+.4f}" if base and m != BASELINE else ""
-    wins = ""
-    if base and m != BASELINE:
-        won = sum(s["per_task"].get((c, t, m), -1) > s["per_task"].get((c, t, BASELINE), 2) for c, t in s["tasks"])
-        compared = sum((c, t, m) in s["per_task"] and (c, t, BASELINE) in s["per_task"] for c, t in s["tasks"])
-        wins = f"{won}/{compared}"
+    ref = s["summary"].get(REFERENCE)
+    diff = ""
+    if scope and m in scope.get("difference", {}):
+        d = scope["difference"][m]
+        diff = f"{d['mean']:+.4f}{_ci(d, True)}{' *' if d['excludes_zero'] else ''}"
+    elif ref and m != REFERENCE:
+        diff = f"{ref['mean'] - v['mean']:+.4f}"
+    ci = _ci(scope["methods"].get(m)) if scope else ""
     probe = f"{v['probe']:.4f}" if v["probe"] is not None else ""
-    return f"| {m} | {v['mean']:.4f} +- {v['std']:.4f} (n={v['n_seeds']}) | {diff} | {wins} | {probe} |"
+    cost = f"{seconds[m]:.0f}" if m in seconds else ""
+    return (f"| {m} | {v['mean']:.4f}{ci} | {v['std']:.4f} (n={v['n_seeds']}) | {diff} | {_wins(s, m)} | {cost} "
+            f"| {probe} |")
+
+
+def _corpus_lines(boot: dict) -> list[str]:
+    corpora = [k for k in boot["scopes"] if k != "all"]
+    if len(corpora) < 2 and "difference" not in boot["scopes"].get("all", {}):
+        return []
+    lines = ["", f"Per corpus (bootstrap within the corpus; {REFERENCE} minus the method):", "",
+             f"| corpus | tasks | method | Macro F1 [95% CI] | {REFERENCE} minus this [95% CI] |",
+             "| --- | --- | --- | --- | --- |"]
+    for c in corpora:
+        sc = boot["scopes"][c]
+        for m, v in sc["methods"].items():
+            d = sc.get("difference", {}).get(m)
+            cell = f"{d['mean']:+.4f}{_ci(d, True)}{' *' if d['excludes_zero'] else ''}" if d else ""
+            lines.append(f"| {c} | {sc['n_tasks']} | {m} | {v['mean']:.4f}{_ci(v)} | {cell} |")
+    return lines
 
 
 def _per_task_lines(s: dict) -> list[str]:
@@ -40,23 +77,70 @@ def _per_task_lines(s: dict) -> list[str]:
     return lines
 
 
-def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float | None = None) -> str:
+def _boot_note(boot: dict | None) -> list[str]:
+    if not boot:
+        return ["", "No per-note predictions for these rows: no bootstrap intervals (report recomputes them "
+                "from the predictions folder, docs/experiments.md)."]
+    return ["", (f"Intervals: paired bootstrap, {boot['resamples']:,} resamples (seed {boot['seed']}, "
+                 f"{boot['seconds']:.1f} s): per corpus its test notes (jointly for the tasks that share them) "
+                 "and its tasks drawn with replacement; each drawn task's Macro F1 on the drawn notes, averaged "
+                 "over seeds, then over the drawn tasks of all corpora (each corpus weighted by its number of "
+                 "tasks). `*`: the 95% interval excludes zero. Secondary comparisons are not corrected for "
+                 "multiplicity. Seed spread: standard deviation over seeds of the mean over tasks.")]
+
+
+def run_seconds(rows: list[dict], records: list[dict] | None = None, grid: Grid | None = None) -> dict:
+    """Summed seconds of each method's runs: from the predictions records (one per run and seed), else
+    from the rows (one run per corpus, method and seed, or per corpus and method when stage 1 is shared)."""
+    runs: dict[tuple, float] = {}
+    if records:
+        for r in records:
+            runs[r["method"], r["corpus"], r.get("run")] = float(r.get("seconds") or 0.0)
+    else:
+        shared = grid is not None and grid.share_stage1_across_seeds
+        for r in rows:
+            if r["run_seconds"] != "":
+                seed = "" if shared or r["method"] == "zero_shot" else r["seed"]
+                runs[r["method"], r["corpus"], seed] = float(r["run_seconds"])
+    out: dict[str, float] = {}
+    for (m, *_), sec in runs.items():
+        out[m] = out.get(m, 0.0) + sec
+    return out
+
+
+def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float | None = None,
+                    boot: dict | None = None, seconds: dict | None = None) -> str:
     if not rows:
         return "# Results\n\nNo finished runs yet.\n"
     s = summarise(rows)
+    scope = boot["scopes"].get("all") if boot else None
+    seconds = seconds if seconds is not None else run_seconds(rows, grid=grid)
     lines = ["# Results", ""]
     lines.append(f"{len(rows)} results (rows of results.csv) over {len(s['tasks'])} tasks; Macro F1 is the mean over "
-                 "tasks of one seed, then mean +- standard deviation over seeds.")
+                 "tasks and seeds (zero_shot: its one evaluation), with its 95% bootstrap interval.")
     if elapsed is not None:
         lines.append(f"Wall time of this invocation: {elapsed / 60:.1f} min.")
-    lines += ["", "| method | Macro F1 (mean +- std over seeds) | vs sft | tasks won vs sft | probing Macro F1 |",
-              "| --- | --- | --- | --- | --- |"]
-    lines += [_method_line(s, m) for m in s["methods"]]
+    lines += ["", f"| method | Macro F1 [95% CI] | seed spread | {REFERENCE} minus this [95% CI] | tasks won vs sft "
+              "| run seconds (sum) | probing Macro F1 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [_method_line(s, m, scope, seconds) for m in s["methods"]]
+    lines += _boot_note(boot) + (_corpus_lines(boot) if boot else [])
     return "\n".join(lines + _per_task_lines(s) + NOTES)
 
 
-def write_results(out: Path, rows: list[dict], grid: Grid | None = None, elapsed: float | None = None) -> None:
+def write_results(out: Path, rows: list[dict], grid: Grid | None = None, elapsed: float | None = None,
+                  records: list[dict] | None = None, resamples: int = 10_000, seed: int = 0) -> dict | None:
+    """``results.csv``, ``results.md`` and the plots from ``rows``; with ``records`` (the predictions,
+    :func:`.predictions.load_predictions`) the paired bootstrap too (also in ``bootstrap.json``),
+    which it returns."""
     write_csv(out, rows)
-    atomic_write_text(out / "results.md", report_markdown(rows, grid, elapsed))
+    boot = None
+    if records:
+        methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+        boot = bootstrap(records, methods, resamples, seed)
+        atomic_write_json(out / "bootstrap.json", boot)
+        print(f"bootstrap: {resamples:,} resamples in {boot['seconds']:.1f} s")
+    seconds = run_seconds(rows, records, grid)
+    atomic_write_text(out / "results.md", report_markdown(rows, grid, elapsed, boot, seconds))
     if rows:
-        plot(rows, out)
+        plot(rows, out, boot)
+    return boot

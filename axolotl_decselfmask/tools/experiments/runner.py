@@ -18,6 +18,10 @@ from axolotl_decselfmask.io.files import (
 from axolotl_decselfmask.stage1.budget import STATS_FILE
 from axolotl_decselfmask.tools.experiments.data import build_data
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
+from axolotl_decselfmask.tools.experiments.predictions import (
+    export_finished,
+    load_predictions,
+)
 from axolotl_decselfmask.tools.experiments.recipes import run_recipe, yaml_dump
 from axolotl_decselfmask.tools.experiments.report import write_results
 from axolotl_decselfmask.tools.experiments.results import (
@@ -85,8 +89,9 @@ def _write_recipes(todo: list[dict]) -> None:
         print(f"  would run: axolotl train {r['dir'] / 'recipe.yml'}")
 
 
-def _execute_all(grid: Grid, rows_now, todo: list[dict], out_dir: Path, start: float) -> list[str]:
-    """Run ``todo`` in order, the results (``rows_now()``) rewritten after each; returns the failures."""
+def _execute_all(todo: list[dict], publish) -> list[str]:
+    """Run ``todo`` in order, the predictions and results written after each (``publish()``); returns
+    the failures."""
     from tqdm.auto import tqdm
 
     failed = []
@@ -100,7 +105,7 @@ def _execute_all(grid: Grid, rows_now, todo: list[dict], out_dir: Path, start: f
         except RuntimeError as err:
             failed.append(str(err))
             tqdm.write(str(err))
-        write_results(out_dir, rows_now(), grid, time.time() - start)
+        publish()
     return failed
 
 
@@ -112,12 +117,16 @@ def _subset(grid: Grid, methods: list[str] | None) -> list[str] | None:
 
 
 def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run: bool = False,
-             data_dir: str | None = None) -> list[dict]:
+             data_dir: str | None = None, predictions_dir: str | None = None, resamples: int = 10_000,
+             bootstrap_seed: int = 0) -> list[dict]:
     """Run the grid's unfinished runs (of ``methods`` only, if given) and write the results.
 
     ``results.csv``, ``results.md`` and the plots hold every method's rows: those of finished runs,
     and with ``methods`` the rows ``results.csv`` already had for the other methods (kept as they
-    were when their runs are gone, :func:`.results.merge_rows`)."""
+    were when their runs are gone, :func:`.results.merge_rows`). Every finished run of ``methods``
+    has its predictions copied into ``predictions_dir`` (default ``<out>/predictions``,
+    :mod:`.predictions`; other methods' files are left as they are), from which the bootstrap
+    intervals of ``results.md`` come (``resamples``, ``bootstrap_seed``)."""
     grid = load_grid(grid_path, data_dir)
     methods = _subset(grid, methods)
     out_dir = Path(out)
@@ -133,15 +142,23 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
         fresh = collect(grid, all_runs)
         return merge_rows(kept, fresh, set(methods)) if methods else fresh
 
+    pred_dir = Path(predictions_dir) if predictions_dir else out_dir / "predictions"
+
+    def publish() -> list[dict]:
+        export_finished(runs, pred_dir, grid.seeds)  # only this invocation's methods
+        rows = rows_now()
+        records = load_predictions(pred_dir, {c.name for c in grid.corpora}, set(grid.methods), set(grid.seeds))
+        write_results(out_dir, rows, grid, time.time() - start, records, resamples, bootstrap_seed)
+        return rows
+
     todo = [r for r in runs if not done_record(r)]
     print(f"experiments: {len(runs)} runs ({len(runs) - len(todo)} already done), "
           f"{sum(len(c.tasks) for c in grid.corpora)} tasks, seeds {grid.seeds}, into {out_dir}")
     if dry_run:
         _write_recipes(todo)
         return []
-    failed = _execute_all(grid, rows_now, todo, out_dir, start)
-    rows = rows_now()
-    write_results(out_dir, rows, grid, time.time() - start)
+    failed = _execute_all(todo, publish)
+    rows = publish()
     print(f"experiments: {len(rows)} result rows in {out_dir / 'results.csv'}, summary in {out_dir / 'results.md'}")
     if failed:
         raise SystemExit(f"{len(failed)} run(s) failed; see their run.log. The others are kept; run again to retry.")
