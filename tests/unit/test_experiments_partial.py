@@ -167,7 +167,10 @@ def _finish_predicting(run: dict, rng, error: float, seconds: float = 2.0) -> No
     import numpy as np
 
     from axolotl_decselfmask.io.files import read_jsonl, safe_filename
-    from axolotl_decselfmask.stage2.metrics import classification_report_dict, dump_predictions
+    from axolotl_decselfmask.stage2.metrics import (
+        classification_report_dict,
+        dump_predictions,
+    )
 
     out = run["dir"] / "output"
     tasks = {}
@@ -196,7 +199,10 @@ def test_report_from_the_committed_predictions_alone_gives_the_rows_of_metrics_j
 
     import numpy as np
 
-    from axolotl_decselfmask.tools.experiments.predictions import load_predictions, rows_from_predictions
+    from axolotl_decselfmask.tools.experiments.predictions import (
+        load_predictions,
+        rows_from_predictions,
+    )
     from axolotl_decselfmask.tools.experiments.results import collect
 
     corpus = _corpus(tmp_path / "abstracts.csv")
@@ -269,7 +275,10 @@ def test_a_predictions_file_of_22_tasks_x_200_notes_is_small(tmp_path):
 
     from axolotl_decselfmask.io.files import atomic_write_jsonl, safe_filename
     from axolotl_decselfmask.stage2.metrics import dump_predictions
-    from axolotl_decselfmask.tools.experiments.predictions import export_run, read_predictions
+    from axolotl_decselfmask.tools.experiments.predictions import (
+        export_run,
+        read_predictions,
+    )
 
     rng = np.random.default_rng(0)
     rows = sorted(rng.choice(2376, 200, replace=False).tolist())
@@ -294,3 +303,61 @@ def test_a_predictions_file_of_22_tasks_x_200_notes_is_small(tmp_path):
     rec = read_predictions(path)
     assert rec["seconds"] == 12.5 and rec["seeds"] == [0] and len(rec["tasks"]) == 22
     assert rec["tasks"][0]["row"] == rows  # the notes' corpus rows, from the test file
+
+
+def test_tasks_of_a_shared_test_set_are_one_group_of_the_bootstrap(tmp_path):
+    import numpy as np
+
+    from axolotl_decselfmask.tools.experiments.bootstrap import prepare
+    from axolotl_decselfmask.tools.experiments.predictions import (
+        load_predictions,
+        rows_from_predictions,
+    )
+    from axolotl_decselfmask.tools.experiments.results import collect
+
+    corpus = _corpus(tmp_path / "abstracts.csv")
+    grid_path = _grid(tmp_path, str(corpus), test_notes=30, test_min_positives=5)
+    out = tmp_path / "out"
+    grid = load_grid(grid_path)
+    runs = plan(grid, out, build_data(grid, out))
+    rng = np.random.default_rng(2)
+    for r in runs:
+        _finish_predicting(r, rng, 0.3)
+    run_grid(str(grid_path), str(out), resamples=100)
+    records = load_predictions(out / "predictions")
+    assert _row_sort(rows_from_predictions(records)) == _row_sort(collect(grid, runs))
+    (c,) = prepare(records, ["sft", "decselfmask"])
+    assert [g.tasks for g in c.groups] == [["category", "neoplasms"]]  # one note weight vector for both
+    test_rows = [json.loads(line)["row"] for line in open(runs[0]["recipe"]["decselfmask"]["tasks"][0]["test_file"])]
+    assert c.groups[0].rows.tolist() == sorted(test_rows)  # the corpus rows of the shared test notes
+
+
+def test_a_multi_label_task_is_one_yes_no_task_per_label_as_in_results_csv(tmp_path):
+    from axolotl_decselfmask.io.files import atomic_write_jsonl
+    from axolotl_decselfmask.stage2.metrics import classification_report_dict
+    from axolotl_decselfmask.tools.experiments.predictions import (
+        export_run,
+        load_predictions,
+        rows_from_predictions,
+    )
+    from axolotl_decselfmask.tools.experiments.results import _rows_of
+
+    gold = [["a"], ["a", "b"], [], ["b"], ["a"], []]
+    pred = [["a"], ["b"], ["b"], ["b"], [], []]
+    per_label = {}
+    for y in ("a", "b"):
+        g = ["yes" if y in s else "no" for s in gold]
+        p = ["yes" if y in s else "no" for s in pred]
+        rep = classification_report_dict(g, p, ["yes", "no"])
+        per_label[y] = {"macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"], "n_test": 6, "n_pseudo": 0}
+    entry = {"multi_label": True, "labels": ["a", "b"], "label_answers": ["yes", "no"], "per_label": per_label,
+             "macro_f1": 0.5, "accuracy": 0.5, "n_test": 6, "n_train": 8}
+    run = {"corpus": "c", "method": "sft", "dir": tmp_path / "run", "recipe": {}}
+    atomic_write_jsonl(tmp_path / "run" / "output" / "predictions-topics_seed1.jsonl",
+                       [{"id": i, "row": i, "gold": g, "pred": p, "scores": {}} for i, (g, p) in
+                        enumerate(zip(gold, pred))])
+    record = {"seconds": 3.0, "stage1_tokens": None, "metrics": {"tasks": {"topics@seed1": entry}}}
+    export_run(run, record, tmp_path / "p", [0, 1])
+    got = rows_from_predictions(load_predictions(tmp_path / "p"))
+    assert [r["task"] for r in got] == ["topics/a", "topics/b"]
+    assert _row_sort(got) == _row_sort(_rows_of(None, run, record))

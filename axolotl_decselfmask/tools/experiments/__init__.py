@@ -22,6 +22,9 @@ One module per job:
 - :mod:`.recipes`: the Axolotl recipe of one run (:func:`run_recipe`).
 - :mod:`.runner`: the plan, ``axolotl train`` per run, ``done.json`` resume (:func:`run_grid`).
 - :mod:`.results`: rows of ``results.csv`` and statistics over seeds (:func:`summarise`).
+- :mod:`.predictions`: the per-note predictions copied from the runs (one gzip'd JSONL per corpus,
+  method and seed, meant to be committed) and the rows of ``results.csv`` recomputed from them.
+- :mod:`.bootstrap`: the paired bootstrap intervals (decselfmask minus each method).
 - :mod:`.report`, :mod:`.plots`: ``results.md`` and the figures; :mod:`.cli`: the command line.
 """
 
@@ -44,6 +47,11 @@ from axolotl_decselfmask.tools.experiments.methods import (
     get_key,
 )
 from axolotl_decselfmask.tools.experiments.plots import plot
+from axolotl_decselfmask.tools.experiments.predictions import (
+    export_run,
+    load_predictions,
+    rows_from_predictions,
+)
 from axolotl_decselfmask.tools.experiments.recipes import BASE_RECIPE, run_recipe
 from axolotl_decselfmask.tools.experiments.report import report_markdown, write_results
 from axolotl_decselfmask.tools.experiments.results import COLUMNS, collect, summarise
@@ -52,6 +60,7 @@ from axolotl_decselfmask.tools.experiments.runner import execute, plan, run_grid
 __all__ = [
     "BASELINE", "BASE_RECIPE", "COLUMNS", "METHODS", "METHOD_NAMES", "STAGE1_METHODS", "CorpusSpec", "Grid",
     "Method", "TaskSpec", "apply_method", "build_data", "collect", "definition_problems", "execute", "get_key",
-    "load_grid", "main", "plan", "plot", "report_markdown", "run_grid", "run_recipe", "summarise",
+    "export_run", "load_grid", "load_predictions", "main", "plan", "plot", "report_markdown", "rows_from_predictions",
+    "run_grid", "run_recipe", "summarise",
     "write_results",
 ]
