@@ -361,3 +361,31 @@ def test_a_multi_label_task_is_one_yes_no_task_per_label_as_in_results_csv(tmp_p
     got = rows_from_predictions(load_predictions(tmp_path / "p"))
     assert [r["task"] for r in got] == ["topics/a", "topics/b"]
     assert _row_sort(got) == _row_sort(_rows_of(None, run, record))
+
+
+def test_report_of_two_grids_pools_their_corpora_even_without_the_corpus_files(tmp_path):
+    import numpy as np
+
+    corpus = _corpus(tmp_path / "abstracts.csv")
+    committed = tmp_path / "committed"
+    rng = np.random.default_rng(3)
+    grids = []
+    for name in ("abstracts", "other"):
+        folder = tmp_path / name
+        folder.mkdir()
+        g = yaml.safe_load(_grid(folder, str(corpus)).read_text())
+        g["corpora"][0]["name"] = name
+        (folder / "grid.yml").write_text(yaml.safe_dump(g))
+        grid = load_grid(folder / "grid.yml")
+        runs = plan(grid, folder / "out", build_data(grid, folder / "out"))
+        for r in runs:
+            _finish_predicting(r, rng, {"sft": 0.5, "decselfmask": 0.3}[r["method"]])
+        run_grid(str(folder / "grid.yml"), str(folder / "out"), predictions_dir=str(committed), resamples=50)
+        grids.append(str(folder / "grid.yml"))
+    corpus.unlink()  # neither the corpus nor the runs are needed by the report
+    rows = main(["report", *grids, "--out", str(tmp_path / "both"), "--predictions-dir", str(committed),
+                 "--resamples", "200"]) or read_csv(tmp_path / "both")
+    assert {r["corpus"] for r in rows} == {"abstracts", "other"} and len(rows) == 2 * 2 * 2 * 2
+    boot = json.loads((tmp_path / "both" / "bootstrap.json").read_text())
+    assert set(boot["scopes"]) == {"all", "abstracts", "other"} and boot["scopes"]["all"]["n_tasks"] == 4
+    assert "| other | 2 | sft |" in (tmp_path / "both" / "results.md").read_text()
