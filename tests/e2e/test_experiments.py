@@ -12,7 +12,10 @@ from conftest import DATA, make_tiny_llama
 
 from axolotl_decselfmask.tools.experiments.data import build_data
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
-from axolotl_decselfmask.tools.experiments.methods import METHODS, definition_problems
+from axolotl_decselfmask.tools.experiments.methods import (
+    DEFAULT_METHODS,
+    definition_problems,
+)
 from axolotl_decselfmask.tools.experiments.report import report_markdown
 from axolotl_decselfmask.tools.experiments.runner import plan, run_grid
 
@@ -98,12 +101,12 @@ def _plan(tmp_path, model, **over):
 
 
 def test_runner_recipes_set_exactly_the_keys_of_their_method(tmp_path, tiny_llama):
-    """The runner's recipes are the methods of METHODS (tools/experiments/methods.py), and a grid's
-    decselfmask: overrides change every method alike without turning one into another."""
+    """The runner's recipes (a grid's default methods) are the methods of METHODS (tools/experiments/methods.py),
+    and a grid's decselfmask: overrides change every method alike without turning one into another."""
     over = {"decselfmask": {"spans": {"selector": "top_k"}, "probing": {"enabled": False}}}
     _, runs = _plan(tmp_path, tiny_llama, **over)
     recipes = {r["method"]: r["recipe"] for r in runs}
-    assert set(recipes) == set(METHODS)
+    assert set(recipes) == set(DEFAULT_METHODS)
     # per run: its folders; zero-shot evaluates one seed only
     problems = definition_problems(recipes, ignore=("output_dir", "dataset_prepared_path", "decselfmask.tasks"))
     assert not problems, "\n".join(problems)
@@ -143,8 +146,8 @@ def test_tiny_grid_runs_all_methods_and_resumes(tmp_path):
     grid_path = _grid(tmp_path, model)
     out = tmp_path / "exp"
     rows = run_grid(str(grid_path), str(out))
-    assert {r["method"] for r in rows} == set(METHODS)
-    assert len(rows) == len(METHODS) * 2  # one task x two seeds
+    assert {r["method"] for r in rows} == set(DEFAULT_METHODS)
+    assert len(rows) == len(DEFAULT_METHODS) * 2  # one task x two seeds
     with open(out / "results.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(rows)
@@ -169,7 +172,7 @@ def test_tiny_grid_runs_all_methods_and_resumes(tmp_path):
 
     # resumable: a finished run is not run again
     logs = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("run.log")}
-    assert len(logs) == len(METHODS)
+    assert len(logs) == len(DEFAULT_METHODS)
     again = run_grid(str(grid_path), str(out))
     assert again == rows
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("run.log")} == logs

@@ -24,7 +24,10 @@ import yaml
 from conftest import DATA, ROOT, require_smollm
 from helpers import validate_recipe
 
-from axolotl_decselfmask.tools.experiments.methods import METHODS, definition_problems
+from axolotl_decselfmask.tools.experiments.methods import (
+    BASELINE_METHODS,
+    definition_problems,
+)
 
 RECIPES = ROOT / "recipes"
 ALL_RECIPES = sorted(RECIPES.rglob("*.yml"))
@@ -57,7 +60,7 @@ def test_there_are_recipes():
     assert names == {
         "llama-3.2-1b-instruct", "llama-3.2-3b-instruct", "llama-3.1-8b-instruct", "qwen3-1.7b", "qwen3-8b",
         "gemma-3-1b-it", "gemma-3-4b-it", "phi-3.5-mini-instruct", "mistral-7b-instruct-v0.3"}
-    assert {p.stem.removeprefix("llama-3.2-1b-") for p in BASELINES} == set(METHODS)  # one file per method
+    assert {p.stem.removeprefix("llama-3.2-1b-") for p in BASELINES} == set(BASELINE_METHODS)  # one file per method
     assert (RECIPES / "multi_gpu" / "llama-3.1-8b-instruct-zero2.yml").is_file()
 
 
@@ -112,7 +115,7 @@ def test_baselines_differ_only_in_their_method():
     recipes = _baselines()
     budgets = {r["decselfmask"]["stage1_token_budget"] for r in recipes.values()}
     assert len(budgets) == 1  # every stage-1 method trains on the same token budget
-    assert set(recipes) == set(METHODS)
+    assert set(recipes) == set(BASELINE_METHODS)
     problems = definition_problems(recipes, ignore=("output_dir",))
     assert not problems, "\n".join(problems)
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from axolotl_decselfmask.tools.experiments.methods import METHOD_NAMES
+from axolotl_decselfmask.tools.experiments.methods import DEFAULT_METHODS, METHOD_NAMES
 
 
 class _Strict(BaseModel):
@@ -48,11 +48,23 @@ class CorpusSpec(_Strict):
     tasks: list[TaskSpec] = Field(min_length=1)
 
 
+class SetFitSpec(_Strict):
+    """The ``setfit:`` block of a grid (SetFit 1.2.0's TrainingArguments of the same names)."""
+
+    num_iterations: int = Field(default=2, ge=1, description="Contrastive pairs drawn per labelled note (x2).")
+    num_epochs: int = Field(default=1, ge=1, description="Epochs of the contrastive fine-tuning.")
+    batch_size: int = Field(default=16, ge=1, description="Batch size of the contrastive fine-tuning.")
+    max_seq_length: int = Field(default=128, ge=8, description="Word pieces of a note the encoder reads.")
+
+
 class Grid(_Strict):
     """An experiment grid (the YAML file given to ``run``)."""
 
     model: str = Field(description="base_model of every run (a local folder).")
-    methods: list[Literal[METHOD_NAMES]] = Field(default_factory=lambda: list(METHOD_NAMES))
+    methods: list[Literal[METHOD_NAMES]] = Field(
+        default_factory=lambda: list(DEFAULT_METHODS),
+        description=f"Methods to run (tools/experiments/methods.py). Default: {list(DEFAULT_METHODS)}.",
+    )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     labelled_per_task: int = Field(default=32, ge=2, description="Labelled examples per task (balanced over classes).")
     test_per_task: int = Field(
@@ -76,6 +88,19 @@ class Grid(_Strict):
     stage1_token_budget: int = Field(default=20000, ge=1, description="Tokens every stage-1 method trains on.")
     pseudo_label_texts: int = Field(default=64, ge=1, description="synthetic_labels: pool texts the SFT model labels.")
     probing: bool = Field(default=True, description="Probe the base model (sft runs) and each stage-1 model.")
+    setfit_model: str = Field(
+        default="models/all-minilm-l6-v2",
+        description="setfit: the sentence-transformers folder SetFit starts from (`make setfit-model` writes it).",
+    )
+    setfit_packages: str = Field(
+        default=".venv-setfit",
+        description=(
+            "setfit: a folder of packages put first on the setfit run's PYTHONPATH (`make setfit` installs setfit "
+            "1.2.0 there, beside the venv: it needs an evaluate newer than Axolotl's pin). Not used when it does "
+            "not exist and setfit imports in the venv itself."
+        ),
+    )
+    setfit: SetFitSpec = Field(default_factory=lambda: SetFitSpec(), description="setfit: its training settings.")
     share_stage1_across_seeds: bool = Field(
         default=True,
         description=(
@@ -120,6 +145,7 @@ def load_grid(path: str | Path, data_dir: str | Path | None = None) -> Grid:
         raise SystemExit(f"{path}: invalid grid:\n{err}") from None
     base = path.parent
     grid.model = _resolve(grid.model, base)
+    grid.setfit_model, grid.setfit_packages = _resolve(grid.setfit_model, base), _resolve(grid.setfit_packages, base)
     if data_dir is not None and not Path(data_dir).is_dir():
         raise SystemExit(f"--data-dir {data_dir}: no such folder")
     for c in grid.corpora:

@@ -20,10 +20,36 @@ from typing import Any
 class Method:
     description: str
     keys: dict[str, Any] = field(default_factory=dict)
+    #: "recipe": an Axolotl recipe (``axolotl train``); "setfit": the runner trains and evaluates it
+    #: itself (:mod:`.setfit_run`), no recipe and no keys
+    kind: str = "recipe"
+    #: one of a grid's methods when the grid names none
+    default: bool = True
+    #: has a ``recipes/baselines/llama-3.2-1b-<method>.yml``
+    baseline: bool = True
 
     @property
     def stage1(self) -> bool:
-        return bool(self.keys["decselfmask.stage1"])
+        return bool(self.keys.get("decselfmask.stage1", False))
+
+
+def _dotted(tree: dict, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def paper_stage1_keys() -> dict[str, Any]:
+    """``protocol: paper``'s stage-1 settings as method keys: every key of its preset outside
+    ``classification`` (relevance, items per text, spans, masking) and its Axolotl keys (the
+    stage-1 loss on the whole sequence). Set over the common recipe, they win over whatever a grid
+    pins for the other methods; stage 2 is left to the common block, which writes every
+    classification key the preset would fill in (:func:`.recipes.stage2_defaults`)."""
+    from axolotl_decselfmask.protocol import PRESETS, RECIPE_KEYS
+
+    stage1 = {k: v for k, v in PRESETS["paper"].items() if k != "classification"}
+    return {"decselfmask.protocol": "paper", **_dotted(stage1, "decselfmask."), **RECIPE_KEYS["paper"]}
 
 
 METHODS: dict[str, Method] = {
@@ -54,8 +80,22 @@ METHODS: dict[str, Method] = {
         "stage 1 reconstructs the self-relevant spans (the defaults); then stage 2",
         {"decselfmask.stage1": True, "decselfmask.probing.enabled": True},
     ),
+    "decselfmask_paper": Method(
+        "stage 1 as `protocol: paper` sets it (AttnLRP of the largest logit at the item's middle token, the "
+        "completion prompt, every note x every item, the loss on the whole sequence); then the common stage 2",
+        {"decselfmask.stage1": True, "decselfmask.probing.enabled": True, **paper_stage1_keys()},
+        default=False, baseline=False,
+    ),
+    "setfit": Method(
+        "not a decoder: SetFit (sentence-transformers contrastive fine-tuning and a logistic-regression head) "
+        "on the same labelled and test notes, trained and evaluated by the runner (setfit_run.py)",
+        kind="setfit", default=False, baseline=False,
+    ),
 }
 METHOD_NAMES = tuple(METHODS)
+DEFAULT_METHODS = tuple(name for name, m in METHODS.items() if m.default)
+RECIPE_METHODS = tuple(name for name, m in METHODS.items() if m.kind == "recipe")
+BASELINE_METHODS = tuple(name for name, m in METHODS.items() if m.baseline)
 STAGE1_METHODS = tuple(name for name, m in METHODS.items() if m.stage1)
 BASELINE = "sft"
 
@@ -142,8 +182,9 @@ def definition_problems(recipes: dict[str, dict], ignore: tuple[str, ...] = ()) 
     same other value in the rest; and outside those keys (and ``ignore``, e.g. ``output_dir``)
     every recipe must be the same.
     """
-    problems = [f"{m}: not a method of METHODS {list(METHODS)}" for m in recipes if m not in METHODS]
-    known = {m: r for m, r in recipes.items() if m in METHODS}
+    problems = [f"{m}: not a recipe method of METHODS {list(RECIPE_METHODS)}" for m in recipes
+                if m not in RECIPE_METHODS]
+    known = {m: r for m, r in recipes.items() if m in RECIPE_METHODS}
     return problems + _own_keys(known) + _keys_of_others(known) + _rest(known, ignore)
 
 
@@ -162,9 +203,20 @@ def _keys_of_others(recipes: dict[str, dict]) -> list[str]:
         if any(v != first for v in others.values()):
             shown = ", ".join(f"{m}: {_shown(v)}" for m, v in others.items())
             problems.append(f"{key} defines {setters}; the other methods must agree on it, but have {shown}")
-        for s in setters:
-            problems += [f"{m}: {key} is {_shown(v)}, the value that defines {s}"
-                         for m, v in others.items() if matches(v, METHODS[s].keys[key])]
+    return problems + _taken_definitions(recipes)
+
+
+def _taken_definitions(recipes: dict[str, dict]) -> list[str]:
+    """A recipe that holds every value defining another method, at the keys it does not set itself,
+    is that method too. (One of several keys may hold a defining value: ``decselfmask_paper``'s
+    ``masking.spans_per_example: 1`` is every method's.)"""
+    problems = []
+    for s in recipes:
+        for m, r in recipes.items():
+            keys = [k for k in METHODS[s].keys if k not in METHODS[m].keys] if m != s else []
+            if keys and all(matches(get_key(r, k), METHODS[s].keys[k]) for k in keys):
+                shown = ", ".join(f"{k} is {_shown(get_key(r, k))}" for k in keys)
+                problems.append(f"{m}: {shown}, the values that define {s}")
     return problems
 
 

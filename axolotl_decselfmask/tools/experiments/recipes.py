@@ -72,6 +72,18 @@ def _tasks(corpus: CorpusSpec, data: dict, seeds: list[int]) -> list[dict]:
     return tasks
 
 
+def stage2_defaults() -> dict[str, Any]:
+    """The default value of every ``classification`` key a protocol preset sets: written in the
+    common block, so that stage 2 is the same in every method, ``decselfmask_paper`` (whose
+    ``protocol: paper`` would fill those keys in) included; a grid's ``classification`` wins."""
+    from axolotl_decselfmask.args import ClassificationConfig
+    from axolotl_decselfmask.protocol import PRESETS
+
+    default = ClassificationConfig()
+    keys = dict.fromkeys(k for preset in PRESETS.values() for k in preset.get("classification", {}))
+    return {k: getattr(default, k) for k in keys}
+
+
 def _common_block(grid: Grid, corpus: CorpusSpec, data: dict, seeds: list[int], run_dir: Path) -> dict:
     """The decselfmask: block every method starts from (the method's keys are set over it)."""
     dsm: dict[str, Any] = {
@@ -80,9 +92,9 @@ def _common_block(grid: Grid, corpus: CorpusSpec, data: dict, seeds: list[int], 
         "stage1": True,
         "stage1_token_budget": grid.stage1_token_budget,
         "cache_dir": str(run_dir.parent / CACHE_FOLDER),
-        "relevance": {"method": "grad_x_input"},
+        "relevance": {},  # the package's defaults (a grid's decselfmask: block may pin them)
         "masking": {"spans_per_example": 1},  # one example per span, the others visible (the authors')
-        "classification": {"text_column": "text", "label_column": "label"},
+        "classification": {"text_column": "text", "label_column": "label", **stage2_defaults()},
         "tasks": _tasks(corpus, data, seeds),
         "probing": {"enabled": False},
     }

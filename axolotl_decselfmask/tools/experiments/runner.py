@@ -18,11 +18,12 @@ from axolotl_decselfmask.io.files import (
 from axolotl_decselfmask.stage1.budget import STATS_FILE
 from axolotl_decselfmask.tools.experiments.data import build_data
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
+from axolotl_decselfmask.tools.experiments.methods import METHODS
 from axolotl_decselfmask.tools.experiments.predictions import (
     export_finished,
     load_predictions,
 )
-from axolotl_decselfmask.tools.experiments.recipes import run_recipe, yaml_dump
+from axolotl_decselfmask.tools.experiments.recipes import _tasks, run_recipe, yaml_dump
 from axolotl_decselfmask.tools.experiments.report import write_results
 from axolotl_decselfmask.tools.experiments.results import (
     DONE_FILE,
@@ -31,6 +32,9 @@ from axolotl_decselfmask.tools.experiments.results import (
     merge_rows,
     read_csv,
 )
+from axolotl_decselfmask.tools.experiments.setfit_run import runspec
+
+SETFIT_SPEC = "runspec.json"
 
 
 def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
@@ -42,8 +46,12 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
             for seeds in ([[grid.seeds[0]]] if method == "zero_shot" else seed_groups):
                 name = method if grid.share_stage1_across_seeds else f"{method}-seed{seeds[0]}"
                 run_dir = out / "runs" / c.name / name
-                runs.append({"corpus": c.name, "method": method, "seeds": seeds, "dir": run_dir,
-                             "recipe": run_recipe(grid, c, data[c.name], method, seeds, run_dir)})
+                if METHODS[method].kind == "setfit":  # no Axolotl recipe: its run spec is the recipe
+                    recipe = runspec(grid, _tasks(c, data[c.name], seeds), run_dir / "output")
+                else:
+                    recipe = run_recipe(grid, c, data[c.name], method, seeds, run_dir)
+                runs.append({"corpus": c.name, "method": method, "seeds": seeds, "dir": run_dir, "recipe": recipe,
+                             "packages": grid.setfit_packages})
     return runs
 
 
@@ -55,18 +63,34 @@ def _environment() -> dict:
     return env
 
 
-def execute(run: dict, log_progress=print) -> dict:
-    """``axolotl train`` of one run (its output in ``run.log``); returns the done record."""
+def _command(run: dict) -> tuple[list[str], dict]:
+    """The subprocess of one run and its environment: ``axolotl train recipe.yml``, or for setfit
+    ``python -m ...setfit_run runspec.json`` with setfit's packages first on PYTHONPATH."""
     run_dir: Path = run["dir"]
-    run_dir.mkdir(parents=True, exist_ok=True)
+    env = _environment()
+    if METHODS[run["method"]].kind == "setfit":
+        atomic_write_json(run_dir / SETFIT_SPEC, run["recipe"])
+        packages = Path(run["packages"])
+        if packages.is_dir():
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(packages), env.get("PYTHONPATH", "")) if p)
+        return [sys.executable, "-m", "axolotl_decselfmask.tools.experiments.setfit_run",
+                str(run_dir / SETFIT_SPEC)], env
     recipe_path = run_dir / "recipe.yml"
     atomic_write_text(recipe_path, yaml_dump(run["recipe"]))
-    (run_dir / "output" / "metrics.json").unlink(missing_ok=True)  # a finished run writes it anew
     axolotl = Path(sys.executable).parent / "axolotl"
-    command = [str(axolotl) if axolotl.exists() else "axolotl", "train", str(recipe_path)]
+    return [str(axolotl) if axolotl.exists() else "axolotl", "train", str(recipe_path)], env
+
+
+def execute(run: dict, log_progress=print) -> dict:
+    """``axolotl train`` of one run (its output in ``run.log``; setfit: :mod:`.setfit_run`);
+    returns the done record."""
+    run_dir: Path = run["dir"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "output" / "metrics.json").unlink(missing_ok=True)  # a finished run writes it anew
+    command, env = _command(run)
     start = time.time()
     with open(run_dir / "run.log", "w") as log:
-        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=_environment())
+        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     seconds = time.time() - start
     metrics = read_json(run_dir / "output" / "metrics.json")
     if proc.returncode != 0 or not isinstance(metrics, dict):
@@ -85,6 +109,10 @@ def _write_recipes(todo: list[dict]) -> None:
     """A dry run: every recipe written, nothing run."""
     for r in todo:
         r["dir"].mkdir(parents=True, exist_ok=True)
+        if METHODS[r["method"]].kind == "setfit":
+            atomic_write_json(r["dir"] / SETFIT_SPEC, r["recipe"])
+            print(f"  would run: python -m axolotl_decselfmask.tools.experiments.setfit_run {r['dir'] / SETFIT_SPEC}")
+            continue
         atomic_write_text(r["dir"] / "recipe.yml", yaml_dump(r["recipe"]))
         print(f"  would run: axolotl train {r['dir'] / 'recipe.yml'}")
 
