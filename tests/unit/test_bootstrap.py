@@ -139,3 +139,22 @@ def test_ten_thousand_resamples_of_the_full_grid_take_seconds():
     out = bootstrap(recs, list(methods), resamples=10_000, seed=0)
     print(f"10,000 resamples, 32 tasks x 6 methods x 3 seeds x 200 notes: {out['seconds']:.2f} s")
     assert out["seconds"] < 30 and out["scopes"]["all"]["n_tasks"] == 32
+
+
+def test_a_difference_is_over_the_tasks_both_methods_have():
+    recs = _records({"sft": 0.3, "decselfmask": 0.2}, corpora=(("a", 4, 60),))
+    for r in recs:
+        if r["method"] == "decselfmask":
+            r["tasks"] = r["tasks"][:2]  # decselfmask has t0 and t1 only
+    out = bootstrap(recs, ["sft", "decselfmask"], resamples=300, seed=0)
+
+    def f1(method, tasks):
+        return np.mean([np.mean([f1_score(t["gold"], t["pred"], average="macro") for r in recs
+                                 if r["method"] == method for t in r["tasks"] if t["task"] == name])
+                        for name in tasks])
+
+    scope = out["scopes"]["all"]
+    assert np.isclose(scope["methods"]["sft"]["mean"], f1("sft", ["t0", "t1", "t2", "t3"]))
+    assert np.isclose(scope["difference"]["sft"]["mean"], f1("decselfmask", ["t0", "t1"]) - f1("sft", ["t0", "t1"]))
+    assert np.isfinite([scope["difference"]["sft"]["low"], scope["difference"]["sft"]["high"]]).all()
+    assert bootstrap([], ["sft"], resamples=10)["scopes"] == {}

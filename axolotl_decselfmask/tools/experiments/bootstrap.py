@@ -69,8 +69,9 @@ def _group(tasks: list[str], members: list[int], evals: dict, methods: list[str]
         for m, lines in evals[tasks[t]].items():
             for line in lines:
                 if sorted(line["row"]) != rows.tolist():
-                    raise ValueError(f"task {tasks[t]}: method {m} has other test notes than the task's other "
-                                     "evaluations (predictions files of one task must share their rows)")
+                    raise ValueError(f"bootstrap: task {tasks[t]}: method {m} has other test notes (row) than the "
+                                     "task's other evaluations; the predictions files of one task must share them "
+                                     "(rerun the method, or remove its predictions files)")
                 order = np.fromiter((where[r] for r in line["row"]), int, len(line["row"]))
                 gold, pred = np.empty(len(rows), int), np.empty(len(rows), int)
                 gold[order], pred[order] = line["gold"], line["pred"]
@@ -176,6 +177,9 @@ def bootstrap(records: list[dict], methods: list[str], resamples: int = 10_000, 
     start = time.time()
     methods = [m for m in methods if any(r["method"] == m for r in records)]
     corpora = prepare(records, methods)
+    if not corpora:
+        return {"resamples": resamples, "seed": seed, "seconds": 0.0, "reference": reference, "methods": [],
+                "scopes": {}}
     ref = methods.index(reference) if reference in methods else None
     ones_w = [[np.ones((1, len(g.rows)), np.float32) for g in c.groups] for c in corpora]
     point = statistics(corpora, ones_w, [np.ones((1, len(c.tasks)), np.float32) for c in corpora], ref)

@@ -139,6 +139,7 @@ def write_results(out: Path, rows: list[dict], grid: Grid | None = None, elapsed
         boot = bootstrap(records, methods, resamples, seed)
         atomic_write_json(out / "bootstrap.json", boot)
         print(f"bootstrap: {resamples:,} resamples in {boot['seconds']:.1f} s")
+        boot = boot if boot["scopes"] else None
     seconds = run_seconds(rows, records, grid)
     atomic_write_text(out / "results.md", report_markdown(rows, grid, elapsed, boot, seconds))
     if rows:
