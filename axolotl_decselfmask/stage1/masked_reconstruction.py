@@ -72,9 +72,17 @@ class MaskedReconstructionStrategy(PoolStrategy):
         cfg, config, tokenizer = self.cfg, self.config, self.tokenizer
         path, column = self.text_column(dataset)
         pool = prepare_pool(dataset[column], cfg, config, tokenizer, path, column)
+
+        def row(ex: dict) -> dict:
+            return tokenize_for_training(tokenizer, reconstruction_messages(ex["masked_text"], ex["answer"],
+                                                                            config.masking.system_prompt),
+                                         train_on_inputs=bool(cfg.train_on_inputs))
+
+        # with a stage-1 budget, relevance stops at the shard whose examples pass it (the same kept rows)
         result = run_precompute(
             pool.texts, config, tokenizer, relevance_model_path(cfg, config), config.cache_dir,
-            trust_remote_code=bool(cfg.trust_remote_code),
+            trust_remote_code=bool(cfg.trust_remote_code), token_budget=config.stage1_token_budget,
+            example_tokens=lambda ex: len(row(ex)["input_ids"]),
         )
         where = (f"; readable copy: {result.directory / 'examples.jsonl'}" if config.masking.write_jsonl
                  else "; no readable copy (masking.write_jsonl: false)")
@@ -82,18 +90,12 @@ class MaskedReconstructionStrategy(PoolStrategy):
               f"({pool.report.truncated} truncated to {pool.budget} tokens, {len(pool.report.skipped_empty)} empty "
               f"skipped, {pool.with_mask} skipped for containing the mask string, {result.n_without_spans} without "
               f"spans, {result.n_bad_relevance} with zero or non-finite relevance){where}")
-        rows = [
-            tokenize_for_training(
-                tokenizer,
-                reconstruction_messages(ex["masked_text"], ex["answer"], config.masking.system_prompt),
-                train_on_inputs=bool(cfg.train_on_inputs),
-            )
-            for ex in result.examples
-        ]
+        rows = [row(ex) for ex in result.examples]
         rows, stats = apply_token_budget(rows, config.stage1_token_budget, f"{DATASET_TYPE}, {path}")
         kept_texts = {ex["text_index"] for ex in result.examples[: len(rows)]}
         write_stage1_stats(cfg.output_dir, {"dataset_type": DATASET_TYPE, **stats, "texts": len(kept_texts),
-                                            "pool_texts": result.n_texts,
+                                            "pool_texts": result.n_texts, "relevance_partial": result.partial,
+                                            "pairs_scored": result.n_pairs_scored,
                                             # the model card names this run's examples by it (cache.py's layout)
                                             "examples_dir": str(result.directory) if config.masking.write_jsonl else None})
         return Dataset.from_list(rows)

@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -58,6 +59,8 @@ class PrecomputeResult:
     n_without_spans: int  # (text, item) pairs whose relevance gave no span
     n_bad_relevance: int  # pairs whose relevance was all zero, NaN or infinite (skipped)
     reused: bool
+    partial: bool = False  # stopped at the stage-1 token budget: the examples are a prefix of the full list
+    n_pairs_scored: int = 0  # (text, item) pairs whose relevance the examples come from
 
 
 
@@ -160,23 +163,35 @@ def run_precompute(
     progress: bool = True,
     rank: int = 0,
     world_size: int = 1,
+    token_budget: int | None = None,
+    example_tokens: Callable[[dict], int] | None = None,
 ) -> PrecomputeResult | None:
     """Relevance, spans and masked examples of ``texts`` (already truncated), cached.
 
     With ``world_size > 1`` (one call per process) this process computes only the relevance
     shards ``n`` with ``n % world_size == rank`` and returns None; once every shard exists, a
     call with ``world_size=1`` builds the examples from them (see :func:`main`).
+
+    ``token_budget`` with ``example_tokens`` (an example's tokenised length, as the trainer's row
+    has it): the stage-1 budget (:func:`.budget.apply_token_budget` keeps the leading examples
+    within it). The shards are then scored in order and the precompute stops after the first shard
+    whose examples take the running total past the budget: no later example can be kept, so the
+    examples the budget keeps are those of a full precompute, and the later (text, item) pairs are
+    never scored. Such a result is ``partial`` (its examples a prefix of the full list); its cache
+    serves a later run only while its examples still exceed that run's budget.
     """
     resolve_mask_setting(tokenizer, config)  # masking.mask_token: auto -> the chosen token (prepare_pool did it)
     tokenizer = scoring_tokenizer(config, tokenizer, model_path, trust_remote_code)  # the examples need none
     rkey = relevance_key(config, model_path, tokenizer, texts_fingerprint(texts))
     ex_dir = examples_dir(cache_root, examples_key(config, rkey))
+    budget = token_budget if example_tokens is not None and world_size == 1 else None
     cached = read_examples(ex_dir)
-    if cached is not None:
+    if cached is not None and _serves(cached, budget, example_tokens):
         examples, manifest = cached
         LOG.info("decselfmask: reusing %d cached masked examples from %s", len(examples), ex_dir)
         return PrecomputeResult(examples, ex_dir, manifest["n_texts"], manifest["n_without_spans"],
-                                manifest.get("n_bad_relevance", 0), True)
+                                manifest.get("n_bad_relevance", 0), True, bool(manifest.get("partial")),
+                                manifest.get("n_pairs_scored", manifest.get("n_pairs", 0)))
 
     method_cls = check_method(config, model_path, trust_remote_code)
     if not config.task_items():
@@ -186,20 +201,77 @@ def run_precompute(
         )
     rel_dir = relevance_dir(cache_root, rkey)
     pairs, shards = shard_plan(len(texts), config)
-    records = _relevance_records(texts, config, tokenizer, model_path, method_cls, rel_dir, shards,
-                                 trust_remote_code, progress, rank, world_size)
+    select = selector_for(config, method_cls)
+    if budget is not None:
+        records = _records_within_budget(texts, config, tokenizer, model_path, method_cls, rel_dir, shards,
+                                         trust_remote_code, progress, _budget_spent(texts, config, select, budget,
+                                                                                    example_tokens))
+    else:
+        records = _relevance_records(texts, config, tokenizer, model_path, method_cls, rel_dir, shards,
+                                     trust_remote_code, progress, rank, world_size)
     if records is None:
         return None
-    examples, without, bad = _examples_from_records(texts, records, config, selector_for(config, method_cls))
+    partial = len(records) < len(pairs)
+    examples, without, bad = _examples_from_records(texts, records, config, select)
     if config.masking.write_jsonl:
         write_examples(ex_dir, examples, {
-            "n_texts": len(texts), "n_pairs": len(pairs), "n_without_spans": without, "n_bad_relevance": bad,
+            "n_texts": len(texts), "n_pairs": len(pairs), "n_pairs_scored": len(records), "partial": partial,
+            "token_budget": budget, "n_without_spans": without, "n_bad_relevance": bad,
             "relevance_dir": rel_dir.name, "model": model_path,
             "settings": config.model_dump(exclude={"classification"}), "version": __version__,
         })
     LOG.info("decselfmask: %d masked examples from %d texts (%d (text, item) pairs gave no span, %d had "
              "zero or non-finite relevance)", len(examples), len(texts), without, bad)
-    return PrecomputeResult(examples, ex_dir, len(texts), without, bad, False)
+    return PrecomputeResult(examples, ex_dir, len(texts), without, bad, False, partial, len(records))
+
+
+def _serves(cached: tuple[list[dict], dict], budget: int | None, example_tokens) -> bool:
+    """A cached result serves this run: complete, or partial with more tokens than this run's budget
+    (then the budget's cut falls inside it, whatever budget it was written for)."""
+    examples, manifest = cached
+    if not manifest.get("partial"):
+        return True
+    return budget is not None and sum(example_tokens(ex) for ex in examples) > budget
+
+
+def _budget_spent(texts, config: DecSelfMaskConfig, select, budget: int, example_tokens):
+    """A function of each next shard's records: True once the examples so far exceed ``budget``."""
+    total = 0
+
+    def spent(records: list[dict]) -> bool:
+        nonlocal total
+        for rec in records:
+            if usable_scores(rec["scores"]):
+                total += sum(example_tokens(ex) for ex in examples_of_record(texts[rec["text_index"]], rec,
+                                                                             config, select)[1])
+        return total > budget
+
+    return spent
+
+
+def _records_within_budget(texts, config: DecSelfMaskConfig, tokenizer, model_path: str, method_cls,
+                           rel_dir: Path, shards, trust_remote_code: bool, progress: bool, spent) -> list[dict]:
+    """The shards' records in order, each loaded from the cache or scored (the model loaded at the
+    first one missing), until ``spent`` says the budget is used up."""
+    records: list[dict] = []
+    scorer = None
+    for n, shard in enumerate(shards):
+        loaded = load_shard(shard_path(rel_dir, n), shard)
+        if loaded is None:
+            if scorer is None:
+                scorer = _ShardScorer(texts, config, tokenizer, model_path, method_cls, rel_dir, trust_remote_code,
+                                      progress, sum(len(s) for s in shards[n:]))
+            loaded = scorer.score(n, shard)
+        records.extend(loaded)
+        if spent(loaded):
+            if n + 1 < len(shards):
+                LOG.info("decselfmask: the stage-1 token budget is spent after shard %d of %d: %d of %d (text, "
+                         "item) pairs scored, the rest never", n + 1, len(shards), len(records),
+                         sum(len(s) for s in shards))
+            break
+    if scorer is not None:
+        scorer.close()
+    return records
 
 
 def _relevance_records(texts, config: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path,
@@ -226,33 +298,49 @@ def _relevance_records(texts, config: DecSelfMaskConfig, tokenizer, model_path: 
     return [rec for n in range(len(shards)) for rec in records[n]]
 
 
-def _compute_shards(texts, config: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path, shards,
-                    todo: list[int], trust_remote_code: bool, progress: bool, rank: int, world_size: int):
-    r = config.relevance
-    model = load_relevance_model(
-        model_path, r.dtype, r.device, trust_remote_code=trust_remote_code,
-        eager_attention=method_cls.needs_eager_attention, load_in_4bit=r.load_in_4bit, load_in_8bit=r.load_in_8bit,
-    )
-    method = method_cls(model, tokenizer, r.target, r.token_position, steps=r.ig_steps, unit=r.ablation_unit,
-                        fast_backward=fast_backward(config))
-    bar = tqdm(total=sum(len(shards[n]) for n in todo), unit="text", desc="self-relevance",
-               disable=not progress, dynamic_ncols=True)
-    done: dict[int, list[dict]] = {}
-    for n in todo:
+class _ShardScorer:
+    """The relevance model and method, loaded once, scoring shards and writing them to the cache."""
+
+    def __init__(self, texts, config: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path,
+                 trust_remote_code: bool, progress: bool, total: int, rank: int = 0, world_size: int = 1):
+        r = self.r = config.relevance
+        self.texts, self.tokenizer, self.rel_dir, self.rank, self.world_size = texts, tokenizer, rel_dir, rank, world_size
+        self.model = load_relevance_model(
+            model_path, r.dtype, r.device, trust_remote_code=trust_remote_code,
+            eager_attention=method_cls.needs_eager_attention, load_in_4bit=r.load_in_4bit,
+            load_in_8bit=r.load_in_8bit,
+        )
+        self.method = method_cls(self.model, tokenizer, r.target, r.token_position, steps=r.ig_steps,
+                                 unit=r.ablation_unit, fast_backward=fast_backward(config))
+        self.bar = tqdm(total=total, unit="text", desc="self-relevance", disable=not progress, dynamic_ncols=True)
+
+    def score(self, n: int, shard: list[tuple[int, str]]) -> list[dict]:
+        r = self.r
         # a shard's pairs are text by text: compute_relevance hands a method that shares work between
         # the items of a text (grad_x_input) all of them at once; the records keep the shard's order
-        prompts = [build_relevance_prompt(tokenizer, texts[i], item, r.lead_in, r.prompt_style)
-                   for i, item in shards[n]]
-        rels = compute_relevance(method, prompts, r.batch_size, progress=bar)
-        done[n] = [
+        prompts = [build_relevance_prompt(self.tokenizer, self.texts[i], item, r.lead_in, r.prompt_style)
+                   for i, item in shard]
+        rels = compute_relevance(self.method, prompts, r.batch_size, progress=self.bar)
+        records = [
             {"text_index": i, "item": item, "offsets": [list(o) for o in p.offsets],
              # never NaN in a cache: non-finite relevance is stored as null and skipped
              "scores": [round(float(v), 7) for v in rel] if np.all(np.isfinite(rel)) else None}
-            for (i, item), p, rel in zip(shards[n], prompts, rels)
+            for (i, item), p, rel in zip(shard, prompts, rels)
         ]
-        write_shard(rel_dir, n, shards[n], done[n], rank, world_size)
-    bar.close()
-    del model
+        write_shard(self.rel_dir, n, shard, records, self.rank, self.world_size)
+        return records
+
+    def close(self) -> None:
+        self.bar.close()
+        del self.method, self.model
+
+
+def _compute_shards(texts, config: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path, shards,
+                    todo: list[int], trust_remote_code: bool, progress: bool, rank: int, world_size: int):
+    scorer = _ShardScorer(texts, config, tokenizer, model_path, method_cls, rel_dir, trust_remote_code, progress,
+                          sum(len(shards[n]) for n in todo), rank, world_size)
+    done = {n: scorer.score(n, shards[n]) for n in todo}
+    scorer.close()
     return done
 
 
