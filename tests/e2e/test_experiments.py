@@ -16,6 +16,10 @@ from axolotl_decselfmask.tools.experiments.methods import (
     DEFAULT_METHODS,
     definition_problems,
 )
+from axolotl_decselfmask.tools.experiments.predictions import (
+    load_predictions,
+    rows_from_predictions,
+)
 from axolotl_decselfmask.tools.experiments.report import report_markdown
 from axolotl_decselfmask.tools.experiments.runner import plan, run_grid
 
@@ -167,8 +171,14 @@ def test_tiny_grid_runs_all_methods_and_resumes(tmp_path):
     assert by_method["synthetic_labels"]["n_pseudo"] != ""
     text = (out / "results.md").read_text()
     assert "| decselfmask |" in text and "vs sft" in text
-    for png in ("methods.png", "tasks_decselfmask_vs_sft.png"):
+    for png in ("methods.png", "tasks_decselfmask_vs_sft.png", "tasks_minus_sft.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # the per-note predictions of every run, from which report recomputes the same rows
+    records = load_predictions(out / "predictions")
+    assert len(records) == (len(DEFAULT_METHODS) - 1) * 2 + 1  # zero_shot: one file for both seeds
+    key = lambda r: (r["method"], r["task"], r["seed"])  # noqa: E731
+    assert sorted(rows_from_predictions(records), key=key) == sorted(rows, key=key)
+    assert "decselfmask minus this [95% CI]" in text and (out / "bootstrap.json").is_file()
 
     # resumable: a finished run is not run again
     logs = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("run.log")}
@@ -184,8 +194,9 @@ def test_report_spread_and_difference_from_sft():
             ((0, base), (1, base + 0.1))]
     text = report_markdown(rows, Grid(model="m", corpora=[{"name": "c", "file": "f", "tasks": [
         {"name": "a", "label_column": "l", "question": "q"}]}]))
-    assert "| decselfmask | 0.5500 +- 0.0707 (n=2) | +0.1000 | 2/2 |" in text
-    assert "| sft | 0.4500 +- 0.0707 (n=2) |" in text
+    # mean, seed spread, decselfmask minus this (no predictions: no interval), tasks won against sft
+    assert "| decselfmask | 0.5500 | 0.0707 (n=2) |  | 2/2 |" in text
+    assert "| sft | 0.4500 | 0.0707 (n=2) | +0.1000 |  |" in text
 
 
 @pytest.mark.parametrize("grid_name", ["small_cpu.yml", "full_gpu.yml"])

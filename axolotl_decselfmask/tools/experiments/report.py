@@ -99,7 +99,7 @@ def run_seconds(rows: list[dict], records: list[dict] | None = None, grid: Grid 
     else:
         shared = grid is not None and grid.share_stage1_across_seeds
         for r in rows:
-            if r["run_seconds"] != "":
+            if r.get("run_seconds", "") != "":
                 seed = "" if shared or r["method"] == "zero_shot" else r["seed"]
                 runs[r["method"], r["corpus"], seed] = float(r["run_seconds"])
     out: dict[str, float] = {}
