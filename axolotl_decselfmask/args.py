@@ -30,11 +30,12 @@ class RelevanceConfig(_Strict):
     """How the model scores which words of a text matter for a task item."""
 
     method: str = Field(
-        default="grad_x_input",
+        default="attnlrp",
         description=(
-            "Attribution method: grad_x_input (embedding x gradient), integrated_gradients, "
-            "feature_ablation, attention, attnlrp (AttnLRP, built in), random (baseline), or one "
-            "added by another package through the plugin hooks."
+            "Attribution method: attnlrp (AttnLRP, built in; the default: the only method whose map was "
+            "above every random control on both faithfulness scores, docs/benchmark.md), grad_x_input "
+            "(embedding x gradient), integrated_gradients, feature_ablation, attention, random (baseline), "
+            "or one added by another package through the plugin hooks."
         ),
     )
     ig_steps: int = Field(default=32, ge=2, le=1024, description="integrated_gradients: interpolation steps.")
@@ -131,6 +132,16 @@ class SpanConfig(_Strict):
             "1.0: 3 taps at sigma 1 (0.274, 0.452, 0.274; the authors' scripts), so a lone relevant token "
             "(0.452 > high 0.4) seeds a span. 4.0: 9 taps (centre 0.399; a lone token seeds none without "
             "rescale_after_smoothing), wider spans."
+        ),
+    )
+    sign: Literal["auto", "positive", "absolute"] = Field(
+        default="auto",
+        description=(
+            "How the relevance's sign counts before the |r|/max scaling. positive: max(r, 0) / max(r), only "
+            "tokens that raise the item's score; absolute: |r| / max|r| (the authors' scripts), tokens that "
+            "lower it count too. auto: positive for attnlrp, absolute for the other methods (what the "
+            "faithfulness benchmark measured best for each: AttnLRP's negative relevance is large and "
+            "points away from what drives the score)."
         ),
     )
     high: float = Field(default=0.4, gt=0.0, le=1.0, description="A span needs a token above this.")

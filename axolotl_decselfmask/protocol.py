@@ -11,7 +11,8 @@ docs/method.md, "The paper's procedure"):
 
 - relevance: AttnLRP (built in) of the largest vocabulary logit at the item's middle token,
   with a completion-style lead-in; every note x every item (``items_per_text: all``);
-- spans: Gaussian sigma 1 truncated to 3 taps, hysteresis 0.4 / 0.2; one example per span,
+- spans: |r| / max|r| (``sign: absolute``), Gaussian sigma 1 truncated to 3 taps, hysteresis
+  0.4 / 0.2; one example per span,
   the mask one token (the plugin's choice, :mod:`.mask_token`);
 - stage 1 and stage 2 with the loss on the whole sequence;
 - stage 2: one LoRA over every task (joint), the mask-fill prompt, batch 16 x 4 = 64, lr 3e-4,
@@ -30,7 +31,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "items_per_text": "all",
         "relevance": {"method": "attnlrp", "target": "max_logit", "token_position": "middle",
                       "prompt_style": "completion"},
-        "spans": {"selector": "hysteresis", "sigma": 1.0, "truncate": 1.0, "high": 0.4, "low": 0.2},
+        "spans": {"selector": "hysteresis", "sigma": 1.0, "truncate": 1.0, "high": 0.4, "low": 0.2,
+                  "sign": "absolute"},
         "masking": {"mask_token": "auto", "spans_per_example": 1},
         "classification": {
             "joint": True, "prompt": "mask_fill", "train_on_inputs": True,

@@ -3,10 +3,11 @@ deleting the same number of tokens chosen at random?
 
 For each method (name:target:prompt style) and each labelled note (the shipped test abstracts, cut to
 ``--max-tokens`` tokens at a word boundary), the method's map of the note for the item = the note's gold
-label is computed with the relevance prompt. Then the top k% text tokens by |relevance| (k = 5, 10, 20,
-30; the sign is ignored, as the span selection ignores it) are deleted: each chosen token's characters
-(its leading space kept) are replaced by the mask string ``<mask>`` (one mask per token, so every arm at a
-given k inserts the same number of masks), and two scores are measured on the masked note:
+label is computed with the relevance prompt. Then the top k% text tokens (k = 5, 10, 20, 30) of the
+selection the plugin's spans use for that method (``spans.sign: auto``: by r, the positive part, for
+AttnLRP; by |r| for the others) are deleted: each chosen token's characters (its leading space kept) are
+replaced by the mask string ``<mask>`` (one mask per token, so every arm at a given k inserts the same
+number of masks), and two scores are measured on the masked note:
 
 (a) the item's own score: the method's target on the method's relevance prompt (sum_logprob: summed
     log-probability of the item; max_logit: the largest logit at the middle item token), and
@@ -15,12 +16,12 @@ given k inserts the same number of masks), and two scores are measured on the ma
     prompt, the classification defaults' question and system turn).
 
 The drop is the score of the note minus the score of the masked note (bigger = the deleted tokens
-mattered more). Besides the top |r| (what the spans are made from), the top signed r (the tokens that
-raise the target most; the same for all-positive maps such as attention's) is deleted too. Controls,
-each with as many tokens as the method's top k%:
+mattered more). Besides that selection, the other sign's (top r for a method whose spans use |r|, and
+the other way round; the same tokens for all-positive maps such as attention's) is deleted too.
+Controls, each with as many tokens as the method's top k% and matched to the selection the spans use:
 
 - ``random tokens``: drawn uniformly from the note (seeded by note and k: the same for every method);
-- ``random spans``: the runs of consecutive tokens that the method's top |r| k% form, placed at random
+- ``random spans``: the runs of consecutive tokens that the method's top k% form, placed at random
   non-overlapping positions (same number and lengths of runs);
 - ``position deciles``: in each tenth of the note, as many random tokens as the method took there.
 
@@ -68,14 +69,32 @@ VERSION = 2  # bump when what a cached file holds changes
 
 #: name -> (relevance method, target, prompt style); the first is the plugin's default
 METHODS = {
-    "grad_x_input": ("grad_x_input", "sum_logprob", "question"),
+    "attnlrp": ("attnlrp", "sum_logprob", "question"),  # the plugin's default (its spans: max(r, 0))
+    "grad_x_input": ("grad_x_input", "sum_logprob", "question"),  # the default until this measurement
     "grad_x_input:max_logit": ("grad_x_input", "max_logit", "question"),
     "attnlrp:max_logit:completion": ("attnlrp", "max_logit", "completion"),
-    "attnlrp": ("attnlrp", "sum_logprob", "question"),  # the default's target and prompt: the method alone differs
     "integrated_gradients": ("integrated_gradients", "sum_logprob", "question"),
     "attention": ("attention", "sum_logprob", "question"),
 }
-DEFAULT = "grad_x_input"
+def _default_name() -> str:
+    """The METHODS entry that is the plugin's default relevance (method, target, prompt style)."""
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+
+    rel = DecSelfMaskConfig().relevance
+    return next(n for n, v in METHODS.items() if v == (rel.method, rel.target, rel.prompt_style))
+
+
+DEFAULT = _default_name()
+
+
+def span_sign_of(name: str) -> str:
+    """How the plugin's spans treat the sign of this method's map (``spans.sign: auto``): ``absolute``
+    (top |r|) or ``positive`` (top r)."""
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+    from axolotl_decselfmask.stage1.examples import span_sign
+
+    method, target, style = METHODS[name]
+    return span_sign(DecSelfMaskConfig(relevance={"method": method, "target": target, "prompt_style": style}))
 LABELS_SEEN: list[str] = []  # the options of (b), set when the data is read
 LIMITED = {"integrated_gradients"}  # run on --ig-notes notes only
 
@@ -143,8 +162,14 @@ def n_tokens(k: int, n: int) -> int:
     return max(1, int(round(k / 100 * n)))
 
 
-def top_tokens(rel: np.ndarray, k: int) -> np.ndarray:
-    return np.sort(np.argsort(-np.abs(rel), kind="stable")[: n_tokens(k, len(rel))])
+def top_tokens(rel: np.ndarray, k: int, sign: str = "absolute") -> np.ndarray:
+    """The top k% tokens: by |r| (``absolute``) or by r (``positive``: those that raise the target most)."""
+    key = np.abs(rel) if sign == "absolute" else rel
+    return np.sort(np.argsort(-key, kind="stable")[: n_tokens(k, len(rel))])
+
+
+def other_sign(sign: str) -> str:
+    return "positive" if sign == "absolute" else "absolute"
 
 
 def runs(idx: np.ndarray) -> list[int]:
@@ -241,6 +266,16 @@ def settings_fp(args) -> str:
                                       "seed": args.seed, "ks": KS, "mask": MASK}).encode()).hexdigest()[:16]
 
 
+def method_fp(fp: str, sign: str) -> str:
+    """A (method, note) file's settings: a method whose spans use max(r, 0) ranks by r and matches its
+    controls to that (files of the absolute selection keep their settings)."""
+    return fp if sign == "absolute" else f"{fp}+positive"
+
+
+def selection_label(sign: str) -> str:
+    return "top abs(r)" if sign == "absolute" else "top r"
+
+
 def cached(path: Path, fp: str):
     data = read_json(path)
     return data if isinstance(data, dict) and data.get("settings") == fp else None
@@ -307,20 +342,22 @@ def method_note(env: Env, name: str, note: dict, fp: str) -> dict:
     from axolotl_decselfmask.stage1.spans import SpanSettings, select_spans
 
     path = result_path(name, note)
-    hit = cached(path, fp)
+    sign = span_sign_of(name)
+    own_fp = method_fp(fp, sign)  # this file's; the shared scores keep ``fp``
+    hit = cached(path, own_fp)
     if hit:
         return hit
     _, target, style = METHODS[name]
     rel, offsets, seconds = relevance_map(env, name, note)
     n = len(rel)
     texts, arms = [], []
-    for k in KS:
-        top = top_tokens(rel, k)
-        signed = np.sort(np.argsort(-rel, kind="stable")[: n_tokens(k, n)])
+    for k in KS:  # "method": the selection the spans use; the controls match it; SIGNED: the other sign's
+        top = top_tokens(rel, k, sign)
+        other = top_tokens(rel, k, other_sign(sign))
         chosen = {"method": top, "random spans": random_runs(n, runs(top), control_rng(note["id"], k, CONTROLS[1], name)),
                   "position deciles": same_deciles(n, top, control_rng(note["id"], k, CONTROLS[2], name))}
-        if not np.array_equal(signed, top):  # all-positive maps (attention): the same tokens
-            chosen[SIGNED] = signed
+        if not np.array_equal(other, top):  # all-positive maps (attention): the same tokens
+            chosen[SIGNED] = other
         for arm, idx in chosen.items():
             texts.append(mask_tokens(note["text"], offsets, idx))
             arms.append((arm, k))
@@ -335,10 +372,10 @@ def method_note(env: Env, name: str, note: dict, fp: str) -> dict:
         drops[score]["random tokens"] = {str(k): shared[score][0] - v for k, v in zip(KS, shared[score][1:])}
         for k in KS:
             drops[score].setdefault(SIGNED, {}).setdefault(str(k), drops[score]["method"][str(k)])
-    spans = select_spans(rel, offsets, note["text"], SpanSettings())
-    rand = random_like_relevance(rel, offsets, note["text"], SpanSettings(),
+    spans = select_spans(rel, offsets, note["text"], SpanSettings(sign=sign))
+    rand = random_like_relevance(rel, offsets, note["text"], SpanSettings(sign=sign),
                                  np.random.default_rng([7, int(note["id"])]))
-    data = {"settings": fp, "method": name, "note": note["id"], "n_tokens": n, "drops": drops,
+    data = {"settings": own_fp, "method": name, "note": note["id"], "n_tokens": n, "drops": drops, "sign": sign,
             "base": {"a": shared["a"][0], "b": shared["b"][0]}, "spans": spans, "random_spans": rand,
             "relevance_s": seconds, "deletion_s": time.perf_counter() - start,
             "relevance": [round(float(v), 7) for v in rel]}
@@ -381,9 +418,10 @@ def fmt(m, lo, hi, digits=2) -> str:
 
 
 def score_table(results: dict, score: str) -> tuple[list[str], dict]:
-    """Rows: the method's top |r| tokens, its top signed r, then the controls; with the paired differences."""
+    """Rows: the method's selection (what its spans use), the other sign's, then the controls; with the
+    paired differences."""
     lines = ["| method | deleted | " + " | ".join(f"{k}%" for k in KS)
-             + " | AUC [95% CI] | top abs(r) - this [95% CI] | top r - this [95% CI] |",
+             + " | AUC [95% CI] | what the spans use - this [95% CI] | the other sign - this [95% CI] |",
              "| --- | --- | " + " | ".join("---:" for _ in KS) + " | ---: | ---: | ---: |"]
     verdict = {}
     for name, rows in results.items():
@@ -393,7 +431,9 @@ def score_table(results: dict, score: str) -> tuple[list[str], dict]:
             curve = [np.mean([r["drops"][score][arm][str(k)] for r in rows]) for k in KS]
             diffs = ["" if arm == ref else fmt(*boot(aucs[ref] - aucs[arm])) for ref in ("method", SIGNED)]
             label = f"{name} (n={len(rows)})" if arm == "method" else ""
-            shown = {"method": "top abs(r) (what the spans use)", SIGNED: "top r (signed)"}.get(arm, arm)
+            sign = rows[0].get("sign", "absolute")
+            shown = {"method": f"{selection_label(sign)} (what the spans use)",
+                     SIGNED: selection_label(other_sign(sign))}.get(arm, arm)
             lines.append(f"| {label} | {shown} | " + " | ".join(f"{c:.2f}" for c in curve)
                          + f" | {fmt(*boot(aucs[arm]))} | {diffs[0]} | {diffs[1]} |")
         verdict[name] = {ref: {c: [bool(np.mean([r["drops"][score][ref][str(k)] - r["drops"][score][c][str(k)]
@@ -412,7 +452,8 @@ def summary(results: dict) -> list[str]:
              "'above all': above every control at every k (mean drops), for (a) and (b).", "",
              f"| method | deleted | notes | {head} | above all (a), (b) |", "| --- | --- | ---: |" + " ---: |" * 8 + " --- |"]
     for name, rows in results.items():
-        for ref, what in (("method", "top abs(r)"), (SIGNED, "top r")):
+        sign = rows[0].get("sign", "absolute")
+        for ref, what in (("method", f"{selection_label(sign)} (spans)"), (SIGNED, selection_label(other_sign(sign)))):
             if ref == SIGNED and all(r["drops"]["a"][SIGNED] == r["drops"]["a"]["method"] for r in rows):
                 continue  # an all-positive map (attention): the same tokens
             cells, above = [], []
@@ -453,21 +494,25 @@ def report(results: dict, notes: list[dict], args, seconds: dict) -> str:
         lines, verdicts[score] = score_table(results, score)
         out += [f"## {titles[score]}", "", "Mean drop at each k (share of the text tokens deleted); AUC = mean drop "
                 "over k in [0, 30%].", "", *lines, ""]
-    out += ["## Spans (`select_spans`, default settings) and where they sit", "",
+    out += ["## Spans (`select_spans`, default settings, each method's `spans.sign: auto`) and where they sit", "",
             "| method | spans per note | only stop-words/punctuation | share of span centres per tenth of the note |",
             "| --- | ---: | ---: | --- |"]
     for name, rows in results.items():
         stop, where, per = span_stats(rows, texts, "spans")
         out.append(f"| {name} | {per:.1f} | {stop:.0%} | {' '.join(f'{w:.0%}' for w in where)} |")
     for name, rows in results.items():
-        if any("spans_positive" in r for r in rows):
-            stop, where, per = span_stats(rows, texts, "spans_positive")
-            out.append(f"| {name}, spans of max(r, 0) | {per:.1f} | {stop:.0%} | {' '.join(f'{w:.0%}' for w in where)} |")
+        if any("spans_other" in r for r in rows):
+            stop, where, per = span_stats(rows, texts, "spans_other")
+            rule = "|r|" if rows[0].get("sign", "absolute") == "positive" else "max(r, 0)"
+            out.append(f"| {name}, spans of {rule} | {per:.1f} | {stop:.0%} | {' '.join(f'{w:.0%}' for w in where)} |")
     stop, where, per = span_stats(results[DEFAULT], texts, "random_spans")
     out.append(f"| random spans of {DEFAULT}'s lengths | {per:.1f} | {stop:.0%} | {' '.join(f'{w:.0%}' for w in where)} |")
-    out += ["", "## Goal: the default method above every control at every k", ""]
+    out += ["", f"## Goal: the default method ({DEFAULT}, spans of {span_sign_of(DEFAULT)} relevance) above every "
+            "control at every k", ""]
+    dsign = span_sign_of(DEFAULT)
     for score in ("a", "b"):
-        for ref, what in (("method", "top abs(r), as the spans"), (SIGNED, "top r, signed")):
+        for ref, what in (("method", f"{selection_label(dsign)}, as the spans"),
+                          (SIGNED, f"{selection_label(other_sign(dsign))}, the other sign")):
             v = verdicts[score][DEFAULT][ref]
             failed = [f"{c} at {k}%" for c in CONTROLS for k, ok in zip(KS, v[c]) if not ok]
             out.append(f"- ({score}) {DEFAULT}, {what}: "
@@ -483,19 +528,20 @@ def report(results: dict, notes: list[dict], args, seconds: dict) -> str:
 
 
 # -- main -----------------------------------------------------------------------------------------------
-def positive_spans(env: Env, results: dict, notes: list[dict]) -> None:
-    """The spans ``select_spans`` would choose from the positive part of each map (report only, not cached):
-    the selection that the signed rows delete, as spans."""
+def other_sign_spans(env: Env, results: dict, notes: list[dict]) -> None:
+    """The spans ``select_spans`` would choose with the other sign rule (report only, not cached): the
+    selection that the other-sign rows delete, as spans (nothing for an all-positive map)."""
     from axolotl_decselfmask.stage1.spans import SpanSettings, select_spans
 
     by_id = {n["id"]: n for n in notes}
     for name, rows in results.items():
         for r in rows:
-            rel = np.clip(np.asarray(r["relevance"], dtype=np.float64), 0, None)
-            if not np.array_equal(rel, r["relevance"]):
+            rel = np.asarray(r["relevance"], dtype=np.float64)
+            if (rel < 0).any():
                 note = by_id[r["note"]]
-                r["spans_positive"] = select_spans(rel, note_offsets(env, note, METHODS[name][2]), note["text"],
-                                                   SpanSettings())
+                sign = other_sign(r.get("sign", "absolute"))
+                r["spans_other"] = select_spans(rel, note_offsets(env, note, METHODS[name][2]), note["text"],
+                                                SpanSettings(sign=sign))
 
 
 def load_env(args) -> Env:
@@ -549,7 +595,7 @@ def main(argv=None) -> None:
             if name in LIMITED and j >= args.ig_notes:
                 continue
             if args.report_only:
-                hit = cached(result_path(name, note), fp)
+                hit = cached(result_path(name, note), method_fp(fp, span_sign_of(name)))
                 results[name] += [hit] if hit else []
                 continue
             t0 = time.perf_counter()
@@ -557,7 +603,7 @@ def main(argv=None) -> None:
             print(f"note {j + 1}/{len(notes)} (id {note['id']}) {name}: {time.perf_counter() - t0:.1f} s",
                   flush=True)
     results = {name: rows for name, rows in results.items() if rows}
-    positive_spans(env, results, notes)
+    other_sign_spans(env, results, notes)
     text = report(results, notes, args, {"wall": time.perf_counter() - wall})
     print(text)
     if args.report:

@@ -61,8 +61,16 @@ def span_settings(config: DecSelfMaskConfig) -> SpanSettings:
     return SpanSettings(
         sigma=s.sigma, truncate=s.truncate, high=s.high, low=s.low, max_spans=s.max_spans_per_text,
         max_span_fraction=s.max_span_fraction, rescale_after_smoothing=s.rescale_after_smoothing,
-        top_k_ratio=s.top_k_ratio,
+        top_k_ratio=s.top_k_ratio, sign=span_sign(config),
     )
+
+
+def span_sign(config: DecSelfMaskConfig) -> str:
+    """``spans.sign`` resolved: ``auto`` is ``positive`` for AttnLRP, ``absolute`` for the other methods
+    (what the faithfulness benchmark measured best for each, docs/benchmark.md)."""
+    if config.spans.sign != "auto":
+        return config.spans.sign
+    return "positive" if config.relevance.method == "attnlrp" else "absolute"
 
 
 def usable_scores(scores) -> bool:

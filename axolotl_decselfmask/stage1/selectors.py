@@ -28,7 +28,7 @@ def hysteresis(scores, offsets, text, settings: SpanSettings, rng: np.random.Gen
 def top_k(scores, offsets, text, settings: SpanSettings, rng: np.random.Generator):
     """The ``settings.top_k_ratio`` share of text tokens with the highest smoothed scores,
     grouped into runs and widened to words."""
-    smooth = gaussian_smooth(normalise(scores), settings.sigma, settings.truncate)
+    smooth = gaussian_smooth(normalise(scores, settings.sign), settings.sigma, settings.truncate)
     k = max(1, int(round(settings.top_k_ratio * len(smooth))))
     if not smooth.any():
         return []

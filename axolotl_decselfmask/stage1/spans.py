@@ -64,21 +64,30 @@ def _as_1d_float(scores: Any, name: str = "scores") -> np.ndarray:
     return arr
 
 
-def normalise(scores: Any) -> np.ndarray:
-    """Scale relevance scores to ``[0, 1]`` by their largest magnitude.
+SIGNS = ("absolute", "positive")
+
+
+def normalise(scores: Any, sign: str = "absolute") -> np.ndarray:
+    """Scale relevance scores to ``[0, 1]`` by their largest value.
 
     Args:
-        scores: one relevance score per token (1-D sequence, array or tensor). The sign
-            is ignored: strongly negative relevance counts as relevant.
+        scores: one relevance score per token (1-D sequence, array or tensor).
+        sign: ``"absolute"``: the sign is ignored, strongly negative relevance counts as
+            relevant (``|r| / max|r|``, the authors' scripts); ``"positive"``: only relevance
+            that raises the target counts (``max(r, 0) / max(r)``; negative tokens get 0).
 
     Returns:
-        ``|r| / max|r|`` as a new float64 array. An all-zero (or empty) input gives all
-        zeros.
+        The scaled scores as a new float64 array. An all-zero (or empty) input, or with
+        ``"positive"`` one without a positive score, gives all zeros.
 
     Raises:
-        ValueError: if the input is not 1-D or holds NaN or infinite values.
+        ValueError: if the input is not 1-D or holds NaN or infinite values, or ``sign`` is
+            unknown.
     """
-    arr = np.abs(_as_1d_float(scores))
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {SIGNS}, got {sign!r}")
+    raw = _as_1d_float(scores)
+    arr = np.abs(raw) if sign == "absolute" else np.clip(raw, 0.0, None)
     peak = arr.max() if arr.size else 0.0
     if peak == 0.0:
         return np.zeros_like(arr)
@@ -294,6 +303,8 @@ class SpanSettings:
             (still above the default ``high``, so it seeds a span) but ~0.40 with 9 taps
             (``truncate=4``: it does not). True lets the single most relevant token always
             seed a span.
+        sign: how :func:`normalise` treats the sign of the relevance: ``"absolute"``
+            (``|r|``) or ``"positive"`` (``max(r, 0)``).
     """
 
     sigma: float = 1.0
@@ -304,8 +315,11 @@ class SpanSettings:
     max_span_fraction: float = 0.5
     rescale_after_smoothing: bool = False
     top_k_ratio: float = 0.15
+    sign: str = "absolute"
 
     def __post_init__(self) -> None:
+        if self.sign not in SIGNS:
+            raise ValueError(f"sign must be one of {SIGNS}, got {self.sign!r}")
         if not np.isfinite(self.sigma) or self.sigma < 0:
             raise ValueError(f"sigma must be a finite number >= 0, got {self.sigma}")
         if not np.isfinite(self.truncate) or self.truncate < 0:
@@ -326,7 +340,7 @@ def select_spans(
 ) -> list[Span]:
     """Choose the character spans of ``text`` to mask from per-token relevance.
 
-    Pipeline: :func:`normalise` -> :func:`gaussian_smooth` (optionally scaled to peak 1
+    Pipeline: :func:`normalise` (``settings.sign``) -> :func:`gaussian_smooth` (optionally scaled to peak 1
     again, ``settings.rescale_after_smoothing``) -> :func:`hysteresis_spans` -> keep the ``settings.max_spans`` spans with the highest peak smoothed score ->
     :func:`widen_to_words` -> drop spans longer than ``settings.max_span_fraction`` of
     the text.
@@ -336,7 +350,7 @@ def select_spans(
     large score on, e.g., a BOS token cannot dwarf the text's own scores.
 
     Args:
-        scores: one relevance score per token (sign ignored).
+        scores: one relevance score per token (its sign treated as ``settings.sign``).
         offsets: the tokenizer offset mapping, one ``(char_start, char_end)`` per token.
         text: the text the offsets index into.
         settings: thresholds and limits.
@@ -353,7 +367,7 @@ def select_spans(
         raise ValueError(f"{len(raw)} scores but {len(offsets)} offsets; need one score per token")
     in_text = np.array([_char_extent(o, len(text)) is not None for o in offsets], dtype=bool)
     raw[~in_text] = 0.0
-    norm = normalise(raw)
+    norm = normalise(raw, settings.sign)
     if not norm.any():
         return []
     smooth = gaussian_smooth(norm, settings.sigma, settings.truncate)

@@ -59,7 +59,7 @@ def test_every_key_has_a_row_with_type_default_and_description():
 
 def test_rows_show_the_schema_values():
     rows = data_rows(config_reference.render())
-    assert rows["relevance.method"][:2] == ["string", '`"grad_x_input"`']
+    assert rows["relevance.method"][:2] == ["string", '`"attnlrp"`']
     assert rows["relevance.ig_steps"][2] == ">= 2, <= 1024"
     assert rows["spans.low"][2] == ">= 0.0, < 1.0"
     assert rows["relevance.dtype"][0] == "`auto` \\| `float32` \\| `bfloat16` \\| `float16`"

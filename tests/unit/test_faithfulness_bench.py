@@ -39,6 +39,18 @@ def test_controls_match_the_method_in_count_runs_and_deciles(faith):
     assert faith.runs(np.array([1, 2, 3, 7, 9, 10])) == [3, 1, 2]
 
 
+def test_selection_follows_the_span_sign_and_the_default_is_the_plugins(faith):
+    rel = np.array([0.5, -3.0, 2.0, -0.1, 1.0, 0.0, -2.5, 0.2, 0.3, 0.05])
+    assert faith.top_tokens(rel, 20).tolist() == [1, 6]  # by |r|
+    assert faith.top_tokens(rel, 20, "positive").tolist() == [2, 4]  # by r: what raises the target
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+
+    rel_cfg = DecSelfMaskConfig().relevance
+    assert faith.METHODS[faith.DEFAULT] == (rel_cfg.method, rel_cfg.target, rel_cfg.prompt_style)
+    assert faith.span_sign_of("attnlrp") == "positive" and faith.span_sign_of("grad_x_input") == "absolute"
+    assert faith.method_fp("f", "absolute") == "f" != faith.method_fp("f", "positive")
+
+
 def test_mask_tokens_puts_one_mask_per_token_and_keeps_the_rest(faith, smollm_tok):
     text = data_rows("abstracts_test.jsonl", 1)[0]["text"]
     cut = faith.cut_to_tokens(smollm_tok, text, 40)

@@ -109,7 +109,7 @@ def test_bad_settings_fail_validation_naming_the_key(block, message):
 def test_defaults_are_the_methods():
     c = DecSelfMaskConfig()
     assert (c.spans.sigma, c.spans.high, c.spans.low) == (1.0, 0.4, 0.2)
-    assert c.relevance.method == "grad_x_input" and c.relevance.target == "sum_logprob"
+    assert c.relevance.method == "attnlrp" and c.relevance.target == "sum_logprob" and c.spans.sign == "auto"
     assert (c.classification.lora_r, c.classification.lora_alpha, c.classification.learning_rate) == (32, 64, 3e-4)
     assert c.masking.system_prompt == "Fill in the masked part of the following text."
 

@@ -170,7 +170,7 @@ def test_precompute_with_several_items_matches_separate_scorings(tmp_path, tiny_
     texts = [TEXT, TEXT[:80], TEXT[:120]]
     items = ["neoplasms", "diabetes", "heart block"]
     cfg = DecSelfMaskConfig(items=items, items_per_text=3,
-                            relevance={"batch_size": 2, "shard_size": 4, "dtype": "float32"},
+                            relevance={"method": "grad_x_input", "batch_size": 2, "shard_size": 4, "dtype": "float32"},
                             spans={"high": 0.05, "low": 0.01, "max_span_fraction": 1.0})
     run_precompute(texts, cfg, tok, str(tiny_llama), tmp_path, progress=False)
     parts = sorted(tmp_path.glob("relevance-*/part-*.json"))

@@ -47,7 +47,8 @@ def test_paper_resolves_every_row():
     default = DecSelfMaskConfig()
     # the preset changes something: the project's defaults differ on the costly or legacy rows
     assert default.items_per_text == 1 and default.classification.prompt == "options"
-    assert default.relevance.method == "grad_x_input" and default.classification.batch_size == 8
+    assert default.relevance.target == "sum_logprob" and default.classification.batch_size == 8
+    assert default.spans.sign == "auto" and config.spans.sign == "absolute"  # the scripts take |r|
 
 
 def test_every_item_for_every_text():

@@ -78,7 +78,7 @@ def test_spans_of_another_tokenizers_model_land_on_the_students_text(tmp_path, k
     assert [len(scorer_tok(t, add_special_tokens=False)["input_ids"]) for t in TEXTS] != \
         [len(student(t, add_special_tokens=False)["input_ids"]) for t in TEXTS]  # they do split it otherwise
     cfg = DecSelfMaskConfig(items=ITEMS, items_per_text=2,
-                            relevance={"model": str(scorer), "dtype": "float32", "batch_size": 2},
+                            relevance={"method": "grad_x_input", "model": str(scorer), "dtype": "float32", "batch_size": 2},
                             spans={"high": 0.05, "low": 0.01, "max_span_fraction": 1.0})
     result = run_precompute(TEXTS, cfg, student, str(scorer), tmp_path / "cache", progress=False)
 

@@ -122,6 +122,38 @@ def test_normalise_is_sign_insensitive_and_scaled_to_one():
     np.testing.assert_allclose(out, [0.25, 1.0, 0.5, 0.0])
 
 
+def test_normalise_positive_keeps_only_what_raises_the_target():
+    np.testing.assert_allclose(normalise([1.0, -4.0, 2.0, 0.0], "positive"), [0.5, 0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(normalise([-1.0, -3.0], "positive"), [0.0, 0.0])  # nothing positive
+    with pytest.raises(ValueError, match="sign"):
+        normalise([1.0], "signed")
+
+
+def test_span_sign_decides_which_peak_is_masked(smollm_tokenizer):
+    enc = smollm_tokenizer(TEXT, return_offsets_mapping=True, add_special_tokens=False)
+    offsets = enc["offset_mapping"]
+    scores = np.zeros(len(offsets))
+    scores[3] = -5.0  # a large negative peak (lowers the item's score)
+    scores[len(offsets) - 6] = 1.0  # a smaller positive one
+    absolute = select_spans(scores, offsets, TEXT, SpanSettings(sign="absolute"))
+    positive = select_spans(scores, offsets, TEXT, SpanSettings(sign="positive"))
+    assert len(absolute) == 1 and absolute[0][0] <= offsets[3][0] < absolute[0][1]
+    assert len(positive) == 1 and positive[0][0] <= offsets[len(offsets) - 6][0] < positive[0][1]
+    with pytest.raises(ValueError, match="sign"):
+        SpanSettings(sign="both")
+
+
+def test_span_sign_auto_follows_the_method():
+    from axolotl_decselfmask.args import DecSelfMaskConfig
+    from axolotl_decselfmask.stage1.examples import span_settings
+
+    assert span_settings(DecSelfMaskConfig()).sign == "positive"  # the default method, attnlrp
+    assert span_settings(DecSelfMaskConfig(relevance={"method": "grad_x_input"})).sign == "absolute"
+    assert span_settings(DecSelfMaskConfig(relevance={"method": "grad_x_input"},
+                                           spans={"sign": "positive"})).sign == "positive"
+    assert span_settings(DecSelfMaskConfig(protocol="paper")).sign == "absolute"
+
+
 def test_normalise_all_zero_gives_zeros():
     out = normalise(np.zeros(5, dtype=np.float32))
     assert out.dtype == np.float64
