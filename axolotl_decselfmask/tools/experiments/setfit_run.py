@@ -52,7 +52,7 @@ def _check_model(folder: str) -> None:
         raise SystemExit(MISSING_MODEL.format(folder=folder))
 
 
-def _fit(train_texts: list[str], train_y: list[int], folder: str, settings: dict, seed: int):
+def _fit(train_texts: list[str], train_y: list[int], folder: str, settings: dict, seed: int, work_dir: Path):
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
     from transformers import set_seed
@@ -62,7 +62,8 @@ def _fit(train_texts: list[str], train_y: list[int], folder: str, settings: dict
     model.model_body.max_seq_length = settings["max_seq_length"]
     args = TrainingArguments(batch_size=settings["batch_size"], num_epochs=settings["num_epochs"],
                              num_iterations=settings["num_iterations"], seed=seed, report_to="none",
-                             show_progress_bar=False)
+                             show_progress_bar=False, save_strategy="no",  # no checkpoint (SetFit's default:
+                             output_dir=str(work_dir / "setfit-trainer"))  # one per 500 steps into ./checkpoints)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": train_texts,
                                                                                "label": train_y}))
     trainer.train()
@@ -82,7 +83,7 @@ def run_task(task: dict, spec: dict, out: Path) -> dict:
     labels = task["labels"]
     train = read_labelled(task["train_file"], "text", "label", labels, "setfit.train_file")
     test = read_labelled(task["test_file"], "text", "label", labels, "setfit.test_file")
-    model = _fit(train.texts, [labels.index(y) for y in train.labels], spec["model"], spec["settings"], task["seed"])
+    model = _fit(train.texts, [labels.index(y) for y in train.labels], spec["model"], spec["settings"], task["seed"], out)
     proba = np.asarray(model.predict_proba(test.texts, as_numpy=True), dtype=np.float64)
     classes = [int(c) for c in model.model_head.classes_]  # the label indices the head saw
     full = np.zeros((len(test.texts), len(labels)))
