@@ -11,7 +11,9 @@ folder): the grid's questions, ``prompt: mask_fill`` with the one-token mask
 ``<|decselfmask_mask|>`` (added to the tokenizer and the embedding, as stage 1 does), the grid's
 ``eval_batch_size``; the model SmolLM2-135M-Instruct in ``--dtype`` (bfloat16: the grid's
 ``bf16: auto`` on a CPU with AMX). Each path runs once after a warm-up on 2 notes; wall and process
-CPU seconds are reported (CPU seconds move less with the machine's load).
+CPU seconds are reported (CPU seconds move less with the machine's load). At the grid's
+``sequence_len`` 224 some notes are cut differently for questions of different lengths: the tasks
+still share one prefix per note (the tokens the cuts have in common).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/shared_prefix_tasks.py [--notes 16] [--threads 1] [--out FILE]
 """
@@ -99,7 +101,8 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tasks, stage2 = _tasks(Path(tmp), tokenizer, args.notes, args.option_chunk, args.sequence_len)
     full = {t.c.task: t.test_texts for t in tasks}
-    groups = len({tuple(v) for v in full.values()})  # tasks cut differently do not share a prefix
+    cut_lists = len({tuple(v) for v in full.values()})  # notes cut differently for the questions' lengths
+    groups = []
     notes = full[tasks[0].c.task]
 
     def separate(n):
@@ -109,6 +112,7 @@ def main(argv=None) -> dict:
         for t in tasks:
             t.test_texts = full[t.c.task][:n]
         scorers = shared_test_scorers(model, tokenizer, tasks, False)
+        groups[:] = [len({id(x.shared) for x in scorers.values()})]
         return np.stack([(scorers.get(t.c.task) or Scorer(model, tokenizer, t, False))(t.test_texts) for t in tasks], 1)
 
     load_before = os.getloadavg()
@@ -130,7 +134,7 @@ def main(argv=None) -> dict:
         "note_chars": 700, "note_tokens_median": float(np.median(n_tokens)), "note_tokens_max": int(max(n_tokens)),
         "sequence_len": tasks[0].max_length, "notes_cut_for_some_task": sum(
             any(full[t.c.task][i] != raw for t in tasks) for i, raw in enumerate(notes_raw)),
-        "groups_sharing_a_prefix": groups, "prompt": tasks[0].prompt.style,
+        "distinct_cut_lists": cut_lists, "groups_sharing_a_prefix": groups[0], "prompt": tasks[0].prompt.style,
         "eval_batch_size": tasks[0].c.eval_batch_size, "option_chunk": tasks[0].c.option_chunk,
         "one_prompt_per_task": {"wall_s": round(s_wall, 2), "cpu_s": round(s_cpu, 2)},
         "shared_prefix": {"wall_s": round(j_wall, 2), "cpu_s": round(j_cpu, 2)},
@@ -146,8 +150,8 @@ def main(argv=None) -> dict:
             "max_relative_score_difference": float(np.max(np.abs(b_scores - s_scores) / np.abs(s_scores))),
             "argmax_predictions_differing": int((b_scores.argmax(-1) != s_scores.argmax(-1)).sum())}
     print(f"{len(tasks)} yes/no tasks x {len(notes)} notes ({args.dtype}, {args.threads} thread(s), sequence_len "
-          f"{tasks[0].max_length}: {result['notes_cut_for_some_task']} notes cut, {groups} group(s) of tasks with the "
-          f"same texts; load {load_before[0]:.1f} on {os.cpu_count()} cores before):")
+          f"{tasks[0].max_length}: {result['notes_cut_for_some_task']} notes cut, {cut_lists} distinct cuts, "
+          f"{groups[0]} group(s) sharing a prefix; load {load_before[0]:.1f} on {os.cpu_count()} cores before):")
     print(f"  {'':24} {'wall s':>8} {'CPU s':>8}")
     print(f"  {'one prompt per task':24} {s_wall:8.2f} {s_cpu:8.2f}")
     print(f"  {'shared prefix per note':24} {j_wall:8.2f} {j_cpu:8.2f}")

@@ -16,9 +16,10 @@ label questions of one note share their prompt up to the question: the system tu
 note. :func:`score_questions` runs that shared prefix once per note and scores every (question,
 answer) after it on copies of its key/value cache, which gives the scores of scoring each
 question as its own prompt (:func:`.scoring.score_options`) at the cost of one note instead of
-one per label. Single-label tasks of one model whose test texts are the same list (one test set
-shared by a corpus' tasks), with the same options and prompt, are scored the same way on their
-test notes (:func:`shared_test_scorers`), each task's question one of the questions.
+one per label. Single-label tasks of one model whose test notes are the same (one test set shared
+by a corpus' tasks), with the same options and prompt, are scored the same way on their test notes
+(:func:`shared_test_scorers`), each task's question one of the questions; where a note is cut
+differently for two questions' prompts, the prefix is the tokens the cuts share.
 
 :func:`evaluate_multilabel` writes one ``metrics.json`` entry under the task's own name:
 ``macro_f1`` (the mean over labels of each label's F1, scikit-learn's ``average="macro"`` on the
@@ -229,14 +230,17 @@ def task_groups(tasks: list) -> list[tuple[str, list]]:
 
 # ---------------------------------------------------------------------------- the scoring
 
-def _question_ids(tokenizer, text: str, questions: list[str], options: list[str], system_prompt: str):
+def _question_ids(tokenizer, text, questions: list[str], options: list[str], system_prompt: str):
     """Token ids of the note's shared prompt prefix, of each question's rest of the prompt, and of
-    each option's answer (label + end of turn): each question's prompt is its prefix + its rest."""
-    prompts = [tokenizer(render(tokenizer, classification_messages(text, q, options, system_prompt,
+    each option's answer (label + end of turn): each question's prompt is its prefix + its rest.
+    ``text``: the note, or one text per question (the note cut for each question's prompt: the
+    prefix is then the tokens all of them share, the rest of a longer cut in its question's rest)."""
+    per_question = [text] * len(questions) if isinstance(text, str) else list(text)
+    prompts = [tokenizer(render(tokenizer, classification_messages(x, q, options, system_prompt,
                                                                    answer=options[0])).prompt,
-                         add_special_tokens=False)["input_ids"] for q in questions]
-    turns = [render(tokenizer, classification_messages(text, questions[0], options, system_prompt, answer=o))
-             for o in options]
+                         add_special_tokens=False)["input_ids"] for x, q in zip(per_question, questions)]
+    turns = [render(tokenizer, classification_messages(per_question[0], questions[0], options, system_prompt,
+                                                       answer=o)) for o in options]
     answers = [tokenizer(t.answer, add_special_tokens=False)["input_ids"] for t in turns]
     n = min(len(p) for p in prompts) - 1  # every question keeps at least one token of its own
     for p in prompts[1:]:
@@ -245,11 +249,12 @@ def _question_ids(tokenizer, text: str, questions: list[str], options: list[str]
 
 
 @torch.no_grad()
-def score_questions(model, tokenizer, texts: list[str], questions: list[str], options: list[str],
+def score_questions(model, tokenizer, texts: list, questions: list[str], options: list[str],
                     system_prompt: str, progress: bool = True, batch_size: int = 8, option_chunk: int = 8) -> np.ndarray:
     """Summed log-probability of each option as the answer to each question, for each text:
     shape (texts, questions, options); the numbers of :func:`.scoring.score_options` run once per
-    question.
+    question. A text may be a tuple of one text per question (a note cut for each question's
+    prompt): each question is then scored on its own text.
 
     Each text's prompt prefix shared by its questions (system turn and text) is run once
     (``batch_size`` texts at a time, left-padded); then ``option_chunk`` (question, option) pairs
@@ -321,22 +326,25 @@ def _score_pairs(model, cache, encoded, batch, chunk, mask, pad, device, out) ->
 
 
 class SharedPrefixScorer:
-    """The option scores of several yes/no (or same-option) questions on the same texts, by
-    :func:`score_questions` once per list of texts: the label questions of one multi-label task
+    """The option scores of several questions with the same options on the same notes, by
+    :func:`score_questions` once per list of notes: the label questions of one multi-label task
     (its sub-tasks ``parts``), or single-label tasks that share their test notes
     (:func:`shared_test_scorers`). ``part(i)`` is task i's :class:`.evaluation.Scorer`-like view
-    (texts -> (n, options)). ``texts``: the only list scored together; any other list goes to the
-    part's ``fallback`` (each task's own scorer: its labelled examples are its own)."""
+    (texts -> (n, options)). ``texts``: None (any list of texts, the same for every part), or each
+    part's own list of its test notes (each note cut for that part's prompt), the only lists scored
+    together; any other list goes to the part's ``fallback`` (its own scorer: each task's labelled
+    examples are its own)."""
 
-    def __init__(self, model, tokenizer, parts: list, progress: bool = True, texts: list[str] | None = None):
+    def __init__(self, model, tokenizer, parts: list, progress: bool = True, texts: list[list[str]] | None = None):
         self.model, self.tokenizer, self.parts, self.progress = model, tokenizer, parts, progress
-        self.texts = None if texts is None else tuple(texts)
+        self.texts = None if texts is None else [tuple(x) for x in texts]
         self.memo: dict[tuple, np.ndarray] = {}
 
-    def covers(self, texts: list[str]) -> bool:
-        return self.texts is None or tuple(texts) == self.texts
+    def covers(self, index: int, texts: list[str]) -> bool:
+        return self.texts is None or tuple(texts) == self.texts[index]
 
-    def scores(self, texts: list[str]) -> np.ndarray:
+    def scores(self, texts: list) -> np.ndarray:
+        """(notes, parts, options); ``texts``: one text per note, or per note a tuple of one per part."""
         key = tuple(texts)
         if key not in self.memo:
             first = self.parts[0]
@@ -358,38 +366,45 @@ class _PartScorer:
     def __call__(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.shared.parts[self.index].data.labels)))
-        if not self.shared.covers(texts):
+        if not self.shared.covers(self.index, texts):
             return self.fallback(texts)
-        return self.shared.scores(texts)[:, self.index]
+        if self.shared.texts is None:
+            return self.shared.scores(texts)[:, self.index]
+        by_note = [x[0] if len(set(x)) == 1 else x for x in zip(*self.shared.texts)]
+        return self.shared.scores(by_note)[:, self.index]
 
 
 def _sharing_key(t) -> tuple:
-    """What single-label tasks must have alike to be scored on one prefix per test note."""
-    return (tuple(t.test_texts), tuple(t.data.labels), t.prompt.system_prompt, t.prompt.style, t.prompt.mask_text,
-            t.c.eval_batch_size, t.c.option_chunk)
+    """What single-label tasks must have alike to be scored on one prefix per test note: the same
+    test notes (before each is cut for the task's prompt), options, system prompt and prompt style."""
+    return (tuple(t.data.test.texts[: len(t.test_texts)]), tuple(t.data.labels), t.prompt.system_prompt,
+            t.prompt.style, t.prompt.mask_text, t.c.eval_batch_size, t.c.option_chunk)
 
 
 def shared_test_scorers(model, tokenizer, tasks: list, progress: bool = True) -> dict:
     """Scorers of the single-label tasks among ``tasks`` (:class:`.run.Task`, scored by the
-    generative model) whose test texts are the same list, with the same options, system prompt and
+    generative model) whose test notes are the same, with the same options, system prompt and
     prompt style, at least two alike: their test notes scored together by one
-    :class:`SharedPrefixScorer` (each note's prefix once, each task's question and options after it);
-    any other texts (the labelled examples, pool notes) by the task's own :class:`.evaluation.Scorer`.
-    Returns ``{task name: scorer}`` for those tasks only."""
+    :class:`SharedPrefixScorer` (each note's prefix once, each task's question and options after
+    it; a note cut shorter for a longer question shares the tokens it has in common, the rest of a
+    longer cut goes with its question); any other texts (the labelled examples, pool notes) by the
+    task's own :class:`.evaluation.Scorer`. Returns ``{task name: scorer}`` for those tasks only."""
     groups: dict[tuple, list] = {}
     for t in tasks:
-        if t.multi_label is None and t.test_texts:
+        if t.multi_label is None and t.test_texts and t.data.test is not None:
             groups.setdefault(_sharing_key(t), []).append(t)
     out = {}
     for group in groups.values():
         if len(group) < 2:
             continue
-        shared = SharedPrefixScorer(model, tokenizer, group, progress, texts=group[0].test_texts)
+        shared = SharedPrefixScorer(model, tokenizer, group, progress, texts=[t.test_texts for t in group])
         for i, t in enumerate(group):
             out[t.c.task] = shared.part(i, Scorer(model, tokenizer, t, progress))
         names = ", ".join(t.c.task for t in group)
-        print(f"decselfmask evaluation: {len(group)} tasks share their {len(group[0].test_texts)} test notes: one "
-              f"prompt prefix per note, each task's question and options after it ({names})")
+        cut = sum(len(set(x)) > 1 for x in zip(*(t.test_texts for t in group)))
+        print(f"decselfmask evaluation: {len(group)} tasks share their {len(group[0].test_texts)} test notes ({cut} "
+              f"cut differently for their prompts): one prompt prefix per note, each task's question and options "
+              f"after it ({names})")
     return out
 
 

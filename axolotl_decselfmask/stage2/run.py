@@ -7,7 +7,7 @@ tasks together, each example in its own task's prompt (question and options), an
 ``<output_dir>/stage2``; with ``joint: false`` each task gets its own LoRA in
 ``<output_dir>/stage2/<task>``. Each task is then scored on its own test file
 (:mod:`.scoring`) into ``<output_dir>/metrics.json`` and ``predictions-<task>.jsonl``; tasks of
-one model whose test texts are the same (one test set shared by the tasks of a corpus) are scored
+one model whose test notes are the same (one test set shared by the tasks of a corpus) are scored
 together, each note's prompt prefix once (:func:`.multilabel.shared_test_scorers`).
 """
 

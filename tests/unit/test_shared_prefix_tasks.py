@@ -15,7 +15,7 @@ from helpers import data_rows, write_rows
 from axolotl_decselfmask.args import DecSelfMaskConfig
 
 QUESTIONS = {"neoplasms": "Is the abstract above about neoplasms?",
-             "heart": "Does the abstract above describe a heart disease?",
+             "heart": "Does the abstract above describe a disease of the heart or of the blood vessels?",
              "treatment": "Is a treatment named in the abstract above?"}
 RTOL = 1e-4
 
@@ -26,7 +26,7 @@ def _label(task: str, row: dict) -> str:
     return "yes" if row["label"] == {"neoplasms": "neoplasms", "heart": "cardiovascular diseases"}[task] else "no"
 
 
-def _setup(tmp_path, prompt: str):
+def _setup(tmp_path, prompt: str, sequence_len: int = 256):
     """Three yes/no tasks with one test file (6 notes of 40-320 characters) and their own labelled
     examples, and a fourth task on other test notes (not scored with them)."""
     from axolotl.utils.dict import DictDefault
@@ -48,7 +48,7 @@ def _setup(tmp_path, prompt: str):
         "prompt": prompt, "train": False, "calibration": "balanced", "eval_batch_size": 4, "option_chunk": 3})
 
     def cfg(name):
-        return DictDefault({"sequence_len": 256, "output_dir": str(tmp_path / name), "datasets": [],
+        return DictDefault({"sequence_len": sequence_len, "output_dir": str(tmp_path / name), "datasets": [],
                             "use_tensorboard": False, "use_wandb": False})
 
     return config, cfg
@@ -70,8 +70,10 @@ def _close(a, b, where=""):
         assert a == b, where
 
 
-@pytest.mark.parametrize("prompt", ["options", "mask_fill"])
-def test_tasks_sharing_test_notes_score_as_one_prompt_per_task(tmp_path, tiny_llama, prompt, capsys):
+@pytest.mark.parametrize(("prompt", "sequence_len"), [("options", 256), ("mask_fill", 256), ("mask_fill", 108)])
+def test_tasks_sharing_test_notes_score_as_one_prompt_per_task(tmp_path, tiny_llama, prompt, sequence_len, capsys):
+    """At sequence_len 108 the longest notes are cut for the longest question only: the tasks still
+    share the prefix (the tokens the cuts have in common), each scored on its own cut."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from axolotl_decselfmask.stage2.evaluation import Scorer, evaluate_task
@@ -80,8 +82,11 @@ def test_tasks_sharing_test_notes_score_as_one_prompt_per_task(tmp_path, tiny_ll
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
-    config, cfg = _setup(tmp_path, prompt)
+    config, cfg = _setup(tmp_path, prompt, sequence_len)
     tasks = prepare_tasks(cfg("each"), config, tok)
+    by_note = list(zip(*(t.test_texts for t in tasks[:3])))
+    cut = sum(len(set(x)) > 1 for x in by_note)
+    assert (cut > 0) == (sequence_len < 256) and cut < len(by_note)
     assert len({t.prompt.style for t in tasks}) == 1 and tasks[0].prompt.style == prompt
     if prompt == "mask_fill":
         assert tasks[0].prompt.question.endswith("<mask>")
@@ -99,7 +104,8 @@ def test_tasks_sharing_test_notes_score_as_one_prompt_per_task(tmp_path, tiny_ll
     capsys.readouterr()
     _run_group(cfg("shared"), config, prepare_tasks(cfg("shared"), config, tok), tok, str(tiny_llama),
                torch.float32, tmp_path / "shared" / "stage2", "joint", progress=False)
-    assert "3 tasks share their 6 test notes: one prompt prefix per note" in capsys.readouterr().out
+    assert f"3 tasks share their 6 test notes ({cut} cut differently for their prompts): one prompt prefix per note" \
+        in capsys.readouterr().out
     before, after = (json.loads((tmp_path / f / "metrics.json").read_text()) for f in ("each", "shared"))
     assert sorted(before["tasks"]) == sorted(after["tasks"]) == sorted([*QUESTIONS, "other"])
     _close(before, after, "metrics")
