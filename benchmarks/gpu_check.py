@@ -37,9 +37,11 @@ parts that would start after that many seconds (their rows say so).
 The model shapes (``CONFIGS``) are those of the public config.json of
 ``meta-llama/Llama-3.2-1B-Instruct`` and ``meta-llama/Llama-3.1-8B-Instruct`` on the Hugging Face hub
 (hidden size, layers, attention and key/value heads, intermediate size, vocabulary, rope theta and
-llama3 rope scaling, tied embeddings, eos ids). ``--tiny`` keeps their vocabulary-free structure but
+llama3 rope scaling, tied embeddings, eos ids); ``models`` in the JSON gives their parameter counts
+(1.24B, 8.03B). ``--tiny`` keeps their structure (grouped-query attention, llama3 rope, tying) but
 shrinks them (2 layers, hidden 64, vocabulary 512, sequences of 64) for a CPU check in seconds
-(tests/unit/test_gpu_check.py).
+(tests/unit/test_gpu_check.py). The 4-bit parts save the random bf16 weights once to a temporary
+folder (2.5 GB, 16 GB for the 8B; ``--tmp-dir``) and load them back quantised.
 
 On the lent GPU machine (one H200; torch 2.11+cu130, transformers 5.17, peft, accelerate there; no
 axolotl, trl, datasets or bitsandbytes; no network), from the repository root, with the ``run`` tool:
@@ -62,8 +64,10 @@ here, not there); ``.whl/`` is git-ignored:
     mkdir -p .whl/bnb && (cd .whl/bnb && unzip -q -o /tmp/bnb/bitsandbytes-0.50.2-*.whl)
     find .whl/bnb/bitsandbytes -name 'libbitsandbytes_*.so' ! -name '*cuda130.so' ! -name '*cpu.so' -delete
 
-(the ``.dist-info`` folder stays: transformers looks bitsandbytes' version up through it). Without
-``.whl/bnb`` the QLoRA rows are skipped and everything else runs.
+(the ``.dist-info`` folder stays: transformers looks bitsandbytes' version up through it). The CUDA
+library needs ``libcudart.so.13``, ``libcublas.so.13`` and ``libcublasLt.so.13``, which torch's own
+nvidia packages bring there (not yet seen loading on that machine). Without ``.whl/bnb`` the 4-bit
+rows are skipped and everything else runs.
 
     python benchmarks/gpu_check.py --tiny --device cpu --out /tmp/gpu_check.json   # the CPU check
 """
@@ -126,7 +130,9 @@ STAGE1_LORA = dict(r=16, alpha=32, dropout=0.05)
 #: docs/recipes.md's assumptions for the per-1k-notes figures: 1.5 stage-1 examples per note, one
 #: relevance prompt per note, both of sequence_len tokens
 EXAMPLES_PER_NOTE = 1.5
-PARTS = ("stage1_lora", "stage1_qlora", "stage2_lora", "relevance_attnlrp", "relevance_grad_x_input",
+#: in this order for each model: the 4-bit parts last (they need the carried bitsandbytes, and a bf16
+#: checkpoint written to and read from disk, the slowest thing here)
+PARTS = ("stage1_lora", "stage2_lora", "relevance_attnlrp", "relevance_grad_x_input", "stage1_qlora",
          "relevance_attnlrp_4bit")
 
 
@@ -524,4 +530,3 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)
