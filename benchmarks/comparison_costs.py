@@ -1,5 +1,5 @@
 """What the many-task comparison (issue 14) costs per unit, on the embedded SmolLM2-135M-Instruct:
-the measurements the compute estimate of docs/results_plan_draft.md rests on.
+the measurements the compute estimate of docs/results.md ("## Plan") rests on.
 
 - **stage-2 step**: one optimiser step of a fresh LoRA (r 32, alpha 64, dropout 0.05, every linear
   layer: the stage-2 defaults) on a batch of mask-fill prompts with their answer (a label question

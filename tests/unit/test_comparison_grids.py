@@ -1,5 +1,5 @@
 """The core-tier grids of the many-task comparison (examples/grids/comparison_core_*.yml, issue 14;
-a DRAFT plan, docs/results_plan_draft.md): valid for the runner's own grid loader, alike except for
+the pre-registered plan, docs/results.md "## Plan"): valid for the runner's own grid loader, alike except for
 their corpus, one binary task per label column, and (where the shared corpora are present) the
 labelled samples and recipes the plan says, without running anything."""
 
@@ -78,7 +78,21 @@ def test_a_core_grid_gives_balanced_labelled_samples_and_valid_recipes(path, tmp
     runs = plan(grid, out, data)
     assert len(runs) == 1 + (len(grid.methods) - 1) * len(grid.seeds)  # zero-shot once, the others per seed
     for run in runs:  # every recipe's decselfmask block is valid, with the same stage 2
+        if run["method"] == "setfit":  # not an Axolotl recipe: the same labelled and test files
+            spec = run["recipe"]
+            assert spec["settings"] == {"num_iterations": 2, "num_epochs": 1, "batch_size": 16, "max_seq_length": 128}
+            assert {t["test_file"] for t in spec["tasks"]} == {data[corpus.name]["tasks"][t.name]["test"]
+                                                              for t in corpus.tasks}
+            continue
         config = DecSelfMaskConfig(**run["recipe"]["decselfmask"])
+        rel = config.relevance  # the pinned relevance (the faithfulness benchmark's default row; the paper's)
+        if run["method"] == "decselfmask_paper":
+            assert (rel.method, rel.target, rel.prompt_style, config.items_per_text) == \
+                ("attnlrp", "max_logit", "completion", "all")
+            assert config.spans.sign == "absolute" and run["recipe"]["train_on_inputs"] is True
+        elif run["method"] in ("decselfmask", "random_masking"):
+            assert (rel.method, rel.target, rel.prompt_style, config.spans.sign) == \
+                ("attnlrp", "sum_logprob", "question", "auto") and config.items_per_text == 1
         assert config.classification.joint and config.classification.prompt == "mask_fill"
         assert config.classification.batch_size == 8 and not config.classification.train_on_inputs
         assert len(config.tasks) == len(corpus.tasks)
