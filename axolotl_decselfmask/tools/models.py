@@ -83,16 +83,21 @@ def unzip_model(name: str, folder: str | os.PathLike, force: bool = False) -> Pa
             z.extractall(tmp)
         if not (tmp / "modules.json").is_file():
             raise SystemExit(f"{src}: no modules.json at the top of the zip: not a sentence-transformers folder")
-        (tmp / MARKER).write_text(json.dumps({"name": name, "package": spec.package, "zip_file": spec.zip_file,
-                                              "licence": spec.licence}, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        _publish(tmp, folder, {"name": name, "package": spec.package, "zip_file": spec.zip_file,
+                               "licence": spec.licence})
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"Wrote {name} to {folder}")
     return folder
+
+
+def _publish(tmp: Path, folder: Path, marker: dict) -> None:
+    """The finished ``tmp`` folder, with its marker file, becomes ``folder`` (replacing it)."""
+    (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
 
 
 def _package_dir(package: str, pip_name: str | None = None) -> Path:
@@ -152,16 +157,8 @@ def materialise(name: str, folder: str | os.PathLike, force: bool = False) -> Pa
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / MARKER).write_text(
-            json.dumps(
-                {"name": name, "package": spec.package, "gguf_file": spec.gguf_file,
-                 "licence": spec.licence},
-                indent=2,
-            )
-        )
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        _publish(tmp, folder, {"name": name, "package": spec.package, "gguf_file": spec.gguf_file,
+                               "licence": spec.licence})
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
