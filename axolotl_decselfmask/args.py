@@ -194,6 +194,17 @@ class MaskingConfig(_Strict):
             "`tokens:`); with LoRA, set `lora_modules_to_save: [embed_tokens, lm_head]`. Not needed with auto."
         ),
     )
+    mask_init: Literal["mean", "model"] = Field(
+        default="mean",
+        description=(
+            "The embedding row of the added mask token (mask_token: auto, where the vocabulary has no reserved "
+            "token). mean: the mean of the vocabulary's rows. model: left as the embedding resize gives it "
+            "(transformers' resize_token_embeddings with Axolotl's mean_resizing_embeddings, default false: "
+            "normal(0, initializer_range); with stage 1 off drawn under decselfmask's seed, in stage 1 Axolotl's "
+            "resize draws it and stage 1 trains it), the never-trained row the authors' SFT baseline meets (the "
+            "experiments' sft_mask_fill). A reserved token's row is left as the checkpoint has it either way."
+        ),
+    )
     system_prompt: str = Field(default=DEFAULT_MASK_SYSTEM, description="System turn of each example.")
     spans_per_example: int = Field(
         default=1, ge=1, le=64,

@@ -185,22 +185,37 @@ def _embedding_rows_mean(weight, n: int):
     return weight[:n].to(torch.float32).mean(dim=0).to(weight.dtype)
 
 
-def prepare_model_for_mask(model, tokenizer, mask: MaskToken) -> None:
+def _resize(model, n: int, mean_resizing: bool, seed: int | None) -> None:
+    """``resize_token_embeddings`` to ``n`` rows; with a ``seed``, the new rows drawn under it (the
+    global RNG left as it was)."""
+    import torch
+
+    if seed is None:
+        model.resize_token_embeddings(n, mean_resizing=mean_resizing)
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.resize_token_embeddings(n, mean_resizing=mean_resizing)
+
+
+def prepare_model_for_mask(model, tokenizer, mask: MaskToken, init: str = "mean", mean_resizing: bool = False,
+                           seed: int | None = None) -> None:
     """Give ``model`` the mask's embedding row (idempotent).
 
     For an ``added`` mask: add it to ``tokenizer`` if missing, resize the embeddings if the model has
-    no row for its id, and set the row to the mean of the rows before it (float32 mean, the
-    weights' dtype); the same for the output embedding when it is not tied (and its bias, if
-    any). The model's config records it (:data:`CONFIG_ATTR`), so a second call, or a model saved
-    after the call (a full stage-1 fine-tune), is left alone. A ``reserved`` or ``text`` mask
-    changes nothing.
+    no row for its id (``mean_resizing``, the new rows drawn under ``seed``), and with ``init``
+    ``mean`` (``masking.mask_init``) set the row to the mean of the rows before it (float32 mean,
+    the weights' dtype); the same for the output embedding when it is not tied (and its bias, if
+    any). ``init`` ``model`` leaves the row as the resize (or the model) has it. The model's config
+    records it (:data:`CONFIG_ATTR`), so a second call, or a model saved after the call (a full
+    stage-1 fine-tune), is left alone. A ``reserved`` or ``text`` mask changes nothing.
     """
     if mask.source != "added":
         return
     import torch
 
     token_id = add_to_tokenizer(tokenizer, mask.text)
-    record = {"text": mask.text, "id": token_id}
+    record = {"text": mask.text, "id": token_id, **({} if init == "mean" else {"init": init})}
     if getattr(model.config, CONFIG_ATTR, None) == record:
         return
     embeddings = model.get_input_embeddings()
@@ -209,8 +224,12 @@ def prepare_model_for_mask(model, tokenizer, mask: MaskToken) -> None:
                     "Axolotl's resize made it; set an explicit masking.mask_token to avoid an added token")
         return
     if embeddings.weight.shape[0] <= token_id:
-        model.resize_token_embeddings(max(len(tokenizer), token_id + 1), mean_resizing=False)
+        drawn = init != "mean"  # mean: the row is overwritten, the resize as it always was
+        _resize(model, max(len(tokenizer), token_id + 1), mean_resizing and drawn, seed if drawn else None)
         embeddings = model.get_input_embeddings()
+    if init != "mean":
+        setattr(model.config, CONFIG_ATTR, record)
+        return
     with torch.no_grad():
         weight = embeddings.weight
         weight[token_id] = _embedding_rows_mean(weight, token_id)
@@ -230,7 +249,7 @@ def init_mask_row(config, model, tokenizer) -> bool:
     mask = choose_mask_token(tokenizer)
     if mask.source != "added":
         return False
-    prepare_model_for_mask(model, tokenizer, mask)
+    prepare_model_for_mask(model, tokenizer, mask, config.masking.mask_init, seed=config.seed)
     return True
 
 
@@ -284,10 +303,11 @@ def prepare_stage1_model(cfg, model) -> None:
     mask = choose_mask_token(tokenizer, add=True)
     if mask.source != "added":
         return  # a reserved token: its row stays as the model has it
-    prepare_model_for_mask(model, tokenizer, mask)
+    init = config.masking.mask_init
+    prepare_model_for_mask(model, tokenizer, mask, init, bool(cfg.get("mean_resizing_embeddings")), cfg.get("seed"))
     make_row_trainable(cfg, model, mask.id)
-    LOG.info("decselfmask: mask token %r (id %d) added, its embedding row set to the mean of the vocabulary's "
-             "and trained", mask.text, mask.id)
+    LOG.info("decselfmask: mask token %r (id %d) added, its embedding row %s and trained", mask.text, mask.id,
+             "set to the mean of the vocabulary's" if init == "mean" else "as the embedding resize gave it")
 
 
 #: the folder (in output_dir) of the base model with the added mask's row, stage 2's base when stage 1 is off
@@ -295,12 +315,14 @@ BASE_WITH_MASK_DIR = "base_with_mask"
 BASE_WITH_MASK_RECORD = "decselfmask_base_with_mask.json"
 
 
-def base_with_mask(cfg, tokenizer, folder, dtype) -> str | None:
+def base_with_mask(cfg, tokenizer, folder, dtype, mask_init: str = "mean", seed: int = 0) -> str | None:
     """With stage 1 off (the plain-SFT baseline in the mask-fill format): ``folder``, the recipe's
     ``base_model`` with the added mask's row initialised as stage 1 does it
-    (:func:`prepare_model_for_mask`) and ``tokenizer`` (the token added), written once (a record
-    keyed by the base model, the token and the dtype). None when the mask is a reserved token:
-    the base model is then stage 2's base as it is."""
+    (:func:`prepare_model_for_mask`; ``mask_init`` ``model``: the row of the embedding resize, with
+    the recipe's ``mean_resizing_embeddings`` as Axolotl's resize, drawn under ``seed``) and
+    ``tokenizer`` (the token added), written once (a record keyed by the base model, the token,
+    the dtype and, for ``model``, the resize settings). None when the mask is a reserved token: the
+    base model is then stage 2's base as it is, whatever ``mask_init``."""
     from pathlib import Path
 
     from axolotl_decselfmask.io.files import atomic_write_json, fingerprint, read_json
@@ -309,23 +331,27 @@ def base_with_mask(cfg, tokenizer, folder, dtype) -> str | None:
     if mask.source != "added":
         return None
     folder = Path(folder)
-    key = fingerprint(str(cfg.base_model), mask.text, mask.id, len(tokenizer), str(dtype))
+    mean_resizing = bool(cfg.get("mean_resizing_embeddings"))
+    resize = () if mask_init == "mean" else (mask_init, mean_resizing, seed)  # mean: the key of before the key
+    key = fingerprint(str(cfg.base_model), mask.text, mask.id, len(tokenizer), str(dtype), *resize)
     record = read_json(folder / BASE_WITH_MASK_RECORD)
     if isinstance(record, dict) and record.get("key") == key:
         return str(folder)
     from transformers import AutoModelForCausalLM
 
+    (folder / BASE_WITH_MASK_RECORD).unlink(missing_ok=True)  # no record over half-written weights
     model = AutoModelForCausalLM.from_pretrained(str(cfg.base_model), dtype=dtype,
                                                  trust_remote_code=bool(cfg.trust_remote_code))
-    prepare_model_for_mask(model, tokenizer, mask)
+    prepare_model_for_mask(model, tokenizer, mask, mask_init, mean_resizing, seed)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     atomic_write_json(folder / BASE_WITH_MASK_RECORD, {"key": key, "base_model": str(cfg.base_model),
-                                                        "mask_token": mask.text, "mask_id": mask.id})
+                                                        "mask_token": mask.text, "mask_id": mask.id,
+                                                        "mask_init": mask_init})
     return str(folder)
 
 
-def describe(mask: MaskToken, stage1: bool = True) -> str:
+def describe(mask: MaskToken, stage1: bool = True, mask_init: str = "mean") -> str:
     """The mask in words, for the model card."""
     if mask.source == "text":
         return f"`{mask.text}` (plain text)"
@@ -333,8 +359,10 @@ def describe(mask: MaskToken, stage1: bool = True) -> str:
     if mask.source == "reserved":
         return f"`{mask.text}` ({where}, a reserved token of the vocabulary: {mask.rule})"
     if mask.text == ADDED_MASK_TEXT:
-        return (f"`{mask.text}` ({where}, added to the vocabulary; its embedding row starts as the mean of the "
-                "vocabulary's" + (" and is trained in stage 1)" if stage1 else ")"))
+        start = ("starts as the mean of the vocabulary's" if mask_init == "mean"
+                 else "starts as the embedding resize gave it (masking.mask_init: model)")
+        return (f"`{mask.text}` ({where}, added to the vocabulary; its embedding row {start}"
+                + (" and is trained in stage 1)" if stage1 else ")"))
     return f"`{mask.text}` ({where}, added to the vocabulary)"
 
 
@@ -350,7 +378,7 @@ def describe_for_run(cfg, config) -> str:
         source = out if (out / "tokenizer_config.json").is_file() else (cfg.get("tokenizer_config")
                                                                         or cfg.get("base_model"))
         tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=bool(cfg.get("trust_remote_code")))
-        return describe(mask_for(tokenizer, config.masking), bool(config.stage1))
+        return describe(mask_for(tokenizer, config.masking), bool(config.stage1), config.masking.mask_init)
     except Exception:  # noqa: BLE001 - the card is written whatever happens
         return f"`{config.masking.mask_token}`"
 

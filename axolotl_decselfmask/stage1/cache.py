@@ -62,7 +62,8 @@ def relevance_key(config: DecSelfMaskConfig, model_path: str, tokenizer, texts_f
 
 
 def examples_key(config: DecSelfMaskConfig, rel_key: str) -> str:
-    masking = config.masking.model_dump(exclude={"system_prompt", "write_jsonl"})
+    # mask_init changes the model's mask row, not the examples: examples of either setting are shared
+    masking = config.masking.model_dump(exclude={"system_prompt", "write_jsonl", "mask_init"})
     # every span key, spans.truncate included: examples cached with the earlier 9-tap kernel (before
     # the key existed) get other keys, so the 3-tap default never reuses them
     return fingerprint("examples", rel_key, config.spans.model_dump(), masking)

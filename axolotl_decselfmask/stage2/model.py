@@ -43,7 +43,8 @@ def stage1_model_folder(cfg, config: DecSelfMaskConfig, dtype: torch.dtype) -> t
     out = Path(cfg.output_dir)
     if not config.stage1:
         if config.masking.mask_token == AUTO and stage2_uses_mask(config):  # an added mask needs its row
-            folder = base_with_mask(cfg, load_tokenizer(cfg), out / BASE_WITH_MASK_DIR, dtype)
+            folder = base_with_mask(cfg, load_tokenizer(cfg), out / BASE_WITH_MASK_DIR, dtype,
+                                    config.masking.mask_init, config.seed)
             if folder:
                 return folder, f"none (plain SFT; the base model with the mask token's row, {folder})"
         return str(cfg.base_model), "none (plain SFT)"

@@ -38,7 +38,10 @@ def _runs(tmp_path, decselfmask: dict, recipe: dict | None = None):
         w = csv.DictWriter(f, fieldnames=["text", "label"])
         w.writeheader()
         w.writerows({"text": r["text"], "label": r["label"]} for r in rows)
-    grid = {"model": str(SMOLLM), "methods": list(RECIPE_METHODS), "seeds": [0], "labelled_per_task": 4,
+    # sft_options is sft where the grid's prompt is options already (the default; test_sft_variants.py)
+    mask_fill = (decselfmask.get("classification") or {}).get("prompt") == "mask_fill"
+    methods = [m for m in RECIPE_METHODS if mask_fill or m != "sft_options"]
+    grid = {"model": str(SMOLLM), "methods": methods, "seeds": [0], "labelled_per_task": 4,
             "test_per_task": 4, "pool_size": 4, "decselfmask": decselfmask, "recipe": recipe or {},
             "corpora": [{"name": "abstracts", "file": str(corpus), "lead_in": "Which topic?", "tasks": [
                 {"name": "neoplasms", "label_column": "label", "positive": "neoplasms", "question": "Neoplasms?"}]}]}

@@ -20,8 +20,8 @@ from typing import Any
 class Method:
     description: str
     keys: dict[str, Any] = field(default_factory=dict)
-    #: "recipe": an Axolotl recipe (``axolotl train``); "setfit": the runner trains and evaluates it
-    #: itself (:mod:`.setfit_run`), no recipe and no keys
+    #: "recipe": an Axolotl recipe (``axolotl train``); "setfit", "logreg": not a decoder, the runner
+    #: trains and evaluates it itself (:mod:`.setfit_run`), no recipe and no keys
     kind: str = "recipe"
     #: one of a grid's methods when the grid names none
     default: bool = True
@@ -52,6 +52,8 @@ def paper_stage1_keys() -> dict[str, Any]:
     return {"decselfmask.protocol": "paper", **_dotted(stage1, "decselfmask."), **RECIPE_KEYS["paper"]}
 
 
+SFT_KEYS = {"decselfmask.stage1": False, "decselfmask.probing.enabled": True}
+
 METHODS: dict[str, Method] = {
     "zero_shot": Method(
         "no stage 1 and no stage-2 training: the base model answers the test texts as it is",
@@ -59,7 +61,7 @@ METHODS: dict[str, Method] = {
     ),
     "sft": Method(
         "no stage 1; stage 2 fine-tunes the base model on the few labels (the paper's baseline)",
-        {"decselfmask.stage1": False, "decselfmask.probing.enabled": True},
+        dict(SFT_KEYS),
     ),
     "continual_pretraining": Method(
         "stage 1 is next-token prediction on the raw unlabelled texts; then stage 2",
@@ -90,6 +92,25 @@ METHODS: dict[str, Method] = {
         "not a decoder: SetFit (sentence-transformers contrastive fine-tuning and a logistic-regression head) "
         "on the same labelled and test notes, trained and evaluated by the runner (setfit_run.py)",
         kind="setfit", default=False, baseline=False,
+    ),
+    "sft_mask_fill": Method(
+        "sft with the added mask token's embedding row as the embedding resize gives it, not the plugin's mean "
+        "(masking.mask_init: model): the never-trained mask row the authors' SFT baseline meets; differs from sft "
+        "only where the grid's prompt is mask_fill",
+        {**SFT_KEYS, "decselfmask.masking.mask_init": "model"},
+        default=False, baseline=False,
+    ),
+    "sft_options": Method(
+        "sft with the options prompt (the question and the option list, no mask token at all); differs from sft "
+        "only where the grid's prompt is mask_fill",
+        {**SFT_KEYS, "decselfmask.classification.prompt": "options"},
+        default=False, baseline=False,
+    ),
+    "logreg_minilm": Method(
+        "not a decoder: a logistic regression (scikit-learn's defaults, seeded) on the frozen all-MiniLM-L6-v2 "
+        "sentence embeddings of the same labelled and test notes (SetFit's head without its contrastive "
+        "fine-tuning), trained and evaluated by the runner (setfit_run.py)",
+        kind="logreg", default=False, baseline=False,
     ),
 }
 METHOD_NAMES = tuple(METHODS)

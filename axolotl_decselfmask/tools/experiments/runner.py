@@ -46,8 +46,8 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
             for seeds in ([[grid.seeds[0]]] if method == "zero_shot" else seed_groups):
                 name = method if grid.share_stage1_across_seeds else f"{method}-seed{seeds[0]}"
                 run_dir = out / "runs" / c.name / name
-                if METHODS[method].kind == "setfit":  # no Axolotl recipe: its run spec is the recipe
-                    recipe = runspec(grid, _tasks(c, data[c.name], seeds), run_dir / "output")
+                if METHODS[method].kind != "recipe":  # setfit, logreg: no Axolotl recipe; the run spec is one
+                    recipe = runspec(grid, _tasks(c, data[c.name], seeds), run_dir / "output", method)
                 else:
                     recipe = run_recipe(grid, c, data[c.name], method, seeds, run_dir)
                 runs.append({"corpus": c.name, "method": method, "seeds": seeds, "dir": run_dir, "recipe": recipe,
@@ -65,10 +65,11 @@ def _environment() -> dict:
 
 def _command(run: dict) -> tuple[list[str], dict]:
     """The subprocess of one run and its environment: ``axolotl train recipe.yml``, or for setfit
-    ``python -m ...setfit_run runspec.json`` with setfit's packages first on PYTHONPATH."""
+    ``python -m ...setfit_run runspec.json`` with setfit's packages first on PYTHONPATH (logreg too:
+    sentence-transformers is there)."""
     run_dir: Path = run["dir"]
     env = _environment()
-    if METHODS[run["method"]].kind == "setfit":
+    if METHODS[run["method"]].kind != "recipe":
         atomic_write_json(run_dir / SETFIT_SPEC, run["recipe"])
         packages = Path(run["packages"])
         if packages.is_dir():
@@ -109,7 +110,7 @@ def _write_recipes(todo: list[dict]) -> None:
     """A dry run: every recipe written, nothing run."""
     for r in todo:
         r["dir"].mkdir(parents=True, exist_ok=True)
-        if METHODS[r["method"]].kind == "setfit":
+        if METHODS[r["method"]].kind != "recipe":
             atomic_write_json(r["dir"] / SETFIT_SPEC, r["recipe"])
             print(f"  would run: python -m axolotl_decselfmask.tools.experiments.setfit_run {r['dir'] / SETFIT_SPEC}")
             continue
