@@ -503,7 +503,7 @@ def report(results: dict, notes: list[dict], args, seconds: dict) -> str:
     for name, rows in results.items():
         if any("spans_other" in r for r in rows):
             stop, where, per = span_stats(rows, texts, "spans_other")
-            rule = "|r|" if rows[0].get("sign", "absolute") == "positive" else "max(r, 0)"
+            rule = "abs(r)" if rows[0].get("sign", "absolute") == "positive" else "max(r, 0)"
             out.append(f"| {name}, spans of {rule} | {per:.1f} | {stop:.0%} | {' '.join(f'{w:.0%}' for w in where)} |")
     stop, where, per = span_stats(results[DEFAULT], texts, "random_spans")
     out.append(f"| random spans of {DEFAULT}'s lengths | {per:.1f} | {stop:.0%} | {' '.join(f'{w:.0%}' for w in where)} |")
