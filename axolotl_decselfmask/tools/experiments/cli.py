@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from axolotl_decselfmask.io.files import read_json
+from axolotl_decselfmask.tools.experiments.budget import write_budget
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
 from axolotl_decselfmask.tools.experiments.predictions import (
@@ -44,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     p_rep.add_argument("grid", nargs="+", help="grid file(s): several are reported together (e.g. one per corpus)")
     p_rep.add_argument("--out", required=True)
     p_rep.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p_rep.add_argument("--budget", action="store_true",
+                       help=("the label-budget curve instead: each grid one labelled_per_task, its predictions in "
+                             "<predictions-dir>/<grid file stem> (else <predictions-dir>); writes budget.json, "
+                             "budget.md, budget.png"))
     _bootstrap_args(p_rep)
     return parser
 
@@ -113,5 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
         run_grid(args.grid, args.out, methods, args.dry_run, args.data_dir, args.predictions_dir, args.resamples,
                  args.bootstrap_seed)
+    elif args.budget:
+        write_budget(args.out, [(p, _report_grid(p, args.data_dir)) for p in args.grid],
+                     args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed)
     else:
         report(args.grid, args.out, args.data_dir, args.predictions_dir, args.resamples, args.bootstrap_seed)
