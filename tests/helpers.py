@@ -28,6 +28,19 @@ def write_rows(path, rows):
     return str(path)
 
 
+def write_corpus(path, *names):
+    """The shipped abstracts files ``names`` as one gzip'd corpus csv (text, label; "" where unlabelled)."""
+    import csv
+    import gzip
+
+    rows = [r for name in names for r in data_rows(name)]
+    with gzip.open(path, "wt", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows({"text": r["text"], "label": r.get("label", "")} for r in rows)
+    return path
+
+
 def base_recipe(tmp, model, stage1=True):
     return {
         "base_model": str(model),

@@ -1,12 +1,10 @@
 """The `decselfmask_paper` method of the experiment runner: stage 1 exactly `protocol: paper`'s
 stage-1 preset, whatever a grid pins for the other methods; stage 2 the grid's common one."""
 
-import csv
-import gzip
-import json
 
 import yaml
-from conftest import DATA, SMOLLM
+from conftest import SMOLLM
+from helpers import write_corpus
 
 from axolotl_decselfmask.tools.experiments.data import build_data
 from axolotl_decselfmask.tools.experiments.grid import load_grid
@@ -32,12 +30,7 @@ PINNED = {
 
 
 def _runs(tmp_path, decselfmask: dict, recipe: dict | None = None):
-    rows = [json.loads(line) for line in (DATA / "abstracts_test.jsonl").read_text().splitlines()]
-    corpus = tmp_path / "corpus.csv.gz"
-    with gzip.open(corpus, "wt", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text", "label"])
-        w.writeheader()
-        w.writerows({"text": r["text"], "label": r["label"]} for r in rows)
+    corpus = write_corpus(tmp_path / "corpus.csv.gz", "abstracts_test.jsonl")
     # sft_options is sft where the grid's prompt is options already (the default; test_sft_variants.py)
     mask_fill = (decselfmask.get("classification") or {}).get("prompt") == "mask_fill"
     methods = [m for m in RECIPE_METHODS if mask_fill or m != "sft_options"]

@@ -3,13 +3,13 @@ by the runner itself (tools/experiments/setfit_run.py), its metrics.json, predic
 in the decoder runs' form, and its rows in results.csv. Needs `make setfit` and `make setfit-model`."""
 
 import csv
-import gzip
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DATA, ROOT, SMOLLM
+from conftest import ROOT, SMOLLM
+from helpers import write_corpus
 
 from axolotl_decselfmask.io.files import safe_filename
 from axolotl_decselfmask.tools.experiments.results import row_key
@@ -29,13 +29,7 @@ def _require_setfit():
 
 
 def _grid(tmp_path: Path, methods: list[str]) -> Path:
-    rows = [json.loads(line) for name in ("abstracts_test.jsonl", "abstracts_unlabelled.jsonl")
-            for line in (DATA / name).read_text().splitlines()]
-    corpus = tmp_path / "corpus.csv.gz"
-    with gzip.open(corpus, "wt", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text", "label"])
-        w.writeheader()
-        w.writerows({"text": r["text"], "label": r.get("label", "")} for r in rows)
+    corpus = write_corpus(tmp_path / "corpus.csv.gz", "abstracts_test.jsonl", "abstracts_unlabelled.jsonl")
     grid = {
         "model": str(SMOLLM), "methods": methods, "seeds": [0, 1], "labelled_per_task": 8, "test_per_task": 10,
         "pool_size": 8, "max_text_chars": 300, "setfit_model": str(SETFIT_MODEL),

@@ -2,15 +2,14 @@
 token keeps the row the embedding resize gives it, `masking.mask_init: model`, instead of the
 plugin's mean) and `sft_options` (plain SFT with the options prompt, no mask at all)."""
 
-import csv
-import gzip
 import json
 
 import pytest
 import torch
 import yaml
 from axolotl.utils.dict import DictDefault
-from conftest import DATA, SMOLLM, make_tiny_llama
+from conftest import SMOLLM, make_tiny_llama
+from helpers import write_corpus
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
@@ -102,12 +101,7 @@ def test_mask_init_is_validated_and_named_in_the_card(smollm_path):
 
 
 def _recipes(tmp_path, prompt: str) -> dict:
-    rows = [json.loads(line) for line in (DATA / "abstracts_test.jsonl").read_text().splitlines()]
-    corpus = tmp_path / "corpus.csv.gz"
-    with gzip.open(corpus, "wt", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text", "label"])
-        w.writeheader()
-        w.writerows({"text": r["text"], "label": r["label"]} for r in rows)
+    corpus = write_corpus(tmp_path / "corpus.csv.gz", "abstracts_test.jsonl")
     grid = {"model": str(SMOLLM), "methods": ["sft", "sft_mask_fill", "sft_options", "decselfmask"], "seeds": [0],
             "labelled_per_task": 4, "test_per_task": 4, "pool_size": 4,
             "decselfmask": {"classification": {"prompt": prompt}},
