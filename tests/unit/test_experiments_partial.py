@@ -9,11 +9,11 @@ import pytest
 import yaml
 from helpers import data_rows
 
-from axolotl_decselfmask.io.files import atomic_write_json, fingerprint
+from axolotl_decselfmask.io.files import atomic_write_json
 from axolotl_decselfmask.tools.experiments.cli import main
 from axolotl_decselfmask.tools.experiments.data import build_data
 from axolotl_decselfmask.tools.experiments.grid import load_grid
-from axolotl_decselfmask.tools.experiments.results import DONE_FILE, read_csv
+from axolotl_decselfmask.tools.experiments.results import DONE_FILE, read_csv, run_key
 from axolotl_decselfmask.tools.experiments.runner import plan, run_grid
 
 
@@ -89,7 +89,7 @@ def _finish(run: dict, f1: float) -> None:
     for t in run["recipe"]["decselfmask"]["tasks"]:
         tasks[t["task"]] = {"macro_f1": f1, "accuracy": 0.5, "n_test": 20, "n_train": 10, "labels": t["labels"]}
     run["dir"].mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run["dir"] / DONE_FILE, {"recipe_key": fingerprint(run["recipe"]), "seconds": 1.0,
+    atomic_write_json(run["dir"] / DONE_FILE, {"run_key": run_key(run), "seconds": 1.0,
                                                "stage1_tokens": None, "metrics": {"tasks": tasks}})
 
 
@@ -185,7 +185,7 @@ def _finish_predicting(run: dict, rng, error: float, seconds: float = 2.0) -> No
         dump_predictions(out / f"predictions-{safe_filename(t['task'])}.jsonl", list(range(n)), list(range(n)), gold,
                          pred, np.zeros((n, len(labels))), labels)
     atomic_write_json(out / "metrics.json", {"tasks": tasks})
-    atomic_write_json(run["dir"] / DONE_FILE, {"recipe_key": fingerprint(run["recipe"]), "seconds": seconds,
+    atomic_write_json(run["dir"] / DONE_FILE, {"run_key": run_key(run), "seconds": seconds,
                                                "stage1_tokens": 321 if run["method"] == "decselfmask" else None,
                                                "metrics": {"tasks": tasks}})
 
@@ -389,3 +389,45 @@ def test_report_of_two_grids_pools_their_corpora_even_without_the_corpus_files(t
     boot = json.loads((tmp_path / "both" / "bootstrap.json").read_text())
     assert set(boot["scopes"]) == {"all", "abstracts", "other"} and boot["scopes"]["all"]["n_tasks"] == 4
     assert "| other | 2 | sft |" in (tmp_path / "both" / "results.md").read_text()
+
+
+def test_a_fresh_checkout_counts_runs_with_committed_predictions_of_the_same_recipe_as_finished(tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+
+    from axolotl_decselfmask.tools.experiments.predictions import export_finished
+    from axolotl_decselfmask.tools.experiments.results import collect
+
+    corpus = _corpus(tmp_path / "abstracts.csv")
+    grid_path = _grid(tmp_path, str(corpus), share_stage1_across_seeds=False)  # one run per seed
+    out, committed = tmp_path / "out", tmp_path / "docs" / "predictions"
+    grid = load_grid(grid_path)
+    runs = plan(grid, out, build_data(grid, out))
+    assert [(r["method"], r["seeds"]) for r in runs] == [("sft", [0]), ("sft", [1]), ("decselfmask", [0]),
+                                                          ("decselfmask", [1])]
+    rng = np.random.default_rng(2)
+    for r in runs[:3]:  # three of the four runs finished before the checkout was lost
+        _finish_predicting(r, rng, 0.3)
+    from_metrics = collect(grid, runs)
+    assert len(export_finished(runs, committed, grid.seeds)) == 3  # as run_grid does after each run
+    shutil.rmtree(out)  # a fresh checkout: outputs/ is gone, the predictions are committed
+    capsys.readouterr()
+    run_grid(str(grid_path), str(out), predictions_dir=str(committed), dry_run=True)
+    printed = capsys.readouterr().out
+    assert "4 runs (3 already done)" in printed
+    assert printed.count("would run:") == 1 and runs[3]["dir"].name in printed.split("would run:")[1]
+
+    # the fourth finishes; nothing else runs, and the rows of the other three come from their files
+    runs = plan(grid, out, build_data(grid, out))
+    _finish_predicting(runs[3], rng, 0.3)
+    rows = run_grid(str(grid_path), str(out), predictions_dir=str(committed), resamples=50)
+    assert _row_sort(rows) == _row_sort(from_metrics + collect(grid, runs[3:]))
+    assert len(rows) == 2 * 2 * 2
+
+    # another recipe (more labelled examples): the committed files no longer count
+    shutil.rmtree(out)
+    grid_path = _grid(tmp_path, str(corpus), share_stage1_across_seeds=False, labelled_per_task=12)
+    capsys.readouterr()
+    run_grid(str(grid_path), str(out), predictions_dir=str(committed), dry_run=True)
+    assert "4 runs (0 already done)" in capsys.readouterr().out

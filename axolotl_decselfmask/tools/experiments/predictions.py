@@ -5,7 +5,7 @@ from the finished runs, from which ``report`` recomputes ``results.csv`` without
 ``seeds`` are every seed it stands for). Its first line is the run::
 
     {"format": 1, "corpus": ..., "method": ..., "seed": k, "seeds": [k], "run": "<run folder>",
-     "seconds": <the run's seconds>, "stage1_tokens": <int or null>}
+     "seconds": <the run's seconds>, "stage1_tokens": <int or null>, "run_key": <the run's key>}
 
 then one line per task (a multi-label task: one per label, ``<task>/<label>``, yes/no)::
 
@@ -16,7 +16,9 @@ then one line per task (a multi-label task: one per label, ``<task>/<label>``, y
 where it has none), the same for every task that shares the note; ``gold`` and ``pred``: indices
 into ``labels``. Scores are not kept (22 tasks x 200 binary notes: about 3 KB a file). Files are written
 atomically and byte-identically for the same content (gzip without a time stamp), and only
-rewritten when their content changes.
+rewritten when their content changes. ``run_key`` (the fingerprint of the run's recipe and data,
+:func:`.results.run_key`, as in its ``done.json``) lets a later ``experiments run`` on a fresh checkout count the run as finished
+(:func:`committed_records`) instead of running it again.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def export_run(run: dict, record: dict, folder: str | Path, all_seeds: list[int]
         seeds = list(all_seeds) if run["method"] == "zero_shot" else [seed]
         head = {"format": FORMAT, "corpus": run["corpus"], "method": run["method"], "seed": seed, "seeds": seeds,
                 "run": Path(run["dir"]).name, "seconds": record.get("seconds"),
-                "stage1_tokens": record.get("stage1_tokens")}
+                "stage1_tokens": record.get("stage1_tokens"), "run_key": record.get("run_key")}
         path = predictions_path(folder, run["corpus"], run["method"], seed)
         if _write_gz_lines(path, [head, *lines]):
             written.append(path)
@@ -143,6 +145,27 @@ def export_finished(runs: list[dict], folder: str | Path, all_seeds: list[int]) 
             except ValueError as err:
                 print(f"predictions: {err}")
     return written
+
+
+def committed_records(run: dict, folder: str | Path) -> list[dict] | None:
+    """The predictions files of ``run`` (one per seed it trained; zero-shot: its one) in ``folder``
+    when every one was written by a run of the same recipe and data (its ``run_key``), else None: the
+    run then needs no rerun, and its rows come from the files."""
+    from axolotl_decselfmask.tools.experiments.results import run_key
+
+    key = run_key(run)
+    seeds = run["seeds"][:1] if run["method"] == "zero_shot" else run["seeds"]
+    records = []
+    for seed in seeds:
+        path = predictions_path(folder, run["corpus"], run["method"], seed)
+        try:
+            record = read_predictions(path) if path.is_file() else None
+        except (ValueError, OSError, json.JSONDecodeError):
+            record = None
+        if not record or record.get("run_key") != key:
+            return None
+        records.append(record)
+    return records
 
 
 def read_predictions(path: str | Path) -> dict:

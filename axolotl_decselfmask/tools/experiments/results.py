@@ -4,6 +4,7 @@ statistics over seeds that the report and the plots show."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from pathlib import Path
 
@@ -18,10 +19,39 @@ COLUMNS = ["corpus", "task", "method", "seed", "macro_f1", "accuracy", "probe_ma
            "n_test", "n_labels", "stage1_tokens", "run_seconds", "multi_label_task"]
 
 
+def data_key(corpus_data: dict) -> str:
+    """A fingerprint of the content of a corpus' data files (pool, labelled and test files: every
+    path in ``corpus_data``, the corpus' entry of ``splits.json``). The recipes name these files by
+    path only, so without it a grid whose samples changed (``labelled_per_task``, ``split_seed``)
+    would find its old runs finished."""
+    paths: list[str] = []
+
+    def walk(v) -> None:
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str) and v.endswith(".jsonl") and Path(v).is_file():
+            paths.append(v)
+
+    walk(corpus_data)
+    digest = hashlib.sha256()
+    for path in sorted(set(paths)):
+        digest.update(Path(path).name.encode() + b"\0" + hashlib.sha256(Path(path).read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def run_key(run: dict) -> str:
+    """What a finished run is matched on: its recipe and the content of its data (:func:`data_key`)."""
+    return fingerprint({"recipe": run["recipe"], "data": run.get("data_key")})
+
+
 def done_record(run: dict) -> dict | None:
-    """The done record of a run that finished with its present recipe, else None."""
+    """The done record of a run that finished with its present recipe and data, else None."""
     record = read_json(run["dir"] / DONE_FILE)
-    if isinstance(record, dict) and record.get("recipe_key") == fingerprint(run["recipe"]):
+    if isinstance(record, dict) and record.get("run_key") == run_key(run):
         return record
     return None
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from axolotl_decselfmask.io.files import (
     atomic_write_json,
     atomic_write_text,
-    fingerprint,
     read_json,
 )
 from axolotl_decselfmask.stage1.budget import STATS_FILE
@@ -20,17 +19,21 @@ from axolotl_decselfmask.tools.experiments.data import build_data
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
 from axolotl_decselfmask.tools.experiments.predictions import (
+    committed_records,
     export_finished,
     load_predictions,
+    rows_from_predictions,
 )
 from axolotl_decselfmask.tools.experiments.recipes import _tasks, run_recipe, yaml_dump
 from axolotl_decselfmask.tools.experiments.report import write_results
 from axolotl_decselfmask.tools.experiments.results import (
     DONE_FILE,
     collect,
+    data_key,
     done_record,
     merge_rows,
     read_csv,
+    run_key,
 )
 from axolotl_decselfmask.tools.experiments.setfit_run import runspec
 
@@ -41,6 +44,7 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
     runs = []
     seed_groups = [list(grid.seeds)] if grid.share_stage1_across_seeds else [[s] for s in grid.seeds]
     for c in grid.corpora:
+        corpus_key = data_key(data[c.name])
         for method in grid.methods:
             # zero-shot trains nothing and its test split is fixed: one evaluation serves every seed
             for seeds in ([[grid.seeds[0]]] if method == "zero_shot" else seed_groups):
@@ -51,7 +55,7 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
                 else:
                     recipe = run_recipe(grid, c, data[c.name], method, seeds, run_dir)
                 runs.append({"corpus": c.name, "method": method, "seeds": seeds, "dir": run_dir, "recipe": recipe,
-                             "packages": grid.setfit_packages})
+                             "data_key": corpus_key, "packages": grid.setfit_packages})
     return runs
 
 
@@ -99,7 +103,7 @@ def execute(run: dict, log_progress=print) -> dict:
         raise RuntimeError(f"run {run_dir} failed (exit {proc.returncode}); last lines of {run_dir / 'run.log'}:\n"
                            + "\n".join(tail))
     stage1 = read_json(run_dir / "output" / STATS_FILE) or {}
-    record = {"recipe_key": fingerprint(run["recipe"]), "seconds": round(seconds, 1), "command": command,
+    record = {"run_key": run_key(run), "seconds": round(seconds, 1), "command": command,
               "stage1_tokens": stage1.get("tokens"), "stage1_examples": stage1.get("examples"),
               "stage1_supervised_tokens": stage1.get("supervised_tokens"), "metrics": metrics}
     atomic_write_json(run_dir / DONE_FILE, record)
@@ -167,11 +171,16 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
     all_runs = plan(grid, out_dir, data)
     runs = [r for r in all_runs if r["method"] in methods] if methods else all_runs
 
+    pred_dir = Path(predictions_dir) if predictions_dir else out_dir / "predictions"
+    # runs whose run folder is gone (a fresh checkout) but whose committed predictions came from
+    # the same recipe: finished; their rows come from the predictions
+    committed = {id(r): recs for r in all_runs if not done_record(r) and (recs := committed_records(r, pred_dir))}
+
     def rows_now() -> list[dict]:
         fresh = collect(grid, all_runs)
+        fresh += rows_from_predictions([rec for r in all_runs if not done_record(r)
+                                        for rec in committed.get(id(r), [])])
         return merge_rows(kept, fresh, set(methods)) if methods else fresh
-
-    pred_dir = Path(predictions_dir) if predictions_dir else out_dir / "predictions"
 
     def publish() -> list[dict]:
         export_finished(runs, pred_dir, grid.seeds)  # only this invocation's methods
@@ -180,7 +189,7 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
         write_results(out_dir, rows, grid, time.time() - start, records, resamples, bootstrap_seed)
         return rows
 
-    todo = [r for r in runs if not done_record(r)]
+    todo = [r for r in runs if not done_record(r) and id(r) not in committed]
     print(f"experiments: {len(runs)} runs ({len(runs) - len(todo)} already done), "
           f"{sum(len(c.tasks) for c in grid.corpora)} tasks, seeds {grid.seeds}, into {out_dir}")
     if dry_run:
