@@ -232,6 +232,11 @@ def test_report_from_the_committed_predictions_alone_gives_the_rows_of_metrics_j
     assert sft_line.count("[") == 2 and " * |" in sft_line  # its interval and the difference's, above zero
     boot = json.loads((fresh / "bootstrap.json").read_text())
     assert boot["scopes"]["all"]["difference"]["sft"]["low"] > 0
+    claim = next(line for line in md.splitlines() if line.startswith("| sft | +19.9 | all |"))
+    d = boot["scopes"]["all"]["difference"]["sft"]
+    assert f"{100 * d['mean']:+.1f} [{100 * d['low']:+.1f}," in claim and "decselfmask better" in claim
+    assert claim.endswith("| yes |") == (d["low"] <= 0.199 <= d["high"])
+    assert "| continual_pretraining | +6.3 | all |  | not in these runs |  |" in md
     assert (fresh / "methods.png").is_file() and (fresh / "tasks_minus_sft.png").is_file()
     with pytest.raises(SystemExit, match="no predictions"):
         main(["report", str(grid_path), "--out", str(tmp_path / "empty")])
@@ -431,3 +436,18 @@ def test_a_fresh_checkout_counts_runs_with_committed_predictions_of_the_same_rec
     capsys.readouterr()
     run_grid(str(grid_path), str(out), predictions_dir=str(committed), dry_run=True)
     assert "4 runs (0 already done)" in capsys.readouterr().out
+
+
+def test_a_claims_verdict_follows_the_interval_not_the_point():
+    from axolotl_decselfmask.tools.experiments.report import claims_lines, verdict
+
+    assert verdict({"mean": 0.02, "low": 0.001, "high": 0.04}).startswith("decselfmask better")
+    assert verdict({"mean": 0.05, "low": -0.001, "high": 0.1}).startswith("undecided")
+    assert verdict({"mean": -0.02, "low": -0.04, "high": -0.001}).startswith("decselfmask worse")
+    boot = {"scopes": {"all": {"difference": {"setfit": {"mean": -0.1, "low": -0.15, "high": -0.05}}},
+                       "mtsamples": {"difference": {"setfit": {"mean": -0.2, "low": -0.3, "high": -0.1}}}}}
+    lines = claims_lines(boot)
+    assert "| setfit |  | all | -10.0 [-15.0, -5.0] | decselfmask worse (interval below zero) |  |" in lines
+    assert "| setfit |  | mtsamples | -20.0 [-30.0, -10.0] | decselfmask worse (interval below zero) |  |" in lines
+    assert "| sft | +19.9 | all |  | not in these runs |  |" in lines
+    assert not any("| sft | +19.9 | mtsamples |" in line for line in lines)  # absent per corpus: no line
