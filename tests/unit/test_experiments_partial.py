@@ -417,6 +417,7 @@ def test_a_fresh_checkout_counts_runs_with_committed_predictions_of_the_same_rec
     from_metrics = collect(grid, runs)
     assert len(export_finished(runs, committed, grid.seeds)) == 3  # as run_grid does after each run
     shutil.rmtree(out)  # a fresh checkout: outputs/ is gone, the predictions are committed
+    out = tmp_path / "elsewhere"  # and the grid may go to another --out
     capsys.readouterr()
     run_grid(str(grid_path), str(out), predictions_dir=str(committed), dry_run=True)
     printed = capsys.readouterr().out

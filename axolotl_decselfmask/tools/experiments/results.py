@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from axolotl_decselfmask.io.files import atomic_write_text, fingerprint, read_json
+from axolotl_decselfmask.io.files import atomic_write_text, fingerprint, read_json, stable_json
 from axolotl_decselfmask.tools.experiments.grid import Grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
 
@@ -44,8 +44,12 @@ def data_key(corpus_data: dict) -> str:
 
 
 def run_key(run: dict) -> str:
-    """What a finished run is matched on: its recipe and the content of its data (:func:`data_key`)."""
-    return fingerprint({"recipe": run["recipe"], "data": run.get("data_key")})
+    """What a finished run is matched on: its recipe, with the grid's output folder written
+    ``<out>`` (a grid moved to another ``--out`` keeps its runs), and the content of its data
+    (:func:`data_key`)."""
+    out = str(Path(run["dir"]).parents[2])  # <out>/runs/<corpus>/<run>
+    recipe = stable_json(run["recipe"]).replace(out, "<out>")
+    return fingerprint({"recipe": recipe, "data": run.get("data_key")})
 
 
 def done_record(run: dict) -> dict | None:
