@@ -17,8 +17,8 @@ where it has none), the same for every task that shares the note; ``gold`` and `
 into ``labels``. Scores are not kept (22 tasks x 200 binary notes: about 3 KB a file). Files are written
 atomically and byte-identically for the same content (gzip without a time stamp), and only
 rewritten when their content changes. ``run_key`` (the fingerprint of the run's recipe and data,
-:func:`.results.run_key`, as in its ``done.json``) lets a later ``experiments run`` on a fresh checkout count the run as finished
-(:func:`committed_records`) instead of running it again.
+:func:`.results.run_key`, as in its ``done.json``) lets a later ``experiments run`` on a fresh
+checkout count the run as finished (:func:`committed_records`) instead of running it again.
 """
 
 from __future__ import annotations

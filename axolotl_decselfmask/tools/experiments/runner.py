@@ -178,8 +178,8 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
 
     def rows_now() -> list[dict]:
         fresh = collect(grid, all_runs)
-        fresh += rows_from_predictions([rec for r in all_runs if not done_record(r)
-                                        for rec in committed.get(id(r), [])])
+        fresh += rows_from_predictions([{**rec, "seeds": [s for s in rec["seeds"] if s in grid.seeds]}
+                                        for r in all_runs if not done_record(r) for rec in committed.get(id(r), [])])
         return merge_rows(kept, fresh, set(methods)) if methods else fresh
 
     def publish() -> list[dict]:
