@@ -452,3 +452,21 @@ def test_a_claims_verdict_follows_the_interval_not_the_point():
     assert "| setfit |  | mtsamples | -20.0 [-30.0, -10.0] | decselfmask worse (interval below zero) |  |" in lines
     assert "| sft | +19.9 | all |  | not in these runs |  |" in lines
     assert not any("| sft | +19.9 | mtsamples |" in line for line in lines)  # absent per corpus: no line
+
+
+def test_a_seeds_subset_runs_only_those_seeds_runs(tmp_path, capsys):
+    corpus = _corpus(tmp_path / "abstracts.csv")
+    grid_path = _grid(tmp_path, str(corpus), share_stage1_across_seeds=False, methods=["zero_shot", "sft", "decselfmask"])
+    out = tmp_path / "out"
+    main(["run", str(grid_path), "--out", str(out), "--dry-run", "--seeds", "1", "--methods", "sft,decselfmask"])
+    printed = capsys.readouterr().out
+    assert "2 runs (0 already done)" in printed
+    assert "sft-seed1" in printed and "decselfmask-seed1" in printed and "seed0" not in printed
+    main(["run", str(grid_path), "--out", str(out), "--dry-run", "--seeds", "0"])
+    printed = capsys.readouterr().out
+    assert "3 runs (0 already done)" in printed and "zero_shot-seed0" in printed and "seed1" not in printed
+    with pytest.raises(SystemExit, match=r"--seeds: \[5\] not among the grid's seeds \[0, 1\]"):
+        main(["run", str(grid_path), "--out", str(tmp_path / "never"), "--seeds", "0,5"])
+    assert not (tmp_path / "never" / "data").exists()  # refused before any data is written
+    with pytest.raises(SystemExit, match="comma-separated integers"):
+        main(["run", str(grid_path), "--out", str(out), "--seeds", "one"])

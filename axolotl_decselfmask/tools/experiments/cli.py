@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p_run.add_argument("grid")
     p_run.add_argument("--out", required=True)
     p_run.add_argument("--methods", help="comma-separated subset of the grid's methods")
+    p_run.add_argument("--seeds", help="comma-separated subset of the grid's seeds (with --methods: two lanes "
+                       "or machines can split a grid without running the same run)")
     p_run.add_argument("--dry-run", action="store_true", help="write data and recipes, run nothing")
     p_run.add_argument("--data-dir", help=DATA_DIR_HELP)
     _bootstrap_args(p_run)
@@ -116,8 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "run":
         methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else None
+        except ValueError:
+            raise SystemExit(f"--seeds: comma-separated integers, got {args.seeds!r}") from None
         run_grid(args.grid, args.out, methods, args.dry_run, args.data_dir, args.predictions_dir, args.resamples,
-                 args.bootstrap_seed)
+                 args.bootstrap_seed, seeds)
     elif args.budget:
         write_budget(args.out, [(p, _report_grid(p, args.data_dir)) for p in args.grid],
                      args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed)

@@ -151,7 +151,7 @@ def _subset(grid: Grid, methods: list[str] | None) -> list[str] | None:
 
 def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run: bool = False,
              data_dir: str | None = None, predictions_dir: str | None = None, resamples: int = 10_000,
-             bootstrap_seed: int = 0) -> list[dict]:
+             bootstrap_seed: int = 0, seeds: list[int] | None = None) -> list[dict]:
     """Run the grid's unfinished runs (of ``methods`` only, if given) and write the results.
 
     ``results.csv``, ``results.md`` and the plots hold every method's rows: those of finished runs,
@@ -159,9 +159,12 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
     were when their runs are gone, :func:`.results.merge_rows`). Every finished run of ``methods``
     has its predictions copied into ``predictions_dir`` (default ``<out>/predictions``,
     :mod:`.predictions`; other methods' files are left as they are), from which the bootstrap
-    intervals of ``results.md`` come (``resamples``, ``bootstrap_seed``)."""
+    intervals of ``results.md`` come (``resamples``, ``bootstrap_seed``). ``seeds``: only the runs
+    of these seeds (zero-shot's one run belongs to the grid's first seed)."""
     grid = load_grid(grid_path, data_dir)
     methods = _subset(grid, methods)
+    if seeds is not None and sorted(set(seeds) - set(grid.seeds)):
+        raise SystemExit(f"--seeds: {sorted(set(seeds) - set(grid.seeds))} not among the grid's seeds {list(grid.seeds)}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -170,6 +173,8 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
     atomic_write_json(out_dir / "data" / "splits.json", data)
     all_runs = plan(grid, out_dir, data)
     runs = [r for r in all_runs if r["method"] in methods] if methods else all_runs
+    if seeds is not None:
+        runs = [r for r in runs if set(r["seeds"]) & set(seeds)]
 
     pred_dir = Path(predictions_dir) if predictions_dir else out_dir / "predictions"
     # runs whose run folder is gone (a fresh checkout) but whose committed predictions came from
