@@ -396,7 +396,8 @@ def test_report_of_two_grids_pools_their_corpora_even_without_the_corpus_files(t
     assert "| other | 2 | sft |" in (tmp_path / "both" / "results.md").read_text()
 
 
-def test_a_fresh_checkout_counts_runs_with_committed_predictions_of_the_same_recipe_as_finished(tmp_path, capsys):
+def test_a_fresh_checkout_counts_runs_with_committed_predictions_of_the_same_recipe_as_finished(
+        tmp_path, capsys, monkeypatch):
     import shutil
 
     import numpy as np
@@ -404,32 +405,49 @@ def test_a_fresh_checkout_counts_runs_with_committed_predictions_of_the_same_rec
     from axolotl_decselfmask.tools.experiments.predictions import export_finished
     from axolotl_decselfmask.tools.experiments.results import collect
 
+    monkeypatch.chdir(tmp_path)  # the grid's model path resolves from here, in every step
     corpus = _corpus(tmp_path / "abstracts.csv")
-    grid_path = _grid(tmp_path, str(corpus), share_stage1_across_seeds=False)  # one run per seed
+    grid_path = _grid(tmp_path, str(corpus), share_stage1_across_seeds=False,  # one run per seed
+                      methods=["zero_shot", "sft", "decselfmask"])
     out, committed = tmp_path / "out", tmp_path / "docs" / "predictions"
     grid = load_grid(grid_path)
     runs = plan(grid, out, build_data(grid, out))
-    assert [(r["method"], r["seeds"]) for r in runs] == [("sft", [0]), ("sft", [1]), ("decselfmask", [0]),
-                                                          ("decselfmask", [1])]
+    assert [(r["method"], r["seeds"]) for r in runs] == [("zero_shot", [0]), ("sft", [0]), ("sft", [1]),
+                                                          ("decselfmask", [0]), ("decselfmask", [1])]
     rng = np.random.default_rng(2)
-    for r in runs[:3]:  # three of the four runs finished before the checkout was lost
+    for r in runs[:4]:  # four of the five runs finished before the checkout was lost
         _finish_predicting(r, rng, 0.3)
     from_metrics = collect(grid, runs)
-    assert len(export_finished(runs, committed, grid.seeds)) == 3  # as run_grid does after each run
+    assert len(export_finished(runs, committed, grid.seeds)) == 4  # as run_grid does after each run
     shutil.rmtree(out)  # a fresh checkout: outputs/ is gone, the predictions are committed
-    out = tmp_path / "elsewhere"  # and the grid may go to another --out
+    out = Path("out")  # the grid may go to another --out, here a relative one ("out" is in "output_dir" too)
+    stale = out / "runs" / "abstracts" / "sft-seed1" / DONE_FILE
+    stale.parent.mkdir(parents=True)
+    atomic_write_json(stale, {"run_key": "an older recipe", "seconds": 1.0, "metrics": {}})  # loses to the files
     capsys.readouterr()
     run_grid(str(grid_path), str(out), predictions_dir=str(committed), dry_run=True)
     printed = capsys.readouterr().out
-    assert "4 runs (3 already done)" in printed
-    assert printed.count("would run:") == 1 and runs[3]["dir"].name in printed.split("would run:")[1]
+    assert "5 runs (4 already done)" in printed
+    assert printed.count("would run:") == 1 and runs[4]["dir"].name in printed.split("would run:")[1]
 
-    # the fourth finishes; nothing else runs, and the rows of the other three come from their files
+    # the fifth finishes; nothing else runs, and the rows of the other four (zero-shot: every seed)
+    # come from their files
     runs = plan(grid, out, build_data(grid, out))
-    _finish_predicting(runs[3], rng, 0.3)
+    _finish_predicting(runs[4], rng, 0.3)
     rows = run_grid(str(grid_path), str(out), predictions_dir=str(committed), resamples=50)
-    assert _row_sort(rows) == _row_sort(from_metrics + collect(grid, runs[3:]))
-    assert len(rows) == 2 * 2 * 2
+    assert _row_sort(rows) == _row_sort(from_metrics + collect(grid, runs[4:]))
+    assert len(rows) == 3 * 2 * 2
+
+    # a third seed: the runs of seeds 0 and 1 stay finished (their data files are unchanged)
+    shutil.rmtree(out)
+    grid_path = _grid(tmp_path, str(corpus), share_stage1_across_seeds=False, seeds=[0, 1, 2],
+                      methods=["zero_shot", "sft", "decselfmask"])
+    capsys.readouterr()
+    run_grid(str(grid_path), str(out), predictions_dir=str(committed), dry_run=True)
+    printed = capsys.readouterr().out
+    assert "7 runs (5 already done)" in printed  # the five, from their committed files
+    assert {line.split("/")[-2] for line in printed.splitlines() if "would run" in line} == {
+        "sft-seed2", "decselfmask-seed2"}
 
     # another recipe (more labelled examples): the committed files no longer count
     shutil.rmtree(out)
@@ -437,6 +455,23 @@ def test_a_fresh_checkout_counts_runs_with_committed_predictions_of_the_same_rec
     capsys.readouterr()
     run_grid(str(grid_path), str(out), predictions_dir=str(committed), dry_run=True)
     assert "4 runs (0 already done)" in capsys.readouterr().out
+
+
+def test_a_run_key_is_the_same_under_another_out_folder_and_changes_with_a_data_file(tmp_path, monkeypatch):
+    from axolotl_decselfmask.tools.experiments.results import run_key
+
+    corpus = _corpus(tmp_path / "abstracts.csv")
+    grid = load_grid(_grid(tmp_path, str(corpus), share_stage1_across_seeds=False))
+    monkeypatch.chdir(tmp_path)
+    keys = {}
+    for out in (Path("out"), Path("o"), tmp_path / "abs" / "out"):
+        runs = plan(grid, out, build_data(grid, out))
+        keys[str(out)] = [run_key(r) for r in runs]
+    assert len({tuple(k) for k in keys.values()}) == 1  # "o" is in "output_dir", "lora_dropout": no matter
+    train = next(Path(t["train_file"]) for t in runs[0]["recipe"]["decselfmask"]["tasks"])
+    train.write_text(train.read_text().replace("a", "b", 1))
+    after = [run_key(r) for r in runs]  # sft-seed0, sft-seed1, decselfmask-seed0, decselfmask-seed1
+    assert [a != b for a, b in zip(after, keys["out"])] == [True, False, True, False]  # seed 0's file only
 
 
 def test_a_claims_verdict_follows_the_interval_not_the_point():
@@ -452,6 +487,15 @@ def test_a_claims_verdict_follows_the_interval_not_the_point():
     assert "| setfit |  | mtsamples | -20.0 [-30.0, -10.0] | decselfmask worse (interval below zero) |  |" in lines
     assert "| sft | +19.9 | all |  | not in these runs |  |" in lines
     assert not any("| sft | +19.9 | mtsamples |" in line for line in lines)  # absent per corpus: no line
+
+
+def test_a_seeds_subset_of_a_grid_sharing_stage_1_must_hold_all_of_a_runs_seeds(tmp_path):
+    corpus = _corpus(tmp_path / "abstracts.csv")
+    grid_path = _grid(tmp_path, str(corpus), share_stage1_across_seeds=True)
+    with pytest.raises(SystemExit, match=r"shares stage 1 across seeds.*each hold seeds \[0, 1\]"):
+        main(["run", str(grid_path), "--out", str(tmp_path / "out"), "--dry-run", "--seeds", "0"])
+    with pytest.raises(SystemExit, match="comma-separated integers"):
+        main(["run", str(grid_path), "--out", str(tmp_path / "out"), "--seeds", ","])
 
 
 def test_a_seeds_subset_runs_only_those_seeds_runs(tmp_path, capsys):

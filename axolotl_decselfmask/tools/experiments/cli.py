@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "run":
         methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
         try:
-            seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else None
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds is not None else None
+            if seeds == []:
+                raise ValueError
         except ValueError:
             raise SystemExit(f"--seeds: comma-separated integers, got {args.seeds!r}") from None
         run_grid(args.grid, args.out, methods, args.dry_run, args.data_dir, args.predictions_dir, args.resamples,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from axolotl_decselfmask.io.files import atomic_write_text, fingerprint, read_json, stable_json
+from axolotl_decselfmask.io.files import atomic_write_text, fingerprint, read_json
 from axolotl_decselfmask.tools.experiments.grid import Grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
 
@@ -19,37 +19,36 @@ COLUMNS = ["corpus", "task", "method", "seed", "macro_f1", "accuracy", "probe_ma
            "n_test", "n_labels", "stage1_tokens", "run_seconds", "multi_label_task"]
 
 
-def data_key(corpus_data: dict) -> str:
-    """A fingerprint of the content of a corpus' data files (pool, labelled and test files: every
-    path in ``corpus_data``, the corpus' entry of ``splits.json``). The recipes name these files by
-    path only, so without it a grid whose samples changed (``labelled_per_task``, ``split_seed``)
-    would find its old runs finished."""
-    paths: list[str] = []
-
-    def walk(v) -> None:
-        if isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-        elif isinstance(v, str) and v.endswith(".jsonl") and Path(v).is_file():
-            paths.append(v)
-
-    walk(corpus_data)
-    digest = hashlib.sha256()
-    for path in sorted(set(paths)):
-        digest.update(Path(path).name.encode() + b"\0" + hashlib.sha256(Path(path).read_bytes()).digest())
-    return digest.hexdigest()[:16]
+def _neutral(value, out: str, here: str, files: dict):
+    """``value`` (a recipe) with paths made independent of where the grid is: strings that are the
+    output folder or under it start ``<out>``, other absolute paths under the working folder
+    ``here`` (the model, the SetFit packages) are made relative to it; each data file under
+    ``<out>/data/`` that exists is recorded in ``files`` with the sha256 of its bytes."""
+    if isinstance(value, dict):
+        return {k: _neutral(v, out, here, files) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_neutral(v, out, here, files) for v in value]
+    if not isinstance(value, str):
+        return value
+    for root, name in ((out, "<out>"), (here, ".")):
+        if value == root or value.startswith(root + "/"):
+            rest = value[len(root):]
+            if name == "<out>" and rest.startswith("/data/") and Path(value).is_file():
+                files[rest] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
+            return name + rest
+    return value
 
 
 def run_key(run: dict) -> str:
-    """What a finished run is matched on: its recipe, with the grid's output folder written
-    ``<out>`` (a grid moved to another ``--out`` keeps its runs), and the content of its data
-    (:func:`data_key`)."""
+    """What a finished run is matched on: its recipe, with its paths made independent of the
+    output folder and of the checkout's place (:func:`_neutral`: a grid moved to another
+    ``--out`` or another checkout keeps its runs), and the content of the data files it names (the
+    recipes name the pool, labelled and test files by path only, so a new ``labelled_per_task`` or
+    ``split_seed`` is a new key; another seed's files are not part of it)."""
     out = str(Path(run["dir"]).parents[2])  # <out>/runs/<corpus>/<run>
-    recipe = stable_json(run["recipe"]).replace(out, "<out>")
-    return fingerprint({"recipe": recipe, "data": run.get("data_key")})
+    files: dict = {}
+    recipe = _neutral(run["recipe"], out, str(Path.cwd()), files)
+    return fingerprint({"recipe": recipe, "data": files})
 
 
 def done_record(run: dict) -> dict | None:

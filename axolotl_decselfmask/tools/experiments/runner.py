@@ -29,7 +29,6 @@ from axolotl_decselfmask.tools.experiments.report import write_results
 from axolotl_decselfmask.tools.experiments.results import (
     DONE_FILE,
     collect,
-    data_key,
     done_record,
     merge_rows,
     read_csv,
@@ -44,7 +43,6 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
     runs = []
     seed_groups = [list(grid.seeds)] if grid.share_stage1_across_seeds else [[s] for s in grid.seeds]
     for c in grid.corpora:
-        corpus_key = data_key(data[c.name])
         for method in grid.methods:
             # zero-shot trains nothing and its test split is fixed: one evaluation serves every seed
             for seeds in ([[grid.seeds[0]]] if method == "zero_shot" else seed_groups):
@@ -55,7 +53,7 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
                 else:
                     recipe = run_recipe(grid, c, data[c.name], method, seeds, run_dir)
                 runs.append({"corpus": c.name, "method": method, "seeds": seeds, "dir": run_dir, "recipe": recipe,
-                             "data_key": corpus_key, "packages": grid.setfit_packages})
+                             "packages": grid.setfit_packages})
     return runs
 
 
@@ -174,7 +172,12 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
     all_runs = plan(grid, out_dir, data)
     runs = [r for r in all_runs if r["method"] in methods] if methods else all_runs
     if seeds is not None:
-        runs = [r for r in runs if set(r["seeds"]) & set(seeds)]
+        partly = [r for r in runs if set(r["seeds"]) & set(seeds) and not set(r["seeds"]) <= set(seeds)]
+        if partly:
+            raise SystemExit(f"--seeds {seeds}: the grid shares stage 1 across seeds, so its runs "
+                             f"{[r['dir'].name for r in partly]} each hold seeds {partly[0]['seeds']}; give all of "
+                             "a run's seeds or none")
+        runs = [r for r in runs if set(r["seeds"]) <= set(seeds)]
 
     pred_dir = Path(predictions_dir) if predictions_dir else out_dir / "predictions"
     # runs whose run folder is gone (a fresh checkout) but whose committed predictions came from
@@ -183,8 +186,9 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
 
     def rows_now() -> list[dict]:
         fresh = collect(grid, all_runs)
-        fresh += rows_from_predictions([{**rec, "seeds": [s for s in rec["seeds"] if s in grid.seeds]}
-                                        for r in all_runs if not done_record(r) for rec in committed.get(id(r), [])])
+        fresh += rows_from_predictions([  # zero-shot's one file stands for every seed, as in collect()
+            {**rec, "seeds": list(grid.seeds) if r["method"] == "zero_shot" else rec["seeds"]}
+            for r in all_runs if not done_record(r) for rec in committed.get(id(r), [])])
         return merge_rows(kept, fresh, set(methods)) if methods else fresh
 
     def publish() -> list[dict]:
