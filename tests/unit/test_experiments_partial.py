@@ -212,7 +212,8 @@ def test_report_from_the_committed_predictions_alone_gives_the_rows_of_metrics_j
     runs = plan(grid, out, build_data(grid, out))
     rng = np.random.default_rng(0)
     for r in runs:
-        _finish_predicting(r, rng, {"zero_shot": 0.6, "sft": 0.5, "decselfmask": 0.2}[r["method"]])
+        _finish_predicting(r, rng, {"zero_shot": 0.6, "sft": 0.5, "decselfmask": 0.2}[r["method"]],
+                           seconds={"zero_shot": 3.0, "sft": 5.0, "decselfmask": 7.0}[r["method"]])
     main(["run", str(grid_path), "--out", str(out), "--predictions-dir", str(committed), "--resamples", "300"])
     files = sorted(p.relative_to(committed).as_posix() for p in committed.rglob("*.jsonl.gz"))
     assert files == ["abstracts/decselfmask-seed0.jsonl.gz", "abstracts/decselfmask-seed1.jsonl.gz",
@@ -237,6 +238,9 @@ def test_report_from_the_committed_predictions_alone_gives_the_rows_of_metrics_j
     assert f"{100 * d['mean']:+.1f} [{100 * d['low']:+.1f}," in claim and "decselfmask better" in claim
     assert claim.endswith("| yes |") == (d["low"] <= 0.199 <= d["high"])
     assert "| continual_pretraining | +6.3 | all |  | not in these runs |  |" in md
+    per_corpus = [line for line in md.splitlines() if line.startswith("| abstracts | 2 |")]
+    # the cost column: each run once (stage 1 shared: one run holds both seeds' files)
+    assert [line.rsplit("|", 2)[1].strip() for line in per_corpus] == ["3", "5", "7"]
     assert (fresh / "methods.png").is_file() and (fresh / "tasks_minus_sft.png").is_file()
     with pytest.raises(SystemExit, match="no predictions"):
         main(["report", str(grid_path), "--out", str(tmp_path / "empty")])

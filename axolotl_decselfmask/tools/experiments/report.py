@@ -51,19 +51,23 @@ def _method_line(s: dict, m: str, scope: dict | None, seconds: dict) -> str:
             f"| {probe} |")
 
 
-def _corpus_lines(boot: dict) -> list[str]:
+def _corpus_lines(boot: dict, seconds: dict | None = None) -> list[str]:
+    """The per-corpus table; ``seconds``: summed run seconds per (corpus, method), the cost
+    within a corpus (a grid's runs share one setting of threads; corpora may not)."""
     corpora = [k for k in boot["scopes"] if k != "all"]
     if len(corpora) < 2 and "difference" not in boot["scopes"].get("all", {}):
         return []
+    seconds = seconds or {}
     lines = ["", f"Per corpus (bootstrap within the corpus; {REFERENCE} minus the method):", "",
-             f"| corpus | tasks | method | Macro F1 [95% CI] | {REFERENCE} minus this [95% CI] |",
-             "| --- | --- | --- | --- | --- |"]
+             f"| corpus | tasks | method | Macro F1 [95% CI] | {REFERENCE} minus this [95% CI] | run seconds (sum) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for c in corpora:
         sc = boot["scopes"][c]
         for m, v in sc["methods"].items():
             d = sc.get("difference", {}).get(m)
             cell = f"{d['mean']:+.4f}{_ci(d, True)}{' *' if d['excludes_zero'] else ''}" if d else ""
-            lines.append(f"| {c} | {sc['n_tasks']} | {m} | {v['mean']:.4f}{_ci(v)} | {cell} |")
+            cost = f"{seconds[c, m]:.0f}" if (c, m) in seconds else ""
+            lines.append(f"| {c} | {sc['n_tasks']} | {m} | {v['mean']:.4f}{_ci(v)} | {cell} | {cost} |")
     return lines
 
 
@@ -130,6 +134,15 @@ def _boot_note(boot: dict | None) -> list[str]:
                  "multiplicity. Seed spread: standard deviation over seeds of the mean over tasks.")]
 
 
+def corpus_seconds(records: list[dict] | None) -> dict:
+    """Summed run seconds per (corpus, method), from the predictions records (one per run and seed)."""
+    runs = {(r["corpus"], r["method"], r.get("run")): float(r.get("seconds") or 0.0) for r in records or []}
+    out: dict[tuple, float] = {}
+    for (c, m, _), sec in runs.items():
+        out[c, m] = out.get((c, m), 0.0) + sec
+    return out
+
+
 def run_seconds(rows: list[dict], records: list[dict] | None = None, grid: Grid | None = None) -> dict:
     """Summed seconds of each method's runs: from the predictions records (one per run and seed), else
     from the rows (one run per corpus, method and seed, or per corpus and method when stage 1 is shared)."""
@@ -150,7 +163,7 @@ def run_seconds(rows: list[dict], records: list[dict] | None = None, grid: Grid 
 
 
 def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float | None = None,
-                    boot: dict | None = None, seconds: dict | None = None) -> str:
+                    boot: dict | None = None, seconds: dict | None = None, by_corpus: dict | None = None) -> str:
     if not rows:
         return "# Results\n\nNo finished runs yet.\n"
     s = summarise(rows)
@@ -164,7 +177,7 @@ def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float |
     lines += ["", f"| method | Macro F1 [95% CI] | seed spread | {REFERENCE} minus this [95% CI] | tasks won vs sft "
               "| run seconds (sum) | probing Macro F1 |", "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [_method_line(s, m, scope, seconds) for m in s["methods"]]
-    lines += _boot_note(boot) + (_corpus_lines(boot) if boot else []) + claims_lines(boot)
+    lines += _boot_note(boot) + (_corpus_lines(boot, by_corpus) if boot else []) + claims_lines(boot)
     return "\n".join(lines + _per_task_lines(s) + NOTES)
 
 
@@ -182,7 +195,7 @@ def write_results(out: Path, rows: list[dict], grid: Grid | None = None, elapsed
         print(f"bootstrap: {resamples:,} resamples in {boot['seconds']:.1f} s")
         boot = boot if boot["scopes"] else None
     seconds = run_seconds(rows, records, grid)
-    atomic_write_text(out / "results.md", report_markdown(rows, grid, elapsed, boot, seconds))
+    atomic_write_text(out / "results.md", report_markdown(rows, grid, elapsed, boot, seconds, corpus_seconds(records)))
     if rows:
         plot(rows, out, boot)
     return boot
