@@ -1,0 +1,29 @@
+"""The many-task comparison's committed numbers (docs/results/: results.csv, bootstrap.json,
+results.md) are what ``experiments report`` gives from the committed grid files and per-note
+predictions alone (issue 14's "report reproduces every number"), without any run."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from axolotl_decselfmask.tools.experiments.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "docs" / "results"
+GRIDS = [ROOT / "examples" / "grids" / f"comparison_core_{c}.yml" for c in ("hallmarks", "mtsamples")]
+
+
+@pytest.mark.skipif(not (COMMITTED / "results.csv").is_file(), reason="the comparison's results are not committed yet")
+def test_the_committed_results_are_what_report_gives_from_the_committed_predictions(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the grids' paths resolve from the checkout
+    out = tmp_path / "report"
+    main(["report", *map(str, GRIDS), "--out", str(out), "--predictions-dir", str(COMMITTED / "predictions")])
+    assert (out / "results.csv").read_text() == (COMMITTED / "results.csv").read_text()
+    untimed = lambda p: re.sub(r"\(seed (\d+), [\d.]+ s\)", r"(seed \1, _ s)", p.read_text())  # noqa: E731
+    assert untimed(out / "results.md") == untimed(COMMITTED / "results.md")
+    fresh, kept = (json.loads(p.read_text()) for p in (out / "bootstrap.json", COMMITTED / "bootstrap.json"))
+    fresh.pop("seconds"), kept.pop("seconds")  # the bootstrap's own time
+    assert fresh == kept
+    assert {p.name for p in out.glob("*.png")} <= {p.name for p in COMMITTED.glob("*.png")}
