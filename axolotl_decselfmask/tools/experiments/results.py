@@ -45,7 +45,7 @@ def run_key(run: dict) -> str:
     ``--out`` or another checkout keeps its runs), and the content of the data files it names (the
     recipes name the pool, labelled and test files by path only, so a new ``labelled_per_task`` or
     ``split_seed`` is a new key; another seed's files are not part of it)."""
-    out = str(Path(run["dir"]).parents[2])  # <out>/runs/<corpus>/<run>
+    out = str(Path(run["dir"]).parent.parent.parent)  # <out>/runs/<corpus>/<run>
     files: dict = {}
     recipe = _neutral(run["recipe"], out, str(Path.cwd()), files)
     return fingerprint({"recipe": recipe, "data": files})
