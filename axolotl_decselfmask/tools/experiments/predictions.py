@@ -148,15 +148,14 @@ def export_finished(runs: list[dict], folder: str | Path, all_seeds: list[int]) 
 
 
 def committed_records(run: dict, folder: str | Path) -> list[dict] | None:
-    """The predictions files of ``run`` (one per seed it trained; zero-shot: its one) in ``folder``
+    """The predictions files of ``run`` (one per seed of the run; zero-shot's run has one) in ``folder``
     when every one was written by a run of the same recipe and data (its ``run_key``), else None: the
     run then needs no rerun, and its rows come from the files."""
     from axolotl_decselfmask.tools.experiments.results import run_key
 
     key = run_key(run)
-    seeds = run["seeds"][:1] if run["method"] == "zero_shot" else run["seeds"]
     records = []
-    for seed in seeds:
+    for seed in run["seeds"]:
         path = predictions_path(folder, run["corpus"], run["method"], seed)
         try:
             record = read_predictions(path) if path.is_file() else None

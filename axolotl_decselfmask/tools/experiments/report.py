@@ -148,8 +148,7 @@ def run_seconds(rows: list[dict], records: list[dict] | None = None, grid: Grid 
     from the rows (one run per corpus, method and seed, or per corpus and method when stage 1 is shared)."""
     runs: dict[tuple, float] = {}
     if records:
-        for r in records:
-            runs[r["method"], r["corpus"], r.get("run")] = float(r.get("seconds") or 0.0)
+        runs = {(m, c): sec for (c, m), sec in corpus_seconds(records).items()}
     else:
         shared = grid is not None and grid.share_stage1_across_seeds
         for r in rows:

@@ -161,8 +161,9 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
     of these seeds (zero-shot's one run belongs to the grid's first seed)."""
     grid = load_grid(grid_path, data_dir)
     methods = _subset(grid, methods)
-    if seeds is not None and sorted(set(seeds) - set(grid.seeds)):
-        raise SystemExit(f"--seeds: {sorted(set(seeds) - set(grid.seeds))} not among the grid's seeds {list(grid.seeds)}")
+    unknown_seeds = sorted(set(seeds or ()) - set(grid.seeds))
+    if unknown_seeds:
+        raise SystemExit(f"--seeds: {unknown_seeds} not among the grid's seeds {list(grid.seeds)}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -187,8 +188,8 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
     def rows_now() -> list[dict]:
         fresh = collect(grid, all_runs)
         fresh += rows_from_predictions([  # zero-shot's one file stands for every seed, as in collect()
-            {**rec, "seeds": list(grid.seeds) if r["method"] == "zero_shot" else rec["seeds"]}
-            for r in all_runs if not done_record(r) for rec in committed.get(id(r), [])])
+            {**rec, "seeds": list(grid.seeds) if rec["method"] == "zero_shot" else rec["seeds"]}
+            for recs in committed.values() for rec in recs])
         return merge_rows(kept, fresh, set(methods)) if methods else fresh
 
     def publish() -> list[dict]:
