@@ -518,3 +518,29 @@ def test_a_seeds_subset_runs_only_those_seeds_runs(tmp_path, capsys):
     assert not (tmp_path / "never" / "data").exists()  # refused before any data is written
     with pytest.raises(SystemExit, match="comma-separated integers"):
         main(["run", str(grid_path), "--out", str(out), "--seeds", "one"])
+
+
+def _records(method: str, correct: float, rng, notes: int = 60) -> dict:
+    gold = [i % 2 for i in range(notes)]
+    tasks = [{"task": t, "row": list(range(notes)), "labels": ["no", "yes"], "gold": gold,
+              "pred": [g if rng.random() < correct else 1 - g for g in gold]} for t in ("a", "b", "c")]
+    return {"corpus": "c", "method": method, "run": f"{method}-seed0", "seed": 0, "seconds": 1.0, "tasks": tasks}
+
+
+def test_the_mask_token_contrasts_follow_the_predictions_and_need_both_methods():
+    import numpy as np
+
+    from axolotl_decselfmask.tools.experiments.report import contrast_lines, contrasts
+
+    rng = np.random.default_rng(0)
+    records = [_records("sft", 0.95, rng), _records("sft_mask_fill", 0.5, rng), _records("sft_options", 0.95, rng)]
+    out = contrasts(records, resamples=500)
+    assert set(out) == {"sft minus sft_mask_fill", "sft minus sft_options"}
+    worse = out["sft minus sft_mask_fill"]["all"]
+    assert worse["low"] > 0.2 and worse["excludes_zero"]  # chance against 95% right: about +0.45
+    same = out["sft minus sft_options"]["all"]
+    assert same["low"] < 0 < same["high"] and not same["excludes_zero"]
+    lines = contrast_lines({"contrasts": out})
+    assert any(line.startswith("| sft minus sft_mask_fill | all | +") and line.endswith("| yes |") for line in lines)
+    assert contrasts([records[0], records[2]], resamples=10).keys() == {"sft minus sft_options"}
+    assert contrasts(records[1:], resamples=10) == {} and contrast_lines({"contrasts": {}}) == []

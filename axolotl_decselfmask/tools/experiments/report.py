@@ -112,6 +112,39 @@ def claims_lines(boot: dict | None) -> list[str]:
     return lines
 
 
+# secondary contrasts (not the plan's decselfmask-minus statistic): how much of the paper's margin
+# over SFT is the mask token (docs/results.md, "Second tier", item 2); (reference, method) pairs,
+# each bootstrapped on the same draws as the main table (the draws depend on the notes and tasks only)
+CONTRASTS = (("sft", "sft_mask_fill"), ("sft", "sft_options"))
+
+
+def contrasts(records: list[dict], resamples: int = 10_000, seed: int = 0) -> dict:
+    """``"<ref> minus <method>"`` -> scope -> ``{mean, low, high, excludes_zero}`` for each pair of
+    :data:`CONTRASTS` whose two methods are both in ``records``."""
+    have = {r["method"] for r in records}
+    out = {}
+    for ref, m in CONTRASTS:
+        if ref in have and m in have:
+            boot = bootstrap(records, [ref, m], resamples, seed, reference=ref)
+            out[f"{ref} minus {m}"] = {k: sc["difference"][m] for k, sc in boot["scopes"].items()}
+    return out
+
+
+def contrast_lines(boot: dict | None) -> list[str]:
+    """The secondary contrasts (:func:`contrasts`, in ``boot["contrasts"]``) as a table, in points."""
+    if not boot or not boot.get("contrasts"):
+        return []
+    lines = ["", "Secondary contrasts (the mask token's share of the margin over SFT; Macro F1 points, the same "
+             "resampling; not corrected for multiplicity):", "",
+             "| contrast | scope | difference [95% CI] | interval excludes zero |", "| --- | --- | --- | --- |"]
+    for name, scopes in boot["contrasts"].items():
+        for k in ["all"] + [k for k in scopes if k != "all"]:
+            d = scopes[k]
+            lines.append(f"| {name} | {k} | {100 * d['mean']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] "
+                         f"| {'yes' if d['excludes_zero'] else 'no'} |")
+    return lines
+
+
 def _per_task_lines(s: dict) -> list[str]:
     lines = ["", "Per task (mean Macro F1 over seeds):", "",
              "| corpus | task | " + " | ".join(s["methods"]) + " |",
@@ -176,7 +209,8 @@ def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float |
     lines += ["", f"| method | Macro F1 [95% CI] | seed spread | {REFERENCE} minus this [95% CI] | tasks won vs sft "
               "| run seconds (sum) | probing Macro F1 |", "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [_method_line(s, m, scope, seconds) for m in s["methods"]]
-    lines += _boot_note(boot) + (_corpus_lines(boot, by_corpus) if boot else []) + claims_lines(boot)
+    lines += _boot_note(boot) + (_corpus_lines(boot, by_corpus) if boot else [])
+    lines += claims_lines(boot) + contrast_lines(boot)
     return "\n".join(lines + _per_task_lines(s) + NOTES)
 
 
@@ -190,6 +224,9 @@ def write_results(out: Path, rows: list[dict], grid: Grid | None = None, elapsed
     if records:
         methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
         boot = bootstrap(records, methods, resamples, seed)
+        extra = contrasts(records, resamples, seed)
+        if extra:  # absent without both methods of a pair: the core tier's file is unchanged
+            boot["contrasts"] = extra
         atomic_write_json(out / "bootstrap.json", boot)
         print(f"bootstrap: {resamples:,} resamples in {boot['seconds']:.1f} s")
         boot = boot if boot["scopes"] else None
