@@ -203,3 +203,10 @@ def test_report_budget_plots_each_grid_from_its_own_predictions_folder(tmp_path)
     with pytest.raises(SystemExit, match="not its grid's labelled_per_task 8"):
         main(["report", "--budget", grids[0], grids[1], "--out", str(out), "--predictions-dir", str(pred),
               "--resamples", "50"])
+
+
+def test_the_qwen_grid_is_the_hallmarks_core_grid_but_for_the_model_and_the_decoder_methods():
+    core, qwen = _schema("comparison_core_hallmarks.yml"), _schema("comparison_qwen_hallmarks.yml")
+    assert _differences(core, qwen) == {"model", "methods"}
+    assert qwen.model == "models/qwen2.5-coder-0.5b-instruct"  # where make qwen-model writes it
+    assert qwen.methods == ["zero_shot", "sft", "random_masking", "decselfmask"]
