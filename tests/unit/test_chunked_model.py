@@ -27,9 +27,13 @@ def test_the_chunks_are_joined_in_the_wheels_order(tmp_path):
     assert out.read_bytes() == b"".join(chunks)
 
 
-def test_a_missing_wheel_or_a_joined_file_without_a_gguf_header_is_named(tmp_path):
+def test_a_missing_wheel_or_member_or_a_joined_file_without_a_gguf_header_is_named(tmp_path):
     _wheels(tmp_path, [b"GGUF1", b"2"])
     with pytest.raises(SystemExit, match=r"no wheel of demo-part3==1.0"):
+        join_chunks(_spec(3), tmp_path, tmp_path / "joined.gguf")
+    with zipfile.ZipFile(tmp_path / "demo_part3-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("demo_part3/data/elsewhere.bin", b"3")
+    with pytest.raises(SystemExit, match=r"no member demo_part3/data/part03.bin"):
         join_chunks(_spec(3), tmp_path, tmp_path / "joined.gguf")
     other = tmp_path / "other"
     other.mkdir()
