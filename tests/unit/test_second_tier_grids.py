@@ -51,6 +51,14 @@ def test_the_budget_grids_are_the_hallmarks_core_grid_but_for_methods_and_labels
         assert g.methods == ["sft", "decselfmask", "setfit"] and g.labelled_per_task == n
 
 
+def test_the_float32_grid_is_the_hallmarks_core_grid_but_for_methods_and_precision():
+    core, f32 = _schema("comparison_core_hallmarks.yml"), _schema("comparison_float32_hallmarks.yml")
+    assert _differences(core, f32) == {"methods", "recipe"}
+    assert f32.methods == ["sft", "decselfmask"] and set(f32.methods) < set(core.methods)
+    rc, rf = core.model_dump()["recipe"], f32.model_dump()["recipe"]
+    assert {k for k in set(rc) | set(rf) if rc.get(k) != rf.get(k)} == {"bf16"}
+    assert rc["bf16"] == "auto" and rf["bf16"] is False
+
 def _notes(grid: Grid, out: Path) -> dict:
     """The built data as corpus rows: the test notes of each task, each task's labelled notes per
     seed, the pool."""
@@ -115,7 +123,8 @@ def _write_grid(path: Path, methods: list[str], labelled: int = 16) -> str:
     return str(path)
 
 
-def _write_predictions(folder: Path, method: str, seed: int, error: float, rng, n_train: int = 16) -> dict:
+def _write_predictions(folder: Path, method: str, seed: int, error: float, rng, n_train: int = 16,
+                       **head_extra) -> dict:
     """A predictions file of the format predictions.py documents; returns each task's (gold, pred)."""
     rows = list(range(100, 100 + N_NOTES))  # one shared test set: the same corpus rows for every task
     lines, truth = [], {}
@@ -126,7 +135,7 @@ def _write_predictions(folder: Path, method: str, seed: int, error: float, rng, 
         lines.append({"task": t, "labels": ["no", "yes"], "row": rows, "gold": gold.tolist(), "pred": pred.tolist(),
                       "n_train": n_train, "n_pseudo": "", "probe_macro_f1": "", "multi_label_task": ""})
     head = {"format": 1, "corpus": "hm", "method": method, "seed": seed, "seeds": [seed], "run": f"{method}-seed{seed}",
-            "seconds": 10.0, "stage1_tokens": None}
+            "seconds": 10.0, "stage1_tokens": None, **head_extra}
     path = folder / "hm" / f"{method}-seed{seed}.jsonl.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress("".join(json.dumps(x) + "\n" for x in [head, *lines]).encode()))
@@ -210,3 +219,42 @@ def test_the_qwen_grid_is_the_hallmarks_core_grid_but_for_the_model_and_the_deco
     assert _differences(core, qwen) == {"model", "methods"}
     assert qwen.model == "models/qwen2.5-coder-0.5b-instruct"  # where make qwen-model writes it
     assert qwen.methods == ["zero_shot", "sft", "random_masking", "decselfmask"]
+
+
+def test_report_precision_gives_a_minus_b_per_method_and_pooled_on_the_same_draws(tmp_path):
+    rng = np.random.default_rng(2)
+    pred = tmp_path / "predictions"
+    a = _write_grid(tmp_path / "float32.yml", ["sft", "decselfmask"])
+    b = _write_grid(tmp_path / "core.yml", ["zero_shot", "sft", "decselfmask", "setfit"])
+    error_a, error_b = {"sft": 0.1, "decselfmask": 0.3}, {"sft": 0.4, "decselfmask": 0.3}
+    truth_a = {m: [_write_predictions(pred / "float32", m, s, e, rng, dtype="float32") for s in (0, 1)]
+               for m, e in error_a.items()}
+    truth_b = {m: [_write_predictions(pred, m, s, e, rng) for s in (0, 1)] for m, e in error_b.items()}
+    _write_predictions(pred, "setfit", 0, 0.0, rng)  # B's alone: not compared
+    out = tmp_path / "report"
+    main(["report", "--precision", a, b, "--out", str(out), "--predictions-dir", str(pred), "--resamples", "300"])
+    result = json.loads((out / "precision.json").read_text())
+    assert result["a"]["precision"] == "float32" and result["b"]["precision"] == "bf16: auto"
+    assert result["a"]["predictions"] == str(pred / "float32") and result["b"]["predictions"] == str(pred)
+    effects = result["effects"]
+    assert set(effects) == {"sft", "decselfmask", "pooled"}
+    diffs = {}
+    for m in error_a:
+        e = effects[m]
+        assert e["n_tasks"] == len(TASKS) and e["files"] == [2, 2]
+        assert e["a"]["mean"] == pytest.approx(_mean_f1(truth_a[m]), abs=1e-9)
+        assert e["b"]["mean"] == pytest.approx(_mean_f1(truth_b[m]), abs=1e-9)
+        diffs[m] = e["difference"]["mean"]
+        assert diffs[m] == pytest.approx(e["a"]["mean"] - e["b"]["mean"], abs=1e-9)
+        assert e["difference"]["low"] <= diffs[m] <= e["difference"]["high"]
+    assert effects["sft"]["difference"]["excludes_zero"]  # 10% against 40% errors
+    pooled = effects["pooled"]
+    assert pooled["n_tasks"] == 2 * len(TASKS)  # every (task, method) a slot
+    assert pooled["difference"]["mean"] == pytest.approx((diffs["sft"] + diffs["decselfmask"]) / 2, abs=1e-9)
+    md = (out / "precision.md").read_text()
+    assert "| pooled | 6 | 4 / 4 |" in md and "| sft | 3 | 2 / 2 |" in md
+
+    with pytest.raises(SystemExit, match="same predictions folder"):  # A without a folder of its own
+        main(["report", "--precision", b, b, "--out", str(out), "--predictions-dir", str(pred)])
+    with pytest.raises(SystemExit, match="two grids"):
+        main(["report", "--precision", a, "--out", str(out), "--predictions-dir", str(pred)])

@@ -22,6 +22,7 @@ One module per job:
 - :mod:`.recipes`: the Axolotl recipe of one run (:func:`run_recipe`).
 - :mod:`.runner`: the plan, ``axolotl train`` per run, ``done.json`` resume (:func:`run_grid`).
 - :mod:`.results`: rows of ``results.csv`` and statistics over seeds (:func:`summarise`).
+- :mod:`.precision`: ``report --precision``, one grid's methods against another's in another precision.
 - :mod:`.predictions`: the per-note predictions copied from the runs (one gzip'd JSONL per corpus,
   method and seed, meant to be committed) and the rows of ``results.csv`` recomputed from them.
 - :mod:`.bootstrap`: the paired bootstrap intervals (decselfmask minus each method).

@@ -9,6 +9,7 @@ from axolotl_decselfmask.io.files import read_json
 from axolotl_decselfmask.tools.experiments.budget import write_budget
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
+from axolotl_decselfmask.tools.experiments.precision import write_precision
 from axolotl_decselfmask.tools.experiments.predictions import (
     export_finished,
     load_predictions,
@@ -51,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
                        help=("the label-budget curve instead: each grid one labelled_per_task, its predictions in "
                              "<predictions-dir>/<grid file stem> (else <predictions-dir>); writes budget.json, "
                              "budget.md, budget.png"))
+    p_rep.add_argument("--precision", action="store_true",
+                       help=("the precision effect instead: two grids A B, A's predictions in "
+                             "<predictions-dir>/<A's file stem>; A minus B per method both have and pooled; writes "
+                             "precision.json, precision.md"))
     _bootstrap_args(p_rep)
     return parser
 
@@ -126,6 +131,12 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--seeds: comma-separated integers, got {args.seeds!r}") from None
         run_grid(args.grid, args.out, methods, args.dry_run, args.data_dir, args.predictions_dir, args.resamples,
                  args.bootstrap_seed, seeds)
+    elif args.precision:
+        if len(args.grid) != 2 or args.budget:
+            raise SystemExit(f"report --precision: two grids, A (its own predictions folder) then B; got "
+                             f"{len(args.grid)}{' and --budget' if args.budget else ''}")
+        write_precision(args.out, *[(p, _report_grid(p, args.data_dir)) for p in args.grid],
+                        args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed)
     elif args.budget:
         write_budget(args.out, [(p, _report_grid(p, args.data_dir)) for p in args.grid],
                      args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed)

@@ -5,7 +5,8 @@ from the finished runs, from which ``report`` recomputes ``results.csv`` without
 ``seeds`` are every seed it stands for). Its first line is the run::
 
     {"format": 1, "corpus": ..., "method": ..., "seed": k, "seeds": [k], "run": "<run folder>",
-     "seconds": <the run's seconds>, "stage1_tokens": <int or null>, "run_key": <the run's key>}
+     "seconds": <the run's seconds>, "stage1_tokens": <int or null>, "run_key": <the run's key>,
+     "dtype": "float32" | "bfloat16", "cpu_capability": "AVX2" | ...}
 
 then one line per task (a multi-label task: one per label, ``<task>/<label>``, yes/no)::
 
@@ -19,6 +20,8 @@ atomically and byte-identically for the same content (gzip without a time stamp)
 rewritten when their content changes. ``run_key`` (the fingerprint of the run's recipe and data,
 :func:`.results.run_key`, as in its ``done.json``) lets a later ``experiments run`` on a fresh
 checkout count the run as finished (:func:`committed_records`) instead of running it again.
+``dtype`` and ``cpu_capability`` (from the run's ``metrics.json`` environment; absent in files
+written before they were recorded, and for ``setfit`` / ``logreg_minilm``) say what it ran in.
 """
 
 from __future__ import annotations
@@ -102,6 +105,15 @@ def _task_lines(task: str, entry: dict, preds: list[dict], corpus_rows: list | N
     return lines
 
 
+def _precision(record: dict) -> dict:
+    """``dtype`` and ``cpu_capability`` of a run, from its tasks' environment (empty where none says)."""
+    for entry in ((record.get("metrics") or {}).get("tasks") or {}).values():
+        env = entry.get("environment") if isinstance(entry, dict) else None
+        if isinstance(env, dict) and env.get("dtype"):
+            return {"dtype": env["dtype"], "cpu_capability": env.get("cpu_capability")}
+    return {}
+
+
 def export_run(run: dict, record: dict, folder: str | Path, all_seeds: list[int]) -> list[Path]:
     """Copy the predictions of one finished run (``record``: its done.json) into ``folder``: one file
     per seed of the run. Returns the files written (those whose content changed)."""
@@ -124,7 +136,8 @@ def export_run(run: dict, record: dict, folder: str | Path, all_seeds: list[int]
         seeds = list(all_seeds) if run["method"] == "zero_shot" else [seed]
         head = {"format": FORMAT, "corpus": run["corpus"], "method": run["method"], "seed": seed, "seeds": seeds,
                 "run": Path(run["dir"]).name, "seconds": record.get("seconds"),
-                "stage1_tokens": record.get("stage1_tokens"), "run_key": record.get("run_key")}
+                "stage1_tokens": record.get("stage1_tokens"), "run_key": record.get("run_key"),
+                **_precision(record)}
         path = predictions_path(folder, run["corpus"], run["method"], seed)
         if _write_gz_lines(path, [head, *lines]):
             written.append(path)
