@@ -27,3 +27,20 @@ def test_the_committed_results_are_what_report_gives_from_the_committed_predicti
     fresh.pop("seconds"), kept.pop("seconds")  # the bootstrap's own time
     assert fresh == kept
     assert {p.name for p in out.glob("*.png")} <= {p.name for p in COMMITTED.glob("*.png")}
+
+
+FLOAT32 = ROOT / "examples" / "grids" / "comparison_float32_hallmarks.yml"
+
+
+@pytest.mark.skipif(not (COMMITTED / "precision.json").is_file(), reason="the precision check is not committed yet")
+def test_the_committed_precision_effect_is_what_report_precision_gives(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "precision"
+    main(["report", "--precision", str(FLOAT32), str(GRIDS[0]), "--out", str(out),
+          "--predictions-dir", str(COMMITTED / "predictions")])
+    fresh, kept = (json.loads(p.read_text()) for p in (out / "precision.json", COMMITTED / "precision.json"))
+    relative = lambda d: {k: v.replace(str(ROOT) + "/", "") for k, v in d.items()}  # noqa: E731
+    assert {**fresh, "a": relative(fresh["a"]), "b": relative(fresh["b"])} == \
+        {**kept, "a": relative(kept["a"]), "b": relative(kept["b"])}
+    assert (out / "precision.md").read_text().replace(str(ROOT) + "/", "") == \
+        (COMMITTED / "precision.md").read_text().replace(str(ROOT) + "/", "")
