@@ -26,13 +26,12 @@ POOLED = "pooled"
 def _side(path: str, grid: Grid, predictions_dir: str | Path, methods: set[str]) -> tuple[list[dict], str, Path]:
     folder = predictions_folder(path, predictions_dir)
     records = load_predictions(folder, {c.name for c in grid.corpora}, methods, set(grid.seeds))
-    dtypes = sorted({r.get("dtype") or "" for r in records})
-    if len(dtypes) > 1 and "" not in dtypes:
-        raise SystemExit(f"report --precision: the predictions of {path} in {folder} mix precisions {dtypes}; "
+    recorded = sorted({r["dtype"] for r in records if r.get("dtype")})
+    if len(recorded) > 1:
+        raise SystemExit(f"report --precision: the predictions of {path} in {folder} mix precisions {recorded}; "
                          "a side must be one precision (rerun the odd runs, or give them their own folder)")
-    recorded = next((d for d in dtypes if d), "")
     bf16 = (grid.recipe or {}).get("bf16", "auto")
-    return records, recorded or f"bf16: {bf16}".lower(), folder
+    return records, recorded[0] if recorded else f"bf16: {bf16}".lower(), folder
 
 
 def _as(records: list[dict], method: str, pooled: bool) -> list[dict]:
