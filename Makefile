@@ -89,7 +89,7 @@ quickstart-sft: model
 	$(BIN)/axolotl train examples/quickstart_sft.yml
 
 test: model tokenizers setfit setfit-model
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-slow: model
 	$(BIN)/python -m pytest -q -m slow

@@ -145,6 +145,25 @@ def contrast_lines(boot: dict | None) -> list[str]:
     return lines
 
 
+def precision_lines(records: list[dict] | None) -> list[str]:
+    """What each method's runs computed in, as their predictions files record it (``dtype`` and the
+    CPU kernels, ``cpu_capability``), with the number of files of each; nothing when no file records
+    it (files written before it was recorded), so that such a report is unchanged."""
+    if not records or not any(r.get("dtype") for r in records):
+        return []
+    counts: dict[str, dict[str, int]] = {}
+    for r in records:
+        kernels = f"{r['cpu_capability']} kernels" if r.get("cpu_capability") else "kernels not recorded"
+        label = f"{r['dtype']} ({kernels})" if r.get("dtype") else "not recorded"
+        per = counts.setdefault(r["method"], {})
+        per[label] = per.get(label, 0) + 1
+    lines = ["", "Precision of each method's runs, as their predictions files record it (files: runs x seeds; "
+             "`not recorded`: written before it was recorded, or a method that writes no environment):", ""]
+    for m in [m for m in METHODS if m in counts] + sorted(set(counts) - set(METHODS)):
+        lines.append(f"- {m}: " + ", ".join(f"{k} x{n}" for k, n in sorted(counts[m].items())))
+    return lines
+
+
 def _per_task_lines(s: dict) -> list[str]:
     lines = ["", "Per task (mean Macro F1 over seeds):", "",
              "| corpus | task | " + " | ".join(s["methods"]) + " |",
@@ -195,7 +214,8 @@ def run_seconds(rows: list[dict], records: list[dict] | None = None, grid: Grid 
 
 
 def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float | None = None,
-                    boot: dict | None = None, seconds: dict | None = None, by_corpus: dict | None = None) -> str:
+                    boot: dict | None = None, seconds: dict | None = None, by_corpus: dict | None = None,
+                    records: list[dict] | None = None) -> str:
     if not rows:
         return "# Results\n\nNo finished runs yet.\n"
     s = summarise(rows)
@@ -210,7 +230,7 @@ def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float |
               "| run seconds (sum) | probing Macro F1 |", "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [_method_line(s, m, scope, seconds) for m in s["methods"]]
     lines += _boot_note(boot) + (_corpus_lines(boot, by_corpus) if boot else [])
-    lines += claims_lines(boot) + contrast_lines(boot)
+    lines += claims_lines(boot) + contrast_lines(boot) + precision_lines(records)
     return "\n".join(lines + _per_task_lines(s) + NOTES)
 
 
@@ -231,7 +251,8 @@ def write_results(out: Path, rows: list[dict], grid: Grid | None = None, elapsed
         print(f"bootstrap: {resamples:,} resamples in {boot['seconds']:.1f} s")
         boot = boot if boot["scopes"] else None
     seconds = run_seconds(rows, records, grid)
-    atomic_write_text(out / "results.md", report_markdown(rows, grid, elapsed, boot, seconds, corpus_seconds(records)))
+    atomic_write_text(out / "results.md", report_markdown(rows, grid, elapsed, boot, seconds, corpus_seconds(records),
+                                                            records))
     if rows:
         plot(rows, out, boot)
     return boot
