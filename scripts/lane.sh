@@ -1,0 +1,43 @@
+#!/bin/bash
+# One lane of grid runs on one CPU core, run after run, for a grid split over sittings (docs/experiments.md,
+# "Two lanes on two cores"). Its own output is one line per run start, exit and recorded precision, so a
+# pre-registered grid can be run without reading its results; each run's full output goes to
+# outputs/runlogs/<grid>-<methods>-<seeds>.log.
+#
+#   [KERNELS=avx2|native] [WAIT_PID=pid] scripts/lane.sh CORE "grid|methods|seeds|predictions-dir" ...
+#
+# grid: a file stem of examples/grids/; methods and seeds: comma lists, as `experiments run` takes them;
+# predictions-dir: empty for docs/results/predictions. KERNELS=avx2 (the default) caps torch, oneDNN and MKL
+# at AVX2, so that `bf16: auto` gives float32 on any x86 machine (docs/results.md, note 3); native leaves the
+# machine's own kernels. WAIT_PID: start after that process has exited (to queue a lane behind a run).
+# Stop a lane after its current run: kill the lane's bash process only; the run goes on to its end.
+set -u
+cd "$(dirname "$0")/.."
+CORE=$1; shift
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 AXOLOTL_DO_NOT_TRACK=1 \
+  TOKENIZERS_PARALLELISM=false OMP_WAIT_POLICY=PASSIVE
+KERNELS=${KERNELS:-avx2}
+case $KERNELS in
+  avx2) export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ;;
+  native) ;;
+  *) echo "lane.sh: KERNELS must be avx2 or native, got '$KERNELS'" >&2; exit 2 ;;
+esac
+if [ -n "${WAIT_PID:-}" ]; then while kill -0 "$WAIT_PID" 2>/dev/null; do sleep 20; done; fi
+mkdir -p outputs/runlogs
+for job in "$@"; do
+  IFS='|' read -r stem methods seeds pdir <<< "$job"
+  pdir=${pdir:-docs/results/predictions}
+  log=outputs/runlogs/$stem-${methods//,/_}-${seeds//,/_}.log
+  echo "=== start $(date -u +%H:%M) core $CORE kernels $KERNELS $stem $methods $seeds"
+  taskset -c "$CORE" .venv/bin/python -m axolotl_decselfmask.experiments run "examples/grids/$stem.yml" \
+    --out "outputs/experiments/$stem" --predictions-dir "$pdir" --methods "$methods" --seeds "$seeds" > "$log" 2>&1
+  echo "=== exit $? $(date -u +%H:%M) $stem $methods $seeds"
+  for s in ${seeds//,/ }; do
+    for m in ${methods//,/ }; do
+      for f in "$pdir"/*/"$m-seed$s.jsonl.gz"; do
+        [ -f "$f" ] && echo "=== precision $f $(zcat "$f" | head -1 | .venv/bin/python -c 'import json, sys
+d = json.loads(sys.stdin.readline()); print(d.get("dtype"), "|", d.get("cpu_capability"), "|", d.get("seconds"), "s")')"
+      done
+    done
+  done
+done
