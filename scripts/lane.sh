@@ -1,8 +1,8 @@
 #!/bin/bash
 # One lane of grid runs on one CPU core, run after run, for a grid split over sittings (docs/experiments.md,
-# "Two lanes on two cores"). Its own output is one line per run start, exit and recorded precision, so a
-# pre-registered grid can be run without reading its results; each run's full output goes to
-# outputs/runlogs/<grid>-<methods>-<seeds>.log.
+# "Two lanes on two cores"). Its own output is one line per run start and exit, and one per predictions file
+# the run wrote (its recorded precision and seconds), so a pre-registered grid can be run without reading its
+# results; each run's full output goes to outputs/runlogs/<grid>-<methods>-<seeds>.log.
 #
 #   [KERNELS=avx2|native] [WAIT_PID=pid] scripts/lane.sh CORE "grid|methods|seeds|predictions-dir" ...
 #
@@ -29,15 +29,13 @@ for job in "$@"; do
   pdir=${pdir:-docs/results/predictions}
   log=outputs/runlogs/$stem-${methods//,/_}-${seeds//,/_}.log
   echo "=== start $(date -u +%H:%M) core $CORE kernels $KERNELS $stem $methods $seeds"
+  started=$(date +%s)
   taskset -c "$CORE" .venv/bin/python -m axolotl_decselfmask.experiments run "examples/grids/$stem.yml" \
     --out "outputs/experiments/$stem" --predictions-dir "$pdir" --methods "$methods" --seeds "$seeds" > "$log" 2>&1
   echo "=== exit $? $(date -u +%H:%M) $stem $methods $seeds"
-  for s in ${seeds//,/ }; do
-    for m in ${methods//,/ }; do
-      for f in "$pdir"/*/"$m-seed$s.jsonl.gz"; do
-        [ -f "$f" ] && echo "=== precision $f $(zcat "$f" | head -1 | .venv/bin/python -c 'import json, sys
+  # the predictions files this run wrote: their first line only (no F1 in it)
+  find "$pdir" -mindepth 2 -maxdepth 2 -name '*.jsonl.gz' -newermt "@$started" | sort | while read -r f; do
+    echo "=== precision $f $(zcat "$f" | head -1 | .venv/bin/python -c 'import json, sys
 d = json.loads(sys.stdin.readline()); print(d.get("dtype"), "|", d.get("cpu_capability"), "|", d.get("seconds"), "s")')"
-      done
-    done
   done
 done
