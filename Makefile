@@ -88,8 +88,11 @@ quickstart: model
 quickstart-sft: model
 	$(BIN)/axolotl train examples/quickstart_sft.yml
 
+# one pytest-xdist worker a core, each test file on one worker (its module fixtures built once); each
+# worker keeps to its own cores (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto
 test: model tokenizers setfit setfit-model
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: model
 	$(BIN)/python -m pytest -q -m slow

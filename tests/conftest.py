@@ -9,6 +9,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs one worker a core), each worker and the processes it starts
+    keep to their own cores: torch, and the plugin's thread count in `axolotl train`, size themselves to the
+    affinity, so two workers never fight over one core. Runs before anything imports torch."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= count:
+        os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) :: count])
+
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM = ROOT / "models" / "smollm2-135m-instruct"
 DATA = ROOT / "examples" / "data"
@@ -42,7 +55,7 @@ def smollm_model():
     return model
 
 
-def make_tiny_llama(folder: Path, seed: int = 0) -> Path:
+def make_tiny_llama(folder: Path, seed: int = 0, hidden_size: int = 32, layers: int = 2) -> Path:
     """A tiny random Llama with the real SmolLM2 tokenizer, saved as a model folder."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -50,7 +63,7 @@ def make_tiny_llama(folder: Path, seed: int = 0) -> Path:
     tok = AutoTokenizer.from_pretrained(require_smollm())
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,

@@ -7,6 +7,11 @@ import json
 
 from conftest import DATA
 
+# `axolotl train ... --launcher python`: training in the CLI's own process instead of under `accelerate launch`,
+# which starts a second Python that imports Axolotl again (~20 s a run on these CPUs). For tests whose subject is
+# not the launcher; tests/e2e/test_integration.py and test_own_data_path.py keep the default a user runs.
+PYTHON_LAUNCHER = ("--launcher", "python")
+
 LABELS = ["neoplasms", "digestive system diseases", "nervous system diseases",
           "cardiovascular diseases", "general pathological conditions"]
 

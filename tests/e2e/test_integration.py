@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import LABELS, base_recipe, data_rows, write_rows
+from helpers import LABELS, PYTHON_LAUNCHER, base_recipe, data_rows, write_rows
 
 
-def _axolotl(cmd, recipe_path, cwd):
+def _axolotl(cmd, recipe_path, cwd, *options):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                HF_HUB_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1")
-    proc = subprocess.run([str(Path(sys.executable).parent / "axolotl"), cmd, str(recipe_path)],
+    proc = subprocess.run([str(Path(sys.executable).parent / "axolotl"), cmd, str(recipe_path), *options],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
@@ -121,7 +121,7 @@ def test_plain_sft_variant_skips_stage1(workdir, tiny_llama):
     recipe["use_tensorboard"] = True
     path = workdir / "recipe_sft.yml"
     path.write_text(yaml.safe_dump(recipe))
-    log = _axolotl("train", path, workdir)
+    log = _axolotl("train", path, workdir, *PYTHON_LAUNCHER)
     assert "self-relevance" not in log
     assert "skipping masked-reconstruction training" in log
     assert "starting from none (plain SFT)" in log
@@ -147,8 +147,8 @@ def test_bad_label_fails_before_any_model_work(workdir, tiny_llama):
     path = workdir / "recipe_bad.yml"
     path.write_text(yaml.safe_dump(recipe))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    proc = subprocess.run([str(Path(sys.executable).parent / "axolotl"), "train", str(path)], cwd=workdir,
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([str(Path(sys.executable).parent / "axolotl"), "train", str(path), *PYTHON_LAUNCHER],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "label 'general pathological conditions' is not among" in log

@@ -1,4 +1,5 @@
-"""Joint stage 2 (the paper's): one LoRA over every task's labelled examples, on the embedded model.
+"""Joint stage 2 (the paper's): one LoRA over every task's labelled examples, on a tiny
+random Llama with the embedded model's tokenizer.
 
 `axolotl train` with stage 1 (a LoRA, one step) and two tasks over one pool: one stage-2 adapter in
 `stage2/`, trained on both tasks' examples, whose base is the stage-1 model, so that PEFT loads it
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import LABELS, base_recipe, data_rows, write_rows
+from helpers import LABELS, PYTHON_LAUNCHER, base_recipe, data_rows, write_rows
 
 
 def _rows(kind, per_class):
@@ -23,7 +24,7 @@ def _rows(kind, per_class):
 
 
 @pytest.fixture(scope="module")
-def joint_run(tmp_path_factory, smollm_path):
+def joint_run(tmp_path_factory, tiny_llama):
     tmp = tmp_path_factory.mktemp("joint")
     write_rows(tmp / "pool.jsonl", data_rows("abstracts_unlabelled.jsonl", n=4))
     write_rows(tmp / "train.jsonl", _rows("train", 2))
@@ -31,7 +32,7 @@ def joint_run(tmp_path_factory, smollm_path):
     yes_no = lambda rows: [dict(r, label="yes" if r["label"] == "neoplasms" else "no") for r in rows]  # noqa: E731
     write_rows(tmp / "train_neo.jsonl", yes_no(_rows("train", 1)))
     write_rows(tmp / "test_neo.jsonl", yes_no(_rows("test", 1)))
-    recipe = base_recipe(tmp, smollm_path)
+    recipe = base_recipe(tmp, tiny_llama)
     recipe.update(sequence_len=160, max_steps=1, micro_batch_size=1)
     block = recipe["decselfmask"]
     block["max_texts"] = 2
@@ -44,8 +45,8 @@ def joint_run(tmp_path_factory, smollm_path):
     path = tmp / "recipe.yml"
     path.write_text(yaml.safe_dump(recipe))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    proc = subprocess.run([str(Path(sys.executable).parent / "axolotl"), "train", str(path)], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([str(Path(sys.executable).parent / "axolotl"), "train", str(path), *PYTHON_LAUNCHER],
+                          cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     return tmp, recipe, log
@@ -56,7 +57,7 @@ def _trained_examples(log, folder):
     return [int(n) for n in found]
 
 
-def test_one_adapter_over_both_tasks_with_stage1_as_its_base(joint_run, smollm_path):
+def test_one_adapter_over_both_tasks_with_stage1_as_its_base(joint_run, tiny_llama):
     from peft import AutoPeftModelForCausalLM
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -84,7 +85,7 @@ def test_one_adapter_over_both_tasks_with_stage1_as_its_base(joint_run, smollm_p
     assert adapter["base_model_name_or_path"] == str(out / "stage1_merged")
     # PEFT loads the stage-2 folder alone; its base holds stage 1 (differs from the raw base model)
     loaded = AutoPeftModelForCausalLM.from_pretrained(str(out / "stage2"), dtype=torch.float32)
-    raw = AutoModelForCausalLM.from_pretrained(str(smollm_path), dtype=torch.float32)
+    raw = AutoModelForCausalLM.from_pretrained(str(tiny_llama), dtype=torch.float32)
     stage1 = load_file(str(out / "adapter_model.safetensors"))
     touched = next(k for k in stage1 if "q_proj.lora_B" in k)
     layer = int(re.search(r"layers\.(\d+)\.", touched).group(1))

@@ -1,4 +1,5 @@
-"""The path of docs/own_data.md, walked as a user walks it, on the embedded model.
+"""The path of docs/own_data.md, walked as a user walks it, on a tiny random Llama
+with the embedded model's tokenizer (what is checked here is the path, not what the model learns).
 
 A folder outside the checkout holds a CSV pool with an id column, one labelled CSV (split by
 ``classification.test_fraction``) with a single-label column and an mtsamples-shaped multi-label
@@ -50,10 +51,10 @@ def _write_csv(path, rows, columns):
         writer.writerows({k: r[k] for k in columns} for r in rows)
 
 
-def _recipe(smollm_path) -> dict:
+def _recipe(model_path) -> dict:
     """examples/own_data.yml with the CHANGE lines filled in for this folder, and tiny budgets."""
     recipe = yaml.safe_load((ROOT / "examples" / "own_data.yml").read_text())
-    recipe.update(base_model=str(smollm_path), sequence_len=160, max_steps=1, micro_batch_size=1,
+    recipe.update(base_model=str(model_path), sequence_len=160, max_steps=1, micro_batch_size=1,
                   gradient_accumulation_steps=1, save_strategy="no", logging_steps=1,
                   bf16=False)  # float32: a note's scores do not depend on the notes batched with it (bf16: ~0.1)
     for key in ("save_steps", "save_total_limit", "auto_resume_from_checkpoints"):
@@ -73,7 +74,7 @@ def _recipe(smollm_path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def user_run(tmp_path_factory, smollm_path):
+def user_run(tmp_path_factory, tiny_llama):
     folder = tmp_path_factory.mktemp("my_project")  # outside the checkout
     (folder / "data").mkdir()
     pool = [dict(r, note_id=f"pool-{r['id']}", note=r["text"]) for r in data_rows("abstracts_unlabelled.jsonl", n=4)]
@@ -83,7 +84,7 @@ def user_run(tmp_path_factory, smollm_path):
                 for r in data_rows("abstracts_train.jsonl", per_class=2)[:6]]
     assert any(";" in r["specialties"] for r in labelled) and {r["label"] for r in labelled} <= set(BY_CLASS)
     _write_csv(folder / "data" / "labelled.csv", labelled, ["note_id", "note", "finding", "specialties"])
-    (folder / "my_recipe.yml").write_text(yaml.safe_dump(_recipe(smollm_path), sort_keys=False))
+    (folder / "my_recipe.yml").write_text(yaml.safe_dump(_recipe(tiny_llama), sort_keys=False))
     _run([str(BIN / "axolotl"), "preprocess", "my_recipe.yml"], folder)
     _run([str(BIN / "axolotl"), "train", "my_recipe.yml"], folder)
     debug_log = (folder / "outputs" / "own_data" / "debug.log").read_text()
@@ -170,7 +171,7 @@ def test_predict_repeats_the_multi_label_evaluation(user_run):
             assert predicted[note_id]["scores"][label] == pytest.approx(p["scores"][label], abs=1e-3)
 
 
-def test_stage2_loads_alone_with_stage1_included(user_run, smollm_path):
+def test_stage2_loads_alone_with_stage1_included(user_run, tiny_llama):
     from peft import AutoPeftModelForCausalLM
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -180,7 +181,7 @@ def test_stage2_loads_alone_with_stage1_included(user_run, smollm_path):
     assert adapter["base_model_name_or_path"] == str((out / "stage1_merged").resolve())  # absolute: loads anywhere
     assert Path(os.getcwd()) != user_run[0]
     loaded = AutoPeftModelForCausalLM.from_pretrained(str(out / "stage2"), dtype=torch.float32)
-    raw = AutoModelForCausalLM.from_pretrained(str(smollm_path), dtype=torch.float32)
+    raw = AutoModelForCausalLM.from_pretrained(str(tiny_llama), dtype=torch.float32)
     stage1 = load_file(str(out / "adapter_model.safetensors"))
     touched = next(k for k in stage1 if "q_proj.lora_B" in k)
     layer = int(touched.split("layers.")[1].split(".")[0])

@@ -1,4 +1,9 @@
-"""A precompute killed with SIGKILL resumes, and ends byte-identical to an uninterrupted run."""
+"""A precompute killed with SIGKILL resumes, and ends byte-identical to an uninterrupted run.
+
+The killed run is a small random Llama (the SmolLM2 tokenizer) over 40 texts in 40 shards: slow enough a
+shard that the run is still going when the third shard appears, fast enough that three runs take seconds
+beyond Python's start.
+"""
 
 import json
 import os
@@ -7,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from conftest import DATA, require_smollm
+from conftest import DATA, make_tiny_llama
 
 SCRIPT = r"""
 import json, sys
@@ -29,9 +34,9 @@ def _run(args, **kw):
 
 
 def test_sigkill_during_relevance_then_resume(tmp_path):
-    model = require_smollm()
+    model = make_tiny_llama(tmp_path / "model", hidden_size=128, layers=4)
     pool = DATA / "abstracts_unlabelled.jsonl"
-    n = 12  # 24 (text, item) pairs in 12 shards
+    n = 40  # 80 (text, item) pairs in 40 shards
 
     killed = tmp_path / "killed"
     proc = _run([model, killed, n, pool])
@@ -39,12 +44,12 @@ def test_sigkill_during_relevance_then_resume(tmp_path):
     while time.time() < deadline and proc.poll() is None:
         if len(list(killed.glob("relevance-*/part-*.json"))) >= 3:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be killed: " + proc.stdout.read()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = sorted(p.name for p in killed.glob("relevance-*/part-*.json"))
-    assert 3 <= len(done_before) < 12
+    assert 3 <= len(done_before) < n
     assert not list(killed.glob("examples-*/manifest.json"))  # nothing passes as complete
     mtimes = {p.name: p.stat().st_mtime_ns for p in killed.glob("relevance-*/part-*.json")}
 
@@ -53,7 +58,7 @@ def test_sigkill_during_relevance_then_resume(tmp_path):
     assert resumed.returncode == 0 and "DONE" in out, out[-3000:]
     # shards written before the kill were reused, not recomputed
     after = {p.name: p.stat().st_mtime_ns for p in killed.glob("relevance-*/part-*.json")}
-    assert len(after) == 12 and all(after[k] == v for k, v in mtimes.items())
+    assert len(after) == n and all(after[k] == v for k, v in mtimes.items())
 
     clean = tmp_path / "clean"
     fresh = _run([model, clean, n, pool])
