@@ -12,24 +12,40 @@ from axolotl_decselfmask.tools.experiments.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "docs" / "results"
-GRIDS = [ROOT / "examples" / "grids" / f"comparison_core_{c}.yml" for c in ("hallmarks", "mtsamples")]
+FLOAT32 = ROOT / "examples" / "grids" / "comparison_float32_hallmarks.yml"
+GRIDS = [ROOT / "examples" / "grids" / f"comparison_{tier}_{c}.yml"
+         for c in ("hallmarks", "mtsamples") for tier in ("core", "second")]
 
 
 @pytest.mark.skipif(not (COMMITTED / "results.csv").is_file(), reason="the comparison's results are not committed yet")
+def _same_report(out: Path, committed: Path) -> None:
+    assert (out / "results.csv").read_text() == (committed / "results.csv").read_text()
+    untimed = lambda p: re.sub(r"\(seed (\d+), [\d.]+ s\)", r"(seed \1, _ s)", p.read_text())  # noqa: E731
+    assert untimed(out / "results.md") == untimed(committed / "results.md")
+    fresh, kept = (json.loads(p.read_text()) for p in (out / "bootstrap.json", committed / "bootstrap.json"))
+    fresh.pop("seconds"), kept.pop("seconds")  # the bootstrap's own time
+    assert fresh == kept
+    assert {p.name for p in out.glob("*.png")} <= {p.name for p in committed.glob("*.png")}
+
+
 def test_the_committed_results_are_what_report_gives_from_the_committed_predictions(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the grids' paths resolve from the checkout
     out = tmp_path / "report"
     main(["report", *map(str, GRIDS), "--out", str(out), "--predictions-dir", str(COMMITTED / "predictions")])
-    assert (out / "results.csv").read_text() == (COMMITTED / "results.csv").read_text()
-    untimed = lambda p: re.sub(r"\(seed (\d+), [\d.]+ s\)", r"(seed \1, _ s)", p.read_text())  # noqa: E731
-    assert untimed(out / "results.md") == untimed(COMMITTED / "results.md")
-    fresh, kept = (json.loads(p.read_text()) for p in (out / "bootstrap.json", COMMITTED / "bootstrap.json"))
-    fresh.pop("seconds"), kept.pop("seconds")  # the bootstrap's own time
-    assert fresh == kept
-    assert {p.name for p in out.glob("*.png")} <= {p.name for p in COMMITTED.glob("*.png")}
+    _same_report(out, COMMITTED)
 
 
-FLOAT32 = ROOT / "examples" / "grids" / "comparison_float32_hallmarks.yml"
+FLOAT32_METHODS = "sft,decselfmask,continual_pretraining,sft_mask_fill"
+
+
+@pytest.mark.skipif(not (COMMITTED / "float32_hallmarks" / "results.csv").is_file(),
+                    reason="the float32-only comparison is not committed yet")
+def test_the_committed_float32_comparison_is_what_report_gives(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "float32"
+    main(["report", str(FLOAT32), str(ROOT / "examples" / "grids" / "comparison_second_hallmarks.yml"),
+          "--methods", FLOAT32_METHODS, "--out", str(out), "--predictions-dir", str(COMMITTED / "predictions")])
+    _same_report(out, COMMITTED / "float32_hallmarks")
 
 
 @pytest.mark.skipif(not (COMMITTED / "precision.json").is_file(), reason="the precision check is not committed yet")

@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 from axolotl_decselfmask.io.files import read_json
-from axolotl_decselfmask.tools.experiments.budget import write_budget
+from axolotl_decselfmask.tools.experiments.budget import predictions_folder, write_budget
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
 from axolotl_decselfmask.tools.experiments.precision import write_precision
 from axolotl_decselfmask.tools.experiments.predictions import (
     export_finished,
     load_predictions,
+    predictions_path,
     rows_from_predictions,
 )
 from axolotl_decselfmask.tools.experiments.report import write_results
@@ -48,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p_rep.add_argument("grid", nargs="+", help="grid file(s): several are reported together (e.g. one per corpus)")
     p_rep.add_argument("--out", required=True)
     p_rep.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p_rep.add_argument("--methods", help=("comma-separated subset of the grids' methods: the table, the bootstrap "
+                                          "and the plots of those only (say, the runs of one precision)"))
     p_rep.add_argument("--budget", action="store_true",
                        help=("the label-budget curve instead: each grid one labelled_per_task, its predictions in "
                              "<predictions-dir>/<grid file stem> (else <predictions-dir>); writes budget.json, "
@@ -95,26 +98,56 @@ def _metric_rows(grid: Grid, out_dir: Path, pred_dir: Path) -> list[dict]:
     return collect(grid, runs)
 
 
+def _split_methods(text: str | None) -> list[str] | None:
+    return [m.strip() for m in text.split(",") if m.strip()] if text else None
+
+
+def _grid_records(path: str, grid: Grid, folder: Path, methods: set[str]) -> list[dict]:
+    return load_predictions(folder, {c.name for c in grid.corpora}, set(grid.methods) & methods, set(grid.seeds))
+
+
 def report(grid_path: str | list[str], out: str, data_dir: str | None = None, predictions_dir: str | None = None,
-           resamples: int = 10_000, bootstrap_seed: int = 0) -> list[dict]:
+           resamples: int = 10_000, bootstrap_seed: int = 0, methods: list[str] | None = None) -> list[dict]:
     """results.csv, results.md, bootstrap.json and the plots again, from the predictions folder
     (default ``<out>/predictions``), which the finished runs in ``out`` (if any) refresh first.
     Rows of finished runs without predictions come from their metrics.json. Several grids (say one
-    per corpus) are reported together: their corpora, methods and seeds."""
-    grids = [_report_grid(p, data_dir) for p in ([grid_path] if isinstance(grid_path, str) else grid_path)]
+    per corpus) are reported together: their corpora, methods and seeds. A grid whose predictions
+    have a folder of their own, ``<predictions-dir>/<grid file stem>`` (a budget grid, the float32
+    check), is read from there, every other grid from ``<predictions-dir>``; the same run found in
+    two folders is an error. ``methods``: only these of the grids' methods."""
+    paths = [grid_path] if isinstance(grid_path, str) else list(grid_path)
+    grids = [(p, _report_grid(p, data_dir)) for p in paths]
     out_dir = Path(out)
     pred_dir = Path(predictions_dir) if predictions_dir else out_dir / "predictions"
-    metric_rows = [r for g in grids for r in _metric_rows(g, out_dir, pred_dir)]
-    corpora = {c.name for g in grids for c in g.corpora}
-    methods = [m for m in METHODS if any(m in g.methods for g in grids)]
-    seeds = {s for g in grids for s in g.seeds}
-    records = load_predictions(pred_dir, corpora, set(methods), seeds)
+    offered = [m for m in METHODS if any(m in g.methods for _, g in grids)]
+    if methods is not None:
+        unknown = [m for m in methods if m not in offered]
+        if unknown or not methods:
+            raise SystemExit(f"report --methods: {unknown or methods} not among the grids' methods {offered}")
+    wanted = set(methods if methods is not None else offered)
+    metric_rows, found = [], {}
+    for path, grid in grids:
+        folder = predictions_folder(path, pred_dir)
+        metric_rows += [r for r in _metric_rows(grid, out_dir, folder) if r.get("method") in wanted]
+        for rec in _grid_records(path, grid, folder, wanted):
+            key = (rec["corpus"], rec["method"], rec["seed"])  # one file each
+            if key in found and found[key][0] != folder:
+                raise SystemExit(f"report: {rec['corpus']}/{rec['method']}-seed{rec['seed']} is in both "
+                                 f"{found[key][0]} and {folder} (grid {path}); report one of them, or leave that "
+                                 "method out of one grid's report with --methods")
+            if key in found:  # the same file through two grids: the seeds either grid stands for
+                rec = {**rec, "seeds": sorted(set(found[key][1]["seeds"]) | set(rec["seeds"]))}
+            found[key] = (folder, rec)
+    # in the order of their paths, as one folder's files load (the bootstrap draws in this order)
+    records = [rec for folder, rec in sorted(found.values(), key=lambda fr: str(
+        predictions_path(fr[0], fr[1]["corpus"], fr[1]["method"], fr[1]["seed"])))]
+    corpora = {c.name for _, g in grids for c in g.corpora}
     if not records and not metric_rows:
         raise SystemExit(f"report: no predictions in {pred_dir} and no finished runs in {out_dir / 'runs'} for "
                          f"the corpora {sorted(corpora)}; run the grid first (or give --predictions-dir)")
     rows = merge_rows(metric_rows, rows_from_predictions(records), set())
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_results(out_dir, rows, grids[0], None, records, resamples, bootstrap_seed)
+    write_results(out_dir, rows, grids[0][1], None, records, resamples, bootstrap_seed)
     print(f"{len(rows)} rows ({len(records)} predictions files) -> {out_dir / 'results.csv'}")
     return rows
 
@@ -141,4 +174,5 @@ def main(argv: list[str] | None = None) -> None:
         write_budget(args.out, [(p, _report_grid(p, args.data_dir)) for p in args.grid],
                      args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed)
     else:
-        report(args.grid, args.out, args.data_dir, args.predictions_dir, args.resamples, args.bootstrap_seed)
+        report(args.grid, args.out, args.data_dir, args.predictions_dir, args.resamples, args.bootstrap_seed,
+               _split_methods(args.methods))
