@@ -102,7 +102,7 @@ def _split_methods(text: str | None) -> list[str] | None:
     return [m.strip() for m in text.split(",") if m.strip()] if text else None
 
 
-def _grid_records(path: str, grid: Grid, folder: Path, methods: set[str]) -> list[dict]:
+def _grid_records(grid: Grid, folder: Path, methods: set[str]) -> list[dict]:
     return load_predictions(folder, {c.name for c in grid.corpora}, set(grid.methods) & methods, set(grid.seeds))
 
 
@@ -129,7 +129,7 @@ def report(grid_path: str | list[str], out: str, data_dir: str | None = None, pr
     for path, grid in grids:
         folder = predictions_folder(path, pred_dir)
         metric_rows += [r for r in _metric_rows(grid, out_dir, folder) if r.get("method") in wanted]
-        for rec in _grid_records(path, grid, folder, wanted):
+        for rec in _grid_records(grid, folder, wanted):
             key = (rec["corpus"], rec["method"], rec["seed"])  # one file each
             if key in found and found[key][0] != folder:
                 raise SystemExit(f"report: {rec['corpus']}/{rec['method']}-seed{rec['seed']} is in both "
@@ -155,7 +155,7 @@ def report(grid_path: str | list[str], out: str, data_dir: str | None = None, pr
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "run":
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+        methods = _split_methods(args.methods)
         try:
             seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds is not None else None
             if seeds == []:
