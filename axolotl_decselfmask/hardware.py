@@ -157,7 +157,7 @@ def slow_bf16_warning(precision: Precision, cpu: CpuInfo | None = None) -> str |
 
 @functools.lru_cache(maxsize=1)
 def measure_cpu_bf16(size: int = 384, reps: int = 3, trials: int = 5) -> float:
-    """bf16 time / fp32 time of a linear layer's forward and backward on this CPU (about a second).
+    """bf16 time / fp32 time of a linear layer's forward and backward on this CPU (2.4-2.7 s measured on a busy core).
 
     The two are timed in turn ``trials`` times and the fastest of each is compared: a core shared
     with another process slows single timings (a single pair once read 3.6x on a machine where bf16
