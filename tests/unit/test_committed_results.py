@@ -60,3 +60,20 @@ def test_the_committed_precision_effect_is_what_report_precision_gives(tmp_path,
         {**kept, "a": relative(kept["a"]), "b": relative(kept["b"])}
     assert (out / "precision.md").read_text().replace(str(ROOT) + "/", "") == \
         (COMMITTED / "precision.md").read_text().replace(str(ROOT) + "/", "")
+
+
+BUDGET_GRIDS = [f"examples/grids/{stem}.yml" for stem in (
+    "comparison_budget_hallmarks_8", "comparison_core_hallmarks", "comparison_budget_hallmarks_32",
+    "comparison_budget_hallmarks_128")]
+
+
+@pytest.mark.skipif(not (COMMITTED / "budget" / "budget.json").is_file(), reason="the label-budget curve is not committed yet")
+def test_the_committed_label_budget_curve_is_what_report_budget_gives(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the command in docs/experiments.md, with relative paths as it is written there
+    out = tmp_path / "budget"
+    main(["report", "--budget", *BUDGET_GRIDS, "--out", str(out), "--predictions-dir", "docs/results/predictions"])
+    assert json.loads((out / "budget.json").read_text()) == json.loads((COMMITTED / "budget" / "budget.json").read_text())
+    assert (out / "budget.md").read_text() == (COMMITTED / "budget" / "budget.md").read_text()
+    assert (out / "budget.png").is_file() and (COMMITTED / "budget" / "budget.png").is_file()
+    curve = json.loads((out / "budget.json").read_text())
+    assert [p["labelled_per_task"] for p in curve["points"]] == [8, 16, 32, 128]  # every point is in
