@@ -77,3 +77,13 @@ def test_the_committed_label_budget_curve_is_what_report_budget_gives(tmp_path, 
     assert (out / "budget.png").is_file() and (COMMITTED / "budget" / "budget.png").is_file()
     curve = json.loads((out / "budget.json").read_text())
     assert [p["labelled_per_task"] for p in curve["points"]] == [8, 16, 32, 128]  # every point is in
+
+
+@pytest.mark.skipif(not (COMMITTED / "qwen_hallmarks" / "results.csv").is_file(),
+                    reason="the Qwen2.5-Coder-0.5B comparison is not committed yet")
+def test_the_committed_qwen_comparison_is_what_report_gives(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "qwen"
+    main(["report", str(ROOT / "examples" / "grids" / "comparison_qwen_hallmarks.yml"), "--out", str(out),
+          "--predictions-dir", str(COMMITTED / "predictions")])
+    _same_report(out, COMMITTED / "qwen_hallmarks")
