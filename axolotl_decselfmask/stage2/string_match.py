@@ -1,0 +1,164 @@
+"""The authors' string-match scorer: Macro F1 over answers read from teacher-forced argmax ids.
+
+What the authors' evaluation does (ferrazzipietro/DecSelfMask, ``compute_metrics_sft`` in
+src/training/evaluation_functions.py; see docs for the file references), restated:
+
+- per example, the argmax token ids and the gold ids on the labelled positions;
+- the answer is what follows the first occurrence of the assistant-header ids INSIDE that sequence (the
+  predicted header is looked for in the prediction itself), special ids dropped; without a header the
+  whole sequence, special ids dropped, is the answer;
+- answers are compared as their ids joined with no separator, so a prediction that is none of the gold
+  answers is a class of its own with F1 0 that counts in the macro mean (scikit-learn with ``labels``
+  left unset: the classes are the union of gold and predicted values);
+- Macro F1 pooled over every example of every item, and per item on that item's examples.
+
+``teacher_forced_argmax`` produces the per-example id lists from a causal LM and tokenised rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+IGNORE = -100
+
+
+def answer_ids(ids: Sequence[int], header: Sequence[int], special: Iterable[int]) -> list[int]:
+    """The ids after the first occurrence of ``header`` in ``ids`` (all of ``ids`` when it does not
+    occur), with the ``special`` ids removed."""
+    ids, header, special = [int(i) for i in ids], [int(h) for h in header], {int(s) for s in special}
+    if not header:
+        raise ValueError("string_match: the assistant-header id sequence is empty; pass the chat template's "
+                         "header ids (e.g. the ids of '<|im_start|>assistant\\n' for ChatML)")
+    start = 0
+    for i in range(len(ids) - len(header) + 1):
+        if ids[i:i + len(header)] == header:
+            start = i + len(header)
+            break
+    return [t for t in ids[start:] if t not in special]
+
+
+def answer_string(ids: Sequence[int], header: Sequence[int], special: Iterable[int]) -> str:
+    """The answer as the authors compare it: its ids joined with no separator ("" when empty)."""
+    return "".join(str(t) for t in answer_ids(ids, header, special))
+
+
+def macro_f1(gold: Sequence[str], predicted: Sequence[str], average: str = "macro") -> float:
+    """F1 as scikit-learn computes it with ``labels`` unset: classes = union of gold and predicted."""
+    from sklearn.metrics import f1_score
+
+    if len(gold) != len(predicted):
+        raise ValueError(f"string_match: {len(gold)} gold answers but {len(predicted)} predictions")
+    if not gold:
+        raise ValueError("string_match: no examples to score")
+    return float(f1_score(list(gold), list(predicted), average=average, zero_division=0.0))
+
+
+@dataclass
+class StringMatchScores:
+    """Pooled figures (every example of every item together) and per-item figures beside them."""
+
+    macro_f1: float
+    micro_f1: float
+    weighted_f1: float
+    off_format: float  # share of predictions that are none of their item's gold answer strings
+    n: int
+    per_item: dict[str, dict] = field(default_factory=dict)  # item -> macro_f1, off_format, n
+
+    @property
+    def mean_per_item_macro_f1(self) -> float:
+        """Mean of the per-item Macro F1 (not a figure the authors' function reports)."""
+        return sum(v["macro_f1"] for v in self.per_item.values()) / len(self.per_item)
+
+    def to_dict(self) -> dict:
+        return {"macro_f1": self.macro_f1, "micro_f1": self.micro_f1, "weighted_f1": self.weighted_f1,
+                "off_format": self.off_format, "n": self.n,
+                "mean_per_item_macro_f1": self.mean_per_item_macro_f1, "per_item": self.per_item}
+
+
+def _answers(sequences: Sequence[Sequence[int]], header, special, what: str) -> list[str]:
+    out = [answer_string(s, header, special) for s in sequences]
+    if what == "gold":
+        empty = [i for i, a in enumerate(out) if not a]
+        if empty:
+            raise ValueError(f"string_match: gold example(s) {empty[:5]} have an empty answer after the header "
+                             "(special ids dropped); the rows must carry the gold answer on the labelled positions")
+    return out
+
+
+def _off_format(gold: list[str], predicted: list[str], items: list[str],
+                valid: Mapping[str, Iterable[str]] | None) -> list[bool]:
+    if valid is None:
+        seen: dict[str, set[str]] = {}
+        for g, it in zip(gold, items):
+            seen.setdefault(it, set()).add(g)
+        allowed = seen
+    else:
+        missing = sorted(set(items) - set(valid))
+        if missing:
+            raise ValueError(f"string_match: valid_answers has no entry for item(s) {missing[:5]}")
+        allowed = {k: set(v) for k, v in valid.items()}
+    return [p not in allowed[it] for p, it in zip(predicted, items)]
+
+
+def score_string_match(predicted: Sequence[Sequence[int]], gold: Sequence[Sequence[int]],
+                       header: Sequence[int], special: Iterable[int], items: Sequence[str] | None = None,
+                       valid_answers: Mapping[str, Iterable[str]] | None = None) -> StringMatchScores:
+    """Macro F1 of the authors' scorer, pooled and per item, with the share of off-format answers.
+
+    ``predicted[i]`` / ``gold[i]``: the argmax ids and the gold ids on example i's labelled positions.
+    ``items[i]``: example i's item (task); one item when None. ``valid_answers``: per item, the answer
+    strings that count as in format (default: the gold answer strings seen for that item).
+    """
+    if len(predicted) != len(gold):
+        raise ValueError(f"string_match: {len(predicted)} predicted sequences but {len(gold)} gold sequences")
+    items = ["all"] * len(gold) if items is None else [str(x) for x in items]
+    if len(items) != len(gold):
+        raise ValueError(f"string_match: {len(items)} item names for {len(gold)} examples")
+    special = {int(s) for s in special}
+    g = _answers(gold, header, special, "gold")
+    p = _answers(predicted, header, special, "predicted")
+    off = _off_format(g, p, items, valid_answers)
+    per_item = {}
+    for it in sorted(set(items)):
+        idx = [i for i, x in enumerate(items) if x == it]
+        per_item[it] = {"macro_f1": macro_f1([g[i] for i in idx], [p[i] for i in idx]),
+                        "off_format": sum(off[i] for i in idx) / len(idx), "n": len(idx)}
+    return StringMatchScores(macro_f1=macro_f1(g, p), micro_f1=macro_f1(g, p, "micro"),
+                             weighted_f1=macro_f1(g, p, "weighted"), off_format=sum(off) / len(off),
+                             n=len(g), per_item=per_item)
+
+
+def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size: int = 8,
+                          shift: bool = True) -> tuple[list[list[int]], list[list[int]]]:
+    """(argmax ids, gold ids) on each row's labelled positions (``labels`` != -100), one forward per batch.
+
+    ``rows``: dicts with ``input_ids`` and ``labels`` (the stage-2 training format). ``shift=True``: the
+    prediction for position t is the argmax of the logits at t-1, as a causal LM's loss reads them (a
+    labelled position 0 has no prediction and is left out). ``shift=False``: the argmax at t itself, as
+    the authors' Trainer hands it to ``compute_metrics_sft`` (their answers then carry the prediction made
+    after the last token). Right padding with the tokenizer's pad id (eos when it has none).
+    """
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    predicted, gold = [], []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        width = max(len(r["input_ids"]) for r in batch)
+        ids = torch.full((len(batch), width), int(pad), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, r in enumerate(batch):
+            ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"], dtype=torch.long)
+            mask[i, :len(r["input_ids"])] = 1
+        with torch.no_grad():
+            argmax = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.argmax(-1).cpu()
+        for i, r in enumerate(batch):
+            if len(r["labels"]) != len(r["input_ids"]):
+                raise ValueError(f"string_match: row {start + i} has {len(r['labels'])} labels for "
+                                 f"{len(r['input_ids'])} input ids")
+            keep = [t for t, y in enumerate(r["labels"]) if y != IGNORE and (t > 0 or not shift)]
+            predicted.append([int(argmax[i, t - 1 if shift else t]) for t in keep])
+            gold.append([int(r["labels"][t]) for t in keep])
+    return predicted, gold
