@@ -4,6 +4,10 @@ Each function names the version it was written against. ``tests/unit/test_compat
 one against the installed libraries, so that an upgrade that changes them fails there, with
 the function's name, rather than deep inside a run. Outside this module the package uses
 public APIs only (``tests/unit/test_layout.py`` checks it).
+
+The tests run Axolotl 0.19.0 (transformers 5.16.1). Every symbol used here was also read in the
+sources of Axolotl 0.20.0 and 0.21.0 and of the transformers they pin (5.17.0, 5.20.1): the table
+is in docs/hardening.md, "Axolotl 0.19 to 0.21".
 """
 
 from __future__ import annotations
@@ -93,18 +97,30 @@ def repeat_cache_rows(cache, n: int) -> None:
 
 def load_trainer_checkpoint(trainer, checkpoint: str) -> None:
     """Load a checkpoint's weights into a Trainer's model without training
-    (``Trainer._load_from_checkpoint``, transformers 5.16; ``train(resume_from_checkpoint=...)``
-    would also take a step)."""
+    (``Trainer._load_from_checkpoint``, transformers 5.16, the same through 5.20.1;
+    ``train(resume_from_checkpoint=...)`` would also take a step)."""
     trainer._load_from_checkpoint(checkpoint)
 
 
-# ------------------------------------------------------------------------------ axolotl 0.19.0
+# ------------------------------------------------------------------------ axolotl 0.19 to 0.21
+
+def training_raised() -> BaseException | None:
+    """The exception stage 1's training is raising when Axolotl calls ``post_train_unload``, else None.
+
+    Axolotl 0.19.0 calls the hook only after ``train`` returned (``axolotl/cli/train.py:do_train``);
+    0.20.0 and 0.21.0 call it in a ``finally:`` around ``train``, so that it also runs while an error
+    of stage 1 (or Ctrl-C) propagates. Inside that ``finally:`` the propagating exception is the one
+    ``sys.exc_info()`` reports, to the hook as to any function it calls; on 0.19 it is None there.
+    """
+    return sys.exc_info()[1]
+
 
 def install_cli_excepthook() -> None:
     """Print the plugin's errors as one line at the end of an ``axolotl`` command
     (:mod:`axolotl_decselfmask.errors`).
 
-    Axolotl 0.19.0 has no error hook for plugins, but none of its commands catches an exception:
+    Axolotl 0.19.0 has no error hook for plugins (nor have 0.20.0 and 0.21.0, read: the same paths
+    below), but none of its commands catches an exception:
     ``axolotl preprocess`` runs in the ``axolotl`` process (click, ``axolotl.cli.main``), and
     ``axolotl train`` in the process that ``accelerate launch -m axolotl.cli.train`` starts
     (``fire.Fire``); the exception reaches ``sys.excepthook`` of that process, and the plugins'

@@ -82,3 +82,64 @@ def test_install_cli_excepthook(monkeypatch):
     compat.install_cli_excepthook()
     assert sys.excepthook is errors.excepthook
     assert errors._previous is before
+
+
+def test_training_raised_tells_a_failed_stage1_from_a_finished_one():
+    """Axolotl 0.20 and 0.21 call ``post_train_unload`` in a ``finally:`` around ``train`` (read in their
+    ``axolotl/cli/train.py:do_train``), so the hook also runs while stage 1's error propagates."""
+    import pytest
+
+    seen = []
+
+    def do_train(fail: bool):  # the shape of 0.20/0.21's do_train
+        try:
+            if fail:
+                raise RuntimeError("stage 1 failed")
+        finally:
+            seen.append(compat.training_raised())
+
+    do_train(False)
+    with pytest.raises(RuntimeError):
+        do_train(True)
+    assert seen[0] is None
+    assert isinstance(seen[1], RuntimeError) and str(seen[1]) == "stage 1 failed"
+    assert compat.training_raised() is None  # the error handled: nothing in flight
+
+
+def test_installed_axolotl_calls_post_train_unload_as_training_raised_expects():
+    """The installed Axolotl's ``do_train`` calls ``post_train_unload`` either after ``train`` returned
+    (0.19) or in the ``finally:`` of a ``try:`` around it (0.20, 0.21): the two shapes
+    :func:`compat.training_raised` answers for. Another shape fails here."""
+    import ast
+    import inspect
+    import textwrap
+
+    from axolotl.cli import train
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(train.do_train)))
+    body = tree.body[0].body
+
+    def mentions(nodes, name):
+        return any(isinstance(n, ast.Attribute) and n.attr == name or isinstance(n, ast.Name) and n.id == name
+                   for node in nodes for n in ast.walk(node))
+
+    assert mentions(body, "train_fn") and mentions(body, "post_train_unload"), ast.unparse(tree)
+    tries = [n for n in body if isinstance(n, ast.Try) and mentions(n.body, "train_fn")]
+    if tries:  # 0.20, 0.21
+        assert mentions(tries[0].finalbody, "post_train_unload"), ast.unparse(tries[0])
+    else:  # 0.19: after the call, at the top level of do_train
+        at = [i for i, n in enumerate(body) if mentions([n], "post_train_unload")]
+        trained = [i for i, n in enumerate(body) if mentions([n], "train_fn")]
+        assert trained[0] < at[0], ast.unparse(tree)
+
+
+def test_fallbacks_for_missing_transformers_internals():
+    """A model without ``config._attn_implementation`` runs eager attention; a class without
+    ``_can_set_attn_implementation`` (older or newer transformers) is assumed to dispatch by name."""
+    from types import SimpleNamespace
+
+    bare = SimpleNamespace(config=SimpleNamespace())
+    assert compat.attn_implementation(bare) == "eager"
+    assert compat.dispatches_attention_by_name(torch.nn.Linear(2, 2)) is True
+    # where the probe exists (transformers 5.16 to 5.20), its answer is used: Llama dispatches by name
+    assert compat.dispatches_attention_by_name(_model()) is True
