@@ -22,7 +22,7 @@ import logging
 
 from datasets import Dataset
 
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage1.budget import apply_token_budget, write_stage1_stats
 from axolotl_decselfmask.stage1.masked_reconstruction import PoolStrategy
 from axolotl_decselfmask.stage1.pool import (

@@ -68,6 +68,13 @@ METHODS: dict[str, Method] = {
         {"decselfmask.stage1": True, "datasets.0.type": "axolotl_decselfmask.continual_pretraining",
          "decselfmask.probing.enabled": True},
     ),
+    "continual_pretraining_authors": Method(
+        "stage 1 is continual pretraining in the authors' form: decselfmask's masked rows (its relevance, spans "
+        "and cache) with the spans put back, in the chat template, the loss on every token; then stage 2",
+        {"decselfmask.stage1": True, "datasets.0.type": "axolotl_decselfmask.continual_pretraining",
+         "decselfmask.continual_pretraining.form": "authors", "decselfmask.probing.enabled": True},
+        default=False, baseline=False,
+    ),
     "synthetic_labels": Method(
         "no stage 1; the stage-2 model labels the pool, its confident pseudo-labels join the gold ones, stage 2 again",
         {"decselfmask.stage1": False, "decselfmask.classification.pseudo_labels": {"enabled": True},
