@@ -7,10 +7,9 @@ config validation with a message that names the key.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from axolotl_decselfmask.io.files import safe_filename
 
@@ -221,6 +220,38 @@ class MaskingConfig(_Strict):
     )
 
 
+class ContinualPretrainingConfig(_Strict):
+    """The rows of the ``axolotl_decselfmask.continual_pretraining`` dataset type (the continual-pretraining
+    baseline's stage 1)."""
+
+    form: Literal["raw", "authors"] = Field(
+        default="raw",
+        description=(
+            "raw: each pool text as it is, then eos, no chat template (one row a text). authors: the "
+            "masked-reconstruction rows (the relevance, spans and cache of masked_reconstruction) with their "
+            "spans put back, each in the chat template as one user turn after an empty system turn, eos "
+            "appended (one row per masked example, as the authors' first commit). Both: loss on every token."
+        ),
+    )
+
+
+def items_per_text_value(value):
+    """``decselfmask.items_per_text`` as the block keeps it: a whole number >= 1, or ``all``; -1 (the
+    authors' scripts' ``keep_n_sequences_per_note`` for every item) is ``all``."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if value == -1 and isinstance(value, int) and not isinstance(value, bool):
+        return "all"
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(
+        f"decselfmask.items_per_text: {value!r} is not a number of items per note; write a whole number "
+        "N >= 1 (N random items per note, drawn without replacement under decselfmask.seed; every item when "
+        "N >= the number of items), or all (or -1, the authors' scripts' value) for every item")
+
+
 class PseudoLabelConfig(_Strict):
     """The synthetic-labels baseline: the stage-2 model labels unlabelled texts, the confident
     labels join the gold ones, and stage 2 is trained again from the start on both."""
@@ -265,53 +296,9 @@ class HeadConfig(_Strict):
     )
 
 
-def field_groups(model: type[BaseModel]) -> list[tuple[str, list[str]]]:
-    """``(heading, keys)`` of each ``> Parameters that control ...`` section of ``model``'s docstring,
-    in order (TRL's layout: the keys of a section are the backquoted names under its heading); [] for a
-    model whose docstring has no section."""
-    groups: list[tuple[str, list[str]]] = []
-    for line in (model.__doc__ or "").splitlines():
-        text = line.strip()
-        if text.startswith("> Parameters that control"):
-            groups.append((text.removeprefix("> "), []))
-        elif groups:
-            groups[-1][1].extend(re.findall(r"`(\w+)`", text))
-    return groups
-
-
 class ClassificationConfig(_Strict):
-    r"""Stage 2 (supervised classification with TRL) and the evaluation.
+    """Stage 2 (supervised classification with TRL) and the evaluation."""
 
-    Parameters:
-        > Parameters that control what stage 2 runs
-
-            `enabled`, `train`, `method`, `head`, `joint`
-
-        > Parameters that control the task (an entry of `tasks` may set each of these for itself)
-
-            `task`, `train_file`, `test_file`, `test_fraction`, `text_column`, `label_column`, `id_column`,
-            `labels`, `question`, `multi_label`, `label_separator`, `label_question`
-
-        > Parameters that control the prompt
-
-            `prompt`, `system_prompt`, `label_answers`, `max_length`
-
-        > Parameters that control the training
-
-            `lora_r`, `lora_alpha`, `lora_dropout`, `learning_rate`, `num_epochs`, `max_steps`, `batch_size`,
-            `gradient_accumulation_steps`, `weight_decay`, `warmup_ratio`, `lr_scheduler`, `train_on_inputs`,
-            `max_train_examples`, `save_steps`, `save_total_limit`, `logging_steps`, `pseudo_labels`
-
-        > Parameters that control the evaluation
-
-            `eval_batch_size`, `option_chunk`, `max_test_examples`
-
-        > Parameters that control the decision
-
-            `calibration`, `calibration_pool_texts`, `calibration_temperature`
-    """
-
-    # Parameters that control what stage 2 runs
     enabled: bool = Field(default=True, description="Run stage 2 after stage 1, in the same `axolotl train`.")
     train: bool = Field(
         default=True,
@@ -326,15 +313,6 @@ class ClassificationConfig(_Strict):
         ),
     )
     head: HeadConfig = Field(default_factory=HeadConfig, description="The classification head (method: head).")
-    joint: bool = Field(
-        default=True,
-        description=(
-            "One stage-2 LoRA trained on the labelled examples of every task together (the paper), saved "
-            "to <output_dir>/stage2. false: one LoRA per task, in <output_dir>/stage2/<task>."
-        ),
-    )
-
-    # Parameters that control the task (an entry of `tasks` may set each of these for itself)
     task: str = Field(default="task", min_length=1, description="Task name used in metrics.json.")
     train_file: str | None = Field(default=None, description="Labelled examples (jsonl, csv, parquet or a saved HF dataset).")
     test_file: str | None = Field(default=None, description="Test examples; Macro F1 is computed on these.")
@@ -361,6 +339,7 @@ class ClassificationConfig(_Strict):
         min_length=1,
         description="Question asked after the text; the options are listed after it.",
     )
+    system_prompt: str = Field(default=DEFAULT_CLASSIFY_SYSTEM, description="System turn of the classification prompt.")
     multi_label: bool | Literal["auto"] = Field(
         default="auto",
         description=(
@@ -381,26 +360,10 @@ class ClassificationConfig(_Strict):
             "it is followed by the mask."
         ),
     )
-
-    # Parameters that control the prompt
-    prompt: Literal["options", "mask_fill"] = Field(
-        default="options",
-        description=(
-            "options: system_prompt, the text, the question and the option list. mask_fill (the paper's): "
-            "the stage-1 system prompt (masking.system_prompt), the text, the question (or the task's one "
-            "item) followed by the one-token mask, then the option list."
-        ),
-    )
-    system_prompt: str = Field(default=DEFAULT_CLASSIFY_SYSTEM, description="System turn of the classification prompt.")
     label_answers: list[str] = Field(
         default_factory=lambda: ["yes", "no"], min_length=2, max_length=2,
         description="multi_label: the two options of every label question, the first meaning the note has the label.",
     )
-    max_length: int | None = Field(
-        default=None, ge=16, description="Token limit of a classification prompt. Default: sequence_len."
-    )
-
-    # Parameters that control the training
     lora_r: int = Field(default=32, ge=1, description="Stage-2 LoRA rank (the paper: 32).")
     lora_alpha: int = Field(default=64, ge=1, description="Stage-2 LoRA alpha (the paper: 64).")
     lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
@@ -419,17 +382,30 @@ class ClassificationConfig(_Strict):
         default=False,
         description="Loss on the whole prompt too, not only on the label (the authors' shipped runs: true).",
     )
-    max_train_examples: int | None = Field(
-        default=None, ge=1, description="Train (and fit the decision) on the first n labelled rows only.")
+    joint: bool = Field(
+        default=True,
+        description=(
+            "One stage-2 LoRA trained on the labelled examples of every task together (the paper), saved "
+            "to <output_dir>/stage2. false: one LoRA per task, in <output_dir>/stage2/<task>."
+        ),
+    )
+    prompt: Literal["options", "mask_fill"] = Field(
+        default="options",
+        description=(
+            "options: system_prompt, the text, the question and the option list. mask_fill (the paper's): "
+            "the stage-1 system prompt (masking.system_prompt), the text, the question (or the task's one "
+            "item) followed by the one-token mask, then the option list."
+        ),
+    )
     save_steps: int | None = Field(
         default=None, ge=1,
         description="Save a stage-2 checkpoint every n steps (default: none); a stopped run resumes from the newest.",
     )
     save_total_limit: int | None = Field(default=2, ge=1, description="Stage-2 checkpoints kept.")
     logging_steps: int = Field(default=5, ge=1, description="Stage-2 loss logged every n steps.")
-    pseudo_labels: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
-
-    # Parameters that control the evaluation
+    max_length: int | None = Field(
+        default=None, ge=16, description="Token limit of a classification prompt. Default: sequence_len."
+    )
     eval_batch_size: int = Field(default=8, ge=1)
     option_chunk: int = Field(
         default=8, ge=1,
@@ -440,8 +416,8 @@ class ClassificationConfig(_Strict):
         ),
     )
     max_test_examples: int | None = Field(default=None, ge=1, description="Evaluate on the first n test rows only.")
-
-    # Parameters that control the decision
+    max_train_examples: int | None = Field(
+        default=None, ge=1, description="Train (and fit the decision) on the first n labelled rows only.")
     calibration: Literal["none", "balanced", "labelled", "pool", "pool_uncorrected"] = Field(
         default="balanced",
         description=(
@@ -463,6 +439,7 @@ class ClassificationConfig(_Strict):
             "They are the training examples, so the fitted temperature is optimistic."
         ),
     )
+    pseudo_labels: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
 
     @model_validator(mode="after")
     def _labels_distinct(self) -> "ClassificationConfig":
@@ -487,51 +464,33 @@ def check_test_source(c) -> None:
             "keep test_file for a separate test set, or test_fraction to split train_file")
 
 
-#: the keys of ``classification`` that an entry of ``tasks`` may set for itself: the group "Parameters that
-#: control the task" of :class:`ClassificationConfig`, from which :class:`TaskConfig` is made
-TASK_KEYS = ("task", "train_file", "test_file", "test_fraction", "text_column", "label_column", "id_column",
-             "labels", "question", "multi_label", "label_separator", "label_question")
+class TaskConfig(_Strict):
+    """One task of a many-task run: its files and labels. Keys left out are taken from
+    ``decselfmask.classification``."""
 
-#: ``tasks[]`` keys whose description says more than "null takes classification's value"
-_TASK_DESCRIPTIONS = {
-    "test_fraction": "This task's test rows: a share of its train_file (replaces an inherited test_file), or set test_file.",
-}
-
-
-class _TaskChecks(_Strict):
-    """The checks of one ``tasks`` entry; its keys are added by :func:`_task_field`."""
+    task: str = Field(min_length=1, description="Task name used in metrics.json.")
+    train_file: str | None = None
+    test_file: str | None = None
+    test_fraction: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description="This task's test rows: a share of its train_file (replaces an inherited test_file), or set test_file.")
+    text_column: str | None = None
+    label_column: str | None = None
+    id_column: str | None = None
+    labels: list[str] | None = None
+    question: str | None = None
+    multi_label: bool | Literal["auto"] | None = None
+    label_separator: str | None = None
+    label_question: str | None = None
+    items: list[str] = Field(
+        default_factory=list,
+        description="Task items this task adds to the relevance items. Empty: its labels.",
+    )
 
     @model_validator(mode="after")
     def _one_test_source(self) -> "TaskConfig":
         check_test_source(self)
         return self
-
-
-def _task_field(name: str) -> tuple:
-    """``(type, Field)`` of ``tasks[].<name>``, made from ``classification.<name>``: the same type and
-    range, and null (the default) takes the value of ``classification``; ``task`` stays required."""
-    info = ClassificationConfig.model_fields[name]
-    annotation = info.annotation if name == "task" else Optional[info.annotation]
-    if info.metadata:  # the range (ge, lt, min_length...) of classification's key
-        annotation = Annotated[(annotation, *info.metadata)]
-    if name == "task":
-        return annotation, Field(description=info.description)
-    return annotation, Field(
-        default=None, description=_TASK_DESCRIPTIONS.get(name, f"This task's value; null takes `classification.{name}`."))
-
-
-TaskConfig = create_model(
-    "TaskConfig",
-    __base__=_TaskChecks,
-    __module__=__name__,
-    __doc__="""One task of a many-task run: its files and labels. Keys left out are taken from
-    ``decselfmask.classification``.""",
-    **{name: _task_field(name) for name in TASK_KEYS},
-    items=(list[str], Field(
-        default_factory=list,
-        description="Task items this task adds to the relevance items. Empty: its labels.",
-    )),
-)
 
 
 class DecSelfMaskConfig(_Strict):
@@ -554,7 +513,11 @@ class DecSelfMaskConfig(_Strict):
     )
     items_per_text: Annotated[int, Field(ge=1)] | Literal["all"] = Field(
         default=1,
-        description="Items scored per unlabelled text (picked at random with seed); all: every item (the paper).",
+        description=(
+            "Items scored per unlabelled text: N drawn at random per text, without replacement, under seed "
+            "(every item when N >= the number of items), so every pool text gets at least one; all (or -1): "
+            "every item. The authors' keep_n_sequences_per_note: 9 in their first commit's relevance run."
+        ),
     )
     seed: int = Field(default=0, description="Seed of item choice and example order.")
     stage1: bool = Field(default=True, description="false skips masked-reconstruction training: the plain-SFT baseline.")
@@ -592,6 +555,7 @@ class DecSelfMaskConfig(_Strict):
     relevance: RelevanceConfig = Field(default_factory=RelevanceConfig)
     spans: SpanConfig = Field(default_factory=SpanConfig)
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    continual_pretraining: ContinualPretrainingConfig = Field(default_factory=ContinualPretrainingConfig)
     classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
     tasks: list[TaskConfig] = Field(
         default_factory=list,
@@ -617,6 +581,13 @@ class DecSelfMaskConfig(_Strict):
         from axolotl_decselfmask.protocol import resolve_preset
 
         return resolve_preset(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _items_per_text(cls, data):
+        if isinstance(data, dict) and "items_per_text" in data:
+            data = {**data, "items_per_text": items_per_text_value(data["items_per_text"])}
+        return data
 
     def items_per_text_count(self) -> int:
         """How many items each text is scored for."""

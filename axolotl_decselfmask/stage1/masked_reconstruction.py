@@ -10,7 +10,8 @@ In a recipe::
 Axolotl loads the file and hands the rows to :meth:`MaskedReconstructionStrategy.wrap_dataset`,
 which computes self-relevance with the recipe's model (or ``decselfmask.relevance.model``),
 selects spans, builds one masked-reconstruction example per span and tokenises them with
-labels on the answer only (``train_on_inputs: true`` trains on the whole example).
+labels on the answer only (Axolotl's ``train_on_inputs: true``: labels on every token of the
+example, the system turn, the masked text and the template's own tokens included).
 ``axolotl preprocess`` runs this once and both Axolotl and this plugin cache the result.
 """
 
@@ -22,8 +23,8 @@ from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from datasets import Dataset
 
 from axolotl_decselfmask.args import plugin_config
-from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.tables import (
+    InputError,
     dataset_text_column,
 )
 from axolotl_decselfmask.prompts import (
@@ -66,19 +67,15 @@ class PoolStrategy(DatasetWrappingStrategy):
             )
         return path, column
 
-
-class MaskedReconstructionStrategy(PoolStrategy):
-    def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs) -> Dataset:
-        cfg, config, tokenizer = self.cfg, self.config, self.tokenizer
+    def masked_examples(self, dataset, row_of, tokenizer=None):
+        """The pool of ``dataset`` and its masked examples (the precompute, cached), and ``row(example)``,
+        the tokenised training row of an example (``row_of(pool)``): with a stage-1 budget, relevance stops
+        at the shard whose rows pass it (the rows the budget keeps). Prints what the pool gave.
+        ``tokenizer``: the one the pool is prepared with (it gets the mask token), default the recipe's."""
+        cfg, config, tokenizer = self.cfg, self.config, tokenizer or self.tokenizer
         path, column = self.text_column(dataset)
         pool = prepare_pool(dataset[column], cfg, config, tokenizer, path, column)
-
-        def row(ex: dict) -> dict:
-            return tokenize_for_training(tokenizer, reconstruction_messages(ex["masked_text"], ex["answer"],
-                                                                            config.masking.system_prompt),
-                                         train_on_inputs=bool(cfg.train_on_inputs))
-
-        # with a stage-1 budget, relevance stops at the shard whose examples pass it (the same kept rows)
+        row = row_of(pool)
         result = run_precompute(
             pool.texts, config, tokenizer, relevance_model_path(cfg, config), config.cache_dir,
             trust_remote_code=bool(cfg.trust_remote_code), token_budget=config.stage1_token_budget,
@@ -90,27 +87,35 @@ class MaskedReconstructionStrategy(PoolStrategy):
               f"({pool.report.truncated} truncated to {pool.budget} tokens, {len(pool.report.skipped_empty)} empty "
               f"skipped, {pool.with_mask} skipped for containing the mask string, {result.n_without_spans} without "
               f"spans, {result.n_bad_relevance} with zero or non-finite relevance){where}")
-        rows = [row(ex) for ex in result.examples]
-        rows, stats = apply_token_budget(rows, config.stage1_token_budget, f"{DATASET_TYPE}, {path}")
+        return path, result, row
+
+    def budgeted_rows(self, result, row, dataset_type: str, path, extra: dict | None = None) -> Dataset:
+        """The rows of ``result``'s examples within the stage-1 budget, their statistics written."""
+        config = self.config
+        rows, stats = apply_token_budget([row(ex) for ex in result.examples], config.stage1_token_budget,
+                                         f"{dataset_type}, {path}")
         kept_texts = {ex["text_index"] for ex in result.examples[: len(rows)]}
-        write_stage1_stats(cfg.output_dir, {"dataset_type": DATASET_TYPE, **stats, "texts": len(kept_texts),
-                                            "pool_texts": result.n_texts, "relevance_partial": result.partial,
-                                            "pairs_scored": result.n_pairs_scored,
-                                            # the model card names this run's examples by it (cache.py's layout)
-                                            "examples_dir": str(result.directory) if config.masking.write_jsonl else None})
+        write_stage1_stats(self.cfg.output_dir, {"dataset_type": dataset_type, **stats, "texts": len(kept_texts),
+                                                 "pool_texts": result.n_texts, "relevance_partial": result.partial,
+                                                 "pairs_scored": result.n_pairs_scored,
+                                                 # the model card names this run's examples by it (cache.py's layout)
+                                                 "examples_dir": (str(result.directory) if config.masking.write_jsonl
+                                                                  else None), **(extra or {})})
         return Dataset.from_list(rows)
 
 
+class MaskedReconstructionStrategy(PoolStrategy):
+    def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs) -> Dataset:
+        cfg, config, tokenizer = self.cfg, self.config, self.tokenizer
 
+        def row(ex: dict) -> dict:
+            # the loss on the answer, or on every token (the prompt's too) with Axolotl's train_on_inputs: true
+            return tokenize_for_training(tokenizer, reconstruction_messages(ex["masked_text"], ex["answer"],
+                                                                            config.masking.system_prompt),
+                                         train_on_inputs=bool(cfg.train_on_inputs))
 
-
-
-
-
-
-
-
-
+        path, result, row = self.masked_examples(dataset, lambda pool: row)
+        return self.budgeted_rows(result, row, DATASET_TYPE, path)
 
 
 def load(tokenizer, cfg, ds_cfg=None):
