@@ -7,9 +7,10 @@ config validation with a message that names the key.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from axolotl_decselfmask.io.files import safe_filename
 
@@ -296,9 +297,53 @@ class HeadConfig(_Strict):
     )
 
 
-class ClassificationConfig(_Strict):
-    """Stage 2 (supervised classification with TRL) and the evaluation."""
+def field_groups(model: type[BaseModel]) -> list[tuple[str, list[str]]]:
+    """``(heading, keys)`` of each ``> Parameters that control ...`` section of ``model``'s docstring,
+    in order (TRL's layout: the keys of a section are the backquoted names under its heading); [] for a
+    model whose docstring has no section."""
+    groups: list[tuple[str, list[str]]] = []
+    for line in (model.__doc__ or "").splitlines():
+        text = line.strip()
+        if text.startswith("> Parameters that control"):
+            groups.append((text.removeprefix("> "), []))
+        elif groups:
+            groups[-1][1].extend(re.findall(r"`(\w+)`", text))
+    return groups
 
+
+class ClassificationConfig(_Strict):
+    r"""Stage 2 (supervised classification with TRL) and the evaluation.
+
+    Parameters:
+        > Parameters that control what stage 2 runs
+
+            `enabled`, `train`, `method`, `head`, `joint`
+
+        > Parameters that control the task (an entry of `tasks` may set each of these for itself)
+
+            `task`, `train_file`, `test_file`, `test_fraction`, `text_column`, `label_column`, `id_column`,
+            `labels`, `question`, `multi_label`, `label_separator`, `label_question`
+
+        > Parameters that control the prompt
+
+            `prompt`, `system_prompt`, `label_answers`, `max_length`
+
+        > Parameters that control the training
+
+            `lora_r`, `lora_alpha`, `lora_dropout`, `learning_rate`, `num_epochs`, `max_steps`, `batch_size`,
+            `gradient_accumulation_steps`, `weight_decay`, `warmup_ratio`, `lr_scheduler`, `train_on_inputs`,
+            `max_train_examples`, `save_steps`, `save_total_limit`, `logging_steps`, `pseudo_labels`
+
+        > Parameters that control the evaluation
+
+            `eval_batch_size`, `option_chunk`, `max_test_examples`
+
+        > Parameters that control the decision
+
+            `calibration`, `calibration_pool_texts`, `calibration_temperature`
+    """
+
+    # Parameters that control what stage 2 runs
     enabled: bool = Field(default=True, description="Run stage 2 after stage 1, in the same `axolotl train`.")
     train: bool = Field(
         default=True,
@@ -313,6 +358,15 @@ class ClassificationConfig(_Strict):
         ),
     )
     head: HeadConfig = Field(default_factory=HeadConfig, description="The classification head (method: head).")
+    joint: bool = Field(
+        default=True,
+        description=(
+            "One stage-2 LoRA trained on the labelled examples of every task together (the paper), saved "
+            "to <output_dir>/stage2. false: one LoRA per task, in <output_dir>/stage2/<task>."
+        ),
+    )
+
+    # Parameters that control the task (an entry of `tasks` may set each of these for itself)
     task: str = Field(default="task", min_length=1, description="Task name used in metrics.json.")
     train_file: str | None = Field(default=None, description="Labelled examples (jsonl, csv, parquet or a saved HF dataset).")
     test_file: str | None = Field(default=None, description="Test examples; Macro F1 is computed on these.")
@@ -339,7 +393,6 @@ class ClassificationConfig(_Strict):
         min_length=1,
         description="Question asked after the text; the options are listed after it.",
     )
-    system_prompt: str = Field(default=DEFAULT_CLASSIFY_SYSTEM, description="System turn of the classification prompt.")
     multi_label: bool | Literal["auto"] = Field(
         default="auto",
         description=(
@@ -360,10 +413,26 @@ class ClassificationConfig(_Strict):
             "it is followed by the mask."
         ),
     )
+
+    # Parameters that control the prompt
+    prompt: Literal["options", "mask_fill"] = Field(
+        default="options",
+        description=(
+            "options: system_prompt, the text, the question and the option list. mask_fill (the paper's): "
+            "the stage-1 system prompt (masking.system_prompt), the text, the question (or the task's one "
+            "item) followed by the one-token mask, then the option list."
+        ),
+    )
+    system_prompt: str = Field(default=DEFAULT_CLASSIFY_SYSTEM, description="System turn of the classification prompt.")
     label_answers: list[str] = Field(
         default_factory=lambda: ["yes", "no"], min_length=2, max_length=2,
         description="multi_label: the two options of every label question, the first meaning the note has the label.",
     )
+    max_length: int | None = Field(
+        default=None, ge=16, description="Token limit of a classification prompt. Default: sequence_len."
+    )
+
+    # Parameters that control the training
     lora_r: int = Field(default=32, ge=1, description="Stage-2 LoRA rank (the paper: 32).")
     lora_alpha: int = Field(default=64, ge=1, description="Stage-2 LoRA alpha (the paper: 64).")
     lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
@@ -382,30 +451,17 @@ class ClassificationConfig(_Strict):
         default=False,
         description="Loss on the whole prompt too, not only on the label (the authors' shipped runs: true).",
     )
-    joint: bool = Field(
-        default=True,
-        description=(
-            "One stage-2 LoRA trained on the labelled examples of every task together (the paper), saved "
-            "to <output_dir>/stage2. false: one LoRA per task, in <output_dir>/stage2/<task>."
-        ),
-    )
-    prompt: Literal["options", "mask_fill"] = Field(
-        default="options",
-        description=(
-            "options: system_prompt, the text, the question and the option list. mask_fill (the paper's): "
-            "the stage-1 system prompt (masking.system_prompt), the text, the question (or the task's one "
-            "item) followed by the one-token mask, then the option list."
-        ),
-    )
+    max_train_examples: int | None = Field(
+        default=None, ge=1, description="Train (and fit the decision) on the first n labelled rows only.")
     save_steps: int | None = Field(
         default=None, ge=1,
         description="Save a stage-2 checkpoint every n steps (default: none); a stopped run resumes from the newest.",
     )
     save_total_limit: int | None = Field(default=2, ge=1, description="Stage-2 checkpoints kept.")
     logging_steps: int = Field(default=5, ge=1, description="Stage-2 loss logged every n steps.")
-    max_length: int | None = Field(
-        default=None, ge=16, description="Token limit of a classification prompt. Default: sequence_len."
-    )
+    pseudo_labels: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
+
+    # Parameters that control the evaluation
     eval_batch_size: int = Field(default=8, ge=1)
     option_chunk: int = Field(
         default=8, ge=1,
@@ -416,8 +472,8 @@ class ClassificationConfig(_Strict):
         ),
     )
     max_test_examples: int | None = Field(default=None, ge=1, description="Evaluate on the first n test rows only.")
-    max_train_examples: int | None = Field(
-        default=None, ge=1, description="Train (and fit the decision) on the first n labelled rows only.")
+
+    # Parameters that control the decision
     calibration: Literal["none", "balanced", "labelled", "pool", "pool_uncorrected"] = Field(
         default="balanced",
         description=(
@@ -439,7 +495,6 @@ class ClassificationConfig(_Strict):
             "They are the training examples, so the fitted temperature is optimistic."
         ),
     )
-    pseudo_labels: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
 
     @model_validator(mode="after")
     def _labels_distinct(self) -> "ClassificationConfig":
@@ -464,33 +519,51 @@ def check_test_source(c) -> None:
             "keep test_file for a separate test set, or test_fraction to split train_file")
 
 
-class TaskConfig(_Strict):
-    """One task of a many-task run: its files and labels. Keys left out are taken from
-    ``decselfmask.classification``."""
+#: the keys of ``classification`` that an entry of ``tasks`` may set for itself: the group "Parameters that
+#: control the task" of :class:`ClassificationConfig`, from which :class:`TaskConfig` is made
+TASK_KEYS = ("task", "train_file", "test_file", "test_fraction", "text_column", "label_column", "id_column",
+             "labels", "question", "multi_label", "label_separator", "label_question")
 
-    task: str = Field(min_length=1, description="Task name used in metrics.json.")
-    train_file: str | None = None
-    test_file: str | None = None
-    test_fraction: float | None = Field(
-        default=None, gt=0.0, lt=1.0,
-        description="This task's test rows: a share of its train_file (replaces an inherited test_file), or set test_file.")
-    text_column: str | None = None
-    label_column: str | None = None
-    id_column: str | None = None
-    labels: list[str] | None = None
-    question: str | None = None
-    multi_label: bool | Literal["auto"] | None = None
-    label_separator: str | None = None
-    label_question: str | None = None
-    items: list[str] = Field(
-        default_factory=list,
-        description="Task items this task adds to the relevance items. Empty: its labels.",
-    )
+#: ``tasks[]`` keys whose description says more than "null takes classification's value"
+_TASK_DESCRIPTIONS = {
+    "test_fraction": "This task's test rows: a share of its train_file (replaces an inherited test_file), or set test_file.",
+}
+
+
+class _TaskChecks(_Strict):
+    """The checks of one ``tasks`` entry; its keys are added by :func:`_task_field`."""
 
     @model_validator(mode="after")
     def _one_test_source(self) -> "TaskConfig":
         check_test_source(self)
         return self
+
+
+def _task_field(name: str) -> tuple:
+    """``(type, Field)`` of ``tasks[].<name>``, made from ``classification.<name>``: the same type and
+    range, and null (the default) takes the value of ``classification``; ``task`` stays required."""
+    info = ClassificationConfig.model_fields[name]
+    annotation = info.annotation if name == "task" else Optional[info.annotation]
+    if info.metadata:  # the range (ge, lt, min_length...) of classification's key
+        annotation = Annotated[(annotation, *info.metadata)]
+    if name == "task":
+        return annotation, Field(description=info.description)
+    return annotation, Field(
+        default=None, description=_TASK_DESCRIPTIONS.get(name, f"This task's value; null takes `classification.{name}`."))
+
+
+TaskConfig = create_model(
+    "TaskConfig",
+    __base__=_TaskChecks,
+    __module__=__name__,
+    __doc__="""One task of a many-task run: its files and labels. Keys left out are taken from
+    ``decselfmask.classification``.""",
+    **{name: _task_field(name) for name in TASK_KEYS},
+    items=(list[str], Field(
+        default_factory=list,
+        description="Task items this task adds to the relevance items. Empty: its labels.",
+    )),
+)
 
 
 class DecSelfMaskConfig(_Strict):

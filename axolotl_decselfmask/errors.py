@@ -1,4 +1,8 @@
-"""Plugin errors as one clear line at the end of an ``axolotl`` command, not an 80-line traceback.
+"""The plugin's error types, and each of them as one clear line at the end of an ``axolotl``
+command, not an 80-line traceback.
+
+:class:`InputError` (bad input data or settings) lives here; the other error types live beside
+the code that raises them and are listed in :data:`PLUGIN_ERRORS`.
 
 The plugin's ``register()`` installs :func:`excepthook` (through
 :func:`axolotl_decselfmask.compat.install_excepthook`) in every process of a run. When a
@@ -15,10 +19,15 @@ import sys
 
 TRACEBACK_ENV = "DECSELFMASK_TRACEBACK"
 
+
+class InputError(ValueError):
+    """Bad input data: the message names the file, the row or the key, and the fix."""
+
+
 #: the plugin's error classes, as (module, class): imported when an error is reported, so that
 #: installing the hook imports nothing heavy
 PLUGIN_ERRORS = (
-    ("axolotl_decselfmask.io.tables", "InputError"),
+    ("axolotl_decselfmask.errors", "InputError"),
     ("axolotl_decselfmask.prompts", "ChatTemplateError"),
     ("axolotl_decselfmask.relevance.prompt", "PromptLayoutError"),
     ("axolotl_decselfmask.relevance.methods.base", "MethodNotSupported"),

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.files import file_sha256, fingerprint
-from axolotl_decselfmask.io.tables import InputError
 from axolotl_decselfmask.mask_token import AUTO, arrange_recipe
 from axolotl_decselfmask.stage1.pool import POOL_TYPES
 from axolotl_decselfmask.version import __version__

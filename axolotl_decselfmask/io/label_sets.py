@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.tables import (
-    InputError,
     clean_texts,
     read_table,
     require_column,

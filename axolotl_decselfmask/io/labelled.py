@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.tables import (
-    InputError,
     TextReport,
     clean_texts,
     read_table,

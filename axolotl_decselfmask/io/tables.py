@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+# InputError lives in axolotl_decselfmask.errors; it was defined here before, and stays importable
+# from here for code that catches it by that path
+from axolotl_decselfmask.errors import InputError
+
 LOG = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """Bad input data: the message names the file, the row or the key, and the fix."""
 
 
 def _suffixes(path: Path) -> str:

@@ -23,8 +23,8 @@ from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from datasets import Dataset
 
 from axolotl_decselfmask.args import plugin_config
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.tables import (
-    InputError,
     dataset_text_column,
 )
 from axolotl_decselfmask.prompts import (

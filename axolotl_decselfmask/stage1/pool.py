@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.labelled import overlapping_rows, split_test_texts
 from axolotl_decselfmask.io.tables import (
-    InputError,
     TextReport,
     clean_texts,
     read_table,

@@ -17,10 +17,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.files import (
     texts_fingerprint,
 )
-from axolotl_decselfmask.io.tables import InputError
 from axolotl_decselfmask.mask_token import resolve_mask_setting
 from axolotl_decselfmask.prompts import ensure_chat_template
 from axolotl_decselfmask.registry import get_method, selector_for

@@ -88,7 +88,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 
 LOG = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from axolotl_decselfmask.io.labelled import (
     read_labelled,
     split_labelled,
 )
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.prompts import (
     classification_messages,
     mask_fill_question,

@@ -28,7 +28,7 @@ import torch
 
 from axolotl_decselfmask.args import HeadConfig
 from axolotl_decselfmask.io.files import atomic_write_json
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage2.probing import (
     build_network,
     cached_features,

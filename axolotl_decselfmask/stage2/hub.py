@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 
 LOG = logging.getLogger(__name__)
 

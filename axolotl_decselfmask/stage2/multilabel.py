@@ -56,7 +56,7 @@ from axolotl_decselfmask.io.labelled import (
     overlapping_rows,
     read_ids,
 )
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.prompts import classification_messages, render
 from axolotl_decselfmask.stage2.data import (
     TaskData,

@@ -63,8 +63,8 @@ from axolotl_decselfmask.io.files import (
     safe_filename,
 )
 from axolotl_decselfmask.io.labelled import read_ids
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.tables import (
-    InputError,
     clean_texts,
     read_table,
     require_column,

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from axolotl_decselfmask.args import ProbingConfig
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.prompts import classification_messages, render
 from axolotl_decselfmask.stage2.metrics import macro_f1
 

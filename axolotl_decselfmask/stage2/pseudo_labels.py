@@ -15,8 +15,8 @@ import numpy as np
 
 from axolotl_decselfmask.args import PseudoLabelConfig
 from axolotl_decselfmask.io.labelled import overlapping_rows
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.tables import (
-    InputError,
     clean_texts,
     read_table,
     require_column,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import types
 import typing
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.args import DecSelfMaskConfig, field_groups
 
 COMMAND = "python -m axolotl_decselfmask.config_reference --write"
 DEFAULT_PATH = Path("docs") / "configuration.md"  # relative to the working directory: a checkout's root
@@ -37,7 +38,8 @@ is Axolotl's, and Axolotl drops keys it does not know without a word: see
 [troubleshooting](troubleshooting.md)).
 
 Columns: the key's path inside `decselfmask:`, its type, its default (`required` when it has
-none), the allowed range, and what it does. Nested blocks have their own section.
+none), the allowed range, and what it does. Nested blocks have their own section; a long block's
+keys are grouped under "Parameters that control ..." headings, as in its docstring.
 """
 
 
@@ -102,13 +104,7 @@ def _description(model: type[BaseModel], path: str, name: str, info: FieldInfo) 
     if info.description:
         return info.description
     key = f"{path}.{name}" if path else name
-    if key in FALLBACK_DESCRIPTIONS:
-        return FALLBACK_DESCRIPTIONS[key]
-    from axolotl_decselfmask.args import ClassificationConfig, TaskConfig
-
-    if model is TaskConfig and name in ClassificationConfig.model_fields and info.default is None:
-        return f"This task's value; null takes `classification.{name}`."
-    return ""
+    return FALLBACK_DESCRIPTIONS.get(key, "")
 
 
 def _cell(text: str) -> str:
@@ -132,6 +128,24 @@ def _blocks(model: type[BaseModel], path: str) -> list[tuple[str, type[BaseModel
     return out
 
 
+def _table(model: type[BaseModel], path: str, names: list[str]) -> list[str]:
+    """The Markdown table of the keys ``names`` of ``model`` (the block at ``path``)."""
+    lines = ["| key | type | default | range | description |", "| --- | --- | --- | --- | --- |"]
+    for name in names:
+        info = model.model_fields[name]
+        key = f"{path}.{name}" if path else name
+        description = _cell(_description(model, path, name, info))
+        annotation = info.annotation
+        nested = _type_name(annotation) == "block" or (
+            typing.get_origin(annotation) is list and _type_name(typing.get_args(annotation)[0]) == "block")
+        if nested:
+            target = f"{key}[]" if typing.get_origin(annotation) is list else key
+            description = (description + " " if description else "") + f"See [`decselfmask.{target}`](#{_anchor(target)})."
+        type_name = "list of blocks" if typing.get_origin(annotation) is list and nested else _type_name(annotation)
+        lines.append(f"| `{key}` | {type_name} | {_default(info)} | {_range(info)} | {description} |")
+    return lines + [""]
+
+
 def render() -> str:
     """The whole page, as Markdown."""
     lines = [HEADER.format(command=COMMAND)]
@@ -141,25 +155,17 @@ def render() -> str:
     for path, model in blocks:
         title = f"decselfmask.{path}" if path else "decselfmask"
         lines.append(f"## `{title}`\n")
-        doc = " ".join((model.__doc__ or "").split())
+        groups = field_groups(model)
+        # a grouped docstring: its text before "Parameters:" here, its groups as the tables' headings
+        doc = " ".join(((model.__doc__ or "").split("Parameters:")[0] if groups else (model.__doc__ or "")).split())
         if doc:
             lines.append(doc + "\n")
         if path.endswith("[]"):
             lines.append(f"A list: each entry of `{title[:-2]}` is a block with these keys.\n")
-        lines.append("| key | type | default | range | description |")
-        lines.append("| --- | --- | --- | --- | --- |")
-        for name, info in model.model_fields.items():
-            key = f"{path}.{name}" if path else name
-            description = _cell(_description(model, path, name, info))
-            annotation = info.annotation
-            nested = _type_name(annotation) == "block" or (
-                typing.get_origin(annotation) is list and _type_name(typing.get_args(annotation)[0]) == "block")
-            if nested:
-                target = f"{key}[]" if typing.get_origin(annotation) is list else key
-                description = (description + " " if description else "") + f"See [`decselfmask.{target}`](#{_anchor(target)})."
-            type_name = "list of blocks" if typing.get_origin(annotation) is list and nested else _type_name(annotation)
-            lines.append(f"| `{key}` | {type_name} | {_default(info)} | {_range(info)} | {description} |")
-        lines.append("")
+        for heading, names in groups or [("", list(model.model_fields))]:
+            if heading:
+                lines.append(f"### {heading}\n")
+            lines.extend(_table(model, path, names))
     lines.append("## The whole block with its defaults\n")
     lines.append("Copy what you need; a key left out keeps its default.\n")
     lines.append("```yaml\n" + defaults_yaml() + "```\n")
@@ -179,7 +185,25 @@ def defaults_yaml() -> str:
 
     _Dumper.add_representer(str, _str)
     block = DecSelfMaskConfig().model_dump(mode="json")
-    return yaml.dump({"decselfmask": block}, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    text = yaml.dump({"decselfmask": block}, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return _group_comments(text)
+
+
+def _group_comments(text: str) -> str:
+    """The defaults' YAML with each group's heading as a comment above the group's first key."""
+    models = dict(_blocks(DecSelfMaskConfig, ""))
+    out, stack = [], []
+    for line in text.splitlines(keepends=True):
+        match = re.match(r"^( *)(\w+):", line)
+        if match:
+            depth = len(match.group(1)) // 2
+            stack[depth:] = [match.group(2)]
+            model = models.get(".".join(stack[1:depth]))  # stack[0] is "decselfmask"
+            for heading, names in field_groups(model) if model is not None else []:
+                if names and names[0] == match.group(2):
+                    out.append(f"{match.group(1)}# {heading}\n")
+        out.append(line)
+    return "".join(out)
 
 
 def _anchor(path: str) -> str:

@@ -12,8 +12,9 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.labelled import read_labelled
-from axolotl_decselfmask.io.tables import InputError, read_table
+from axolotl_decselfmask.io.tables import read_table
 from axolotl_decselfmask.relevance import build_relevance_prompt
 from axolotl_decselfmask.relevance.methods import GradientXInput
 from axolotl_decselfmask.stage1.masked_reconstruction import load

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from axolotl_decselfmask.args import ClassificationConfig, DecSelfMaskConfig
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage2.calibration import (
     MODES,
     Calibration,

@@ -7,7 +7,7 @@ from axolotl.utils.dict import DictDefault
 from conftest import DATA
 from datasets import Dataset
 
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage1.budget import STATS_FILE
 from axolotl_decselfmask.stage1.continual_pretraining import DATASET_TYPE, load
 

@@ -4,7 +4,7 @@ import pytest
 from axolotl.utils.dict import DictDefault
 from datasets import Dataset
 
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage1.masked_reconstruction import load
 
 

@@ -9,7 +9,7 @@ import torch
 from helpers import data_rows
 
 from axolotl_decselfmask.args import ClassificationConfig, HeadConfig
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage2.head import (
     HeadClassifier,
     fit_head,

@@ -13,7 +13,7 @@ import yaml
 from huggingface_hub.utils import filter_repo_objects
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage2.hub import push_results, upload_arguments
 
 FILES = [

@@ -7,8 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from axolotl_decselfmask.args import DecSelfMaskArgs, DecSelfMaskConfig
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.labelled import read_labelled
-from axolotl_decselfmask.io.tables import InputError, clean_texts, read_table
+from axolotl_decselfmask.io.tables import clean_texts, read_table
 from axolotl_decselfmask.stage2.data import load_task_data
 
 LABELS = ["neoplasms", "cardiovascular diseases"]

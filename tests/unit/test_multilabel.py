@@ -12,12 +12,12 @@ from conftest import ROOT
 from helpers import data_rows, write_rows
 
 from axolotl_decselfmask.args import ClassificationConfig, DecSelfMaskConfig
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.label_sets import (
     detect_multi_label,
     is_multi_label,
     parse_label_set,
 )
-from axolotl_decselfmask.io.tables import InputError
 from axolotl_decselfmask.stage2.multilabel import (
     MultiLabelTaskData,
     load_any_task_data,

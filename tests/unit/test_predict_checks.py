@@ -12,7 +12,7 @@ import pytest
 from helpers import data_rows, write_rows
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage2.calibration import (
     Calibration,
     calibration_path,

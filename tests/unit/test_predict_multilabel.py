@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage2.calibration import Calibration, calibration_path
 from axolotl_decselfmask.stage2.data import TaskData, task_prompt
 from axolotl_decselfmask.stage2.evaluation import Scorer

@@ -8,7 +8,7 @@ import torch
 from conftest import DATA
 
 from axolotl_decselfmask.args import ProbingConfig
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage1.pool import truncate_texts
 from axolotl_decselfmask.stage2.metrics import macro_f1
 from axolotl_decselfmask.stage2.probing import (

@@ -7,7 +7,7 @@ import pytest
 from conftest import DATA
 
 from axolotl_decselfmask.args import PseudoLabelConfig
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage1.pool import truncate_texts
 from axolotl_decselfmask.stage2.pseudo_labels import (
     pseudo_label,

@@ -9,7 +9,8 @@ import tracemalloc
 import pandas as pd
 import pytest
 
-from axolotl_decselfmask.io.tables import InputError, iter_column, read_table
+from axolotl_decselfmask.errors import InputError
+from axolotl_decselfmask.io.tables import iter_column, read_table
 
 N = 300
 CHUNK = 64

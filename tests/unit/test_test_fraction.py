@@ -13,8 +13,8 @@ from helpers import LABELS, data_rows, write_rows
 from pydantic import ValidationError
 
 from axolotl_decselfmask.args import ClassificationConfig, DecSelfMaskConfig
+from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.labelled import split_path, stratified_split
-from axolotl_decselfmask.io.tables import InputError
 from axolotl_decselfmask.stage2.data import load_task_data
 
 

@@ -20,7 +20,7 @@ from conftest import ROOT
 from helpers import LABELS, base_recipe, data_rows, validate_recipe, write_rows
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
-from axolotl_decselfmask.io.tables import InputError
+from axolotl_decselfmask.errors import InputError
 
 DOCS = ROOT / "docs"
 README = (ROOT / "README.md").read_text(encoding="utf-8")
