@@ -1,8 +1,11 @@
 """The Axolotl plugin: ``plugins: [axolotl_decselfmask.DecSelfMaskPlugin]``.
 
-Thin on purpose: settings live in :mod:`.args`, the stage-1 data in
-:mod:`.masked_reconstruction`, what stage 1 leaves behind in :mod:`.stage1_output`, stage 2
-and the evaluation in :mod:`.classification`.
+Hook wiring only, as Axolotl's own integrations write theirs: each hook calls the stage that owns
+the work. The settings live in :mod:`.args` and :mod:`.protocol`, the recipe's preparation in
+:mod:`.recipe` and :mod:`.hardware`, stage 1 in :mod:`.stage1` (its data type, its mask token's
+row, its checkpoints and completion record), stage 2, the evaluation, the model card and the hub
+upload in :mod:`.stage2` (:func:`.stage2.run.check_inputs` before stage 1,
+:func:`.stage2.run.after_stage1` after it).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 
 from axolotl.integrations.base import BasePlugin
 
-from axolotl_decselfmask.args import DecSelfMaskConfig, plugin_config
+from axolotl_decselfmask.args import plugin_config
 from axolotl_decselfmask.compat import install_cli_excepthook
 from axolotl_decselfmask.hardware import (
     apply_threads,
@@ -22,7 +25,6 @@ from axolotl_decselfmask.hardware import (
     wait_policy_warning,
 )
 from axolotl_decselfmask.io.distributed import is_main_process
-from axolotl_decselfmask.io.files import safe_filename
 from axolotl_decselfmask.io.tables import (
     check_pool_file,
     dataset_text_column,
@@ -45,20 +47,11 @@ from axolotl_decselfmask.stage1.checkpoints import (
 )
 from axolotl_decselfmask.stage1.pool import MASKED_RECONSTRUCTION_TYPE as DATASET_TYPE
 from axolotl_decselfmask.stage1.pool import POOL_TYPES
-from axolotl_decselfmask.stage2.calibration import calibration_path
-from axolotl_decselfmask.stage2.data import text_budget
-from axolotl_decselfmask.stage2.metrics import forget_task
-from axolotl_decselfmask.stage2.multilabel import (
-    forget_group,
-    load_any_task_data,
-    task_prompt_for,
-)
-from axolotl_decselfmask.stage2.run import run_stage2
+from axolotl_decselfmask.stage2.run import after_stage1, check_inputs
 
 LOG = logging.getLogger(__name__)
 
 OUR_TYPES = POOL_TYPES
-
 
 
 class DecSelfMaskPlugin(BasePlugin):
@@ -101,26 +94,9 @@ class DecSelfMaskPlugin(BasePlugin):
         """Check every input file before any model work; serve a placeholder when stage 1 is off."""
         config = plugin_config(cfg)
         if config.classification.enabled:
-            tokenizer = None
-            for n, task in enumerate(config.task_configs()):
-                data = load_any_task_data(task, cfg.output_dir, config.seed)  # a multi-label task too
-                LOG.info("decselfmask [%s]: %s; labels %s", task.task, data.train.report.summary(task.train_file),
-                         data.labels)
-                tokenizer = tokenizer or _prompt_tokenizer(cfg, config)
-                text_budget(tokenizer, task, data.labels, task.max_length or cfg.sequence_len,
-                            task_prompt_for(config, n, tokenizer, data))  # before stage 1
-            from axolotl_decselfmask.stage2.hub import token_warning
-
-            warning = token_warning(config)
-            if warning:
-                LOG.warning(warning)
+            check_inputs(cfg, config)  # stage 2's files and prompts, before stage 1
         if config.stage1:
-            for n, entry in enumerate(cfg.get("datasets") or []):
-                if entry.get("type") in OUR_TYPES:
-                    check_pool_file(entry["path"], dataset_text_column(entry), f"datasets[{n}].path")
-            if not uses_pool_dataset(cfg):
-                LOG.warning("decselfmask: no dataset has type %s; stage 1 trains on the recipe's datasets as they are",
-                            DATASET_TYPE)
+            _check_stage1_datasets(cfg)
             return None
         return _placeholder_meta(cfg)
 
@@ -176,25 +152,12 @@ class DecSelfMaskPlugin(BasePlugin):
             return
         if config.stage1 and self._stage1_started and not self._stage1_marked:
             # Axolotl calls this hook only after stage 1 returned and its weights were saved.
-            marker = write_stage1_marker(cfg.output_dir, adapter=bool(cfg.adapter),
-                                         extra={"resumed_from": cfg.get("resume_from_checkpoint")})
+            _mark_stage1_complete(cfg)
             self._stage1_marked = True
-            LOG.info("decselfmask: stage 1 complete, %s written (%s)", Path(cfg.output_dir) / STAGE1_MARKER,
-                     ", ".join(f["name"] for f in marker["files"]))
         if self._stage2_done or not config.classification.enabled:
             return
         self._stage2_done = True
-        for task in config.task_configs():
-            _forget_previous_results(Path(cfg.output_dir), task.task)
-        run_stage2(cfg, config)
-        from axolotl_decselfmask.stage2.model_card import (
-            write_model_card,  # README.md in output_dir; never raises
-        )
-
-        write_model_card(cfg, config)
-        from axolotl_decselfmask.stage2.hub import push_results
-
-        push_results(cfg, config)  # decselfmask.hub_model_id: stage 2, metrics, predictions, card (main process, once)
+        after_stage1(cfg, config)  # stage 2, the evaluation, the model card, the hub (once)
 
 
 def _set_up_machine(cfg: dict, block: dict) -> None:
@@ -212,17 +175,22 @@ def _set_up_machine(cfg: dict, block: dict) -> None:
             LOG.warning(spin)
 
 
+def _check_stage1_datasets(cfg) -> None:
+    """The recipe's pool files of the plugin's types, checked before stage 1."""
+    for n, entry in enumerate(cfg.get("datasets") or []):
+        if entry.get("type") in OUR_TYPES:
+            check_pool_file(entry["path"], dataset_text_column(entry), f"datasets[{n}].path")
+    if not uses_pool_dataset(cfg):
+        LOG.warning("decselfmask: no dataset has type %s; stage 1 trains on the recipe's datasets as they are",
+                    DATASET_TYPE)
 
-def _prompt_tokenizer(cfg, config: DecSelfMaskConfig):
-    """The recipe's tokenizer as Axolotl loads it (chat_template, special tokens), with the
-    plugin's fallback template: the classification prompt's length is measured with it."""
-    from axolotl.loaders import load_tokenizer
 
-    from axolotl_decselfmask.prompts import ensure_chat_template
-
-    tokenizer = load_tokenizer(cfg)
-    ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
-    return tokenizer
+def _mark_stage1_complete(cfg) -> None:
+    """Stage 1's completion record, once its weights are saved (:func:`.stage1.checkpoints.write_stage1_marker`)."""
+    marker = write_stage1_marker(cfg.output_dir, adapter=bool(cfg.adapter),
+                                 extra={"resumed_from": cfg.get("resume_from_checkpoint")})
+    LOG.info("decselfmask: stage 1 complete, %s written (%s)", Path(cfg.output_dir) / STAGE1_MARKER,
+             ", ".join(f["name"] for f in marker["files"]))
 
 
 def _barrier():
@@ -230,18 +198,6 @@ def _barrier():
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def _forget_previous_results(out: Path, task: str) -> None:
-    """Drop this task's metrics and predictions of an earlier run before stage 2 starts.
-
-    ``metrics.json`` is written (atomically) only after stage 2 and the evaluation, so an entry
-    for the task then always belongs to a finished run.
-    """
-    forget_task(out / "metrics.json", task)
-    (out / f"predictions-{safe_filename(task)}.jsonl").unlink(missing_ok=True)
-    calibration_path(out, task).unlink(missing_ok=True)  # predict's decision: written again after the evaluation
-    forget_group(out, task)  # a multi-label task's decisions per label
 
 
 def _placeholder_meta(cfg):

@@ -5,7 +5,7 @@ the measurements the compute estimate of docs/results.md ("## Plan") rests on.
   layer: the stage-2 defaults) on a batch of mask-fill prompts with their answer (a label question
   of the note, the one-token mask, the yes/no options), forward + backward + AdamW, padded to the
   longest; also reported per 1,000 tokens;
-- **evaluation**: the multi-label scoring (stage2/multilabel.py ``score_questions``: one shared prefix
+- **evaluation**: the multi-label scoring (stage2/scoring.py ``score_questions``: one shared prefix
   per note, each label question and answer on a copy of its key/value cache) with 1 and with Q label
   questions, so the cost per note (the prefix) and per (note, question) follow; and the same Q questions
   scored as one prompt each (stage2/scoring.py ``score_options``), the speed-up of the shared prefix;
@@ -134,8 +134,7 @@ def stage2_step(model, tokenizer, notes, labels, batch: int, repeats: int) -> di
 
 def evaluation(model, tokenizer, notes, labels, repeats: int, batch_size: int = 8, option_chunk: int = 8) -> dict:
     from axolotl_decselfmask.args import DEFAULT_MASK_SYSTEM
-    from axolotl_decselfmask.stage2.multilabel import score_questions
-    from axolotl_decselfmask.stage2.scoring import score_options
+    from axolotl_decselfmask.stage2.scoring import score_options, score_questions
 
     questions = [f"{QUESTION.format(label=y)} {MASK}" for y in labels]
     one = _timed(lambda: score_questions(model, tokenizer, notes, questions[:1], ["yes", "no"], DEFAULT_MASK_SYSTEM,

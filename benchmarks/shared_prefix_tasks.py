@@ -1,8 +1,8 @@
 """The evaluation of one-vs-rest tasks that share their test notes (plan P3, issue 14): the 22 yes/no
 tasks of examples/grids/comparison_core_mtsamples.yml on ``--notes`` mtsamples notes cut to the grid's
-700 characters, each task scored one prompt per (task, note) (stage2/evaluation.py ``Scorer`` ->
+700 characters, each task scored one prompt per (task, note) (stage2/scoring.py ``Scorer`` ->
 ``score_options``, as before P3) against all of them on one prefix per note
-(stage2/multilabel.py ``shared_test_scorers``, what stage2/run.py ``_run_group`` does now), side by
+(stage2/scoring.py ``shared_test_scorers``, what stage2/run.py ``_run_group`` does now), side by
 side in one run, with the largest relative difference of the scores and the predictions (argmax)
 that differ.
 
@@ -90,8 +90,7 @@ def main(argv=None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from axolotl_decselfmask.stage2.evaluation import Scorer
-    from axolotl_decselfmask.stage2.multilabel import shared_test_scorers
+    from axolotl_decselfmask.stage2.scoring import Scorer, shared_test_scorers
 
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
@@ -100,20 +99,20 @@ def main(argv=None) -> dict:
     model.resize_token_embeddings(len(tokenizer))
     with tempfile.TemporaryDirectory() as tmp:
         tasks, stage2 = _tasks(Path(tmp), tokenizer, args.notes, args.option_chunk, args.sequence_len)
-    full = {t.c.task: t.test_texts for t in tasks}
+    full = {t.name: t.test_texts for t in tasks}
     cut_lists = len({tuple(v) for v in full.values()})  # notes cut differently for the questions' lengths
     groups = []
-    notes = full[tasks[0].c.task]
+    notes = full[tasks[0].name]
 
     def separate(n):
-        return np.stack([Scorer(model, tokenizer, t, False)(full[t.c.task][:n]) for t in tasks], 1)
+        return np.stack([Scorer.of(model, tokenizer, t, False)(full[t.name][:n]) for t in tasks], 1)
 
     def shared(n):
         for t in tasks:
-            t.test_texts = full[t.c.task][:n]
+            t.test_texts = full[t.name][:n]
         scorers = shared_test_scorers(model, tokenizer, tasks, False)
         groups[:] = [len({id(x.shared) for x in scorers.values()})]
-        return np.stack([(scorers.get(t.c.task) or Scorer(model, tokenizer, t, False))(t.test_texts) for t in tasks], 1)
+        return np.stack([(scorers.get(t.name) or Scorer.of(model, tokenizer, t, False))(t.test_texts) for t in tasks], 1)
 
     load_before = os.getloadavg()
     separate(2), shared(2)  # warm-up
@@ -124,18 +123,18 @@ def main(argv=None) -> dict:
     notes_raw = tasks[0].data.test.texts[: len(notes)]
     if args.baseline_batch:
         for t in tasks:
-            t.c = t.c.model_copy(update={"eval_batch_size": args.baseline_batch})
+            t.settings = t.settings.model_copy(update={"eval_batch_size": args.baseline_batch})
         b_wall, b_cpu, b_scores = _run(lambda: separate(len(notes)))
         for t in tasks:
-            t.c = t.c.model_copy(update={"eval_batch_size": stage2["eval_batch_size"]})
+            t.settings = t.settings.model_copy(update={"eval_batch_size": stage2["eval_batch_size"]})
     n_tokens = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in notes_raw]
     result = {
         "model": MODEL.name, "dtype": args.dtype, "threads": args.threads, "tasks": len(tasks), "notes": len(notes),
         "note_chars": 700, "note_tokens_median": float(np.median(n_tokens)), "note_tokens_max": int(max(n_tokens)),
         "sequence_len": tasks[0].max_length, "notes_cut_for_some_task": sum(
-            any(full[t.c.task][i] != raw for t in tasks) for i, raw in enumerate(notes_raw)),
+            any(full[t.name][i] != raw for t in tasks) for i, raw in enumerate(notes_raw)),
         "distinct_cut_lists": cut_lists, "groups_sharing_a_prefix": groups[0], "prompt": tasks[0].prompt.style,
-        "eval_batch_size": tasks[0].c.eval_batch_size, "option_chunk": tasks[0].c.option_chunk,
+        "eval_batch_size": tasks[0].settings.eval_batch_size, "option_chunk": tasks[0].settings.option_chunk,
         "one_prompt_per_task": {"wall_s": round(s_wall, 2), "cpu_s": round(s_cpu, 2)},
         "shared_prefix": {"wall_s": round(j_wall, 2), "cpu_s": round(j_cpu, 2)},
         "ratio_wall": round(j_wall / s_wall, 3), "ratio_cpu": round(j_cpu / s_cpu, 3),

@@ -76,7 +76,7 @@ def load_model():
 
 def cut(tok, texts, max_length):
     from axolotl_decselfmask.args import ClassificationConfig
-    from axolotl_decselfmask.stage2.data import truncate_for
+    from axolotl_decselfmask.stage2.task_prompt import truncate_for
 
     c = ClassificationConfig(question=question(CLASSES[0]), system_prompt=SYSTEM)
     return truncate_for(tok, c, OPTIONS, max_length, texts)[0]

@@ -149,10 +149,11 @@ SPLIT_FORMAT = "decselfmask-split"
 
 
 def split_path(output_dir, task: str) -> Path:
-    """``<output_dir>/split-<task>.json``: the rows of each side of a ``test_fraction`` split."""
-    from axolotl_decselfmask.io.files import safe_filename
+    """``<output_dir>/split-<task>.json``: the rows of each side of a ``test_fraction`` split
+    (named, written and read by :mod:`axolotl_decselfmask.stage2.outputs`)."""
+    from axolotl_decselfmask.stage2.outputs import split_path as path
 
-    return Path(output_dir) / f"split-{safe_filename(task)}.json"
+    return path(output_dir, task)
 
 
 def stratified_split(labels: list[str], fraction: float, seed: int, where: str) -> tuple[list[int], list[int]]:
@@ -210,12 +211,12 @@ def split_labelled(data: LabelledData, c, seed: int, output_dir=None) -> tuple[L
     with a warning when it replaces one made from other contents or settings.
     """
     from axolotl_decselfmask.io.distributed import is_main_process
-    from axolotl_decselfmask.io.files import atomic_write_json, read_json
+    from axolotl_decselfmask.stage2.outputs import read_split, write_split
 
     where = f"decselfmask [{c.task}] {c.train_file}"
     key = _split_key(c.train_file, c, seed)
     path = split_path(output_dir, c.task) if output_dir else None
-    saved = read_json(path) if path is not None else None
+    saved = read_split(output_dir, c.task) if path is not None else None
     position = {row: i for i, row in enumerate(data.rows)}
     if isinstance(saved, dict) and saved.get("format") == SPLIT_FORMAT and saved.get("key") == key:
         test_rows = saved.get("test_rows") or []
@@ -228,7 +229,7 @@ def split_labelled(data: LabelledData, c, seed: int, output_dir=None) -> tuple[L
         if isinstance(saved, dict):
             LOG.warning("decselfmask [%s]: %s was made from other contents of %s or other settings; a new split "
                         "replaces it", c.task, path, c.train_file)
-        atomic_write_json(path, {
+        write_split(output_dir, c.task, {
             "format": SPLIT_FORMAT, "key": key, "task": c.task,
             "train_rows": [data.rows[i] for i in train], "test_rows": [data.rows[i] for i in test],
             "counts": {y: [sum(data.labels[i] == y for i in train), sum(data.labels[i] == y for i in test)]

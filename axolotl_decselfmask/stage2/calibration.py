@@ -393,40 +393,25 @@ class Calibration:
                    fitted_temperature=bool(d.get("fitted_temperature", False)))
 
 
-#: where the evaluation keeps a task's fitted decision for :mod:`.predict` (``<output_dir>/stage2/...``,
-#: the stage-2 folder of :data:`.run.STAGE2_DIR`)
+#: the ``format`` of a saved decision (:func:`calibration_record`)
 CALIBRATION_FORMAT = "decselfmask-calibration"
 
 
-def calibration_path(output_dir, task: str):
-    """``<output_dir>/stage2/calibration-<task>.json``."""
-    from pathlib import Path
-
-    from axolotl_decselfmask.io.files import safe_filename
-
-    return Path(output_dir) / "stage2" / f"calibration-{safe_filename(task)}.json"
+def calibration_record(calibration: "Calibration", **info) -> dict:
+    """What ``stage2/calibration-<task>.json`` holds (:func:`.outputs.write_calibration`):
+    ``calibration`` exactly (:meth:`Calibration.to_dict`) and ``info`` (the task, how its scores are made)."""
+    return {"format": CALIBRATION_FORMAT, "version": 1, **info, "calibration": calibration.to_dict(exact=True)}
 
 
-def save_calibration(path, calibration: "Calibration", **info) -> None:
-    """Write ``calibration`` (exactly, :meth:`Calibration.to_dict`) and ``info`` (the task, how its
-    scores are made) to ``path``, atomically."""
-    from axolotl_decselfmask.io.files import atomic_write_json
-
-    atomic_write_json(path, {"format": CALIBRATION_FORMAT, "version": 1, **info,
-                             "calibration": calibration.to_dict(exact=True)})
-
-
-def load_calibration(path) -> tuple["Calibration", dict]:
-    """(calibration, the whole record) of a file :func:`save_calibration` wrote; an InputError otherwise."""
-    from axolotl_decselfmask.io.files import read_json
-
-    record = read_json(path)
+def calibration_from_record(record, where) -> "Calibration":
+    """The calibration of a record :func:`calibration_record` made (read from ``where``); an
+    InputError otherwise."""
     try:
         if not isinstance(record, dict) or record.get("format") != CALIBRATION_FORMAT:
             raise ValueError("not a calibration file")
-        return Calibration.from_dict(record["calibration"]), record
+        return Calibration.from_dict(record["calibration"])
     except (KeyError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable calibration ({exc}); run `axolotl train` again.") from exc
+        raise InputError(f"{where}: not a readable calibration ({exc}); run `axolotl train` again.") from exc
 
 
 def fit_from_config(c, options: list[str], labelled_scores=None, labelled_labels=None,
@@ -435,6 +420,15 @@ def fit_from_config(c, options: list[str], labelled_scores=None, labelled_labels
     ``calibration_temperature`` (a :class:`.args.ClassificationConfig`)."""
     return Calibration.fit(c.calibration, options, labelled_scores, labelled_labels, pool_scores,
                            temperature=c.calibration_temperature)
+
+
+def calibrate(task, scorer, pool_texts: list[str] | None) -> Calibration:
+    """The decision rule of ``task`` (a :class:`.tasks.Task`) from its labelled examples' scores by
+    ``scorer`` (texts -> (n, options)), and pool notes' for the pool modes; no test text is read."""
+    c = task.settings
+    labelled = scorer(task.train_texts) if c.calibration != "none" else None
+    pool = scorer(pool_texts or []) if c.calibration in POOL_MODES else None
+    return fit_from_config(c, task.data.labels, labelled, task.train_labels if labelled is not None else None, pool)
 
 
 def calibration_pool_texts(cfg, config, n: int) -> list[str]:

@@ -1,13 +1,14 @@
-"""The evaluation of one task: its test file scored, the calibrated decision, ``metrics.json``,
-``predictions-<task>.jsonl``, and the decision kept in ``stage2/calibration-<task>.json`` (also
-without a test file) for :mod:`.predict`.
+"""The evaluation of every task: its test file scored, the calibrated decision, ``metrics.json`` and
+``predictions-<task>.jsonl``, and the decision kept (also without a test file) for :mod:`.predict`
+(the files: :mod:`.outputs`).
 
-A task's classifier is a :class:`Scorer`: the generative model's option scores (summed
-log-probabilities of each option as the answer, :func:`.scoring.score_options`), or a trained
-head's log-probabilities (``classification.method: head``, :mod:`.head`). The decision is
+A task's classifier is a :class:`.scoring.Scorer`: the generative model's option scores, or a
+trained head's log-probabilities (``classification.method: head``, :mod:`.head`). The decision is
 ``classification.calibration``'s (:mod:`.calibration`), fitted on the labelled examples' scores
-and, for the pool modes, on unlabelled pool notes' scores; the test file is read only to be
-scored and compared, after the decision rule is fixed.
+and, for the pool modes, on unlabelled pool notes' scores; the test file is read only to be scored
+and compared, after the decision rule is fixed. A multi-label task is evaluated from its label
+questions (:func:`evaluate_label_set`), each decided on its own, their decisions gathered by
+:mod:`.multilabel`.
 """
 
 from __future__ import annotations
@@ -15,62 +16,28 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from axolotl_decselfmask.args import DecSelfMaskConfig
-from axolotl_decselfmask.io.files import safe_filename
-from axolotl_decselfmask.stage2.calibration import (
-    POOL_MODES,
-    calibration_path,
-    fit_from_config,
-    save_calibration,
+from axolotl_decselfmask.stage2 import outputs
+from axolotl_decselfmask.stage2.calibration import calibrate, calibration_record
+from axolotl_decselfmask.stage2.metrics import format_table, result_from_scores
+from axolotl_decselfmask.stage2.multilabel import (
+    label_table,
+    multilabel_result,
+    prediction_rows,
 )
-from axolotl_decselfmask.stage2.metrics import (
-    dump_predictions,
-    format_table,
-    result_from_scores,
-    write_metrics,
-)
-from axolotl_decselfmask.stage2.scoring import score_options
+from axolotl_decselfmask.stage2.scoring import Scorer, SharedPrefixScorer
+from axolotl_decselfmask.stage2.tasks import Task, task_groups
 
 LOG = logging.getLogger(__name__)
 
 
-class Scorer:
-    """Scores of a task's options for texts: the generative model's, or a head's."""
-
-    def __init__(self, model, tokenizer, task, progress: bool = True, head=None, feature_cache: dict | None = None):
-        self.model, self.tokenizer, self.task, self.progress = model, tokenizer, task, progress
-        self.head, self.feature_cache = head, feature_cache
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        t = self.task
-        if not texts:
-            return np.zeros((0, len(t.data.labels)))
-        if self.head is not None:
-            from axolotl_decselfmask.stage2.head import head_scores
-
-            return head_scores(self.model, self.tokenizer, self.head, texts, t.prompt.question,
-                               t.prompt.system_prompt, self.progress, t.c.eval_batch_size, self.feature_cache)
-        return score_options(self.model, self.tokenizer, texts, t.data.labels, t.prompt.question,
-                             t.prompt.system_prompt, self.progress, t.c.eval_batch_size, t.c.option_chunk)
-
-
-def calibrate(task, scorer: Scorer, pool_texts: list[str] | None):
-    """The task's decision rule from its labelled examples (and pool notes for the pool modes)."""
-    c = task.c
-    labelled = scorer(task.train_texts) if c.calibration != "none" else None
-    pool = scorer(pool_texts or []) if c.calibration in POOL_MODES else None
-    return fit_from_config(c, task.data.labels, labelled, task.train_labels if labelled is not None else None, pool)
-
-
-def evaluate_task(cfg, config: DecSelfMaskConfig, task, scorer: Scorer, pool_texts: list[str] | None = None) -> dict:
+def evaluate_task(cfg, config: DecSelfMaskConfig, task: Task, scorer: Scorer, pool_texts: list[str] | None = None) -> dict:
     """Score ``task``'s test texts and write its metrics and predictions.
 
-    ``task`` is a :class:`.run.Task`; ``pool_texts``: unlabelled notes for the pool calibration
-    modes, cut to the task's prompt. Returns the whole ``metrics.json`` (empty without a test file).
+    ``pool_texts``: unlabelled notes for the pool calibration modes, cut to the task's prompt.
+    Returns the whole ``metrics.json`` (empty without a test file).
     """
-    c, labels = task.c, task.data.labels
+    c, labels = task.settings, task.data.labels
     calibration = calibrate(task, scorer, pool_texts)  # fixed before the test file is scored
     saved = save_decision(cfg, task, calibration, scorer)
     if task.test_texts is None:
@@ -78,40 +45,91 @@ def evaluate_task(cfg, config: DecSelfMaskConfig, task, scorer: Scorer, pool_tex
                     "(calibration %s) is saved to %s for predict", c.task, c.calibration, saved)
         return {}
     result = result_from_scores(scorer(task.test_texts), task.gold, labels, calibration)
-    out = Path(cfg.output_dir)
-    metrics = write_metrics(out / "metrics.json", c.task, result, extra=task.extra)
+    metrics = outputs.write_metrics(cfg.output_dir, c.task, result, extra=task.run_info)
     n = len(task.gold)
-    dump_predictions(out / f"predictions-{safe_filename(c.task)}.jsonl", task.data.test.ids[:n],
-                     task.data.test.rows[:n], task.gold, result["predictions"], result["scores"], labels)
+    outputs.write_predictions(cfg.output_dir, c.task, task.data.test.ids[:n], task.data.test.rows[:n], task.gold,
+                              result["predictions"], result["scores"], labels)
     logged = {k: result[k] for k in ("macro_f1", "macro_f1_argmax", "accuracy")}
-    if "probe_macro_f1" in task.extra:
-        logged["probe_macro_f1"] = task.extra["probe_macro_f1"]
+    if "probe_macro_f1" in task.run_info:
+        logged["probe_macro_f1"] = task.run_info["probe_macro_f1"]
     log_metrics(cfg, c.task, logged)
     how = "a head on the frozen model" if scorer.head is not None else "constrained scoring of the label options"
     print(f"decselfmask evaluation [{c.task}] ({how}; decision: calibration {c.calibration}):")
     print(format_table(metrics))
-    print(f"metrics written to {out / 'metrics.json'}")
+    print(f"metrics written to {outputs.metrics_path(cfg.output_dir)}")
     return metrics
 
 
-def save_decision(cfg, task, calibration, scorer: Scorer) -> Path:
-    """The task's fitted decision and how its scores are made, for ``python -m axolotl_decselfmask.predict``
-    (:func:`.calibration.calibration_path`): the options, the prompt, the classifier and its weights' sha256."""
+def save_decision(cfg, task: Task, calibration, scorer: Scorer) -> Path:
+    """The task's fitted decision and how its scores are made, for predict
+    (:func:`.outputs.write_calibration`): the options, the prompt, the classifier and its weights' sha256."""
     from axolotl_decselfmask.io.files import file_sha256
 
     weights = None
     if scorer.head is not None:
-        weights = Path(task.extra.get("stage2_head", "")).with_suffix(".safetensors")
-    elif task.extra.get("stage2_adapter"):
-        weights = Path(task.extra["stage2_adapter"]) / "adapter_model.safetensors"
-    path = calibration_path(cfg.output_dir, task.c.task)
-    save_calibration(path, calibration, task=task.c.task, labels=list(task.data.labels),
-                     classifier="head" if scorer.head is not None else "lora" if weights else "none",
-                     weights=str(weights) if weights else None,
-                     weights_sha256=file_sha256(weights) if weights and weights.is_file() else None,
-                     question=task.prompt.question, system_prompt=task.prompt.system_prompt,
-                     prompt=task.prompt.style, max_length=task.max_length)
-    return path
+        weights = Path(task.run_info.get("stage2_head", "")).with_suffix(".safetensors")
+    elif task.run_info.get("stage2_adapter"):
+        weights = Path(task.run_info["stage2_adapter"]) / "adapter_model.safetensors"
+    record = calibration_record(
+        calibration, task=task.name, labels=list(task.data.labels),
+        classifier="head" if scorer.head is not None else "lora" if weights else "none",
+        weights=str(weights) if weights else None,
+        weights_sha256=file_sha256(weights) if weights and weights.is_file() else None,
+        question=task.prompt.question, system_prompt=task.prompt.system_prompt,
+        prompt=task.prompt.style, max_length=task.max_length)
+    return outputs.write_calibration(cfg.output_dir, task.name, record)
+
+
+def save_label_set_decisions(cfg, parts: list[Task], scorers: list, calibrations: list) -> Path:
+    """Each label's fitted decision (:func:`save_decision`, under ``<task>/<label>``), and the
+    multi-label task's record of them (:func:`.outputs.write_label_set_record`), for predict."""
+    task = parts[0].parent
+    files = {t.label: str(save_decision(cfg, t, cal, s)) for t, s, cal in zip(parts, scorers, calibrations)}
+    return outputs.write_label_set_record(cfg.output_dir, task.name, {
+        "task": task.name, "labels": list(task.data.label_set), "answers": list(task.data.labels),
+        "label_question": task.settings.label_question, "sub_tasks": {t.label: t.name for t in parts},
+        "questions": {t.label: t.prompt.question for t in parts}, "calibrations": files})
+
+
+def evaluate_label_set(cfg, config: DecSelfMaskConfig, parts: list[Task], scorers: list) -> dict:
+    """Evaluate one multi-label task from its label questions ``parts`` and their scorers: each
+    label's decision calibrated on its own before the test texts are scored, then one
+    ``metrics.json`` entry under the task's name and ``predictions-<task>.jsonl``.
+    Returns the whole ``metrics.json`` (empty without a test file)."""
+    task = parts[0].parent
+    calibrations = [calibrate(t, s, t.calibration_pool) for t, s in zip(parts, scorers)]  # no test text yet
+    saved = save_label_set_decisions(cfg, parts, scorers, calibrations)
+    if parts[0].test_texts is None:
+        LOG.warning("decselfmask: no classification.test_file or test_fraction for %s: no evaluation; its decisions "
+                    "(one per label) are saved, listed in %s, for predict", task.name, saved)
+        return {}
+    results = [result_from_scores(s(t.test_texts), t.gold, t.data.labels, cal)
+               for t, s, cal in zip(parts, scorers, calibrations)]
+    entry = multilabel_result(parts, results)
+    metrics = outputs.write_metrics(cfg.output_dir, task.name, entry, extra=entry)  # every key of the entry
+    outputs.write_prediction_rows(cfg.output_dir, task.name, prediction_rows(parts, results))
+    log_metrics(cfg, task.name, {k: entry[k] for k in ("macro_f1", "micro_f1", "accuracy", "macro_f1_argmax")})
+    print(f"decselfmask evaluation [{task.name}] (multi-label: {len(parts)} yes/no questions; decision: "
+          f"calibration {task.settings.calibration}, fitted per label): Macro F1 over labels {entry['macro_f1']:.4f}, "
+          f"micro F1 {entry['micro_f1']:.4f}")
+    print(label_table(entry))
+    print(format_table(metrics))
+    return metrics
+
+
+def evaluate_label_sets(cfg, config: DecSelfMaskConfig, tasks: list[Task], model, tokenizer, progress: bool,
+                        heads: dict, features: dict) -> dict:
+    """Evaluate every multi-label task among ``tasks`` (the label questions' scores on each note's
+    shared prefix, or a head's per label). Returns the whole ``metrics.json`` ({} when none was written)."""
+    metrics: dict = {}
+    for _, parts in task_groups([t for t in tasks if t.parent is not None]):
+        if heads:
+            scorers = [Scorer.of(model, tokenizer, t, progress, heads.get(t.name), features) for t in parts]
+        else:
+            shared = SharedPrefixScorer(model, tokenizer, parts, progress)
+            scorers = [shared.part(i) for i in range(len(parts))]
+        metrics = evaluate_label_set(cfg, config, parts, scorers) or metrics
+    return metrics
 
 
 def log_metrics(cfg, task: str, values: dict[str, float]) -> None:

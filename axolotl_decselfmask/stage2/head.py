@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from axolotl_decselfmask.args import HeadConfig
-from axolotl_decselfmask.io.files import atomic_write_json
+from axolotl_decselfmask.io.files import atomic_write_json, safe_filename
 from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage2.probing import (
     build_network,
@@ -38,6 +38,7 @@ from axolotl_decselfmask.stage2.probing import (
     prompt_ids,
     standardisation,
 )
+from axolotl_decselfmask.stage2.tasks import Task, TaskPrompt
 
 LOG = logging.getLogger(__name__)
 
@@ -236,3 +237,24 @@ def head_scores(model, tokenizer, head: HeadClassifier, texts: list[str], questi
     feats = cached_features(model, tokenizer, list(texts), head.labels, question, system_prompt, head.position,
                             head.mask_id, batch_size=batch_size, progress=progress, feature_cache=feature_cache)
     return head.log_probs(feats)
+
+
+def train_task_head(seed: int, t: Task, model, tokenizer, folder: Path, progress: bool, features: dict):
+    """A head on the frozen model's hidden states of the task's labelled examples, saved in ``folder``
+    under the task's name; where it is, in the task's ``run_info``."""
+    head = fit_head(model, tokenizer, t.train_texts, t.train_labels, t.data.labels, t.prompt.question,
+                    t.prompt.system_prompt, t.settings.head, seed, mask_id=_mask_id(tokenizer, t.prompt),
+                    progress=progress, batch_size=t.settings.eval_batch_size, feature_cache=features)
+    path = head.save(folder, safe_filename(t.name))
+    t.run_info.update(stage2_head=str(path), head_position=head.position)
+    print(f"decselfmask stage 2 [{t.name}]: head trained on {len(t.train_texts)} examples (hidden state at the "
+          f"{head.position} token), saved to {path}")
+    return head
+
+
+def _mask_id(tokenizer, prompt: TaskPrompt) -> int | None:
+    """The mask's token id when the prompt has a one-token mask, else None."""
+    if prompt.mask_text is None:
+        return None
+    ids = tokenizer(prompt.mask_text, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None

@@ -17,17 +17,18 @@ import logging
 from pathlib import Path
 
 from axolotl_decselfmask.errors import InputError
+from axolotl_decselfmask.stage2 import outputs
 
 LOG = logging.getLogger(__name__)
 
 #: what is uploaded from output_dir (huggingface_hub's fnmatch patterns, where ``*`` also matches ``/``)
-RESULT_PATTERNS = ["stage2/*", "metrics.json", "predictions-*.jsonl", "split-*.json", "README.md"]
+RESULT_PATTERNS = [*outputs.RESULT_PATTERNS, "README.md"]
 #: with a stage-1 LoRA: its adapter and the tokenizer it was trained with
 STAGE1_LORA_PATTERNS = ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
                         "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json",
                         "merges.txt", "added_tokens.json"]
 #: never uploaded: stage-2 checkpoints (the joint folder's and the per-task folders')
-IGNORE_PATTERNS = ["stage2/checkpoint-*", "stage2/*/checkpoint-*", "stage2/*/runs/*", "stage2/runs/*"]
+IGNORE_PATTERNS = list(outputs.CHECKPOINT_PATTERNS)
 
 
 def upload_arguments(cfg, config) -> dict:

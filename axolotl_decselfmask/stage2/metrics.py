@@ -1,19 +1,9 @@
-"""metrics.json (one entry per task, written atomically), the predictions files, and the
-classification metrics (scikit-learn's)."""
+"""The classification metrics (scikit-learn's) of a task's decisions, and their table (the files
+they are written to: :mod:`.outputs`)."""
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import numpy as np
-
-from axolotl_decselfmask.io.files import atomic_write_json, read_json
-
-#: keys of a result that every metrics.json task entry has
-REQUIRED_KEYS = ("macro_f1", "accuracy", "n_test")
-#: keys copied into the entry when the result has them
-OPTIONAL_KEYS = ("macro_f1_argmax", "accuracy_argmax", "per_class_f1", "confusion_matrix", "calibration")
 
 
 def macro_f1(gold: list[str], pred: list[str], options: list[str]) -> float:
@@ -71,43 +61,6 @@ def result_from_scores(scores, gold: list[str], options: list[str], calibration=
     }
 
 
-def write_metrics(path: str | Path, task: str, result: dict, extra: dict | None = None) -> dict:
-    """Merge one task's result into ``metrics.json`` (atomic) and return the whole file.
-
-    The entry: ``macro_f1`` (the default decision), ``accuracy``, ``n_test``, and those of
-    ``macro_f1_argmax``, ``accuracy_argmax``, ``per_class_f1``, ``confusion_matrix`` and
-    ``calibration`` the result has; then ``extra``.
-    """
-    path = Path(path)
-    metrics = read_json(path) or {}
-    tasks = metrics.get("tasks", {})
-    entry = {k: result[k] for k in REQUIRED_KEYS}
-    entry.update({k: result[k] for k in OPTIONAL_KEYS if k in result})
-    if extra:
-        entry.update(extra)
-    tasks[task] = entry
-    return _store(path, metrics, tasks)
-
-
-def forget_task(path: str | Path, task: str) -> None:
-    """Remove one task's entry from ``metrics.json`` (atomic; the file goes when none is left)."""
-    path = Path(path)
-    metrics = read_json(path)
-    if isinstance(metrics, dict) and task in (metrics.get("tasks") or {}):
-        _store(path, metrics, {k: v for k, v in metrics["tasks"].items() if k != task})
-
-
-def _store(path: Path, metrics: dict, tasks: dict) -> dict:
-    """``metrics`` with ``tasks`` and their mean Macro F1, written atomically (removed when empty)."""
-    if not tasks:
-        path.unlink(missing_ok=True)
-        return {}
-    metrics["tasks"] = tasks
-    metrics["macro_f1_mean"] = float(np.mean([t["macro_f1"] for t in tasks.values()]))
-    atomic_write_json(path, metrics)
-    return metrics
-
-
 def format_table(metrics: dict) -> str:
     """The tasks' Macro F1 (and the argmax's, where recorded), accuracy and test size, as a table."""
     argmax = any("macro_f1_argmax" in m for m in metrics["tasks"].values())
@@ -120,22 +73,3 @@ def format_table(metrics: dict) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"macro_f1_mean: {metrics['macro_f1_mean']:.4f}")
     return "\n".join(lines)
-
-
-def dump_predictions(path: str | Path, ids, rows, gold, pred, scores, options) -> None:
-    """``predictions-<task>.jsonl``: one JSON row per test text, ``id`` (the file's id column,
-    else the row number), ``row`` (0-based row of the test file), ``gold``, ``pred`` (the default
-    decision) and ``scores``: one value per option in the order of ``options`` (metrics.json's
-    ``labels``): the summed log-probabilities of the options as the answer (a head's
-    log-probabilities with ``method: head``); a non-finite score is written as null."""
-    from axolotl_decselfmask.io.files import atomic_write_jsonl
-
-    scores = np.asarray(scores, dtype=np.float64)
-    n = len(gold)
-    if not (len(ids) == len(rows) == len(pred) == n) or scores.shape != (n, len(options)):
-        raise ValueError(f"dump_predictions: {len(ids)} ids, {len(rows)} rows, {n} gold, {len(pred)} predictions "
-                         f"and scores of shape {scores.shape} for {len(options)} options do not match")
-    atomic_write_jsonl(path, [
-        {"id": i, "row": r, "gold": g, "pred": p, "scores": [float(v) if math.isfinite(v) else None for v in s]}
-        for i, r, g, p, s in zip(ids, rows, gold, pred, scores.tolist())
-    ])

@@ -10,7 +10,6 @@ that the Trainer writes into ``output_dir``.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -20,6 +19,7 @@ from axolotl_decselfmask.io.files import read_json
 from axolotl_decselfmask.mask_token import describe_for_run
 from axolotl_decselfmask.stage1.budget import STATS_FILE
 from axolotl_decselfmask.stage1.cache import MANIFEST_FILE, read_manifest
+from axolotl_decselfmask.stage2.outputs import read_metrics
 from axolotl_decselfmask.version import __version__
 
 LOG = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def _files(cfg, stage1: bool) -> list[str]:
         + "; one adapter over every task, or one sub-folder per task with `classification.joint: false`; "
           "`stage2/heads/` with `classification.method: head`",
         "- `stage2/calibration-<task>.json`: each task's fitted decision, which "
-        "`python -m axolotl_decselfmask.predict RECIPE NOTES --out FILE` applies to new notes",
+        "`axolotl decselfmask predict RECIPE NOTES --out FILE` applies to new notes",
         "- `metrics.json`, `predictions-<task>.jsonl`: the evaluation; `split-<task>.json`: the rows of each side "
         "with `classification.test_fraction`", "",
     ]
@@ -380,9 +380,8 @@ def write_model_card(cfg, config=None) -> Path | None:
             from axolotl_decselfmask.args import plugin_config
 
             config = plugin_config(cfg)
-        metrics = read_json(out / "metrics.json")
         manifest = run_manifest(out) if (config is None or config.stage1) else None
-        text = render_card(cfg, config, metrics if isinstance(metrics, dict) else None, manifest)
+        text = render_card(cfg, config, read_metrics(out), manifest)
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".{CARD}.tmp"
         tmp.write_text(text, encoding="utf-8")

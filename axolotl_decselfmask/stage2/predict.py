@@ -1,11 +1,11 @@
-"""Label new notes with a trained run: ``python -m axolotl_decselfmask.predict RECIPE NOTES --out FILE``.
+"""Label new notes with a trained run: ``axolotl decselfmask predict RECIPE NOTES --out FILE``.
 
 Every task of the recipe labels every note of NOTES with the run's own classifier, loaded as the
 evaluation uses it: stage 1 (the stage-2 adapter's base) with the joint stage-2 LoRA
 (``<output_dir>/stage2``), the task's own LoRA (``stage2/<task>``, ``classification.joint:
 false``), a head on the frozen stage-1 model (``stage2/heads/<task>``, ``method: head``), or the
 stage-1 model alone (``classification.train: false``). The options are scored as in the
-evaluation (:class:`.evaluation.Scorer`: summed log-probabilities, or a head's
+evaluation (:class:`.scoring.Scorer`: summed log-probabilities, or a head's
 log-probabilities), on the same prompt, with texts cut to the same length; the label is the
 task's fitted decision, read from ``stage2/calibration-<task>.json`` (written by the evaluation,
 with or without a test file), so no labelled or test file is read.
@@ -18,7 +18,7 @@ is null).
 
 A multi-label task (:mod:`.multilabel`, trained as one yes/no question per label) is labelled as
 its evaluation labels its test notes: each note's text cut once for all its labels, every label
-question scored on the note's shared prompt prefix (:func:`.multilabel.score_questions`; a head
+question scored on the note's shared prompt prefix (:func:`.scoring.score_questions`; a head
 per label with ``method: head``), and each label decided by its own saved decision
 (``stage2/calibration-<task>_<label>.json``, listed in ``stage2/multilabel-<task>.json``). Its
 row's ``label`` is the predicted label set, in the order of the task's labels (a list in JSON
@@ -45,7 +45,7 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,41 +55,21 @@ from axolotl_decselfmask.args import (
     DecSelfMaskConfig,
     plugin_config,
 )
-from axolotl_decselfmask.io.files import (
-    atomic_write_jsonl,
-    atomic_write_text,
-    file_sha256,
-    read_json,
-    safe_filename,
-)
-from axolotl_decselfmask.io.labelled import read_ids
 from axolotl_decselfmask.errors import InputError
-from axolotl_decselfmask.io.tables import (
-    clean_texts,
-    read_table,
-    require_column,
-)
-from axolotl_decselfmask.stage2.calibration import (
-    Calibration,
-    calibration_path,
-    load_calibration,
-)
-from axolotl_decselfmask.stage2.data import (
-    TaskData,
-    TaskPrompt,
+from axolotl_decselfmask.io.files import atomic_write_jsonl, atomic_write_text, file_sha256, safe_filename
+from axolotl_decselfmask.io.labelled import read_ids
+from axolotl_decselfmask.io.tables import clean_texts, read_table, require_column
+from axolotl_decselfmask.stage2 import outputs
+from axolotl_decselfmask.stage2.calibration import Calibration, calibration_from_record
+from axolotl_decselfmask.stage2.multilabel import label_set_decisions
+from axolotl_decselfmask.stage2.scoring import Scorer, score_questions
+from axolotl_decselfmask.stage2.task_prompt import (
+    label_question,
     task_prompt,
+    task_prompt_for,
     truncate_for,
 )
-from axolotl_decselfmask.stage2.evaluation import Scorer
-from axolotl_decselfmask.stage2.multilabel import (
-    MultiLabelTaskData,
-    group_record_path,
-    label_question,
-    saved_label_tasks,
-    score_questions,
-    task_prompt_for,
-)
-from axolotl_decselfmask.stage2.run import STAGE2_DIR
+from axolotl_decselfmask.stage2.tasks import TaskData, TaskPrompt
 
 LOG = logging.getLogger(__name__)
 
@@ -99,46 +79,28 @@ NOTES_KEY = "NOTES"
 
 @dataclass
 class SavedTask:
-    """One task of a trained run as predict uses it, found and checked before any model work."""
+    """One task of a trained run as predict uses it, found and checked before any model work: a task
+    with one label per note and its saved decision, or a multi-label task, whose ``parts`` are its
+    label questions (one SavedTask per label, task ``<task>/<label>``, its answers as options and its
+    own saved decision)."""
 
     index: int
-    c: ClassificationConfig
-    calibration: Calibration
-    record: dict  # the calibration file (or, for a run older than it, metrics.json's entry)
-    group: Path  # the stage-2 folder of the task's classifier
+    settings: ClassificationConfig  # the task as the recipe names it (a label question's: its own)
+    record: dict  # the saved decision (or, for a run older than it, metrics.json's entry); multi-label: its record
+    folder: Path  # the stage-2 folder of the task's classifier
     kind: str  # lora, head or none (classification.train: false)
+    calibration: Calibration | None = None  # the decision (one label per note)
+    parts: list[SavedTask] = field(default_factory=list)  # multi-label: in the order of label_set
+    label_set: list[str] | None = None  # multi-label: the labels
+    answers: list[str] | None = None  # multi-label: label_answers, the first means the note has the label
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_set is not None
 
     @property
     def labels(self) -> list[str]:
-        return list(self.calibration.options)
-
-
-@dataclass
-class SavedLabelSet:
-    """A multi-label task of a trained run: one yes/no sub-task per label, each a :class:`SavedTask`
-    (task ``<task>/<label>``, its answers as options and its own saved decision)."""
-
-    index: int
-    c: ClassificationConfig  # the task as the recipe names it
-    parts: list[SavedTask]  # in the order of label_set
-    label_set: list[str]
-    answers: list[str]  # label_answers: the first means the note has the label
-    record: dict  # stage2/multilabel-<task>.json
-    group: Path
-    kind: str
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.label_set)
-
-
-@dataclass
-class ScoredTask:
-    """What :class:`.evaluation.Scorer` reads of a task."""
-
-    c: ClassificationConfig
-    data: TaskData
-    prompt: TaskPrompt
+        return list(self.label_set) if self.multi_label else list(self.calibration.options)
 
 
 @dataclass
@@ -189,7 +151,7 @@ def output_path(path: str | Path, what: str = "--out") -> Path:
 # ------------------------------------------------------------------------------ what the run left
 
 
-def trained_tasks(cfg, config: DecSelfMaskConfig) -> list[SavedTask | SavedLabelSet]:
+def trained_tasks(cfg, config: DecSelfMaskConfig) -> list[SavedTask]:
     """Every task's classifier and saved decision (a multi-label task's: one per label), checked;
     an InputError naming what is missing."""
     if not config.classification.enabled:
@@ -201,15 +163,15 @@ def trained_tasks(cfg, config: DecSelfMaskConfig) -> list[SavedTask | SavedLabel
     kind = shared.method if shared.train else "none"
     tasks: list = []
     for n, c in enumerate(config.task_configs()):
-        group = out / STAGE2_DIR if together else out / STAGE2_DIR / safe_filename(c.task)
+        group = outputs.classifier_dir(out, None if together else c.task)
         subs = saved_label_tasks(out, c)
         if subs is not None:
             tasks.append(_saved_label_set(out, n, c, subs, group, kind))
             continue
-        if c.multi_label is True and calibration_path(out, c.task).is_file():
+        if c.multi_label is True and outputs.calibration_path(out, c.task).is_file():
             raise InputError(
                 f"decselfmask [{c.task}]: the recipe sets multi_label: true, but the run trained the task with one "
-                f"label per note ({calibration_path(out, c.task)}): restore the setting, or train again.")
+                f"label per note ({outputs.calibration_path(out, c.task)}): restore the setting, or train again.")
         tasks.append(_saved_task(out, n, c, group, kind))
     return tasks
 
@@ -230,14 +192,26 @@ def _saved_task(out: Path, n: int, c: ClassificationConfig, group: Path, kind: s
         raise InputError(
             f"decselfmask [{c.task}]: {weights} changed after its decision was fitted ({record.get('path')}): a "
             "stage 2 stopped before its evaluation? Run `axolotl train` again.")
-    return SavedTask(n, c, calibration, record, group, kind)
+    return SavedTask(n, c, record, group, kind, calibration)
+
+
+def saved_label_tasks(output_dir, c: ClassificationConfig) -> list[ClassificationConfig] | None:
+    """The label questions of a trained multi-label task ``c`` as its evaluation saved them
+    (:func:`.outputs.read_label_set_record`): one setting per label, task ``<task>/<label>``, the
+    answers as its labels and the label's question; None when ``c`` was not trained as a
+    multi-label task."""
+    record = outputs.read_label_set_record(output_dir, c.task)
+    if record is None:
+        return None
+    return [c.model_copy(update={"task": record["sub_tasks"][y], "labels": list(record["answers"]),
+                                 "question": record["questions"][y]}) for y in record["labels"]]
 
 
 def _saved_label_set(out: Path, n: int, c: ClassificationConfig, subs: list[ClassificationConfig], group: Path,
-                     kind: str) -> SavedLabelSet:
-    """A multi-label task's labels (:func:`.multilabel.saved_label_tasks`), each checked as a task."""
-    where = group_record_path(out, c.task)
-    record = read_json(where)
+                     kind: str) -> SavedTask:
+    """A multi-label task's labels (:func:`saved_label_tasks`), each checked as a task."""
+    where = outputs.label_set_record_path(out, c.task)
+    record = outputs.read_label_set_record(out, c.task)
     if c.multi_label is False:
         raise InputError(
             f"decselfmask [{c.task}]: the recipe sets multi_label: false, but the run trained the task as a "
@@ -249,7 +223,8 @@ def _saved_label_set(out: Path, n: int, c: ClassificationConfig, subs: list[Clas
             f"trained and calibrated with {label_set} ({where}): restore them or train again.")
     answers = [a.strip() for a in c.label_answers]
     parts = [_saved_task(out, n, s, group, kind, answers) for s in subs]
-    return SavedLabelSet(n, c, parts, label_set, answers, dict(record, path=str(where)), group, kind)
+    return SavedTask(n, c, dict(record, path=str(where)), group, kind, parts=parts, label_set=label_set,
+                     answers=answers)
 
 
 def _require_classifier(group: Path, kind: str, task: str) -> Path | None:
@@ -257,7 +232,9 @@ def _require_classifier(group: Path, kind: str, task: str) -> Path | None:
     if kind == "none":
         return None
     if kind == "head":
-        needed = [group / "heads" / f"{safe_filename(task)}.json", group / "heads" / f"{safe_filename(task)}.safetensors"]
+        from axolotl_decselfmask.stage2.head import HeadClassifier
+
+        needed = list(reversed(HeadClassifier.paths(outputs.heads_dir(group), safe_filename(task))))
     else:
         needed = [group / "adapter_config.json", group / "adapter_model.safetensors"]
     missing = [p.name for p in needed if not p.is_file()]
@@ -273,15 +250,17 @@ def _saved_decision(out: Path, c: ClassificationConfig, whole_task: bool = True)
     """The task's decision as the evaluation fitted it: its calibration file, else (a run from
     before those files) the calibration recorded in ``metrics.json`` (rounded to 6 digits).
     ``whole_task``: ``c`` is a task of the recipe (not one label of a multi-label task)."""
-    path = calibration_path(out, c.task)
+    path = outputs.calibration_path(out, c.task)
     if path.is_file():
-        calibration, record = load_calibration(path)
-        return calibration, dict(record, path=str(path))
-    entry = ((read_json(out / "metrics.json") or {}).get("tasks") or {}).get(c.task) or {}
+        record = outputs.read_calibration(out, c.task)
+        return calibration_from_record(record, path), dict(record, path=str(path))
+    entry = ((outputs.read_metrics(out) or {}).get("tasks") or {}).get(c.task) or {}
     if isinstance(entry.get("calibration"), dict) and entry.get("labels"):
-        LOG.warning("decselfmask [%s]: no %s; using the decision recorded in metrics.json (rounded)", c.task, path)
-        return Calibration.from_dict(entry["calibration"], entry["labels"]), {"path": str(out / "metrics.json")}
-    also = "" if c.multi_label is False or not whole_task else f" (nor, for a multi-label task, {group_record_path(out, c.task)})"
+        metrics = outputs.metrics_path(out)
+        LOG.warning("decselfmask [%s]: no %s; using the decision recorded in %s (rounded)", c.task, path, metrics.name)
+        return Calibration.from_dict(entry["calibration"], entry["labels"]), {"path": str(metrics)}
+    also = ("" if c.multi_label is False or not whole_task
+            else f" (nor, for a multi-label task, {outputs.label_set_record_path(out, c.task)})")
     raise InputError(
         f"decselfmask [{c.task}]: no saved decision {path}{also}: stage 2 and its calibration have not finished for "
         "this recipe's output_dir (the file is written at their end). Run `axolotl train RECIPE` first.")
@@ -297,12 +276,12 @@ def read_notes(path: str, tasks: list) -> list[TaskNotes]:
     rows = read_table(path, NOTES_KEY)
     out = []
     for t in tasks:
-        column = t.c.text_column
-        require_column(rows, column, path, f"decselfmask.classification.text_column of task {t.c.task}")
+        column = t.settings.text_column
+        require_column(rows, column, path, f"decselfmask.classification.text_column of task {t.settings.task}")
         texts, kept, report = clean_texts([r.get(column) for r in rows], path, column)
         if report.skipped_empty:
             LOG.warning("decselfmask predict: %s", report.summary(path))
-        out.append(TaskNotes(texts, kept, read_ids(rows, kept, t.c.id_column, path)))
+        out.append(TaskNotes(texts, kept, read_ids(rows, kept, t.settings.id_column, path)))
     return out
 
 
@@ -322,18 +301,18 @@ def score_notes(cfg, config: DecSelfMaskConfig, tasks: list, notes: list[TaskNot
     dtype = recipe_precision(cfg).torch_dtype()
     groups: dict[Path, list[SavedTask]] = {}
     for t in tasks:
-        groups.setdefault(t.group, []).append(t)
+        groups.setdefault(t.folder, []).append(t)
     scores: list = [None] * len(tasks)
     for members in groups.values():
         model = load_classifier(cfg, config, members[0], dtype)
         for t in members:
-            if isinstance(t, SavedLabelSet):
+            if t.multi_label:
                 scores[t.index] = _score_label_set(cfg, config, t, model, tokenizer, notes[t.index].texts, progress)
                 continue
             prompt = _checked_prompt(config, t, tokenizer)
-            max_length = t.record.get("max_length") or t.c.max_length or cfg.sequence_len
-            texts, n_cut = truncate_for(tokenizer, t.c, t.labels, max_length, notes[t.index].texts, prompt)
-            print(f"decselfmask predict [{t.c.task}]: {len(texts)} notes, options {t.labels} ({n_cut} cut to fit "
+            max_length = t.record.get("max_length") or t.settings.max_length or cfg.sequence_len
+            texts, n_cut = truncate_for(tokenizer, t.settings, t.labels, max_length, notes[t.index].texts, prompt)
+            print(f"decselfmask predict [{t.settings.task}]: {len(texts)} notes, options {t.labels} ({n_cut} cut to fit "
                   f"{max_length} tokens)")
             scores[t.index] = _scorer(model, tokenizer, t, prompt, progress)(texts)
         del model
@@ -341,31 +320,31 @@ def score_notes(cfg, config: DecSelfMaskConfig, tasks: list, notes: list[TaskNot
 
 
 def _scorer(model, tokenizer, t: SavedTask, prompt: TaskPrompt, progress: bool) -> Scorer:
-    """The evaluation's :class:`.evaluation.Scorer` of a (sub-)task: its options' scores, or its head's."""
+    """The evaluation's :class:`.scoring.Scorer` of a (sub-)task: its options' scores, or its head's."""
     head = None
     if t.kind == "head":
         from axolotl_decselfmask.stage2.head import HeadClassifier
 
-        head = HeadClassifier.load(t.group / "heads", safe_filename(t.c.task))
-    return Scorer(model, tokenizer, ScoredTask(t.c, TaskData(None, None, t.labels), prompt), progress, head, {})
+        head = HeadClassifier.load(outputs.heads_dir(t.folder), safe_filename(t.settings.task))
+    return Scorer(model, tokenizer, t.labels, prompt, t.settings, progress, head, {})
 
 
-def _score_label_set(cfg, config: DecSelfMaskConfig, t: SavedLabelSet, model, tokenizer, texts: list[str],
+def _score_label_set(cfg, config: DecSelfMaskConfig, t: SavedTask, model, tokenizer, texts: list[str],
                      progress: bool) -> np.ndarray:
     """A multi-label task's scores, shape (notes, labels, answers), as its evaluation makes them:
-    each text cut once to fit the longest label question (:func:`.multilabel.task_prompt_for`),
-    the label questions scored on the note's shared prefix (:func:`.multilabel.score_questions`),
+    each text cut once to fit the longest label question (:func:`.task_prompt.task_prompt_for`),
+    the label questions scored on the note's shared prefix (:func:`.scoring.score_questions`),
     or each label's head."""
-    prompts = [_checked_prompt(config, p, tokenizer, label_question(t.c, y)) for p, y in zip(t.parts, t.label_set)]
-    longest = task_prompt_for(config, t.index, tokenizer, MultiLabelTaskData(None, None, t.answers, t.label_set))
-    max_length = t.parts[0].record.get("max_length") or t.c.max_length or cfg.sequence_len
-    texts, n_cut = truncate_for(tokenizer, t.c, t.answers, max_length, texts, longest)
-    print(f"decselfmask predict [{t.c.task}]: {len(texts)} notes, multi-label: {len(t.label_set)} labels, answers "
+    prompts = [_checked_prompt(config, p, tokenizer, label_question(t.settings, y)) for p, y in zip(t.parts, t.label_set)]
+    longest = task_prompt_for(config, t.index, tokenizer, TaskData(None, None, t.answers, t.label_set))
+    max_length = t.parts[0].record.get("max_length") or t.settings.max_length or cfg.sequence_len
+    texts, n_cut = truncate_for(tokenizer, t.settings, t.answers, max_length, texts, longest)
+    print(f"decselfmask predict [{t.settings.task}]: {len(texts)} notes, multi-label: {len(t.label_set)} labels, answers "
           f"{t.answers} ({n_cut} cut to fit {max_length} tokens)")
     if t.kind == "head":
         return np.stack([_scorer(model, tokenizer, p, q, progress)(texts) for p, q in zip(t.parts, prompts)], axis=1)
     return score_questions(model, tokenizer, texts, [q.question for q in prompts], t.answers, prompts[0].system_prompt,
-                           progress, t.c.eval_batch_size, t.c.option_chunk)
+                           progress, t.settings.eval_batch_size, t.settings.option_chunk)
 
 
 def _checked_prompt(config: DecSelfMaskConfig, t: SavedTask, tokenizer, question: str | None = None) -> TaskPrompt:
@@ -375,7 +354,7 @@ def _checked_prompt(config: DecSelfMaskConfig, t: SavedTask, tokenizer, question
     saved = (t.record.get("question"), t.record.get("system_prompt"))
     if saved[0] is not None and saved != (prompt.question, prompt.system_prompt):
         raise InputError(
-            f"decselfmask [{t.c.task}]: the recipe's classification prompt (question {prompt.question!r}) is not the "
+            f"decselfmask [{t.settings.task}]: the recipe's classification prompt (question {prompt.question!r}) is not the "
             f"one the classifier was trained and calibrated with (question {saved[0]!r}, {t.record.get('path')}): "
             "restore it, or train again.")
     return prompt
@@ -398,14 +377,14 @@ def load_classifier(cfg, config: DecSelfMaskConfig, t: SavedTask, dtype):
     else:
         from peft import PeftModel
 
-        base = json.loads((t.group / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+        base = json.loads((t.folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
         if not Path(base).exists():
             if Path(base).name == MERGED_DIR:  # output_dir moved, or the folder removed: output_dir's, made again
                 base, _ = stage1_model_folder(cfg, config, dtype)
             elif Path(base).is_absolute():
-                raise InputError(f"decselfmask [{t.c.task}]: the base of the stage-2 adapter {t.group}, {base}, is "
+                raise InputError(f"decselfmask [{t.settings.task}]: the base of the stage-2 adapter {t.folder}, {base}, is "
                                  "missing; put it back or train again.")
-        model = PeftModel.from_pretrained(load_model(base, cfg, dtype), str(t.group)).merge_and_unload()
+        model = PeftModel.from_pretrained(load_model(base, cfg, dtype), str(t.folder)).merge_and_unload()
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model.eval()
@@ -448,38 +427,25 @@ def _task_results(t: SavedTask, n: TaskNotes, s: np.ndarray, most_uncertain: int
     """(keyed rows, most uncertain rows, summary entry) of a single-label task."""
     pred, post = t.calibration.decide(s) if len(s) else (np.zeros(0, dtype=int), np.zeros((0, len(t.labels))))
     labels = [t.labels[i] for i in pred]
-    keyed = [((row, t.index), {"id": i, "task": t.c.task, "label": y, "scores": _finite(v)})
+    keyed = [((row, t.index), {"id": i, "task": t.settings.task, "label": y, "scores": _finite(v)})
              for row, i, y, v in zip(n.rows, n.ids, labels, s)]
     entry: dict = {"labels": t.labels, "counts": {o: labels.count(o) for o in t.labels}}
     uncertain = []
     if most_uncertain:
         m = margins(post) if len(post) else np.zeros(0)
         order = np.argsort(m, kind="stable")[:most_uncertain]
-        uncertain = [{"task": t.c.task, "rank": r + 1, "id": n.ids[j], "label": labels[j],
+        uncertain = [{"task": t.settings.task, "rank": r + 1, "id": n.ids[j], "label": labels[j],
                       "margin": float(m[j]), "posteriors": _finite(post[j])} for r, j in enumerate(order)]
         entry["most_uncertain"] = [n.ids[j] for j in order]
     return keyed, uncertain, entry
 
 
-def label_set_decisions(t: SavedLabelSet, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each label's saved decision on a multi-label task's scores ``s`` (notes, labels, answers):
-    ``(has, post)``, whether each note has each label (notes, labels) and the labels' calibrated
-    posteriors (notes, labels, answers)."""
-    has = np.zeros((len(s), len(t.parts)), dtype=bool)
-    post = np.zeros((len(s), len(t.parts), len(t.answers)))
-    for j, p in enumerate(t.parts):
-        if len(s):
-            pred, post[:, j] = p.calibration.decide(s[:, j])
-            has[:, j] = pred == 0  # the first answer: the note has the label
-    return has, post
-
-
-def _label_set_results(t: SavedLabelSet, n: TaskNotes, s: np.ndarray, most_uncertain: int | None):
+def _label_set_results(t: SavedTask, n: TaskNotes, s: np.ndarray, most_uncertain: int | None):
     """(keyed rows, most uncertain rows, summary entry) of a multi-label task: ``label`` the note's
     label set, ``scores`` per label; a note's margin is its least certain label's."""
-    has, post = label_set_decisions(t, s)
+    has, post = label_set_decisions([p.calibration for p in t.parts], s)
     sets = [[y for y, on in zip(t.label_set, row) if on] for row in has]
-    keyed = [((row, t.index), {"id": i, "task": t.c.task, "label": labels,
+    keyed = [((row, t.index), {"id": i, "task": t.settings.task, "label": labels,
                                "scores": {y: _finite(v[j]) for j, y in enumerate(t.label_set)}})
              for row, i, labels, v in zip(n.rows, n.ids, sets, s)]
     entry: dict = {"labels": t.labels, "counts": {y: int(has[:, j].sum()) for j, y in enumerate(t.label_set)},
@@ -489,7 +455,7 @@ def _label_set_results(t: SavedLabelSet, n: TaskNotes, s: np.ndarray, most_uncer
         per_label = np.stack([margins(post[:, j]) for j in range(len(t.parts))], axis=1) if len(s) else np.zeros((0, 1))
         m, weakest = per_label.min(axis=1), per_label.argmin(axis=1)
         order = np.argsort(m, kind="stable")[:most_uncertain]
-        uncertain = [{"task": t.c.task, "rank": r + 1, "id": n.ids[j], "label": sets[j], "margin": float(m[j]),
+        uncertain = [{"task": t.settings.task, "rank": r + 1, "id": n.ids[j], "label": sets[j], "margin": float(m[j]),
                       "uncertain_label": t.label_set[weakest[j]],
                       "posteriors": {y: _finite(post[j, k]) for k, y in enumerate(t.label_set)}}
                      for r, j in enumerate(order)]
@@ -516,12 +482,12 @@ def predict(cfg, notes: str, out: str | Path, most_uncertain: int | None = None,
     scores = score_notes(cfg, config, tasks, task_notes, progress)
     keyed, uncertain, summary = [], [], {}
     for t, n, s in zip(tasks, task_notes, scores):
-        results = _label_set_results if isinstance(t, SavedLabelSet) else _task_results
-        rows, most, summary[t.c.task] = results(t, n, s, most_uncertain)
+        results = _label_set_results if t.multi_label else _task_results
+        rows, most, summary[t.settings.task] = results(t, n, s, most_uncertain)
         keyed += rows
         uncertain += most
     rows = [row for _, row in sorted(keyed, key=lambda kv: kv[0])]
-    separators = {t.c.task: t.c.label_separator for t in tasks if isinstance(t, SavedLabelSet)}
+    separators = {t.settings.task: t.settings.label_separator for t in tasks if t.multi_label}
     write_rows(out, rows, separators)
     if uncertain_path is not None:
         write_rows(uncertain_path, uncertain, separators)
@@ -531,7 +497,7 @@ def predict(cfg, notes: str, out: str | Path, most_uncertain: int | None = None,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m axolotl_decselfmask.predict",
+        prog="axolotl decselfmask predict",
         description="Label every note of NOTES for every task of RECIPE with its trained classifier (after "
                     "`axolotl train RECIPE`); one row per (note, task): id, task, label, scores.")
     parser.add_argument("recipe", help="the recipe the run was trained with")

@@ -1,7 +1,7 @@
 """Probing: how much of the task a frozen model's representation already holds.
 
 For each text the classification prompt is rendered exactly as the evaluation renders it (see
-:func:`.evaluation.score_options`): system turn, user turn with the text, the question and the
+:func:`.scoring.score_options`): system turn, user turn with the text, the question and the
 options, and the start of the assistant turn, without any answer. The frozen model reads it
 and the final layer's hidden state at the last prompt token is the text's feature. A small
 classifier (hidden -> ``probing.hidden_size`` -> labels, ReLU; features standardised with the
@@ -25,6 +25,7 @@ from axolotl_decselfmask.args import ProbingConfig
 from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.prompts import classification_messages, render
 from axolotl_decselfmask.stage2.metrics import macro_f1
+from axolotl_decselfmask.stage2.tasks import Task
 
 LOG = logging.getLogger(__name__)
 
@@ -248,3 +249,17 @@ def probe(model, tokenizer, train_texts: list[str], train_labels: list[str], tes
     LOG.info("decselfmask probing: macro_f1 %.4f, accuracy %.4f (%d train, %d test)", result["macro_f1"],
              result["accuracy"], result["n_train"], result["n_test"])
     return result
+
+
+def probe_tasks(config, tasks: list[Task], model, tokenizer, progress: bool, features: dict) -> None:
+    """Probing of the frozen starting model, per task with a test file, into each task's
+    ``run_info`` (its metrics). ``config``: the :class:`.args.DecSelfMaskConfig`."""
+    for t in tasks:
+        if t.test_texts is None:
+            continue
+        probed = probe(model, tokenizer, t.train_texts, t.train_labels, t.test_texts, t.gold, t.data.labels,
+                       t.prompt.question, t.prompt.system_prompt, config.probing, config.seed, progress,
+                       feature_cache=features)
+        t.run_info.update(probe_macro_f1=probed["macro_f1"], probe_accuracy=probed["accuracy"])
+        print(f"decselfmask probing [{t.name}]: Macro F1 {probed['macro_f1']:.4f} (frozen model, last-token "
+              f"hidden state, {config.probing.hidden_size}-unit classifier)")

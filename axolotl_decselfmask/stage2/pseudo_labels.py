@@ -1,7 +1,7 @@
 """The synthetic-labels baseline: the stage-2 model labels unlabelled texts.
 
 Each pool text is scored as the evaluation scores a test text (constrained scoring: the
-summed log-probability of each label option as the answer, :func:`.evaluation.score_options`);
+summed log-probability of each label option as the answer, :func:`.scoring.score_options`);
 a softmax over the options gives the confidence of the best one. Labels with a confidence of
 at least ``pseudo_labels.min_confidence`` are kept, at most ``pseudo_labels.max_per_label`` per
 label (the most confident), in the pool's order.
@@ -22,6 +22,8 @@ from axolotl_decselfmask.io.tables import (
     require_column,
 )
 from axolotl_decselfmask.stage2.scoring import OPTION_CHUNK, score_options
+from axolotl_decselfmask.stage2.tasks import Task
+from axolotl_decselfmask.stage2.training import task_rows
 
 LOG = logging.getLogger(__name__)
 
@@ -94,3 +96,19 @@ def pseudo_label(model, tokenizer, pool_texts: list[str], labels: list[str], que
     print(f"decselfmask pseudo-labels: {len(chosen)} of {len(pool_texts)} texts kept (confidence >= "
           f"{settings.min_confidence}, at most {settings.max_per_label} per label): {counts}")
     return chosen
+
+
+def pseudo_label_rows(tasks: list[Task], model, tokenizer, progress: bool) -> list[dict]:
+    """Training rows of the confident pseudo-labels of each task's pool (``pool_texts``), by the
+    classifier ``model``; each task's count in its ``run_info``."""
+    rows = []
+    for t in tasks:
+        if t.pool_texts is None:
+            continue
+        added = pseudo_label(model, tokenizer, t.pool_texts, t.data.labels, t.prompt.question,
+                             t.prompt.system_prompt, t.settings.pseudo_labels, progress, t.settings.option_chunk)
+        print(f"decselfmask pseudo-labels [{t.name}]: {len(added)} of {len(t.pool_texts)} pool texts labelled "
+              f"with confidence >= {t.settings.pseudo_labels.min_confidence}; training again on gold + pseudo-labels")
+        t.run_info["n_pseudo"] = len(added)
+        rows += task_rows(tokenizer, t, [a["text"] for a in added], [a["label"] for a in added])
+    return rows

@@ -2,74 +2,86 @@
 
 Runs after stage 1 in the same ``axolotl train``. The stage-1 model, as one folder (see
 :mod:`.model`), is the starting point. By default (``classification.joint: true``, the paper's
-procedure) one fresh LoRA is trained with TRL's ``SFTTrainer`` on the labelled examples of all
-tasks together, each example in its own task's prompt (question and options), and saved to
-``<output_dir>/stage2``; with ``joint: false`` each task gets its own LoRA in
-``<output_dir>/stage2/<task>``. Each task is then scored on its own test file
-(:mod:`.scoring`) into ``<output_dir>/metrics.json`` and ``predictions-<task>.jsonl``; tasks of
+procedure) one fresh LoRA is trained with TRL's ``SFTTrainer`` (:mod:`.training`) on the labelled
+examples of all tasks together, each example in its own task's prompt (question and options), and
+saved to ``<output_dir>/stage2``; with ``joint: false`` each task gets its own LoRA in
+``<output_dir>/stage2/<task>`` (:mod:`.outputs`). Each task is then scored on its own test file
+(:mod:`.evaluation`) into ``<output_dir>/metrics.json`` and ``predictions-<task>.jsonl``; tasks of
 one model whose test notes are the same (one test set shared by the tasks of a corpus) are scored
-together, each note's prompt prefix once (:func:`.multilabel.shared_test_scorers`).
+together, each note's prompt prefix once (:func:`.scoring.shared_test_scorers`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from axolotl_decselfmask.args import ClassificationConfig, DecSelfMaskConfig
+from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.hardware import environment, recipe_precision
-from axolotl_decselfmask.io.files import safe_filename
 from axolotl_decselfmask.prompts import ensure_chat_template
+from axolotl_decselfmask.stage2 import outputs
 from axolotl_decselfmask.stage2.calibration import POOL_MODES, calibration_pool_texts
-from axolotl_decselfmask.stage2.data import (
-    TaskData,
-    TaskPrompt,
-    truncate_for,
-)
-from axolotl_decselfmask.stage2.evaluation import Scorer, evaluate_task
+from axolotl_decselfmask.stage2.data import load_any_task_data
+from axolotl_decselfmask.stage2.evaluation import evaluate_label_sets, evaluate_task
 from axolotl_decselfmask.stage2.model import (
     load_model,
     load_tokenizer,
     stage1_model_folder,
 )
-from axolotl_decselfmask.stage2.multilabel import (
-    MultiLabelPart,
-    evaluate_groups,
-    expand_tasks,
-    load_any_task_data,
-    shared_test_scorers,
-    task_groups,
+from axolotl_decselfmask.stage2.multilabel import expand_tasks
+from axolotl_decselfmask.stage2.scoring import Scorer, shared_test_scorers
+from axolotl_decselfmask.stage2.task_prompt import (
     task_prompt_for,
+    text_budget,
+    truncate_for,
 )
-from axolotl_decselfmask.stage2.training import train_classifier, training_rows
+from axolotl_decselfmask.stage2.tasks import Task, task_groups
+from axolotl_decselfmask.stage2.training import task_rows, train_classifier
 
 LOG = logging.getLogger(__name__)
 
-STAGE2_DIR = "stage2"
+
+def check_inputs(cfg, config: DecSelfMaskConfig) -> None:
+    """Before stage 1 (the plugin's ``load_datasets``): every task's files read and checked, and its
+    classification prompt measured against its ``max_length``; a warning when the hub upload will
+    find no token."""
+    tokenizer = None
+    for n, task in enumerate(config.task_configs()):
+        data = load_any_task_data(task, cfg.output_dir, config.seed)  # a multi-label task too
+        LOG.info("decselfmask [%s]: %s; labels %s", task.task, data.train.report.summary(task.train_file), data.labels)
+        tokenizer = tokenizer or _prompt_tokenizer(cfg, config)
+        text_budget(tokenizer, task, data.labels, task.max_length or cfg.sequence_len,
+                    task_prompt_for(config, n, tokenizer, data))
+    from axolotl_decselfmask.stage2.hub import token_warning
+
+    warning = token_warning(config)
+    if warning:
+        LOG.warning(warning)
 
 
-@dataclass
-class Task:
-    """One task, read, checked and truncated, ready for training and evaluation."""
+def _prompt_tokenizer(cfg, config: DecSelfMaskConfig):
+    """The recipe's tokenizer as Axolotl loads it (chat_template, special tokens), with the
+    plugin's fallback template: the classification prompt's length is measured with it."""
+    from axolotl.loaders import load_tokenizer as axolotl_tokenizer
 
-    c: ClassificationConfig
-    data: TaskData
-    prompt: TaskPrompt
-    max_length: int
-    train_texts: list[str]
-    train_labels: list[str]
-    test_texts: list[str] | None
-    gold: list[str] | None
-    pool_texts: list[str] | None = None  # pseudo-labels' pool
-    calibration_pool: list[str] | None = None  # unlabelled notes of the pool calibration modes
-    extra: dict = field(default_factory=dict)
-    multi_label: MultiLabelPart | None = None  # a sub-task of a multi-label task (stage2/multilabel.py)
+    tokenizer = axolotl_tokenizer(cfg)
+    ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
+    return tokenizer
 
-    def rows(self, tokenizer, texts=None, labels=None) -> list[dict]:
-        return training_rows(tokenizer, texts if texts is not None else self.train_texts,
-                             labels if labels is not None else self.train_labels, self.data.labels,
-                             self.prompt.question, self.prompt.system_prompt, self.c.train_on_inputs)
+
+def after_stage1(cfg, config: DecSelfMaskConfig) -> None:
+    """What ``axolotl train`` runs once stage 1 is saved (the main process, once): stage 2 and the
+    evaluation from a clean slate (what an earlier run wrote of each task is removed first), then
+    the model card and the upload to ``decselfmask.hub_model_id``."""
+    for task in config.task_configs():
+        outputs.forget_results(cfg.output_dir, task.task)
+    run_stage2(cfg, config)
+    from axolotl_decselfmask.stage2.model_card import write_model_card
+
+    write_model_card(cfg, config)  # README.md in output_dir; never raises
+    from axolotl_decselfmask.stage2.hub import push_results
+
+    push_results(cfg, config)  # stage 2, metrics, predictions, the card (nothing without hub_model_id)
 
 
 def prepare_tasks(cfg, config: DecSelfMaskConfig, tokenizer) -> list[Task]:
@@ -91,19 +103,19 @@ def prepare_tasks(cfg, config: DecSelfMaskConfig, tokenizer) -> list[Task]:
             gold = d.test.labels[: len(test_texts)]
             test_texts, _ = truncate_for(tokenizer, c, d.labels, max_length, test_texts, prompt)
         tasks.append(Task(c, d, prompt, max_length, train_texts, list(d.train.labels[:n_train]), test_texts, gold))
-    if any(t.c.calibration in POOL_MODES for t in tasks):  # the decision is fitted with or without a test file
-        notes = calibration_pool_texts(cfg, config, max(t.c.calibration_pool_texts for t in tasks))
+    if any(t.settings.calibration in POOL_MODES for t in tasks):  # the decision is fitted with or without a test file
+        notes = calibration_pool_texts(cfg, config, max(t.settings.calibration_pool_texts for t in tasks))
         for t in tasks:
-            if t.c.calibration in POOL_MODES:
-                t.calibration_pool, _ = truncate_for(tokenizer, t.c, t.data.labels, t.max_length,
-                                                     notes[: t.c.calibration_pool_texts], t.prompt)
+            if t.settings.calibration in POOL_MODES:
+                t.calibration_pool, _ = truncate_for(tokenizer, t.settings, t.data.labels, t.max_length,
+                                                     notes[: t.settings.calibration_pool_texts], t.prompt)
     for t in tasks:
-        if t.c.pseudo_labels.enabled:
+        if t.settings.pseudo_labels.enabled:
             from axolotl_decselfmask.stage2.pseudo_labels import read_pool
 
             # never pseudo-label (and then train on) a test text
-            pool = read_pool(t.c.pseudo_labels, exclude_texts=t.data.test.texts if t.data.test else None)
-            t.pool_texts, _ = truncate_for(tokenizer, t.c, t.data.labels, t.max_length, pool, t.prompt)
+            pool = read_pool(t.settings.pseudo_labels, exclude_texts=t.data.test.texts if t.data.test else None)
+            t.pool_texts, _ = truncate_for(tokenizer, t.settings, t.data.labels, t.max_length, pool, t.prompt)
     return expand_tasks(config, tasks, tokenizer)  # a multi-label task becomes one sub-task per label
 
 
@@ -124,15 +136,16 @@ def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
     joint = config.classification.joint and config.classification.train
     together = joint or not config.classification.train  # untrained: one model scores every task
     for t in tasks:
-        t.extra.update(stage1=config.stage1, labels=t.data.labels, n_train=len(t.train_texts), trained=t.c.train,
-                       prompt=t.prompt.style, environment=environment(precision),
-                       stage2_joint=joint, stage1_model=folder)
-    out = Path(cfg.output_dir) / STAGE2_DIR
+        t.run_info.update(stage1=config.stage1, labels=t.data.labels, n_train=len(t.train_texts),
+                          trained=t.settings.train, prompt=t.prompt.style, environment=environment(precision),
+                          stage2_joint=joint, stage1_model=folder)
     if together:
-        return _run_group(cfg, config, tasks, tokenizer, folder, dtype, out, "joint", progress)
+        return _run_group(cfg, config, tasks, tokenizer, folder, dtype, outputs.classifier_dir(cfg.output_dir),
+                          "joint", progress)
     metrics: dict = {}
     for name, group in task_groups(tasks):  # a multi-label task's labels share one LoRA
-        metrics = _run_group(cfg, config, group, tokenizer, folder, dtype, out / safe_filename(name), name, progress)
+        out_dir = outputs.classifier_dir(cfg.output_dir, name)
+        metrics = _run_group(cfg, config, group, tokenizer, folder, dtype, out_dir, name, progress)
     return metrics
 
 
@@ -143,20 +156,24 @@ def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, fol
     model = load_model(folder, cfg, dtype)
     features: dict = {}  # hidden states of the (frozen) starting model, shared by probing and heads
     if config.probing.enabled:
-        _probe(config, tasks, model, tokenizer, progress, features)
-    settings = config.classification if len(tasks) > 1 else tasks[0].c
+        from axolotl_decselfmask.stage2.probing import probe_tasks
+
+        probe_tasks(config, tasks, model, tokenizer, progress, features)
+    settings = config.classification if len(tasks) > 1 else tasks[0].settings
     heads: dict = {}
     if settings.train and settings.method == "head":
-        heads = {t.c.task: _train_head(config, t, model, tokenizer, out_dir / "heads", progress, features)
-                 for t in tasks}
+        from axolotl_decselfmask.stage2.head import train_task_head
+
+        heads = {t.name: train_task_head(config.seed, t, model, tokenizer, outputs.heads_dir(out_dir), progress,
+                                         features) for t in tasks}
     elif settings.train:
         model = _train_lora(cfg, config, settings, tasks, model, tokenizer, folder, dtype, out_dir, name, progress)
-    metrics = evaluate_groups(cfg, config, tasks, model, tokenizer, progress, heads, features)  # multi-label
+    metrics = evaluate_label_sets(cfg, config, tasks, model, tokenizer, progress, heads, features)  # multi-label
     # tasks with the same test notes (and options, prompt): one prefix per note for all of them
     shared = {} if heads else shared_test_scorers(model, tokenizer, tasks, progress)
     for t in tasks:
-        if t.multi_label is None:
-            scorer = shared.get(t.c.task) or Scorer(model, tokenizer, t, progress, heads.get(t.c.task), features)
+        if t.parent is None:
+            scorer = shared.get(t.name) or Scorer.of(model, tokenizer, t, progress, heads.get(t.name), features)
             metrics = evaluate_task(cfg, config, t, scorer, t.calibration_pool) or metrics
     return metrics
 
@@ -164,69 +181,17 @@ def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, fol
 def _train_lora(cfg, config: DecSelfMaskConfig, settings, tasks: list[Task], model, tokenizer, folder: str, dtype,
                 out_dir: Path, name: str, progress: bool):
     """One LoRA on every task's rows (then again with pseudo-labels, when asked); the merged model."""
-    rows = [r for t in tasks for r in t.rows(tokenizer)]
+    rows = [r for t in tasks for r in task_rows(tokenizer, t)]
     max_length = max(t.max_length for t in tasks)
     trainer = train_classifier(cfg, settings, config.seed, model, tokenizer, rows, max_length, out_dir, progress, name)
     if any(t.pool_texts is not None for t in tasks):
-        rows = rows + _pseudo_rows(tasks, trainer.model.merge_and_unload(), tokenizer, progress)
+        from axolotl_decselfmask.stage2.pseudo_labels import pseudo_label_rows
+
+        rows = rows + pseudo_label_rows(tasks, trainer.model.merge_and_unload(), tokenizer, progress)
         del trainer, model
         model = load_model(folder, cfg, dtype)
         trainer = train_classifier(cfg, settings, config.seed, model, tokenizer, rows, max_length, out_dir,
                                    progress, name)
     for t in tasks:
-        t.extra["stage2_adapter"] = str(out_dir)
+        t.run_info["stage2_adapter"] = str(out_dir)
     return trainer.model.merge_and_unload()  # saved already; merged, the evaluation runs faster
-
-
-def _train_head(config: DecSelfMaskConfig, t: Task, model, tokenizer, folder: Path, progress: bool, features: dict):
-    """A head on the frozen model's hidden states of the task's labelled examples, saved in ``folder``."""
-    from axolotl_decselfmask.stage2.head import fit_head
-
-    head = fit_head(model, tokenizer, t.train_texts, t.train_labels, t.data.labels, t.prompt.question,
-                    t.prompt.system_prompt, t.c.head, config.seed, mask_id=_mask_id(tokenizer, t.prompt),
-                    progress=progress, batch_size=t.c.eval_batch_size, feature_cache=features)
-    path = head.save(folder, safe_filename(t.c.task))
-    t.extra.update(stage2_head=str(path), head_position=head.position)
-    print(f"decselfmask stage 2 [{t.c.task}]: head trained on {len(t.train_texts)} examples (hidden state at the "
-          f"{head.position} token), saved to {path}")
-    return head
-
-
-def _mask_id(tokenizer, prompt: TaskPrompt) -> int | None:
-    """The mask's token id when the prompt has a one-token mask, else None."""
-    if prompt.mask_text is None:
-        return None
-    ids = tokenizer(prompt.mask_text, add_special_tokens=False)["input_ids"]
-    return ids[0] if len(ids) == 1 else None
-
-
-def _pseudo_rows(tasks: list[Task], model, tokenizer, progress: bool) -> list[dict]:
-    """Training rows of the confident pseudo-labels of each task's pool, by the classifier ``model``."""
-    from axolotl_decselfmask.stage2.pseudo_labels import pseudo_label
-
-    rows = []
-    for t in tasks:
-        if t.pool_texts is None:
-            continue
-        added = pseudo_label(model, tokenizer, t.pool_texts, t.data.labels, t.prompt.question,
-                             t.prompt.system_prompt, t.c.pseudo_labels, progress, t.c.option_chunk)
-        print(f"decselfmask pseudo-labels [{t.c.task}]: {len(added)} of {len(t.pool_texts)} pool texts labelled "
-              f"with confidence >= {t.c.pseudo_labels.min_confidence}; training again on gold + pseudo-labels")
-        t.extra["n_pseudo"] = len(added)
-        rows += t.rows(tokenizer, [a["text"] for a in added], [a["label"] for a in added])
-    return rows
-
-
-def _probe(config: DecSelfMaskConfig, tasks: list[Task], model, tokenizer, progress: bool, features: dict) -> None:
-    """Probing of the frozen starting model, per task, into each task's metrics."""
-    from axolotl_decselfmask.stage2.probing import probe
-
-    for t in tasks:
-        if t.test_texts is None:
-            continue
-        probed = probe(model, tokenizer, t.train_texts, t.train_labels, t.test_texts, t.gold, t.data.labels,
-                       t.prompt.question, t.prompt.system_prompt, config.probing, config.seed, progress,
-                       feature_cache=features)
-        t.extra.update(probe_macro_f1=probed["macro_f1"], probe_accuracy=probed["accuracy"])
-        print(f"decselfmask probing [{t.c.task}]: Macro F1 {probed['macro_f1']:.4f} (frozen model, last-token "
-              f"hidden state, {config.probing.hidden_size}-unit classifier)")

@@ -18,6 +18,7 @@ from datasets import Dataset
 from axolotl_decselfmask.args import ClassificationConfig
 from axolotl_decselfmask.io.files import atomic_write_json, fingerprint, read_json
 from axolotl_decselfmask.prompts import classification_messages, tokenize_for_training
+from axolotl_decselfmask.stage2.tasks import Task
 
 LOG = logging.getLogger(__name__)
 
@@ -32,6 +33,14 @@ def training_rows(tokenizer, texts, labels, options, question: str, system_promp
                               train_on_inputs=train_on_inputs)
         for t, y in zip(texts, labels)
     ]
+
+
+def task_rows(tokenizer, task: Task, texts: list[str] | None = None, labels: list | None = None) -> list[dict]:
+    """:func:`training_rows` of ``task`` (its prompt and options): its labelled examples, or ``texts``
+    with ``labels`` (pseudo-labels)."""
+    return training_rows(tokenizer, texts if texts is not None else task.train_texts,
+                         labels if labels is not None else task.train_labels, task.data.labels,
+                         task.prompt.question, task.prompt.system_prompt, task.settings.train_on_inputs)
 
 
 def sft_config(cfg, c: ClassificationConfig, seed: int, out_dir: Path, bf16: bool, max_length: int,

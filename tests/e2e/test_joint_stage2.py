@@ -100,7 +100,7 @@ def test_mask_fill_prompt_uses_the_stage1_mask_token(joint_run):
     from axolotl_decselfmask.args import DecSelfMaskConfig
     from axolotl_decselfmask.mask_token import choose_mask_token
     from axolotl_decselfmask.prompts import classification_messages, render
-    from axolotl_decselfmask.stage2.data import task_prompt
+    from axolotl_decselfmask.stage2.task_prompt import task_prompt
 
     tmp, recipe, _ = joint_run
     tok = AutoTokenizer.from_pretrained(str(tmp / "out"))  # as stage 1 saved it

@@ -138,7 +138,7 @@ def test_heads_per_label_and_decisions_saved_without_a_test_file(setting):
     assert record["labels"] == LABELS and record["answers"] == ["yes", "no"]
     assert record["sub_tasks"]["treatment"] == "topics/treatment"
     from axolotl_decselfmask.args import DecSelfMaskConfig
-    from axolotl_decselfmask.stage2.multilabel import saved_label_tasks
+    from axolotl_decselfmask.stage2.predict import saved_label_tasks
 
     (c,) = DecSelfMaskConfig(**recipe["decselfmask"]).task_configs()
     subs = saved_label_tasks(out, c)
@@ -146,7 +146,7 @@ def test_heads_per_label_and_decisions_saved_without_a_test_file(setting):
     assert subs[2].question == "Does the text above concern treatment?"
     assert saved_label_tasks(tmp / "out_joint", c.model_copy(update={"task": "abstracts"})) is None
     # a new run forgets them first (the plugin, before stage 2)
-    from axolotl_decselfmask.stage2.multilabel import forget_group
+    from axolotl_decselfmask.stage2.outputs import forget_results
 
-    forget_group(out, "topics")
+    forget_results(out, "topics")
     assert not list((out / "stage2").glob("calibration-topics_*")) and saved_label_tasks(out, c) is None

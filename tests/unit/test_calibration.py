@@ -252,9 +252,10 @@ def test_the_evaluation_decides_before_reading_test_labels(tmp_path):
     scores of the decision, never the decision, its calibration, or the predictions' scores."""
     from axolotl.utils.dict import DictDefault
 
-    from axolotl_decselfmask.stage2.data import TaskPrompt, load_task_data
-    from axolotl_decselfmask.stage2.evaluation import Scorer, evaluate_task
-    from axolotl_decselfmask.stage2.run import Task
+    from axolotl_decselfmask.stage2.data import load_task_data
+    from axolotl_decselfmask.stage2.evaluation import evaluate_task
+    from axolotl_decselfmask.stage2.scoring import Scorer
+    from axolotl_decselfmask.stage2.tasks import Task, TaskPrompt
 
     class KeywordScorer(Scorer):  # an always-yes classifier, less sure when the note says "benign"
         def __init__(self):

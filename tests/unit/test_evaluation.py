@@ -12,12 +12,14 @@ from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.prompts import classification_messages, render
 from axolotl_decselfmask.stage2.metrics import (
     classification_report_dict,
-    dump_predictions,
-    forget_task,
     format_table,
     macro_f1,
     result_from_scores,
+)
+from axolotl_decselfmask.stage2.outputs import (
+    forget_metrics,
     write_metrics,
+    write_predictions,
 )
 from axolotl_decselfmask.stage2.scoring import score_options
 
@@ -88,8 +90,8 @@ def test_classification_report_by_hand():
 
 def test_metrics_json_shape_and_merge(tmp_path):
     path = tmp_path / "metrics.json"
-    write_metrics(path, "t1", {"macro_f1": 0.5, "accuracy": 0.6, "n_test": 10})
-    metrics = write_metrics(path, "t2", {"macro_f1": 0.7, "accuracy": 0.8, "n_test": 12})
+    write_metrics(tmp_path, "t1", {"macro_f1": 0.5, "accuracy": 0.6, "n_test": 10})
+    metrics = write_metrics(tmp_path, "t2", {"macro_f1": 0.7, "accuracy": 0.8, "n_test": 12})
     on_disk = json.loads(path.read_text())
     assert on_disk == metrics
     assert set(on_disk["tasks"]) == {"t1", "t2"}
@@ -116,7 +118,7 @@ def test_metrics_json_keeps_the_calibrated_and_the_argmax_scores(tmp_path):
     result = result_from_scores(scores, gold, options, Threshold())
     assert result["predictions"] == ["yes", "no", "yes", "no"] and result["predictions_argmax"] == ["yes"] * 3 + ["no"]
     path = tmp_path / "metrics.json"
-    metrics = write_metrics(path, "t", result, extra={"labels": options})
+    metrics = write_metrics(tmp_path, "t", result, extra={"labels": options})
     entry = json.loads(path.read_text())["tasks"]["t"]
     assert entry["macro_f1"] == pytest.approx(f1_score(gold, result["predictions"], average="macro"))
     assert entry["macro_f1_argmax"] == pytest.approx(f1_score(gold, result["predictions_argmax"], average="macro"))
@@ -125,19 +127,19 @@ def test_metrics_json_keeps_the_calibrated_and_the_argmax_scores(tmp_path):
     assert "scores" not in entry and "predictions" not in entry
     table = format_table(metrics)
     assert "macro_f1_argmax" in table and f"{entry['macro_f1_argmax']:.4f}" in table
-    write_metrics(path, "plain", {"macro_f1": 0.1, "accuracy": 0.2, "n_test": 3})
+    write_metrics(tmp_path, "plain", {"macro_f1": 0.1, "accuracy": 0.2, "n_test": 3})
     assert "plain" in format_table(json.loads(path.read_text()))  # a task without it shows "-"
 
 
 def test_predictions_rows(tmp_path):
     path = tmp_path / "predictions-t.jsonl"
     scores = np.array([[-0.5, -2.0], [-3.0, -np.inf]])
-    dump_predictions(path, ["n-17", 4], [0, 2], ["a", "b"], ["a", "a"], scores, ["a", "b"])
+    write_predictions(tmp_path, "t", ["n-17", 4], [0, 2], ["a", "b"], ["a", "a"], scores, ["a", "b"])
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows == [{"id": "n-17", "row": 0, "gold": "a", "pred": "a", "scores": [-0.5, -2.0]},
                     {"id": 4, "row": 2, "gold": "b", "pred": "a", "scores": [-3.0, None]}]
     with pytest.raises(ValueError, match="do not match"):
-        dump_predictions(path, [1], [0, 2], ["a", "b"], ["a", "a"], scores, ["a", "b"])
+        write_predictions(tmp_path, "t", [1], [0, 2], ["a", "b"], ["a", "a"], scores, ["a", "b"])
 
 
 def test_labelled_files_carry_their_ids(tmp_path):
@@ -167,14 +169,14 @@ def test_task_names_cannot_escape_the_output_folder(tmp_path):
     assert safe_filename("ok-name_1") == "ok-name_1"
 
 
-def test_forget_task_updates_the_mean_and_removes_an_empty_file(tmp_path):
+def test_forget_metrics_updates_the_mean_and_removes_an_empty_file(tmp_path):
     path = tmp_path / "metrics.json"
-    write_metrics(path, "a", {"macro_f1": 0.2, "accuracy": 0.5, "n_test": 4})
-    write_metrics(path, "b", {"macro_f1": 0.6, "accuracy": 0.7, "n_test": 4})
+    write_metrics(tmp_path, "a", {"macro_f1": 0.2, "accuracy": 0.5, "n_test": 4})
+    write_metrics(tmp_path, "b", {"macro_f1": 0.6, "accuracy": 0.7, "n_test": 4})
     assert json.loads(path.read_text())["macro_f1_mean"] == pytest.approx(0.4)
-    forget_task(path, "a")
+    forget_metrics(tmp_path, "a")
     metrics = json.loads(path.read_text())
     assert list(metrics["tasks"]) == ["b"] and metrics["macro_f1_mean"] == pytest.approx(0.6)
-    forget_task(path, "missing")  # nothing to do
-    forget_task(path, "b")
+    forget_metrics(tmp_path, "missing")  # nothing to do
+    forget_metrics(tmp_path, "b")
     assert not path.exists()

@@ -166,11 +166,9 @@ def _finish_predicting(run: dict, rng, error: float, seconds: float = 2.0) -> No
     as the plugin writes them (stage2.metrics), from predictions wrong on about ``error`` of the notes."""
     import numpy as np
 
-    from axolotl_decselfmask.io.files import read_jsonl, safe_filename
-    from axolotl_decselfmask.stage2.metrics import (
-        classification_report_dict,
-        dump_predictions,
-    )
+    from axolotl_decselfmask.io.files import read_jsonl
+    from axolotl_decselfmask.stage2.metrics import classification_report_dict
+    from axolotl_decselfmask.stage2.outputs import write_predictions
 
     out = run["dir"] / "output"
     tasks = {}
@@ -182,8 +180,8 @@ def _finish_predicting(run: dict, rng, error: float, seconds: float = 2.0) -> No
         tasks[t["task"]] = {"macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"], "n_test": len(gold),
                             "n_train": 10, "labels": labels}
         n = len(gold)
-        dump_predictions(out / f"predictions-{safe_filename(t['task'])}.jsonl", list(range(n)), list(range(n)), gold,
-                         pred, np.zeros((n, len(labels))), labels)
+        write_predictions(out, t["task"], list(range(n)), list(range(n)), gold, pred, np.zeros((n, len(labels))),
+                          labels)
     atomic_write_json(out / "metrics.json", {"tasks": tasks})
     atomic_write_json(run["dir"] / DONE_FILE, {"run_key": run_key(run), "seconds": seconds,
                                                "stage1_tokens": 321 if run["method"] == "decselfmask" else None,
@@ -282,8 +280,8 @@ def test_a_methods_run_leaves_the_other_methods_prediction_files_alone(tmp_path)
 def test_a_predictions_file_of_22_tasks_x_200_notes_is_small(tmp_path):
     import numpy as np
 
-    from axolotl_decselfmask.io.files import atomic_write_jsonl, safe_filename
-    from axolotl_decselfmask.stage2.metrics import dump_predictions
+    from axolotl_decselfmask.io.files import atomic_write_jsonl
+    from axolotl_decselfmask.stage2.outputs import write_predictions
     from axolotl_decselfmask.tools.experiments.predictions import (
         export_run,
         read_predictions,
@@ -300,9 +298,8 @@ def test_a_predictions_file_of_22_tasks_x_200_notes_is_small(tmp_path):
     for i in range(22):
         gold = rng.choice(["yes", "no"], 200).tolist()
         pred = [g if rng.random() < 0.7 else ("yes" if g == "no" else "no") for g in gold]
-        dump_predictions(run["dir"] / "output" / f"predictions-{safe_filename(f't{i}@seed0')}.jsonl", list(range(200)),
-                         list(range(200)),
-                         gold, pred, rng.normal(size=(200, 2)), ["yes", "no"])
+        write_predictions(run["dir"] / "output", f"t{i}@seed0", list(range(200)), list(range(200)), gold, pred,
+                          rng.normal(size=(200, 2)), ["yes", "no"])
         tasks[f"t{i}@seed0"] = {"labels": ["yes", "no"], "n_train": 16}
     (path,) = export_run(run, {"seconds": 12.5, "stage1_tokens": None, "metrics": {"tasks": tasks}}, tmp_path / "p",
                          [0, 1, 2])

@@ -113,17 +113,18 @@ def test_no_upload_without_a_repository_and_clear_errors(tmp_path, monkeypatch):
 
 def test_the_plugin_uploads_once_after_the_model_card(tmp_path, monkeypatch):
     from axolotl_decselfmask import plugin
-    from axolotl_decselfmask.stage2.metrics import write_metrics
+    from axolotl_decselfmask.stage2 import run
+    from axolotl_decselfmask.stage2.outputs import write_metrics
 
     cfg = _cfg(tmp_path, stage1=False)
     (tmp_path / "out" / "README.md").unlink()
 
     def stage2(cfg, config):  # stands in for training: what run_stage2 leaves in output_dir
         result = {"macro_f1": 0.75, "accuracy": 0.8, "n_test": 10}
-        write_metrics(f"{cfg.output_dir}/metrics.json", "t", result, extra={"labels": ["yes", "no"]})
+        write_metrics(cfg.output_dir, "t", result, extra={"labels": ["yes", "no"]})
         return {}
 
-    monkeypatch.setattr(plugin, "run_stage2", stage2)
+    monkeypatch.setattr(run, "run_stage2", stage2)
     hub = Recorder(monkeypatch)
     p = plugin.DecSelfMaskPlugin()
     p.post_train_unload(cfg)

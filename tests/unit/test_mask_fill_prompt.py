@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.mask_token import ADDED_MASK_TEXT
 from axolotl_decselfmask.prompts import classification_messages, mask_fill_question, render
-from axolotl_decselfmask.stage2.data import task_prompt
+from axolotl_decselfmask.stage2.task_prompt import task_prompt
 
 
 def test_question_mark_then_mask():

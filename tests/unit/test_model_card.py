@@ -8,7 +8,7 @@ import yaml
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.io.files import atomic_write_json
-from axolotl_decselfmask.stage2.metrics import write_metrics
+from axolotl_decselfmask.stage2.outputs import write_metrics
 from axolotl_decselfmask.stage2.model_card import (
     REDACTED,
     redact,
@@ -46,7 +46,7 @@ def _cfg(tmp_path, **extra):
 
 def _metrics(out):
     result = {"macro_f1": 0.612345, "accuracy": 0.7, "n_test": 40, "predictions": []}
-    write_metrics(out / "metrics.json", "abstracts", result,
+    write_metrics(out, "abstracts", result,
                   extra={"stage1": True, "labels": LABELS, "n_train": 64, "trained": True})
 
 

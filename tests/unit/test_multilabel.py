@@ -18,11 +18,8 @@ from axolotl_decselfmask.io.label_sets import (
     is_multi_label,
     parse_label_set,
 )
-from axolotl_decselfmask.stage2.multilabel import (
-    MultiLabelTaskData,
-    load_any_task_data,
-    read_label_sets,
-)
+from axolotl_decselfmask.stage2.data import load_any_task_data, read_label_sets
+from axolotl_decselfmask.stage2.training import task_rows
 
 MTSAMPLES = ROOT.parent / "shared" / "data" / "mtsamples.csv.gz"
 
@@ -85,7 +82,7 @@ def test_label_sets_from_csv_and_jsonl(tmp_path):
     c = _config(tmp_path, train, test)
     assert c.multi_label == "auto" and is_multi_label(c)
     d = load_any_task_data(c)
-    assert isinstance(d, MultiLabelTaskData)
+    assert d.multi_label
     assert d.label_set == ["heart", "lung"] and d.labels == ["yes", "no"]
     assert d.train.labels == [["heart", "lung"], [], ["lung"]] and d.train.ids == ["n1", "n2", "n3"]
     assert d.test.labels == [["lung"], []] and d.test.ids == [7, 8]
@@ -124,7 +121,7 @@ def test_test_fraction_splits_a_multi_label_file_by_its_rarest_labels(tmp_path):
     path = write_rows(tmp_path / "labelled.jsonl", rows)
     c = ClassificationConfig(task="topics", train_file=path, label_column="topics", test_fraction=0.25)
     d = load_any_task_data(c, tmp_path / "out", 0)
-    assert isinstance(d, MultiLabelTaskData) and sorted(d.train.rows + d.test.rows) == list(range(32))
+    assert d.multi_label and sorted(d.train.rows + d.test.rows) == list(range(32))
     # a quarter of each stratum (the rarest label of each note, or none)
     strata_of_test = [sum(r % 4 == 0 for r in d.test.rows), sum(r % 4 in (1, 2) for r in d.test.rows),
                       sum(r % 4 == 3 for r in d.test.rows)]
@@ -189,21 +186,21 @@ def _prepared(tmp_path, tok, prompt="options"):
 
 def test_a_multi_label_task_becomes_one_yes_no_task_per_label(tmp_path, smollm_tok):
     tasks, train = _prepared(tmp_path, smollm_tok)
-    assert [t.c.task for t in tasks] == ["abstracts", "topics/neoplasms", "topics/cardiovascular diseases",
-                                         "topics/treatment"]
+    assert [t.name for t in tasks] == ["abstracts", "topics/neoplasms", "topics/cardiovascular diseases",
+                                       "topics/treatment"]
     single, parts = tasks[0], tasks[1:]
-    assert single.multi_label is None and len(single.data.labels) == 5
+    assert single.parent is None and len(single.data.labels) == 5
     for i, t in enumerate(parts):
         label = LABELS[i]
-        assert t.multi_label.label == label and t.multi_label.index == i and t.multi_label.group.name == "topics"
+        assert t.label == label and t.parent.name == t.group == "topics" and t.parent.data.label_set == LABELS
         assert t.data.labels == ["yes", "no"] and t.prompt.question == f"Does the text above concern {label}?"
         assert t.train_labels == ["yes" if label in _sets(r) else "no" for r in train]
         assert t.train_texts is parts[0].train_texts  # every question asks about the same (cut) text
     # each label question of a note fits the prompt: the text is cut for the longest question
     for t in parts:
-        row = t.rows(smollm_tok)[0]
+        row = task_rows(smollm_tok, t)[0]
         assert len(row["input_ids"]) <= 96
-    assert sum(len(t.rows(smollm_tok)) for t in tasks) == 10 + 3 * 10
+    assert sum(len(task_rows(smollm_tok, t)) for t in tasks) == 10 + 3 * 10
 
 
 def test_mask_fill_asks_each_label_question_before_the_mask(tmp_path, smollm_tok):
@@ -215,21 +212,40 @@ def test_mask_fill_asks_each_label_question_before_the_mask(tmp_path, smollm_tok
 
 # ------------------------------------------------------------------------------ shared-prefix scoring
 
+def _whole_prompt_scores(model, tok, text, question, options, system_prompt):
+    """Reference: each option scored by running its question's whole prompt and the answer as one sequence."""
+    import torch
+
+    from axolotl_decselfmask.prompts import classification_messages, render
+
+    out = []
+    for option in options:
+        turns = render(tok, classification_messages(text, question, options, system_prompt, answer=option))
+        p = tok(turns.prompt, add_special_tokens=False)["input_ids"]
+        a = tok(turns.answer, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            lp = model(input_ids=torch.tensor([p + a])).logits[0].float().log_softmax(-1)
+        out.append(sum(lp[len(p) + k - 1, a[k]].item() for k in range(len(a))))
+    return out
+
+
 def test_shared_prefix_scores_equal_one_prompt_per_question(tiny_llama):
-    """score_questions runs a note's prefix once for all its questions; its scores are those of
-    scoring each question as its own prompt (score_options), whatever the batch and chunk sizes."""
+    """score_questions (the one scorer) runs a note's prefix once for all its questions; its scores
+    are those of running each question's whole prompt and answer as one sequence, whatever the batch
+    and chunk sizes; score_options is the same scorer with one question."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from axolotl_decselfmask.stage2.multilabel import score_questions
-    from axolotl_decselfmask.stage2.scoring import score_options
+    from axolotl_decselfmask.stage2.scoring import score_options, score_questions
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
     texts = [r["text"][:300] for r in data_rows("abstracts_test.jsonl", n=3)] + ["A short note."]
     questions = [f"Does the text above concern {y}?" for y in LABELS]
     options = ["yes", "no"]
-    expected = np.stack([score_options(model, tok, texts, options, q, "Answer.", progress=False) for q in questions], 1)
+    expected = np.array([[_whole_prompt_scores(model, tok, x, q, options, "Answer.") for q in questions] for x in texts])
+    one = score_options(model, tok, texts, options, questions[1], "Answer.", progress=False, batch_size=3)
+    np.testing.assert_allclose(one, expected[:, 1], atol=2e-4, rtol=0)
     for batch_size, chunk in ((2, 1), (8, 3), (3, 8)):
         got = score_questions(model, tok, texts, questions, options, "Answer.", progress=False,
                               batch_size=batch_size, option_chunk=chunk)

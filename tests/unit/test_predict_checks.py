@@ -15,9 +15,14 @@ from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage2.calibration import (
     Calibration,
+    calibration_from_record,
+    calibration_record,
+)
+from axolotl_decselfmask.stage2.outputs import (
+    STAGE2_DIR,
     calibration_path,
-    load_calibration,
-    save_calibration,
+    read_calibration,
+    write_calibration,
 )
 from axolotl_decselfmask.stage2.predict import (
     margins,
@@ -29,7 +34,6 @@ from axolotl_decselfmask.stage2.predict import (
 from axolotl_decselfmask.stage2.predict import (
     write_rows as write_output,
 )
-from axolotl_decselfmask.stage2.run import STAGE2_DIR
 
 OPTIONS = ["yes", "no", "maybe"]
 
@@ -47,8 +51,9 @@ def test_a_saved_calibration_decides_exactly_as_the_fitted_one(tmp_path, mode):
     fitted, scores = _fitted(mode)
     path = calibration_path(tmp_path, "my task")
     assert path == tmp_path / STAGE2_DIR / "calibration-my_task.json"
-    save_calibration(path, fitted, task="my task", labels=OPTIONS)
-    loaded, record = load_calibration(path)
+    assert write_calibration(tmp_path, "my task", calibration_record(fitted, task="my task", labels=OPTIONS)) == path
+    record = read_calibration(tmp_path, "my task")
+    loaded = calibration_from_record(record, path)
     assert record["task"] == "my task" and loaded.options == OPTIONS and loaded.mode == mode
     assert np.array_equal(loaded.decide(scores)[0], fitted.decide(scores)[0])
     assert np.array_equal(loaded.decide(scores)[1], fitted.decide(scores)[1])  # full precision, not rounded
@@ -60,8 +65,8 @@ def test_a_saved_calibration_decides_exactly_as_the_fitted_one(tmp_path, mode):
 def test_a_broken_calibration_record_is_refused(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"format": "decselfmask-calibration", "calibration": {"mode": "balanced"}}))
-    with pytest.raises(InputError, match="no options"):
-        load_calibration(path)
+    with pytest.raises(InputError, match=r"c.json: not a readable calibration \(calibration: the record names no options"):
+        calibration_from_record(json.loads(path.read_text()), path)
     with pytest.raises(ValueError, match="log_bias has 2 values for 3 options"):
         Calibration.from_dict({"mode": "balanced", "options": OPTIONS, "log_bias": [0.0, 1.0]})
 
@@ -92,8 +97,8 @@ def test_a_run_without_stage2_is_named_before_any_model_is_loaded(tmp_path):
     with pytest.raises(InputError, match=r"no saved decision .*calibration-t.json"):
         trained_tasks(cfg, config)
     fitted, _ = _fitted("balanced")
-    save_calibration(calibration_path(cfg.output_dir, "t"), fitted, labels=OPTIONS, weights_sha256="0" * 64,
-                     question="q", system_prompt="s")
+    write_calibration(cfg.output_dir, "t", calibration_record(fitted, labels=OPTIONS, weights_sha256="0" * 64,
+                                                              question="q", system_prompt="s"))
     with pytest.raises(InputError, match="changed after its decision was fitted"):
         trained_tasks(cfg, config)
     head_cfg, head_config = _trained(tmp_path, method="head")
@@ -107,7 +112,7 @@ def test_a_run_without_stage2_is_named_before_any_model_is_loaded(tmp_path):
 def test_a_run_with_other_labels_is_refused(tmp_path):
     cfg, config = _trained(tmp_path, train=False, labels=["yes", "no"])
     fitted, _ = _fitted("balanced")
-    save_calibration(calibration_path(cfg.output_dir, "t"), fitted, labels=OPTIONS)
+    write_calibration(cfg.output_dir, "t", calibration_record(fitted, labels=OPTIONS))
     with pytest.raises(InputError, match=r"labels \['yes', 'no'\] differ from the options"):
         trained_tasks(cfg, config)
     cfg, config = _trained(tmp_path, train=False)  # zero-shot: no stage-2 weights, the decision is enough
@@ -118,7 +123,7 @@ def test_a_run_with_other_labels_is_refused(tmp_path):
 def test_the_notes_file_and_its_column_are_checked_by_name(tmp_path):
     cfg, config = _trained(tmp_path, train=False, text_column="note", id_column="note_id")
     fitted, _ = _fitted("balanced")
-    save_calibration(calibration_path(cfg.output_dir, "t"), fitted, labels=OPTIONS)
+    write_calibration(cfg.output_dir, "t", calibration_record(fitted, labels=OPTIONS))
     tasks = trained_tasks(cfg, config)
     with pytest.raises(InputError, match=r"NOTES: file .*missing.csv.* does not exist"):
         predict(cfg, str(tmp_path / "missing.csv"), tmp_path / "out.csv")

@@ -13,26 +13,20 @@ import pytest
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.errors import InputError
-from axolotl_decselfmask.stage2.calibration import Calibration, calibration_path
-from axolotl_decselfmask.stage2.data import TaskData, task_prompt
-from axolotl_decselfmask.stage2.evaluation import Scorer
-from axolotl_decselfmask.stage2.multilabel import (
-    MultiLabelGroup,
-    MultiLabelPart,
-    group_record_path,
-    label_question,
-    save_group_decisions,
-)
+from axolotl_decselfmask.stage2.calibration import Calibration
+from axolotl_decselfmask.stage2.evaluation import save_label_set_decisions
+from axolotl_decselfmask.stage2.multilabel import label_set_decisions
+from axolotl_decselfmask.stage2.outputs import calibration_path, label_set_record_path
 from axolotl_decselfmask.stage2.predict import (
-    SavedLabelSet,
     TaskNotes,
     _label_set_results,
-    label_set_decisions,
     output_path,
     trained_tasks,
     write_rows,
 )
-from axolotl_decselfmask.stage2.run import Task
+from axolotl_decselfmask.stage2.scoring import Scorer
+from axolotl_decselfmask.stage2.task_prompt import label_question, task_prompt
+from axolotl_decselfmask.stage2.tasks import Task, TaskData
 
 LABELS = ["Surgery", "Neurology", "Cardiovascular / Pulmonary"]
 ANSWERS = ["yes", "no"]
@@ -59,15 +53,15 @@ def _train(tmp_path) -> list[Calibration]:
     cfg = _cfg(tmp_path)
     config = DecSelfMaskConfig(**cfg["decselfmask"])
     (c,) = config.task_configs()
-    group = MultiLabelGroup(c.task, LABELS, ANSWERS, c)
+    parent = Task(c, TaskData(None, None, ANSWERS, LABELS), task_prompt(config, 0, None), 256, [], [], None, None)
     parts = []
-    for i, label in enumerate(LABELS):
+    for label in LABELS:
         question = label_question(c, label)
         sub = c.model_copy(update={"task": f"{c.task}/{label}", "labels": ANSWERS, "question": question})
         parts.append(Task(sub, TaskData(None, None, ANSWERS), task_prompt(config, 0, None, question), 256, [], [],
-                          None, None, multi_label=MultiLabelPart(group, label, i)))
+                          None, None, parent=parent, label=label))
     calibrations = [_fitted(shift, seed) for seed, shift in enumerate([2.0, -1.0, 0.5])]
-    save_group_decisions(cfg, parts, [Scorer(None, None, t) for t in parts], calibrations)
+    save_label_set_decisions(cfg, parts, [Scorer.of(None, None, t) for t in parts], calibrations)
     return calibrations
 
 
@@ -79,8 +73,8 @@ def _tasks(tmp_path, **classification):
 def test_each_labels_saved_decision_is_found(tmp_path):
     calibrations = _train(tmp_path)
     (t,) = _tasks(tmp_path)
-    assert isinstance(t, SavedLabelSet) and t.label_set == LABELS and t.answers == ANSWERS and t.kind == "none"
-    assert [p.c.task for p in t.parts] == [f"specialty/{y}" for y in LABELS]
+    assert t.multi_label and t.label_set == LABELS and t.answers == ANSWERS and t.kind == "none"
+    assert [p.settings.task for p in t.parts] == [f"specialty/{y}" for y in LABELS]
     assert [p.record["question"] for p in t.parts] == [f"Does the text above concern {y}?" for y in LABELS]
     scores = np.random.default_rng(5).normal(size=(7, 2))
     for p, fitted in zip(t.parts, calibrations):
@@ -103,7 +97,7 @@ def test_a_recipe_changed_since_training_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"\[specialty/Neurology\]: no saved decision .*calibration-specialty_"
                                          r"Neurology.json: stage 2 and its calibration have not finished"):
         _tasks(tmp_path)
-    group_record_path(tmp_path / "out", "specialty").unlink()
+    label_set_record_path(tmp_path / "out", "specialty").unlink()
     with pytest.raises(InputError, match=r"no saved decision .*calibration-specialty.json \(nor, for a multi-label "
                                          r"task, .*multilabel-specialty.json\)"):
         _tasks(tmp_path)
@@ -113,7 +107,7 @@ def test_labels_are_decided_per_label_and_the_least_certain_label_ranks_a_note(t
     _train(tmp_path)
     (t,) = _tasks(tmp_path)
     scores = np.random.default_rng(1).normal(size=(6, 3, 2)) * 2
-    has, post = label_set_decisions(t, scores)
+    has, post = label_set_decisions([p.calibration for p in t.parts], scores)
     for j, p in enumerate(t.parts):
         pred, expected = p.calibration.decide(scores[:, j])
         assert np.array_equal(has[:, j], pred == 0) and np.allclose(post[:, j], expected)

@@ -17,7 +17,7 @@ from axolotl_decselfmask.stage2.probing import (
     prompt_ids,
     train_probe,
 )
-from axolotl_decselfmask.stage2.scoring import _option_ids
+from axolotl_decselfmask.stage2.scoring import _question_ids
 
 LABELS = ["neoplasms", "digestive system diseases", "nervous system diseases",
           "cardiovascular diseases", "general pathological conditions"]
@@ -37,7 +37,8 @@ def _balanced(name, per_class):
 def test_prompt_is_the_evaluation_prompt(smollm_tok):
     text = _balanced("abstracts_test.jsonl", 1)[0]["text"]
     ids = prompt_ids(smollm_tok, text, LABELS, QUESTION, SYSTEM)
-    assert ids == _option_ids(smollm_tok, text, LABELS, QUESTION, SYSTEM)[0]
+    prefix, rests, _ = _question_ids(smollm_tok, text, [QUESTION], LABELS, SYSTEM)
+    assert ids == prefix + rests[0]  # the prompt the option scores follow
     assert smollm_tok.decode(ids).endswith("<|im_start|>assistant\n")  # the answer is not part of it
 
 

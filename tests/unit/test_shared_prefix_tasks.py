@@ -1,5 +1,5 @@
 """Single-label tasks that share their test notes (one test set per corpus) are scored on one
-prompt prefix per note (stage2/multilabel.py ``shared_test_scorers``, used by stage2/run.py's
+prompt prefix per note (stage2/scoring.py ``shared_test_scorers``, used by stage2/run.py's
 ``_run_group``): their scores, decisions, metrics.json and predictions files are those of one
 prompt per (task, note), with the options and the mask-fill prompt, in batches of notes of
 different lengths (left padding)."""
@@ -76,9 +76,9 @@ def test_tasks_sharing_test_notes_score_as_one_prompt_per_task(tmp_path, tiny_ll
     share the prefix (the tokens the cuts have in common), each scored on its own cut."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from axolotl_decselfmask.stage2.evaluation import Scorer, evaluate_task
-    from axolotl_decselfmask.stage2.multilabel import shared_test_scorers
+    from axolotl_decselfmask.stage2.evaluation import evaluate_task
     from axolotl_decselfmask.stage2.run import _run_group, prepare_tasks
+    from axolotl_decselfmask.stage2.scoring import Scorer, shared_test_scorers
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
@@ -92,15 +92,15 @@ def test_tasks_sharing_test_notes_score_as_one_prompt_per_task(tmp_path, tiny_ll
         assert tasks[0].prompt.question.endswith("<mask>")
     shared = shared_test_scorers(model, tok, tasks, progress=False)
     assert sorted(shared) == sorted(QUESTIONS)  # "other" has its own test notes
-    expected = {t.c.task: Scorer(model, tok, t, progress=False)(t.test_texts) for t in tasks}
+    expected = {t.name: Scorer.of(model, tok, t, progress=False)(t.test_texts) for t in tasks}
     for name, scorer in shared.items():
-        t = next(t for t in tasks if t.c.task == name)
+        t = next(t for t in tasks if t.name == name)
         np.testing.assert_allclose(scorer(t.test_texts), expected[name], rtol=RTOL)
-        np.testing.assert_array_equal(scorer(t.train_texts), Scorer(model, tok, t, progress=False)(t.train_texts))
+        np.testing.assert_array_equal(scorer(t.train_texts), Scorer.of(model, tok, t, progress=False)(t.train_texts))
     assert not np.allclose(expected["neoplasms"], expected["heart"])  # the questions do change the scores
     # the evaluation as before (one prompt per task and note), then the shared one through _run_group
     for t in tasks:
-        evaluate_task(cfg("each"), config, t, Scorer(model, tok, t, progress=False), t.calibration_pool)
+        evaluate_task(cfg("each"), config, t, Scorer.of(model, tok, t, progress=False), t.calibration_pool)
     capsys.readouterr()
     _run_group(cfg("shared"), config, prepare_tasks(cfg("shared"), config, tok), tok, str(tiny_llama),
                torch.float32, tmp_path / "shared" / "stage2", "joint", progress=False)

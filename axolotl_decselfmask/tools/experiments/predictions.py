@@ -32,7 +32,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from axolotl_decselfmask.io.files import read_jsonl, safe_filename
+from axolotl_decselfmask.io.files import read_jsonl
+from axolotl_decselfmask.stage2 import outputs as run_outputs
 
 FORMAT = 1
 SUFFIX = ".jsonl.gz"
@@ -124,11 +125,10 @@ def export_run(run: dict, record: dict, folder: str | Path, all_seeds: list[int]
     by_seed: dict[int, list[dict]] = {}
     for task_seed, entry in sorted((record.get("metrics") or {}).get("tasks", {}).items()):
         task, _, seed = task_seed.rpartition("@seed")
-        path = out / f"predictions-{safe_filename(task_seed)}.jsonl"
-        if not path.is_file():
+        path, preds = run_outputs.predictions_path(out, task_seed), run_outputs.read_predictions(out, task_seed)
+        if preds is None:
             raise ValueError(f"{path}: no predictions file for task {task_seed} of the finished run {run['dir']}; "
                              "run it again (delete its done.json) to write them")
-        preds = read_jsonl(path)
         by_seed.setdefault(int(seed), []).extend(
             _task_lines(task, entry, preds, _corpus_rows(test_files.get(task_seed)), path))
     written = []

@@ -15,6 +15,7 @@ from axolotl_decselfmask.io.files import (
     read_json,
 )
 from axolotl_decselfmask.stage1.budget import STATS_FILE
+from axolotl_decselfmask.stage2.outputs import forget_metrics, read_metrics
 from axolotl_decselfmask.tools.experiments.data import build_data
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
@@ -89,13 +90,13 @@ def execute(run: dict, log_progress=print) -> dict:
     returns the done record."""
     run_dir: Path = run["dir"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "output" / "metrics.json").unlink(missing_ok=True)  # a finished run writes it anew
+    forget_metrics(run_dir / "output")  # a finished run writes it anew
     command, env = _command(run)
     start = time.time()
     with open(run_dir / "run.log", "w") as log:
         proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     seconds = time.time() - start
-    metrics = read_json(run_dir / "output" / "metrics.json")
+    metrics = read_metrics(run_dir / "output")
     if proc.returncode != 0 or not isinstance(metrics, dict):
         tail = (run_dir / "run.log").read_text(errors="replace").splitlines()[-25:]
         raise RuntimeError(f"run {run_dir} failed (exit {proc.returncode}); last lines of {run_dir / 'run.log'}:\n"

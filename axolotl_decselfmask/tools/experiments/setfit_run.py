@@ -31,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-from axolotl_decselfmask.io.files import atomic_write_json, read_json, safe_filename
+from axolotl_decselfmask.io.files import read_json
+from axolotl_decselfmask.stage2.outputs import replace_metrics
 
 SETFIT_VERSION = "1.2.0"
 MISSING_SETFIT = (f"setfit {SETFIT_VERSION} is not importable: run `make setfit` (installs it into .venv-setfit, "
@@ -98,10 +99,8 @@ def _entry(task: dict, spec: dict, out: Path, train, test, proba, classes: list[
     return its metrics entry."""
     import numpy as np
 
-    from axolotl_decselfmask.stage2.metrics import (
-        classification_report_dict,
-        dump_predictions,
-    )
+    from axolotl_decselfmask.stage2.metrics import classification_report_dict
+    from axolotl_decselfmask.stage2.outputs import write_predictions
 
     labels = task["labels"]
     full = np.zeros((len(test.texts), len(labels)))
@@ -109,8 +108,7 @@ def _entry(task: dict, spec: dict, out: Path, train, test, proba, classes: list[
     pred = [labels[int(i)] for i in np.asarray(pred_index)]
     with np.errstate(divide="ignore"):
         scores = np.log(full)
-    dump_predictions(out / f"predictions-{safe_filename(task['task'])}.jsonl", test.ids, test.rows, test.labels,
-                     pred, scores, labels)
+    write_predictions(out, task["task"], test.ids, test.rows, test.labels, pred, scores, labels)
     report = classification_report_dict(test.labels, pred, labels)
     return {**report, "n_test": len(test.labels), "labels": labels, "n_train": len(train.labels),
             "seed": task["seed"], "method": spec["method"],
@@ -210,7 +208,7 @@ def run(spec_path: str) -> dict:
     metrics = {"tasks": tasks, "macro_f1_mean": float(sum(t["macro_f1"] for t in tasks.values()) / len(tasks))}
     if not all(math.isfinite(t["macro_f1"]) for t in tasks.values()):
         raise SystemExit(f"{spec['method']}: a task's Macro F1 is not finite")
-    atomic_write_json(out / "metrics.json", metrics)
+    replace_metrics(out, metrics)
     return metrics
 
 
