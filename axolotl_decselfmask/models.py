@@ -1,9 +1,17 @@
-"""``python -m axolotl_decselfmask.models``: the tool lives in :mod:`axolotl_decselfmask.tools.models`."""
+"""Deprecated: ``python -m axolotl_decselfmask.models`` is now ``axolotl decselfmask models``.
+
+The tool lives in :mod:`axolotl_decselfmask.tools.models`.
+This module prints one line naming the new command, then runs it; it goes in the next release.
+"""
 
 import sys
 
-from axolotl_decselfmask.tools.models import *  # noqa: F401,F403
-from axolotl_decselfmask.tools.models import main
+from axolotl_decselfmask.cli.commands import deprecated_attribute, deprecated_main
+
+
+def __getattr__(name):
+    return deprecated_attribute("models", "axolotl_decselfmask.tools.models", name)
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(deprecated_main("models", "models"))

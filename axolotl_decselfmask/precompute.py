@@ -1,9 +1,17 @@
-"""``python -m axolotl_decselfmask.precompute``: the tool lives in :mod:`axolotl_decselfmask.stage1.precompute`."""
+"""Deprecated: ``python -m axolotl_decselfmask.precompute`` is now ``axolotl decselfmask precompute``.
+
+The tool lives in :mod:`axolotl_decselfmask.stage1.precompute`.
+This module prints one line naming the new command, then runs it; it goes in the next release.
+"""
 
 import sys
 
-from axolotl_decselfmask.stage1.precompute import *  # noqa: F401,F403
-from axolotl_decselfmask.stage1.precompute import main
+from axolotl_decselfmask.cli.commands import deprecated_attribute, deprecated_main
+
+
+def __getattr__(name):
+    return deprecated_attribute("precompute", "axolotl_decselfmask.stage1.precompute", name)
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(deprecated_main("precompute", "precompute"))

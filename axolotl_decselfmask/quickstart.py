@@ -1,9 +1,17 @@
-"""``python -m axolotl_decselfmask.quickstart``: the tool lives in :mod:`axolotl_decselfmask.tools.quickstart`."""
+"""Deprecated: ``python -m axolotl_decselfmask.quickstart`` is now ``axolotl decselfmask quickstart``.
+
+The tool lives in :mod:`axolotl_decselfmask.tools.quickstart`.
+This module prints one line naming the new command, then runs it; it goes in the next release.
+"""
 
 import sys
 
-from axolotl_decselfmask.tools.quickstart import *  # noqa: F401,F403
-from axolotl_decselfmask.tools.quickstart import main
+from axolotl_decselfmask.cli.commands import deprecated_attribute, deprecated_main
+
+
+def __getattr__(name):
+    return deprecated_attribute("quickstart", "axolotl_decselfmask.tools.quickstart", name)
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(deprecated_main("quickstart", "quickstart"))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Prototypes of a faster grad x input, and one-off measurements, beside the shipped benchmark.
 
-Not part of the package (the wheel ships ``python -m axolotl_decselfmask.bench``); this script
+Not part of the package (the wheel ships ``axolotl decselfmask bench``); this script
 reuses its relevance section (``axolotl_decselfmask.tools.bench.run_relevance``, paired with
 plain forwards) and adds
 

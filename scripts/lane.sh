@@ -30,7 +30,7 @@ for job in "$@"; do
   log=outputs/runlogs/$stem-${methods//,/_}-${seeds//,/_}.log
   echo "=== start $(date -u +%H:%M) core $CORE kernels $KERNELS $stem $methods $seeds"
   started=$(date +%s)
-  taskset -c "$CORE" .venv/bin/python -m axolotl_decselfmask.experiments run "examples/grids/$stem.yml" \
+  taskset -c "$CORE" .venv/bin/axolotl decselfmask experiments run "examples/grids/$stem.yml" \
     --out "outputs/experiments/$stem" --predictions-dir "$pdir" --methods "$methods" --seeds "$seeds" > "$log" 2>&1
   echo "=== exit $? $(date -u +%H:%M) $stem $methods $seeds"
   # the predictions files this run wrote: their first line only (no F1 in it)

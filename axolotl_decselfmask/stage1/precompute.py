@@ -1,8 +1,8 @@
 """The stage-1 precompute: texts -> self-relevance -> spans -> masked examples, cached.
 
 The cache's format (keys, folders, shards, manifests) is :mod:`.cache`'s; this module computes
-what goes in it, shard by shard, and can run as ``[accelerate launch] python -m
-axolotl_decselfmask.precompute recipe.yml`` to fill the cache before ``axolotl train``.
+what goes in it, shard by shard, and can run as ``[accelerate launch --no_python] axolotl decselfmask
+precompute recipe.yml`` to fill the cache before ``axolotl train``.
 """
 
 from __future__ import annotations
@@ -368,7 +368,7 @@ def _examples_from_records(texts, records: list[dict], config: DecSelfMaskConfig
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``[accelerate launch --num_processes N] python -m axolotl_decselfmask.precompute recipe.yml``
+    """``[accelerate launch --num_processes N --no_python] axolotl decselfmask precompute recipe.yml``
 
     The relevance precompute of a recipe, on its own: with ``accelerate launch`` (or torchrun)
     each process scores its slice of the shards (shard ``n`` goes to rank ``n % world_size``),
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     from axolotl_decselfmask.stage1.pool import prepare_pool, relevance_model_path
 
-    parser = argparse.ArgumentParser(prog="python -m axolotl_decselfmask.precompute")
+    parser = argparse.ArgumentParser(prog="axolotl decselfmask precompute")
     parser.add_argument("recipe")
     parser.add_argument("--wait-timeout", type=float, default=7 * 24 * 3600,
                         help="seconds the main process waits for the other processes' shards")

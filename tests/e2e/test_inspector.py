@@ -220,7 +220,8 @@ def test_page_without_examples_jsonl_needs_texts(tmp_path, tiny_llama, cache):
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps({"text": t}) + "\n" for t in _texts()))
     out = tmp_path / "page.html"
-    cmd = [sys.executable, "-m", "axolotl_decselfmask.inspector", "--recipe", str(recipe), "--out", str(out), "--n", "3"]
+    cmd = [str(Path(sys.executable).parent / "decselfmask"), "inspect", "--recipe", str(recipe), "--out", str(out),
+           "--n", "3"]
 
     missing = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and "--texts" in missing.stderr and not out.exists()

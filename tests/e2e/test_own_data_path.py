@@ -5,7 +5,7 @@ A folder outside the checkout holds a CSV pool with an id column, one labelled C
 ``classification.test_fraction``) with a single-label column and an mtsamples-shaped multi-label
 column (specialties joined by ``;``, made up for real abstracts), two tasks on it, and a recipe
 made from ``examples/own_data.yml`` (tiny settings); ``axolotl preprocess``, ``axolotl train`` and
-``python -m axolotl_decselfmask.predict`` run in it as subprocesses. The predictions carry the
+``axolotl decselfmask predict`` (and the ``decselfmask predict`` console script) run in it as subprocesses. The predictions carry the
 notes' ids and one score per option (per label for the multi-label task), are the evaluation's own
 numbers and decisions on the test notes, and ``stage2/`` loads alone with stage 1 included.
 """
@@ -88,9 +88,9 @@ def user_run(tmp_path_factory, tiny_llama):
     _run([str(BIN / "axolotl"), "preprocess", "my_recipe.yml"], folder)
     _run([str(BIN / "axolotl"), "train", "my_recipe.yml"], folder)
     debug_log = (folder / "outputs" / "own_data" / "debug.log").read_text()
-    log = _run([sys.executable, "-m", "axolotl_decselfmask.predict", "my_recipe.yml", "data/notes.csv",
+    log = _run([str(BIN / "axolotl"), "decselfmask", "predict", "my_recipe.yml", "data/notes.csv",
                 "--out", "labels.csv", "--most-uncertain", "2", "--no-progress"], folder)
-    _run([sys.executable, "-m", "axolotl_decselfmask.predict", "my_recipe.yml", "data/labelled.csv",
+    _run([str(BIN / "decselfmask"), "predict", "my_recipe.yml", "data/labelled.csv",
           "--out", "labelled.jsonl", "--no-progress"], folder)
     assert (folder / "outputs" / "own_data" / "debug.log").read_text() == debug_log  # predict starts no run
     return folder, pool, labelled, log

@@ -93,6 +93,11 @@ def test_wheel_metadata_and_licence(dist):
     assert "License-Expression: Apache-2.0" in meta
     assert "Requires-Dist: axolotl==0.19.0" in meta
     assert "Provides-Extra: lrp" in meta
+    assert "Provides-Extra: experiments" in meta and "Requires-Dist: matplotlib; extra == \"experiments\"" in meta
+    # `axolotl decselfmask ...` (Axolotl's plugin commands) and the `decselfmask` console script
+    entry_points = z.read("axolotl_decselfmask-0.1.0.dist-info/entry_points.txt").decode()
+    assert "[axolotl.cli_commands]\ndecselfmask = axolotl_decselfmask.cli:decselfmask" in entry_points
+    assert "[console_scripts]\ndecselfmask = axolotl_decselfmask.cli:decselfmask" in entry_points
     assert "make quickstart" in meta  # the README is the long description
 
 
@@ -105,13 +110,13 @@ def test_sdist_has_docs_tests_and_licence(dist):
 
 
 def test_quickstart_runs_from_the_unpacked_wheel(dist, tmp_path):
-    """`python -m axolotl_decselfmask.quickstart DIR` finds its recipe and data inside the wheel."""
+    """`axolotl decselfmask quickstart DIR` finds its recipe and data inside the wheel."""
     wheel, _ = dist
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     target = tmp_path / "elsewhere"
     env = {**os.environ, "PYTHONPATH": str(site)}
-    code = ("import sys, axolotl_decselfmask.quickstart as q; print(q.examples_dir()); "
+    code = ("import sys, axolotl_decselfmask.tools.quickstart as q; print(q.examples_dir()); "
             "sys.exit(q.main([sys.argv[1], '--no-model']))")
     proc = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=300)

@@ -1,4 +1,5 @@
-"""The relevance precompute sharded over 2 CPU processes with `accelerate launch`."""
+"""The relevance precompute sharded over 2 CPU processes with `accelerate launch`, as docs/multi_gpu.md
+writes it: `accelerate launch ... --no_python axolotl decselfmask precompute RECIPE`."""
 
 import json
 import os
@@ -23,7 +24,8 @@ def test_two_processes_split_the_shards_and_match_one_process(tmp_path, tiny_lla
     path.write_text(yaml.safe_dump(recipe))
     bin_dir = Path(sys.executable).parent
     launch = [str(bin_dir / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "axolotl_decselfmask.precompute", str(path)]
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--no_python", "axolotl", "decselfmask", "precompute",
+              str(path)]
     proc = subprocess.run(launch, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "(2 process(es))" in proc.stdout
@@ -38,7 +40,7 @@ def test_two_processes_split_the_shards_and_match_one_process(tmp_path, tiny_lla
     single = dict(recipe)
     single["decselfmask"] = {**recipe["decselfmask"], "cache_dir": str(tmp_path / "single")}
     (tmp_path / "single.yml").write_text(yaml.safe_dump(single))
-    proc = subprocess.run([sys.executable, "-m", "axolotl_decselfmask.precompute", str(tmp_path / "single.yml")],
+    proc = subprocess.run([str(bin_dir / "decselfmask"), "precompute", str(tmp_path / "single.yml")],
                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     alone = next((tmp_path / "single").glob("examples-*/examples.jsonl"))

@@ -186,8 +186,8 @@ def test_truncate_and_overlap_helpers(tiny):
     assert bench.jaccard({1, 2}, {2, 3}) == pytest.approx(1 / 3)
 
 
-@pytest.mark.parametrize("command", [[sys.executable, "-m", "axolotl_decselfmask.bench", "--help"],
-                                     [sys.executable, "-m", "axolotl_decselfmask.bench", "dtype", "--help"],
+@pytest.mark.parametrize("command", [[str(Path(sys.executable).parent / "decselfmask"), "bench", "--help"],
+                                     [str(Path(sys.executable).parent / "decselfmask"), "bench", "dtype", "--help"],
                                      [sys.executable, str(ROOT / "benchmarks" / "relevance_prototypes.py"), "--help"]])
 def test_help(command):
     done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)

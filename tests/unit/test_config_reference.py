@@ -45,7 +45,7 @@ def test_configuration_md_matches_the_schema():
     actual = DOC.read_text(encoding="utf-8") if DOC.is_file() else ""
     assert actual == expected, (
         "docs/configuration.md is out of date with axolotl_decselfmask/args.py; regenerate it with "
-        f"`{config_reference.COMMAND}` (or `python -m axolotl_decselfmask.config_reference > docs/configuration.md`)"
+        f"`{config_reference.COMMAND}` (or `decselfmask config-reference > docs/configuration.md`)"
     )
 
 

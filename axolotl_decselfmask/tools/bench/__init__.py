@@ -1,4 +1,4 @@
-"""Benchmarks of the plugin on the machine they run on: ``python -m axolotl_decselfmask.bench SECTION``.
+"""Benchmarks of the plugin on the machine they run on: ``axolotl decselfmask bench SECTION``.
 
 - ``relevance``: every registered relevance method on the same notes with the same model:
   notes/s, forward-pass equivalents per note (paired with plain forwards of the same batch),

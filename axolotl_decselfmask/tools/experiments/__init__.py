@@ -2,8 +2,8 @@
 
 ::
 
-    python -m axolotl_decselfmask.experiments run GRID.yml --out DIR
-    python -m axolotl_decselfmask.experiments report GRID.yml --out DIR
+    axolotl decselfmask experiments run GRID.yml --out DIR
+    axolotl decselfmask experiments report GRID.yml --out DIR
 
 A grid names corpora (a table with a text column and label columns), tasks over each corpus
 (multi-class, or one-vs-rest with ``positive``), the methods, the seeds and the sizes. The

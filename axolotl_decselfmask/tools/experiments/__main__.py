@@ -1,4 +1,4 @@
-"""``python -m axolotl_decselfmask.tools.experiments`` (the same as ``python -m axolotl_decselfmask.experiments``)."""
+"""``python -m axolotl_decselfmask.tools.experiments`` (the same as ``axolotl decselfmask experiments``)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``python -m axolotl_decselfmask.experiments run|report``."""
+"""``axolotl decselfmask experiments run|report``."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _bootstrap_args(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m axolotl_decselfmask.experiments")
+    parser = argparse.ArgumentParser(prog="axolotl decselfmask experiments")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run a grid (finished runs are skipped)")
     p_run.add_argument("grid")

@@ -185,8 +185,8 @@ def read_predictions(path: str | Path) -> dict:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         lines = [json.loads(line) for line in f if line.strip()]
     if not lines or lines[0].get("format") != FORMAT:
-        raise ValueError(f"{path}: not a predictions file of format {FORMAT} (python -m "
-                         "axolotl_decselfmask.experiments report writes them from finished runs)")
+        raise ValueError(f"{path}: not a predictions file of format {FORMAT} (axolotl "
+                         "decselfmask experiments report writes them from finished runs)")
     return {**lines[0], "tasks": lines[1:]}
 
 

@@ -39,7 +39,7 @@ MISSING_SETFIT = (f"setfit {SETFIT_VERSION} is not importable: run `make setfit`
                   "beside the venv, which the runner puts first on the setfit run's PYTHONPATH; grid key "
                   "setfit_packages)")
 MISSING_MODEL = ("{folder}: no sentence-transformers model folder (modules.json); run `make setfit-model` "
-                 "(python -m axolotl_decselfmask.models all-minilm-l6-v2 models/all-minilm-l6-v2), or set the "
+                 "(axolotl decselfmask models all-minilm-l6-v2 models/all-minilm-l6-v2), or set the "
                  "grid key setfit_model")
 
 
