@@ -66,7 +66,7 @@ def missing_extra(spec: Command) -> str | None:
     if not absent:
         return None
     return (f"axolotl decselfmask {spec.name} needs {', '.join(absent)}, which is not installed: "
-            f"pip install 'axolotl-decselfmask[{spec.extra}]'")
+            f"pip install -e '.[{spec.extra}]' in a checkout (or the wheel's path with [{spec.extra}])")
 
 
 def run(name: str, argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """The configuration reference (docs/configuration.md), generated from the pydantic schema.
 
-``python -m axolotl_decselfmask.config_reference > docs/configuration.md``, or
-``python -m axolotl_decselfmask.config_reference --write`` (writes docs/configuration.md under the
+``axolotl decselfmask config-reference > docs/configuration.md``, or
+``axolotl decselfmask config-reference --write`` (writes docs/configuration.md under the
 working directory, a checkout's root, or the path given with ``--out``). A test compares the
 file with a fresh rendering, so the page cannot drift from :mod:`.args`.
 """
@@ -22,7 +22,7 @@ from pydantic_core import PydanticUndefined
 
 from axolotl_decselfmask.args import DecSelfMaskConfig, field_groups
 
-COMMAND = "python -m axolotl_decselfmask.config_reference --write"
+COMMAND = "axolotl decselfmask config-reference --write"
 DEFAULT_PATH = Path("docs") / "configuration.md"  # relative to the working directory: a checkout's root
 
 HEADER = """\
@@ -214,7 +214,7 @@ def _anchor(path: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m axolotl_decselfmask.config_reference",
+        prog="axolotl decselfmask config-reference",
         description="Print (or --write) the configuration reference of the decselfmask: block.",
     )
     parser.add_argument("--write", action="store_true", help="write the page instead of printing it")
