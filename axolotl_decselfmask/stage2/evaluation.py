@@ -8,7 +8,8 @@ trained head's log-probabilities (``classification.method: head``, :mod:`.head`)
 and, for the pool modes, on unlabelled pool notes' scores; the test file is read only to be scored
 and compared, after the decision rule is fixed. A multi-label task is evaluated from its label
 questions (:func:`evaluate_label_set`), each decided on its own, their decisions gathered by
-:mod:`.multilabel`.
+:mod:`.multilabel`. With ``classification.scorer: string_match`` or ``both`` the test notes are
+also scored as the authors' evaluation scores them (:func:`evaluate_string_match`), beside.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 from pathlib import Path
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.prompts import classification_messages, tokenize_for_training
 from axolotl_decselfmask.stage2 import outputs
 from axolotl_decselfmask.stage2.calibration import calibrate, calibration_record
 from axolotl_decselfmask.stage2.metrics import format_table, result_from_scores
@@ -26,6 +28,13 @@ from axolotl_decselfmask.stage2.multilabel import (
     prediction_rows,
 )
 from axolotl_decselfmask.stage2.scoring import Scorer, SharedPrefixScorer
+from axolotl_decselfmask.stage2.string_match import (
+    answer_ids,
+    answer_string,
+    header_and_special,
+    score_strings,
+    teacher_forced_argmax,
+)
 from axolotl_decselfmask.stage2.tasks import Task, task_groups
 
 LOG = logging.getLogger(__name__)
@@ -130,6 +139,93 @@ def evaluate_label_sets(cfg, config: DecSelfMaskConfig, tasks: list[Task], model
             scorers = [shared.part(i) for i in range(len(parts))]
         metrics = evaluate_label_set(cfg, config, parts, scorers) or metrics
     return metrics
+
+
+# ------------------------------------------------------------- the authors' string-match scorer
+
+def _string_match_rows(tokenizer, task: Task, answers: list[str], texts: list[str]) -> list[dict]:
+    """Rows in the stage-2 training format (chat template, ``answers[i]`` + end of turn), every
+    token labelled, as the authors' rows are (their labels are the input ids)."""
+    return [tokenize_for_training(tokenizer, classification_messages(x, task.prompt.question, task.data.labels,
+                                                                     task.prompt.system_prompt, answer=y),
+                                  train_on_inputs=True) for x, y in zip(texts, answers)]
+
+
+def _has(ids: list[int], header: list[int]) -> bool:
+    return any(ids[i:i + len(header)] == header for i in range(len(ids) - len(header) + 1))
+
+
+def _read_answers(model, tokenizer, tasks: list[Task], batch_size: int) -> tuple[dict, dict]:
+    """Each task's notes read as the authors' evaluation reads them: ``{task: [record per note]}``
+    (``gold``, ``pred``: the answers' joined ids; ``answer``: the predicted answer's text;
+    ``off_format``: the prediction is none of the task's options), and how they were read."""
+    header, special, text, rule = header_and_special(tokenizer)
+    rows, owner, valid = [], [], {}
+    for t in tasks:
+        rows += _string_match_rows(tokenizer, t, t.gold, t.test_texts)
+        owner += [t.name] * len(t.gold)
+        option_rows = _string_match_rows(tokenizer, t, t.data.labels, t.test_texts[:1] * len(t.data.labels))
+        valid[t.name] = {answer_string(r["labels"], header, special) for r in option_rows}
+    missing = sorted({owner[i] for i, r in enumerate(rows) if not _has(r["labels"], header)})
+    if missing:
+        raise ValueError(f"string_match: the assistant header {text!r} (ids {header}) is not among the ids of the "
+                         f"rendered rows of task(s) {missing}: the template tokenises it otherwise in context; "
+                         "use classification.scorer: options with this template")
+    was_training = model.training
+    model.eval()
+    predicted, gold = teacher_forced_argmax(model, tokenizer, rows, batch_size=batch_size, shift=False)
+    model.train(was_training)
+    out: dict[str, list[dict]] = {}
+    for p, g, task in zip(predicted, gold, owner):
+        pred = answer_string(p, header, special)
+        out.setdefault(task, []).append({
+            "gold": answer_string(g, header, special), "pred": pred, "off_format": pred not in valid[task],
+            "answer": tokenizer.decode(answer_ids(p, header, special))})
+    how = {"header": text, "header_ids": header, "header_rule": rule, "shift": False}
+    return out, how
+
+
+def _figures(notes: list[dict], how: dict) -> dict:
+    s = score_strings([n["gold"] for n in notes], [n["pred"] for n in notes], ["all"] * len(notes),
+                      [n["off_format"] for n in notes])
+    return {"macro_f1": s.macro_f1, "micro_f1": s.micro_f1, "off_format": s.off_format, "n": s.n, **how}
+
+
+def evaluate_string_match(cfg, config: DecSelfMaskConfig, tasks: list[Task], model, tokenizer,
+                          heads: dict) -> dict:
+    """With ``classification.scorer: string_match`` or ``both``, after the option evaluation: the
+    test notes of ``tasks`` scored as the authors' evaluation scores them (:mod:`.string_match`),
+    into ``metrics.json`` beside the option figures (per task, and pooled over every task the
+    output folder holds) and each note's answers into ``predictions-<task>.jsonl``
+    (:func:`.outputs.add_string_match`). A multi-label task is read from its yes/no label questions,
+    each note's answers kept per label. Returns the whole ``metrics.json`` ({} when nothing is scored)."""
+    scored = [t for t in tasks if t.test_texts is not None]
+    if config.classification.scorer == "options" or not scored:
+        return {}
+    if heads:
+        LOG.warning("decselfmask: classification.scorer %s reads the generative model's answers; with method: head "
+                    "there are none to read: only the head's figures are written", config.classification.scorer)
+        return {}
+    notes, how = _read_answers(model, tokenizer, scored, config.classification.eval_batch_size)
+    print(f"decselfmask string_match: answers read after the assistant header {how['header']!r} (ids "
+          f"{how['header_ids']}, {how['header_rule']} rule), the tokenizer's added tokens dropped"
+          f"{' and the newline' if how['header_rule'] == 'chatml' else ''}; the argmax at each position, unshifted")
+    for name, parts in task_groups(scored):
+        if parts[0].parent is None:
+            records = notes[name]
+        else:
+            records = [{"per_label": {p.label: notes[p.name][i] for p in parts}} for i in range(len(parts[0].gold))]
+        flat = [r for p in parts for r in notes[p.name]]
+        outputs.add_string_match(cfg.output_dir, name, _figures(flat, how), records)
+        print(f"  [{name}] string-match Macro F1 {_figures(flat, how)['macro_f1']:.4f}, off format "
+              f"{sum(r['off_format'] for r in flat)}/{len(flat)}")
+    every = outputs.string_match_notes(cfg.output_dir)  # every task scored so far (joint: false: other groups)
+    per_task = {t: _figures(v, how)["macro_f1"] for t, v in every.items()}
+    pooled = _figures([r for v in every.values() for r in v], how)
+    pooled.update(mean_per_task_macro_f1=sum(per_task.values()) / len(per_task), n_tasks=len(per_task))
+    print(f"decselfmask string_match pooled over {len(per_task)} task(s): Macro F1 {pooled['macro_f1']:.4f} "
+          f"(mean of tasks {pooled['mean_per_task_macro_f1']:.4f}), off format {pooled['off_format']:.3f}")
+    return outputs.write_string_match_pooled(cfg.output_dir, pooled)
 
 
 def log_metrics(cfg, task: str, values: dict[str, float]) -> None:

@@ -3,6 +3,8 @@
 - ``metrics.json``: one entry per task (the evaluation's scores, its decision, how the task was
   run) and their mean Macro F1, merged and written atomically (:func:`write_metrics`);
 - ``predictions-<task>.jsonl``: one row per test note (:func:`write_predictions`);
+- with ``classification.scorer: string_match`` or ``both``, the authors' string-match figures
+  beside the option ones (:func:`add_string_match`, :func:`write_string_match_pooled`);
 - ``split-<task>.json``: the rows of each side of a ``test_fraction`` split (:func:`write_split`);
 - ``stage2/`` (:data:`STAGE2_DIR`): the classifier (the joint LoRA, ``stage2/<task>`` with
   ``joint: false``, ``heads/`` with ``method: head``), and for ``predict``:
@@ -132,7 +134,56 @@ def forget_metrics(output_dir, task: str | None = None) -> None:
         return
     metrics = read_metrics(output_dir)
     if metrics is not None and task in (metrics.get("tasks") or {}):
+        metrics.pop(STRING_MATCH, None)  # pooled over the tasks: written again when they are scored
         _store(output_dir, metrics, {k: v for k, v in metrics["tasks"].items() if k != task})
+
+
+# ------------------------------------------------------------- the authors' string-match scorer
+
+#: the key of the string-match figures: in a task's metrics.json entry, at the top of metrics.json
+#: (pooled over the tasks), and in each predictions row (that note's answers)
+STRING_MATCH = "string_match"
+
+
+def add_string_match(output_dir, task: str, entry: dict, notes: list[dict]) -> None:
+    """Put ``task``'s string-match figures (``entry``) into its ``metrics.json`` entry, beside the
+    option figures, and each note's record (``notes[i]``: note i of ``predictions-<task>.jsonl``)
+    into its predictions row, under ``string_match``. The task's evaluation must be written already."""
+    preds = read_predictions(output_dir, task)
+    if preds is None or len(preds) != len(notes):
+        raise ValueError(f"string_match: {predictions_path(output_dir, task)} has "
+                         f"{'no rows' if preds is None else len(preds)} for {len(notes)} scored notes of task {task}")
+    metrics = read_metrics(output_dir) or {}
+    tasks = metrics.get("tasks", {})
+    if task not in tasks:
+        raise ValueError(f"string_match: {metrics_path(output_dir)} has no entry for task {task}")
+    write_prediction_rows(output_dir, task, [{**p, STRING_MATCH: n} for p, n in zip(preds, notes)])
+    tasks[task][STRING_MATCH] = entry
+    _store(output_dir, metrics, tasks)
+
+
+def string_match_notes(output_dir) -> dict[str, list[dict]]:
+    """``{task: [each note's string-match record]}`` of every task of ``metrics.json`` scored so;
+    a multi-label task's records (``{"per_label": {label: record}}``) as ``<task>/<label>``."""
+    out: dict[str, list[dict]] = {}
+    for task, entry in ((read_metrics(output_dir) or {}).get("tasks") or {}).items():
+        if STRING_MATCH not in entry:
+            continue
+        for row in read_predictions(output_dir, task) or []:
+            record = row.get(STRING_MATCH) or {}
+            if "per_label" in record:
+                for label, own in record["per_label"].items():
+                    out.setdefault(f"{task}/{label}", []).append(own)
+            else:
+                out.setdefault(task, []).append(record)
+    return out
+
+
+def write_string_match_pooled(output_dir, pooled: dict) -> dict:
+    """The string-match figures pooled over every task, at the top of ``metrics.json``."""
+    metrics = read_metrics(output_dir) or {}
+    metrics[STRING_MATCH] = pooled
+    return _store(output_dir, metrics, metrics.get("tasks", {}))
 
 
 def _store(output_dir, metrics: dict, tasks: dict) -> dict:

@@ -101,6 +101,23 @@ def _off_format(gold: list[str], predicted: list[str], items: list[str],
     return [p not in allowed[it] for p, it in zip(predicted, items)]
 
 
+def score_strings(gold: Sequence[str], predicted: Sequence[str], items: Sequence[str],
+                  off: Sequence[bool]) -> StringMatchScores:
+    """:class:`StringMatchScores` of answers already read (``answer_string``), their items and
+    off-format flags: Macro F1 pooled over every example, and per item on that item's examples."""
+    if not (len(gold) == len(predicted) == len(items) == len(off)):
+        raise ValueError(f"string_match: {len(gold)} gold answers, {len(predicted)} predictions, {len(items)} items "
+                         f"and {len(off)} off-format flags do not match")
+    per_item = {}
+    for it in sorted(set(items)):
+        idx = [i for i, x in enumerate(items) if x == it]
+        per_item[it] = {"macro_f1": macro_f1([gold[i] for i in idx], [predicted[i] for i in idx]),
+                        "off_format": sum(bool(off[i]) for i in idx) / len(idx), "n": len(idx)}
+    return StringMatchScores(macro_f1=macro_f1(gold, predicted), micro_f1=macro_f1(gold, predicted, "micro"),
+                             weighted_f1=macro_f1(gold, predicted, "weighted"),
+                             off_format=sum(bool(o) for o in off) / len(off), n=len(gold), per_item=per_item)
+
+
 def score_string_match(predicted: Sequence[Sequence[int]], gold: Sequence[Sequence[int]],
                        header: Sequence[int], special: Iterable[int], items: Sequence[str] | None = None,
                        valid_answers: Mapping[str, Iterable[str]] | None = None) -> StringMatchScores:
@@ -118,15 +135,48 @@ def score_string_match(predicted: Sequence[Sequence[int]], gold: Sequence[Sequen
     special = {int(s) for s in special}
     g = _answers(gold, header, special, "gold")
     p = _answers(predicted, header, special, "predicted")
-    off = _off_format(g, p, items, valid_answers)
-    per_item = {}
-    for it in sorted(set(items)):
-        idx = [i for i, x in enumerate(items) if x == it]
-        per_item[it] = {"macro_f1": macro_f1([g[i] for i in idx], [p[i] for i in idx]),
-                        "off_format": sum(off[i] for i in idx) / len(idx), "n": len(idx)}
-    return StringMatchScores(macro_f1=macro_f1(g, p), micro_f1=macro_f1(g, p, "micro"),
-                             weighted_f1=macro_f1(g, p, "weighted"), off_format=sum(off) / len(off),
-                             n=len(g), per_item=per_item)
+    return score_strings(g, p, items, _off_format(g, p, items, valid_answers))
+
+
+def assistant_header(tokenizer) -> tuple[str, str]:
+    """(the assistant-header text the answer is read after, which rule gave it), from the chat template.
+
+    ``chatml`` (a ChatML template, SmolLM2 and Qwen): the end of the user turn and the assistant
+    header, ``<|im_end|>\n<|im_start|>assistant\n``, as the authors read Qwen; ``llama3``: the
+    generation header ``<|start_header_id|>assistant<|end_header_id|>\n\n``, as they read Llama;
+    ``template`` (any other): what the template adds for the assistant turn (the conversation
+    rendered with the generation prompt minus the same without it).
+    """
+    user = "DECSELFMASK-USER-TURN"
+    messages = [{"role": "user", "content": user}]
+    without = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    with_prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if not with_prompt.startswith(without) or len(with_prompt) == len(without):
+        raise ValueError("string_match: the chat template adds no assistant header of its own after the user "
+                         "turn (rendered with and without add_generation_prompt), so the answer cannot be "
+                         "located; set `chat_template:` in the recipe, or use classification.scorer: options")
+    generation = with_prompt[len(without):]
+    if generation.startswith("<|im_start|>"):
+        return with_prompt[with_prompt.rindex(user) + len(user):], "chatml"
+    if generation.startswith("<|start_header_id|>"):
+        return generation, "llama3"
+    return generation, "template"
+
+
+def header_and_special(tokenizer) -> tuple[list[int], set[int], str, str]:
+    """(header ids, special ids, header text, rule) as the authors' evaluation reads a model's
+    answers: the header of :func:`assistant_header` tokenised alone; the special ids every added
+    token of the tokenizer, and for ChatML also the newline id (the authors drop Qwen's)."""
+    text, rule = assistant_header(tokenizer)
+    header = tokenizer(text, add_special_tokens=False)["input_ids"]
+    special = {int(i) for i in tokenizer.added_tokens_decoder}
+    if rule == "chatml":
+        newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+        if len(newline) != 1:
+            raise ValueError(f"string_match: the tokenizer writes a newline as {len(newline)} ids {newline}; "
+                             "the ChatML reading drops one newline id")
+        special.add(int(newline[0]))
+    return [int(h) for h in header], special, text, rule
 
 
 def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size: int = 8,
