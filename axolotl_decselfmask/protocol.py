@@ -10,14 +10,19 @@ What ``paper`` sets, from the authors' scripts (ferrazzipietro/DecSelfMask; see
 docs/method.md, "The paper's procedure"):
 
 - relevance: AttnLRP (built in) of the largest vocabulary logit at the item's middle token,
-  with a completion-style lead-in; every note x every item (``items_per_text: all``);
+  with a completion-style lead-in; 9 random items per note (``items_per_text: 9``, the first
+  commit's relevance run); from another model only where the recipe names one (``relevance.model``);
 - spans: |r| / max|r| (``sign: absolute``), Gaussian sigma 1 truncated to 3 taps, hysteresis
   0.4 / 0.2; one example per span,
   the mask one token (the plugin's choice, :mod:`.mask_token`);
-- stage 1 and stage 2 with the loss on the whole sequence;
+- stage 1 and stage 2 with the loss on the whole sequence; stage 1 a full fine-tune at lr 4e-5 where
+  the recipe has no ``adapter:`` (Axolotl's ``learning_rate`` set only then, and only when the recipe
+  has none of its own);
 - stage 2: one LoRA over every task (joint), the mask-fill prompt, batch 16 x 4 = 64, lr 3e-4,
-  cosine, warmup 0.1, weight decay 0.001, 1 epoch, LoRA r 32 / alpha 64 / dropout 0.05 on all
-  linear layers.
+  cosine, warmup 0.1, weight decay 0.001, 1 epoch, LoRA r 32 / alpha 16 / dropout 0.05 on all
+  linear layers (alpha 16: their scripts never pass the YAML's 64 on, so their ``load_model``'s
+  default 16 reaches PEFT);
+- the evaluation: the authors' string-match scorer beside the option scoring (``scorer: both``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {
-        "items_per_text": "all",
+        "items_per_text": 9,
         "relevance": {"method": "attnlrp", "target": "max_logit", "token_position": "middle",
                       "prompt_style": "completion"},
         "spans": {"selector": "hysteresis", "sigma": 1.0, "truncate": 1.0, "high": 0.4, "low": 0.2,
@@ -38,13 +43,15 @@ PRESETS: dict[str, dict[str, Any]] = {
             "joint": True, "prompt": "mask_fill", "train_on_inputs": True,
             "batch_size": 16, "gradient_accumulation_steps": 4, "learning_rate": 3e-4, "lr_scheduler": "cosine",
             "warmup_ratio": 0.1, "weight_decay": 0.001, "num_epochs": 1.0,
-            "lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05,
+            "lora_r": 32, "lora_alpha": 16, "lora_dropout": 0.05, "scorer": "both",
         },
     },
 }
 
 #: Axolotl keys (outside the decselfmask block) a preset sets
 RECIPE_KEYS: dict[str, dict[str, Any]] = {"default": {}, "paper": {"train_on_inputs": True}}
+#: Axolotl keys a preset sets only when the recipe trains stage 1 without an adapter (a full fine-tune)
+FULL_FINETUNE_KEYS: dict[str, dict[str, Any]] = {"default": {}, "paper": {"learning_rate": 4e-5}}
 
 
 def _merge(preset: dict, block: dict) -> dict:
@@ -88,10 +95,20 @@ def preset_report(cfg: dict, block: dict) -> list[str]:
         lines.append(f"decselfmask.{key}: {written.get(key, value)!r} ({source})")
     for key, value in RECIPE_KEYS[name].items():
         lines.append(f"{key}: {cfg.get(key, value)!r} ({'recipe' if key in cfg else 'preset'})")
+    for key, value in FULL_FINETUNE_KEYS[name].items():
+        if key in cfg:
+            lines.append(f"{key}: {cfg[key]!r} (recipe)")
+        elif not cfg.get("adapter"):
+            lines.append(f"{key}: {value!r} (preset: stage 1 is a full fine-tune)")
     return lines
 
 
 def apply_recipe_preset(cfg: dict, block: dict) -> None:
-    """Set the Axolotl keys of the block's protocol that the recipe leaves out."""
-    for key, value in RECIPE_KEYS.get(block.get("protocol", "default"), {}).items():
+    """Set the Axolotl keys of the block's protocol that the recipe leaves out (stage 1's learning
+    rate only when the recipe has no ``adapter:``, a full fine-tune as the authors' stage 1)."""
+    name = block.get("protocol", "default")
+    for key, value in RECIPE_KEYS.get(name, {}).items():
         cfg.setdefault(key, value)
+    if not cfg.get("adapter"):
+        for key, value in FULL_FINETUNE_KEYS.get(name, {}).items():
+            cfg.setdefault(key, value)

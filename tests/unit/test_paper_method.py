@@ -54,7 +54,7 @@ def test_paper_stage1_is_the_preset_and_stage2_the_grids(tmp_path):
     apply_recipe_preset(cfg, paper["decselfmask"])
     assert cfg["train_on_inputs"] is True  # stage 1's loss on the whole sequence, over the grid's false
     c = DecSelfMaskConfig(**paper["decselfmask"])
-    assert c.protocol == "paper" and c.items_per_text == "all"
+    assert c.protocol == "paper" and c.items_per_text == 9  # the first commit's keep_n_sequences_per_note
     r = c.relevance
     assert (r.method, r.target, r.token_position, r.prompt_style) == ("attnlrp", "max_logit", "middle", "completion")
     assert r.batch_size == 4 and r.lead_in == "Which topic?"  # what the preset leaves alone stays the grid's

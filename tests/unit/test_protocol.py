@@ -30,7 +30,8 @@ PAPER_ROWS = {
     ("classification", "weight_decay"): 0.001,
     ("classification", "num_epochs"): 1.0,
     ("classification", "lora_r"): 32,
-    ("classification", "lora_alpha"): 64,
+    ("classification", "lora_alpha"): 16,  # load_model's default: the YAML's 64 is never passed on
+    ("classification", "scorer"): "both",
     ("classification", "lora_dropout"): 0.05,
 }
 
@@ -43,7 +44,7 @@ def test_paper_resolves_every_row():
     config = DecSelfMaskConfig(protocol="paper")
     for (block, key), value in PAPER_ROWS.items():
         assert _get(config, block, key) == value, (block, key)
-    assert config.items_per_text == "all"
+    assert config.items_per_text == 9
     default = DecSelfMaskConfig()
     # the preset changes something: the project's defaults differ on the costly or legacy rows
     assert default.items_per_text == 1 and default.classification.prompt == "options"
@@ -51,9 +52,11 @@ def test_paper_resolves_every_row():
     assert default.spans.sign == "auto" and config.spans.sign == "absolute"  # the scripts take |r|
 
 
-def test_every_item_for_every_text():
+def test_nine_random_items_per_text():
     config = DecSelfMaskConfig(protocol="paper", items=["a", "b", "c"])
     assert config.items_per_text_count() == 3
+    many = DecSelfMaskConfig(protocol="paper", items=[f"item {i}" for i in range(12)])
+    assert many.items_per_text_count() == 9
     assert DecSelfMaskConfig(items=["a", "b", "c"]).items_per_text_count() == 1
 
 
@@ -104,7 +107,27 @@ def test_report_names_every_preset_key():
     lines = preset_report({}, block)
     assert any(line.startswith("decselfmask.spans.sigma: 2.0 (recipe)") for line in lines)
     n_keys = sum(len(v) if isinstance(v, dict) else 1 for v in PRESETS["paper"].values())
-    assert len(lines) == n_keys + 1  # + Axolotl's train_on_inputs
+    assert len(lines) == n_keys + 2  # + Axolotl's train_on_inputs and stage 1's learning rate (no adapter)
+    assert "learning_rate: 4e-05 (preset: stage 1 is a full fine-tune)" in lines
+    assert len(preset_report({"adapter": "lora"}, block)) == n_keys + 1
+
+
+def test_stage1_full_finetune_learning_rate_only_without_adapter():
+    from axolotl_decselfmask.protocol import apply_recipe_preset
+
+    block = {"protocol": "paper"}
+    full = {"base_model": "m"}
+    apply_recipe_preset(full, block)
+    assert full["learning_rate"] == 4e-5 and full["train_on_inputs"] is True
+    lora = {"adapter": "lora"}
+    apply_recipe_preset(lora, block)
+    assert "learning_rate" not in lora
+    own = {"learning_rate": 1e-5}
+    apply_recipe_preset(own, block)
+    assert own["learning_rate"] == 1e-5
+    plain = {}
+    apply_recipe_preset(plain, {})
+    assert plain == {}
 
 
 @pytest.mark.parametrize("bad", ["papers", "Paper"])
