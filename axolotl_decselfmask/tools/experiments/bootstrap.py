@@ -8,7 +8,9 @@ many as it has). On the drawn notes each drawn task's Macro F1 is computed per m
 averaged over the seeds (``zero_shot``: its one evaluation), then over the drawn tasks; across
 corpora every drawn task counts once (the corpora weighted by their number of tasks: the mean over
 all drawn task slots). A difference is taken on the same draw, over the tasks both methods have.
-The interval: the 2.5th and 97.5th percentiles.
+The interval: the 2.5th and 97.5th percentiles. A task line with ``"classes": "present"`` (the
+string-match scorer's, :func:`.report.string_match_records`) averages F1 over the classes present
+among the drawn notes' gold and predicted answers, as scikit-learn does with ``labels`` unset.
 
 Vectorised: per group of tasks sharing notes, the per-note indicators of (gold k and pred k),
 (gold k), (pred k) of every task x method x seed x class are one (notes x columns) matrix; a
@@ -38,6 +40,10 @@ class _Group:
     gold: np.ndarray  # (N, J)
     pred: np.ndarray  # (N, J)
     to_slots: np.ndarray  # (J, T*M): class F1 -> seed-mean Macro F1 of each (task, method) slot
+    # lines whose classes are those present (the string-match scorer's, scikit-learn with ``labels``
+    # unset): (J, L) class -> its line, and (L, T*M) line Macro F1 -> slot; None: the task's labels
+    to_lines: np.ndarray | None = None
+    line_slots: np.ndarray | None = None
 
 
 @dataclass
@@ -63,7 +69,8 @@ def _group(tasks: list[str], members: list[int], evals: dict, methods: list[str]
     first = evals[tasks[members[0]]]
     rows = np.asarray(sorted(next(iter(first.values()))[0]["row"]))
     where = {r: i for i, r in enumerate(rows.tolist())}
-    cols_tp, cols_g, cols_p, mapping = [], [], [], []
+    cols_tp, cols_g, cols_p, mapping, owner, line_slots = [], [], [], [], [], []
+    present = any(line.get("classes") == "present" for t in members for ls in evals[tasks[t]].values() for line in ls)
     n_slots = len(tasks) * len(methods)
     for t in members:
         for m, lines in evals[tasks[t]].items():
@@ -76,6 +83,9 @@ def _group(tasks: list[str], members: list[int], evals: dict, methods: list[str]
                 gold, pred = np.empty(len(rows), int), np.empty(len(rows), int)
                 gold[order], pred[order] = line["gold"], line["pred"]
                 k = len(line["labels"])
+                slot = np.zeros(n_slots)
+                slot[t * len(methods) + methods.index(m)] = 1.0 / len(lines)
+                line_slots.append(slot)
                 for c in range(k):
                     cols_tp.append((gold == c) & (pred == c))
                     cols_g.append(gold == c)
@@ -83,8 +93,13 @@ def _group(tasks: list[str], members: list[int], evals: dict, methods: list[str]
                     col = np.zeros(n_slots)
                     col[t * len(methods) + methods.index(m)] = 1.0 / (k * len(lines))
                     mapping.append(col)
+                    owner.append(len(line_slots) - 1)
     as_f32 = lambda cols: np.stack(cols, 1).astype(np.float32)  # noqa: E731
-    return _Group([tasks[t] for t in members], rows, as_f32(cols_tp), as_f32(cols_g), as_f32(cols_p), np.stack(mapping))
+    group = _Group([tasks[t] for t in members], rows, as_f32(cols_tp), as_f32(cols_g), as_f32(cols_p), np.stack(mapping))
+    if present:
+        group.to_lines = np.eye(len(line_slots))[owner]
+        group.line_slots = np.stack(line_slots)
+    return group
 
 
 def prepare(records: list[dict], methods: list[str]) -> list[_Corpus]:
@@ -114,7 +129,14 @@ def slot_f1(corpus: _Corpus, note_weights: list[np.ndarray]) -> np.ndarray:
     out = np.zeros((b, corpus.have.size))
     for g, w in zip(corpus.groups, note_weights):
         w = np.asarray(w, np.float32)  # counts: the products are exact in float32
-        out += _f1(*((w @ x).astype(np.float64) for x in (g.tp, g.gold, g.pred))) @ g.to_slots
+        tp, gold, pred = ((w @ x).astype(np.float64) for x in (g.tp, g.gold, g.pred))
+        if g.to_lines is None:
+            out += _f1(tp, gold, pred) @ g.to_slots
+        else:  # Macro F1 over the classes present in the drawn notes (gold or predicted)
+            n_present = ((gold + pred) > 0) @ g.to_lines
+            line_f1 = np.divide(_f1(tp, gold, pred) @ g.to_lines, n_present, out=np.zeros_like(n_present),
+                                where=n_present > 0)
+            out += line_f1 @ g.line_slots
     out = np.round(out.reshape(b, *corpus.have.shape), 12)  # equal predictions give equal F1, bit for bit
     out[:, ~corpus.have] = np.nan
     return out
