@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from axolotl_decselfmask.io.files import safe_filename
 
@@ -268,32 +268,107 @@ class PseudoLabelConfig(_Strict):
     max_per_label: int = Field(default=32, ge=1, description="Keep at most this many pseudo-labels per label (the most confident).")
 
 
+#: the settings of each head style (:class:`HeadConfig`) that are not given: ``package`` (this
+#: project's head) and ``authors`` (the head of the authors' ``d_classification_head.sh``)
+HEAD_STYLES: dict[str, dict] = {
+    "package": {"prompt": "chat", "position": "auto", "activation": "relu", "dropout": 0.0, "standardise": True,
+                "batch_size": 0, "epochs": 200},
+    "authors": {"prompt": "raw", "position": "last", "activation": "none", "dropout": 0.1, "standardise": False,
+                "batch_size": 64, "epochs": 1},
+}
+
+
+class HeadConfig(_Strict):
+    """``classification.method: head``: a small classifier (hidden -> hidden_size -> labels) trained on
+    the labelled examples' hidden states of the frozen (stage-1) model. ``style`` fills in every
+    setting left unset: ``package`` (the chat prompt, ReLU, standardised features, full-batch, 200
+    epochs) or ``authors`` (the raw text ``note + "{item}? <mask>"`` without chat template, read at
+    its last token; no activation; dropout 0.1; no standardisation; mini-batches of 64; 1 epoch)."""
+
+    style: Literal["package", "authors"] = Field(
+        default="package",
+        description=(
+            "package: this project's head; authors: the authors' (d_classification_head.sh: raw text "
+            "note + '{item}? <mask>', last token, H -> 256 -> dropout 0.1 -> labels without activation, AdamW "
+            "1e-3, batch 64, 1 epoch). Sets every setting below that is not given."
+        ),
+    )
+    hidden_size: int = Field(default=256, ge=1, description="Width of the head's hidden layer (the paper: 256).")
+    epochs: Optional[int] = Field(default=None, ge=1, description="AdamW epochs of the head (default: the style's, 200 or 1).")
+    learning_rate: float = Field(default=1e-3, gt=0.0, description="The head's learning rate.")
+    weight_decay: float = Field(default=1e-2, ge=0.0, description="The head's AdamW weight decay (torch's default).")
+    position: Optional[Literal["auto", "last", "mask"]] = Field(
+        default=None,
+        description=(
+            "Where the hidden state is read in the prompt: mask (the mask token; an error if the prompt "
+            "has none), last (the last prompt token, as probing and the authors' head), auto (mask when the "
+            "prompt has a mask, as the mask_fill prompt, else last). Default: the style's (auto, last)."
+        ),
+    )
+    prompt: Optional[Literal["chat", "raw"]] = Field(
+        default=None,
+        description=(
+            "chat: the classification prompt as the evaluation renders it (chat template, question, options); "
+            "raw: the text followed by the question (with the mask_fill prompt: '{item}? <mask>'), no chat "
+            "template, tokenised as the tokenizer does by default. Default: the style's (chat, raw)."
+        ),
+    )
+    activation: Optional[Literal["relu", "none"]] = Field(
+        default=None, description="Between the two layers: relu, or none (linear). Default: the style's (relu, none).")
+    dropout: Optional[float] = Field(
+        default=None, ge=0.0, lt=1.0,
+        description="Dropout after the hidden layer, in training (default: the style's, 0 or 0.1).")
+    standardise: Optional[bool] = Field(
+        default=None,
+        description="Standardise the features with the training statistics (default: the style's, true or false).")
+    batch_size: Optional[int] = Field(
+        default=None, ge=0,
+        description="Mini-batch size (shuffled, seeded); 0: the whole training set in one batch. Default: the "
+                    "style's (0, 64).")
+    decision_scores: Literal["out_of_fold", "in_sample"] = Field(
+        default="out_of_fold",
+        description=(
+            "The labelled examples' scores the decision (calibration) is fitted on: out_of_fold (each scored "
+            "by a head trained on the other folds; the final head is trained on all of them) or in_sample "
+            "(by the final head, which was trained on them)."
+        ),
+    )
+    folds: int = Field(default=5, ge=2, description="Stratified, seeded folds of decision_scores: out_of_fold.")
+
+    @model_validator(mode="after")
+    def _style_defaults(self) -> "HeadConfig":
+        for key, value in HEAD_STYLES[self.style].items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        return self
+
+
+def _authors_head(value):
+    """``probing.authors_head``: a HeadConfig whose ``style`` is ``authors`` unless given."""
+    return {"style": "authors", **value} if isinstance(value, dict) else value
+
+
 class ProbingConfig(_Strict):
-    """Probing: the frozen model's last-token hidden state of the classification prompt, and a
-    small classifier (hidden -> hidden_size -> labels) trained on the labelled examples."""
+    """Probing: heads trained on the frozen model's hidden states of the labelled examples, scored
+    (argmax) on the test examples: ``package`` (the last token of the chat classification prompt, a
+    classifier hidden -> hidden_size -> labels with ReLU) and ``authors`` (:class:`HeadConfig` of
+    style ``authors``, ``authors_head``)."""
 
     enabled: bool = Field(default=False, description="Probe the model before stage 2 (after stage 1, or the base model).")
     hidden_size: int = Field(default=256, ge=1, description="Width of the classifier's hidden layer (the paper: 256).")
     epochs: int = Field(default=200, ge=1, description="Full-batch training epochs of the classifier.")
     learning_rate: float = Field(default=1e-3, gt=0.0)
     weight_decay: float = Field(default=1e-2, ge=0.0)
-
-
-class HeadConfig(_Strict):
-    """``classification.method: head``: a small classifier (hidden -> hidden_size -> labels, ReLU)
-    trained on the labelled examples' hidden states of the frozen (stage-1) model."""
-
-    hidden_size: int = Field(default=256, ge=1, description="Width of the head's hidden layer (the paper: 256).")
-    epochs: int = Field(default=200, ge=1, description="Full-batch AdamW epochs of the head.")
-    learning_rate: float = Field(default=1e-3, gt=0.0, description="The head's learning rate.")
-    weight_decay: float = Field(default=1e-2, ge=0.0, description="The head's AdamW weight decay.")
-    position: Literal["auto", "last", "mask"] = Field(
-        default="auto",
+    heads: list[Literal["package", "authors"]] = Field(
+        default_factory=lambda: ["package", "authors"], min_length=1,
         description=(
-            "Where the hidden state is read in the classification prompt: mask (the mask token, as the "
-            "paper's head; an error if the prompt has none), last (the last prompt token, as probing), "
-            "auto (mask when the prompt has a mask, as the mask_fill prompt, else last)."
+            "The heads probing trains and scores: package (the settings above) and authors (authors_head's). "
+            "Each one's Macro F1 and per-note predictions go into metrics.json (probe_heads)."
         ),
+    )
+    authors_head: Annotated[HeadConfig, BeforeValidator(_authors_head)] = Field(
+        default_factory=lambda: HeadConfig(style="authors"),
+        description="The authors' head of probing (style authors unless set; e.g. epochs).",
     )
 
 

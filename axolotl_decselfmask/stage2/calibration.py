@@ -35,7 +35,8 @@ examples' negative log-likelihood with :math:`b = b(T)` from the moment conditio
 profile likelihood, bounded search over :math:`T \in [0.05, 20]`). Caution: the labelled
 examples are the training examples, so their posteriors are optimistic; the fitted
 :math:`T` then tends to sharpen. The bias is affected less, as long as stage 2 does not
-memorise its examples (one epoch on a few dozen).
+memorise its examples (one epoch on a few dozen). A classification head, which can memorise
+them, is fitted on out-of-fold scores by default (:func:`labelled_scores`).
 
 **Prior shift** (:func:`adjust`, Saerens, Latinne & Decaestecker 2002, "Adjusting the outputs of
 a classifier to new a priori probabilities: a simple procedure", Neural Computation 14(1)). A
@@ -422,11 +423,23 @@ def fit_from_config(c, options: list[str], labelled_scores=None, labelled_labels
                            temperature=c.calibration_temperature)
 
 
+def labelled_scores(task, scorer):
+    """The scores the decision of ``task`` is fitted on: its labelled examples' out-of-fold scores
+    where ``scorer``'s head has them (``classification.head.decision_scores: out_of_fold``,
+    :func:`.head.out_of_fold_scores`: each example scored by a head that was not trained on it),
+    else ``scorer(task.train_texts)`` (for a head: the head trained on these very examples)."""
+    out_of_fold = getattr(getattr(scorer, "head", None), "out_of_fold", None)
+    if out_of_fold is not None and out_of_fold.covers(task.train_texts):
+        return out_of_fold.scores
+    return scorer(task.train_texts)
+
+
 def calibrate(task, scorer, pool_texts: list[str] | None) -> Calibration:
     """The decision rule of ``task`` (a :class:`.tasks.Task`) from its labelled examples' scores by
-    ``scorer`` (texts -> (n, options)), and pool notes' for the pool modes; no test text is read."""
+    ``scorer`` (texts -> (n, options); :func:`labelled_scores`), and pool notes' for the pool modes;
+    no test text is read."""
     c = task.settings
-    labelled = scorer(task.train_texts) if c.calibration != "none" else None
+    labelled = labelled_scores(task, scorer) if c.calibration != "none" else None
     pool = scorer(pool_texts or []) if c.calibration in POOL_MODES else None
     return fit_from_config(c, task.data.labels, labelled, task.train_labels if labelled is not None else None, pool)
 

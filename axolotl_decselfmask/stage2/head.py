@@ -1,14 +1,25 @@
 """The classification head (``classification.method: head``): a small classifier per task on the
-frozen model's hidden state, as the paper's last step.
+frozen model's hidden state.
 
-The features are probing's (:mod:`.probing`): the final-layer hidden state of the classification
-prompt (rendered as the evaluation renders it, without the answer) at the mask token
-(``position="mask"``: the last occurrence of ``mask_id`` in the prompt, which the mask-fill prompt
-puts right after the question) or at the last prompt token (``"last"``). The head is trained on the
-labelled examples only: features standardised with the training statistics, hidden ->
-``head.hidden_size`` -> labels with a ReLU, full-batch AdamW, seeded. Its scores are log-softmax
-probabilities over the options, shape (texts, labels), so the decision rule, the prior calibration
-and the metrics apply to them as to the generative scores.
+The features are probing's (:mod:`.probing`): the final-layer hidden state of the prompt at the
+mask token (``position="mask"``: the last occurrence of ``mask_id`` in the prompt, which the
+mask-fill prompt puts right after the question) or at the last prompt token (``"last"``); the
+prompt is the classification prompt as the evaluation renders it, without the answer
+(``head.prompt: chat``), or the raw text followed by the question, no chat template (``raw``).
+The head is trained on the labelled examples only, seeded, as ``head.style`` sets it
+(:class:`.args.HeadConfig`): ``package``, features standardised with the training statistics,
+hidden -> ``head.hidden_size`` -> labels with a ReLU, full-batch AdamW; ``authors``, as the
+authors' ``d_classification_head.sh``: the raw ``note + "{item}? <mask>"`` at its last token, no
+standardisation, hidden -> 256 -> dropout 0.1 -> labels without activation, AdamW 1e-3 on
+shuffled mini-batches of 64, 1 epoch. Its scores are log-softmax probabilities over the options,
+shape (texts, labels), so the decision rule, the prior calibration and the metrics apply to them
+as to the generative scores.
+
+The decision is fitted on the labelled examples' scores (:mod:`.calibration`). A head scores its
+own training examples better than any other note, so by default (``head.decision_scores:
+out_of_fold``) those scores are out-of-fold (:func:`out_of_fold_scores`): the labelled examples are
+split into ``head.folds`` stratified, seeded folds, each fold scored by a head trained on the
+others; the head that is kept is trained on all of them.
 
 :meth:`HeadClassifier.save` writes ``<name>.safetensors`` (the weights) and ``<name>.json`` (the
 settings, labels, position, mask id, prompt and standardisation statistics, written last), so a
@@ -21,6 +32,7 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +42,15 @@ from axolotl_decselfmask.args import HeadConfig
 from axolotl_decselfmask.io.files import atomic_write_json, safe_filename
 from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.stage2.probing import (
-    build_network,
     cached_features,
-    feature_index,
     fit_network,
     label_indices,
-    prompt_ids,
-    standardisation,
+    mask_token_id,
+    network_of,
+    resolve_position,
+    scaled,
 )
-from axolotl_decselfmask.stage2.tasks import Task, TaskPrompt
+from axolotl_decselfmask.stage2.tasks import Task
 
 LOG = logging.getLogger(__name__)
 
@@ -46,21 +58,8 @@ FORMAT = "decselfmask-classification-head"
 VERSION = 1
 
 
-def resolve_position(tokenizer, position: str, mask_id: int | None, labels: list[str], question: str,
-                     system_prompt: str) -> str:
-    """``head.position`` as ``"last"`` or ``"mask"``: ``auto`` is ``mask`` when the classification
-    prompt (of an empty text: its question, system turn and options) holds the token ``mask_id``."""
-    if position == "last":
-        return "last"
-    if position not in ("auto", "mask"):
-        raise ValueError(f"head position must be auto, last or mask, got {position!r}")
-    if mask_id is None:
-        if position == "mask":
-            raise InputError("decselfmask.classification.head.position: mask needs the mask token, and "
-                             "this run has none; use the mask_fill prompt or set position: last.")
-        return "last"
-    has_mask = feature_index(prompt_ids(tokenizer, "", labels, question, system_prompt), "mask", mask_id) is not None
-    return "mask" if has_mask or position == "mask" else "last"
+__all__ = ["HeadClassifier", "OutOfFold", "fit_head", "head_scores", "out_of_fold_scores", "resolve_position",
+           "stratified_folds", "train_task_head"]
 
 
 def _as_tensor(features) -> torch.Tensor:
@@ -93,6 +92,8 @@ class HeadClassifier:
         self.system_prompt = system_prompt
         self.seed = seed
         self.n_train = n_train
+        #: the labelled examples' out-of-fold scores (:func:`out_of_fold_scores`), for the decision
+        self.out_of_fold: OutOfFold | None = None
 
     @property
     def n_inputs(self) -> int:
@@ -115,7 +116,7 @@ class HeadClassifier:
         absent = [label for i, label in enumerate(labels) if i not in set(y)]
         if absent:
             LOG.warning("decselfmask head: no training example of %s; the head will rarely predict them", absent)
-        mean, std = standardisation(x)
+        mean, std = scaled(x, settings)
         network = fit_network((x - mean) / std, y, len(labels), settings, seed)
         return cls(network, labels, mean, std, settings, position, mask_id, question, system_prompt, seed, len(x))
 
@@ -185,7 +186,7 @@ class HeadClassifier:
                                  f"expected {FORMAT!r} version {VERSION}")
             settings = HeadConfig.model_validate(info["settings"])
             state = load_file(str(weights))
-            network = build_network(info["n_inputs"], settings.hidden_size, len(info["labels"]))
+            network = network_of(info["n_inputs"], len(info["labels"]), settings)
             network.load_state_dict(state)
             mean = torch.tensor(info["mean"], dtype=torch.float32)
             std = torch.tensor(info["std"], dtype=torch.float32)
@@ -197,11 +198,66 @@ class HeadClassifier:
                    info.get("question"), info.get("system_prompt"), info.get("seed", 0), info.get("n_train", 0))
 
 
+@dataclass
+class OutOfFold:
+    """The labelled examples' out-of-fold scores: ``scores[i]`` (log-probabilities over the options)
+    by the head trained on the rows ``train_rows[fold[i]]``, none of which is in fold ``fold[i]``."""
+
+    texts: tuple
+    scores: np.ndarray  # (texts, labels)
+    fold: np.ndarray  # (texts,) the fold of each row
+    train_rows: list  # per fold, the rows its head was trained on
+
+    def covers(self, texts: list[str]) -> bool:
+        return tuple(texts) == self.texts
+
+
+def stratified_folds(targets: list[int], k: int, seed: int) -> np.ndarray:
+    """The fold (0..k-1) of each row: per class (in order) its rows in a seeded random order,
+    dealt to the folds in turn, the deal going on from class to class (fold sizes differ by one at
+    most, each class spread as evenly as its count allows)."""
+    y = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    dealt = 0
+    for c in sorted(set(y.tolist())):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        fold[rows] = (dealt + np.arange(len(rows))) % k
+        dealt += len(rows)
+    return fold
+
+
+def out_of_fold_scores(features, targets: list[str], labels: list[str], settings: HeadConfig, seed: int,
+                       texts: list[str] | None = None) -> OutOfFold | None:
+    """Each labelled example's scores by a head that never saw it: ``settings.folds`` (at most one
+    per example) stratified folds (:func:`stratified_folds`, seeded by ``seed``), each scored by a
+    head trained (as :meth:`HeadClassifier.fit`, same settings and seed) on the other folds. None
+    with fewer than two examples."""
+    x = _as_tensor(features)
+    y = label_indices(list(targets), labels, "training", where="classification head")
+    k = min(settings.folds, len(y))
+    if k < 2:
+        return None
+    fold = stratified_folds(y, k, seed)
+    scores = np.zeros((len(y), len(labels)), dtype=np.float64)
+    train_rows = []
+    for f in range(k):
+        held, rest = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        mean, std = scaled(x[rest], settings)
+        network = fit_network((x[rest] - mean) / std, [y[i] for i in rest], len(labels), settings, seed)
+        with torch.no_grad():
+            scores[held] = network((x[held] - mean) / std).double().log_softmax(-1).numpy()
+        train_rows.append(rest)
+    return OutOfFold(tuple(texts) if texts is not None else (), scores, fold, train_rows)
+
+
 def fit_head(model, tokenizer, train_texts: list[str], train_labels: list[str], labels: list[str], question: str,
              system_prompt: str, settings: HeadConfig, seed: int, position: str | None = None,
              mask_id: int | None = None, progress: bool = True, batch_size: int = 8,
              feature_cache: dict | None = None) -> HeadClassifier:
-    """Train a head on the frozen ``model``'s features of the labelled texts.
+    """Train a head on the frozen ``model``'s features of the labelled texts (read from
+    ``settings.prompt``'s prompt), and with ``settings.decision_scores: out_of_fold`` their
+    out-of-fold scores (``head.out_of_fold``, :func:`out_of_fold_scores`).
 
     ``position``: ``"auto"``, ``"last"`` or ``"mask"`` (default: ``settings.position``); ``auto`` is
     resolved by :func:`resolve_position`. ``feature_cache`` (a dict kept by the caller for one and
@@ -209,14 +265,18 @@ def fit_head(model, tokenizer, train_texts: list[str], train_labels: list[str], 
     """
     if len(train_texts) != len(train_labels):
         raise ValueError("head: every training text needs one label")
-    resolved = resolve_position(tokenizer, position or settings.position, mask_id, labels, question, system_prompt)
+    resolved = resolve_position(tokenizer, position or settings.position, mask_id, labels, question, system_prompt,
+                                settings.prompt)
     label_indices(list(train_labels), labels, "training", where="classification head")  # before the features
     feats = cached_features(model, tokenizer, list(train_texts), labels, question, system_prompt, resolved,
-                            mask_id, batch_size=batch_size, progress=progress, feature_cache=feature_cache)
+                            mask_id, batch_size=batch_size, progress=progress, feature_cache=feature_cache,
+                            prompt=settings.prompt)
     head = HeadClassifier.fit(feats, list(train_labels), labels, settings, seed, resolved, mask_id, question,
                               system_prompt)
-    LOG.info("decselfmask head: trained on %d examples, %d labels, features at the %s token", len(train_texts),
-             len(labels), resolved)
+    if settings.decision_scores == "out_of_fold":
+        head.out_of_fold = out_of_fold_scores(feats, list(train_labels), labels, settings, seed, list(train_texts))
+    LOG.info("decselfmask head (%s): trained on %d examples, %d labels, features at the %s token of the %s prompt",
+             settings.style, len(train_texts), len(labels), resolved, settings.prompt)
     return head
 
 
@@ -224,8 +284,8 @@ def head_scores(model, tokenizer, head: HeadClassifier, texts: list[str], questi
                 system_prompt: str | None = None, progress: bool = True, batch_size: int = 8,
                 feature_cache: dict | None = None) -> np.ndarray:
     """The head's log-probabilities of its options for each text, shape (texts, labels), the
-    features read from ``model`` at the head's position. ``question`` and ``system_prompt``
-    default to the ones the head was trained with."""
+    features read from ``model`` at the head's position of its prompt. ``question`` and
+    ``system_prompt`` default to the ones the head was trained with."""
     question = head.question if question is None else question
     system_prompt = head.system_prompt if system_prompt is None else system_prompt
     if question is None or system_prompt is None:
@@ -235,26 +295,23 @@ def head_scores(model, tokenizer, head: HeadClassifier, texts: list[str], questi
     if not texts:
         return np.zeros((0, len(head.labels)), dtype=np.float64)
     feats = cached_features(model, tokenizer, list(texts), head.labels, question, system_prompt, head.position,
-                            head.mask_id, batch_size=batch_size, progress=progress, feature_cache=feature_cache)
+                            head.mask_id, batch_size=batch_size, progress=progress, feature_cache=feature_cache,
+                            prompt=head.settings.prompt)
     return head.log_probs(feats)
 
 
 def train_task_head(seed: int, t: Task, model, tokenizer, folder: Path, progress: bool, features: dict):
     """A head on the frozen model's hidden states of the task's labelled examples, saved in ``folder``
-    under the task's name; where it is, in the task's ``run_info``."""
+    under the task's name; where it is, its style and how its decision's scores are made, in the
+    task's ``run_info``."""
+    settings = t.settings.head
     head = fit_head(model, tokenizer, t.train_texts, t.train_labels, t.data.labels, t.prompt.question,
-                    t.prompt.system_prompt, t.settings.head, seed, mask_id=_mask_id(tokenizer, t.prompt),
+                    t.prompt.system_prompt, settings, seed, mask_id=mask_token_id(tokenizer, t.prompt.mask_text),
                     progress=progress, batch_size=t.settings.eval_batch_size, feature_cache=features)
     path = head.save(folder, safe_filename(t.name))
-    t.run_info.update(stage2_head=str(path), head_position=head.position)
-    print(f"decselfmask stage 2 [{t.name}]: head trained on {len(t.train_texts)} examples (hidden state at the "
-          f"{head.position} token), saved to {path}")
+    oof = head.out_of_fold
+    t.run_info.update(stage2_head=str(path), head_position=head.position, head_style=settings.style,
+                      head_decision_scores=f"out_of_fold ({len(oof.train_rows)} folds)" if oof else "in_sample")
+    print(f"decselfmask stage 2 [{t.name}]: {settings.style} head trained on {len(t.train_texts)} examples (hidden "
+          f"state at the {head.position} token of the {settings.prompt} prompt), saved to {path}")
     return head
-
-
-def _mask_id(tokenizer, prompt: TaskPrompt) -> int | None:
-    """The mask's token id when the prompt has a one-token mask, else None."""
-    if prompt.mask_text is None:
-        return None
-    ids = tokenizer(prompt.mask_text, add_special_tokens=False)["input_ids"]
-    return ids[0] if len(ids) == 1 else None

@@ -13,6 +13,10 @@ then one line per task (a multi-label task: one per label, ``<task>/<label>``, y
     {"task": ..., "labels": [...], "row": [...], "gold": [...], "pred": [...], "n_train": ...,
      "n_pseudo": ..., "probe_macro_f1": ..., "multi_label_task": ""}
 
+A run with probing (``decselfmask.probing``) adds ``"heads": {"package": [...], "authors": [...]}``
+to a single-label task's line: each head's argmax prediction of every note (indices into ``labels``,
+in the order of ``row``), on the frozen model before stage 2 (files without it are read as before).
+
 ``row``: the note's row in the corpus (the test file's ``row``; the test file's own row number
 where it has none), the same for every task that shares the note; ``gold`` and ``pred``: indices
 into ``labels``. Scores are not kept (22 tasks x 200 binary notes: about 3 KB a file). Files are written
@@ -93,8 +97,10 @@ def _task_lines(task: str, entry: dict, preds: list[dict], corpus_rows: list | N
         unknown = ({p["gold"] for p in preds} | {p["pred"] for p in preds}) - set(index)
         if unknown:
             raise ValueError(f"{where}: labels {sorted(unknown)} are not among the task's labels {labels}")
-        return [{"task": task, "labels": labels, "row": rows, "gold": [index[p["gold"]] for p in preds],
-                 "pred": [index[p["pred"]] for p in preds], **_extras(entry), "multi_label_task": ""}]
+        line = {"task": task, "labels": labels, "row": rows, "gold": [index[p["gold"]] for p in preds],
+                "pred": [index[p["pred"]] for p in preds], **_extras(entry), "multi_label_task": ""}
+        heads = _head_predictions(entry, index, len(preds), where)
+        return [{**line, "heads": heads} if heads else line]
     answers = list(entry.get("label_answers") or ["yes", "no"])
     lines = []
     for label, own in (entry.get("per_label") or {}).items():
@@ -104,6 +110,35 @@ def _task_lines(task: str, entry: dict, preds: list[dict], corpus_rows: list | N
                       "n_train": entry.get("n_train", ""), "n_pseudo": own.get("n_pseudo", entry.get("n_pseudo", "")),
                       "probe_macro_f1": own.get("probe_macro_f1", ""), "multi_label_task": task})
     return lines
+
+
+def _head_predictions(entry: dict, index: dict, n: int, where: Path) -> dict:
+    """Each probing head's predictions of the task's notes (``probe_heads`` of its metrics.json
+    entry) as label indices; {} when the run recorded none."""
+    heads = {}
+    for style, result in (entry.get("probe_heads") or {}).items():
+        pred = result.get("predictions") if isinstance(result, dict) else None
+        if pred is None:
+            continue
+        if len(pred) != n or any(p not in index for p in pred):
+            raise ValueError(f"{where}: probing head {style!r} has {len(pred)} predictions for {n} notes, or labels "
+                             "outside the task's")
+        heads[style] = [index[p] for p in pred]
+    return heads
+
+
+def head_records(records: list[dict]) -> list[dict]:
+    """The probing heads' predictions as records of their own: method ``<method>:<style>_head``, each
+    task line's ``pred`` that head's; records and lines without heads are left out."""
+    out = {}
+    for rec in records:
+        for line in rec["tasks"]:
+            for style, pred in (line.get("heads") or {}).items():
+                key = (id(rec), style)
+                if key not in out:
+                    out[key] = {**rec, "method": f"{rec['method']}:{style}_head", "tasks": []}
+                out[key]["tasks"].append({**line, "pred": pred})
+    return list(out.values())
 
 
 def _precision(record: dict) -> dict:

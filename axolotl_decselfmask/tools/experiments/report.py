@@ -10,6 +10,7 @@ from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, bootstrap
 from axolotl_decselfmask.tools.experiments.grid import Grid
 from axolotl_decselfmask.tools.experiments.methods import BASELINE, METHODS
 from axolotl_decselfmask.tools.experiments.plots import plot
+from axolotl_decselfmask.tools.experiments.predictions import head_records
 from axolotl_decselfmask.tools.experiments.results import summarise, write_csv
 
 NOTES = ["", ("`zero_shot` trains nothing and every seed shares its test split: it is evaluated once and its "
@@ -145,6 +146,50 @@ def contrast_lines(boot: dict | None) -> list[str]:
     return lines
 
 
+HEAD_STYLES = ("package", "authors")
+
+
+def head_boot(records: list[dict], resamples: int = 10_000, seed: int = 0) -> dict:
+    """Per probing head style (:data:`HEAD_STYLES`) the bootstrap of its Macro F1 per method, and of
+    decselfmask's head minus each method's (the same resampling as the main table), from the
+    predictions' ``heads`` (:func:`.predictions.head_records`); {} when no file has them."""
+    heads = head_records(records)
+    out = {}
+    for style in HEAD_STYLES:
+        names = [f"{m}:{style}_head" for m in METHODS if any(r["method"] == f"{m}:{style}_head" for r in heads)]
+        if names:
+            boot = bootstrap(heads, names, resamples, seed, reference=f"{REFERENCE}:{style}_head")
+            out[style] = {k: {"methods": sc["methods"], "difference": sc.get("difference", {})}
+                          for k, sc in boot["scopes"].items()}
+    return out
+
+
+def head_lines(boot: dict | None) -> list[str]:
+    """The probing heads' table (scope ``all``: every corpus' tasks): per method each head's Macro F1
+    [95% CI] and decselfmask's head minus it; nothing without heads in the predictions."""
+    heads = (boot or {}).get("heads") or {}
+    if not any("all" in h for h in heads.values()):
+        return []
+    styles = [s for s in HEAD_STYLES if "all" in heads.get(s, {})]
+    lines = ["", "Heads on the frozen model before stage 2 (probing, argmax; the base model for `sft`, the stage-1 "
+             "model for the stage-1 methods; `package`: this project's head, `authors`: the authors' head of "
+             "`d_classification_head.sh`). Macro F1 [95% CI] and "
+             f"{REFERENCE}'s head minus the method's [95% CI]:", "",
+             "| method | " + " | ".join(f"{s} head | {REFERENCE} minus this" for s in styles) + " |",
+             "| --- | " + " | ".join("--- | ---" for _ in styles) + " |"]
+    for m in METHODS:
+        cells, seen = [], False
+        for s in styles:
+            v = heads[s]["all"]["methods"].get(f"{m}:{s}_head")
+            d = heads[s]["all"]["difference"].get(f"{m}:{s}_head")
+            seen = seen or v is not None
+            cells.append(f"{v['mean']:.4f}{_ci(v)}" if v else "")
+            cells.append(f"{d['mean']:+.4f}{_ci(d, True)}{' *' if d['excludes_zero'] else ''}" if d else "")
+        if seen:
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def precision_lines(records: list[dict] | None) -> list[str]:
     """What each method's runs computed in, as their predictions files record it (``dtype`` and the
     CPU kernels, ``cpu_capability``), with the number of files of each; nothing when no file records
@@ -230,7 +275,7 @@ def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float |
               "| run seconds (sum) | probing Macro F1 |", "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [_method_line(s, m, scope, seconds) for m in s["methods"]]
     lines += _boot_note(boot) + (_corpus_lines(boot, by_corpus) if boot else [])
-    lines += claims_lines(boot) + contrast_lines(boot) + precision_lines(records)
+    lines += claims_lines(boot) + contrast_lines(boot) + head_lines(boot) + precision_lines(records)
     return "\n".join(lines + _per_task_lines(s) + NOTES)
 
 
@@ -247,6 +292,9 @@ def write_results(out: Path, rows: list[dict], grid: Grid | None = None, elapsed
         extra = contrasts(records, resamples, seed)
         if extra:  # absent without both methods of a pair: the core tier's file is unchanged
             boot["contrasts"] = extra
+        heads = head_boot(records, resamples, seed)
+        if heads:  # absent without probing heads in the predictions: older files' reports are unchanged
+            boot["heads"] = heads
         atomic_write_json(out / "bootstrap.json", boot)
         print(f"bootstrap: {resamples:,} resamples in {boot['seconds']:.1f} s")
         boot = boot if boot["scopes"] else None
