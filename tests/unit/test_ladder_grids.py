@@ -1,0 +1,101 @@
+"""The ladder's grids (issue 34; docs/results.md, "The ladder (issue 34): plan"): written by
+scripts/ladder_grids.py, valid for the runner, one factor per rung, and (where the shared corpora are
+present) recipes whose resolved settings are the plan's at every rung."""
+
+import copy
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from axolotl_decselfmask.args import DecSelfMaskConfig
+from axolotl_decselfmask.tools.experiments.data import build_data
+from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
+from axolotl_decselfmask.tools.experiments.runner import plan
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "ladder_grids.py"
+SHARED = ROOT.parent / "shared" / "data"
+GRIDS = [ROOT / "examples" / "grids" / f"ladder_{n}_hallmarks.yml" for n in range(1, 8)]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("ladder_grids", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_the_committed_grids_are_what_the_script_writes():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_each_rung_adds_only_its_factor_to_the_one_before():
+    ladder = _script()
+    grids = [yaml.safe_load(p.read_text()) for p in GRIDS]
+    for g in grids:
+        Grid(**g)  # unknown keys are errors
+    core = yaml.safe_load(ladder.CORE.read_text())
+    first = _flat({k: v for k, v in grids[0].items() if k not in ("methods", "seeds")})
+    base = _flat({k: v for k, v in core.items() if k not in ("methods", "seeds")})
+    # rung 1 is the core grid plus the ladder's measurement keys (scorers, heads), nothing else
+    assert {k for k in set(first) | set(base) if first.get(k) != base.get(k)} == set(ladder.COMMON)
+    for n in range(1, 7):
+        before = _flat({k: v for k, v in grids[n - 1].items() if k not in ("methods", "seeds")})
+        after = _flat({k: v for k, v in grids[n].items() if k not in ("methods", "seeds")})
+        changed = {k for k in set(before) | set(after) if before.get(k, "absent") != after.get(k, "absent")}
+        assert changed == set(ladder.RUNGS[n][1]), f"rung {n + 1}"
+    # seeds: three at rungs 1-3, one at 4-7; sft only where stage 2 changes (rungs 1-2)
+    assert [g["seeds"] for g in grids] == [[0, 1, 2]] * 3 + [[0]] * 4
+    assert [("sft" in g["methods"]) for g in grids] == [True, True] + [False] * 5
+    assert all({"decselfmask", "continual_pretraining_authors"} <= set(g["methods"]) for g in grids)
+
+
+def test_the_script_notices_a_hand_edit(tmp_path):
+    ladder = _script()
+    grids = ladder.rung_grids()
+    edited = copy.deepcopy(grids[2])
+    edited["pool_size"] = 5
+    assert ladder.render(3, edited) != ladder.render(3, grids[2])
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the shared corpora ({SHARED}) are not here")
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7])  # rung 6 names the Qwen folder (make qwen-model)
+def test_a_rung_gives_the_plans_settings(n, tmp_path):
+    grid = load_grid(GRIDS[n - 1])
+    out = tmp_path / "out"
+    data = build_data(grid, out)
+    runs = plan(grid, out, data)
+    assert {r["method"] for r in runs} == set(grid.methods)
+    for run in runs:
+        recipe = run["recipe"]
+        config = DecSelfMaskConfig(**recipe["decselfmask"])
+        c = config.classification
+        assert c.scorer == "both" and c.joint and c.prompt == "mask_fill" and c.lora_r == 32
+        assert (c.train_on_inputs, c.lora_alpha, c.batch_size * c.gradient_accumulation_steps) == \
+            ((False, 64, 8) if n == 1 else (True, 16, 64))
+        if run["method"] == "zero_shot":
+            continue
+        assert config.probing.authors_head.epochs == 50 and set(config.probing.heads) == {"package", "authors"}
+        if run["method"] in ("decselfmask", "continual_pretraining_authors"):
+            assert recipe.get("train_on_inputs", False) is (n >= 3)
+            assert config.items_per_text == 1
+            assert (config.stage1_token_budget > 10**7) is (n >= 4)
+            rel = config.relevance
+            assert (rel.target, rel.prompt_style, config.spans.sign) == \
+                (("max_logit", "completion", "absolute") if n >= 5 else ("sum_logprob", "question", "auto"))
+            assert (recipe.get("adapter"), recipe["learning_rate"]) == ((None, 4e-5) if n == 7 else ("lora", 3e-4))
