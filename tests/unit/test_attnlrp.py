@@ -206,6 +206,90 @@ def test_items_of_one_text_share_their_prefix_with_the_same_maps(models, tok, ta
         np.testing.assert_allclose(s, method.attribute([p])[0], rtol=1e-6, atol=1e-12)
 
 
+# --- the norms' and activations' rule without an autograd record inside the module ---------------
+class _WhereRatio(torch.autograd.Function):
+    """The identity rule as first written: ``torch.where(x == 0, 0, y / x)`` saved in the forward."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        ratio = torch.where(x == 0, torch.zeros((), dtype=x.dtype), y / x)
+        ctx.save_for_backward(ratio)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.saved_tensors[0], None
+
+
+def _reference_rules(model):
+    """The rules as applied before the modules ran on a detached input: a forward hook on each
+    norm and activation ties its output (with the module's own autograd record) to its input."""
+    import contextlib
+
+    from axolotl_decselfmask.relevance.methods import attnlrp as lrp
+
+    @contextlib.contextmanager
+    def rules():
+        plan = lrp.plan_for(model)
+        compat.register_attention_function(ATTENTION_NAME, lrp.lrp_attention)
+        before, token = compat.attn_implementation(model), lrp._STATE.set(lrp._State())
+        hook = lambda m, args, out: _WhereRatio.apply(args[0], out)  # noqa: E731
+        handles = [m.register_forward_hook(hook) for m in plan.norms + plan.activations]
+        handles += [m.register_forward_pre_hook(lrp._half_input_hook) for m in plan.gated_down_projs]
+        model.set_attn_implementation(ATTENTION_NAME)
+        try:
+            yield
+        finally:
+            lrp._STATE.reset(token)
+            for h in handles:
+                h.remove()
+            model.set_attn_implementation(before)
+
+    return rules()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "phi3"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_maps_equal_the_rules_with_the_modules_own_autograd_record(tok, family, dtype):
+    """The norms and activations run on a detached input (no autograd record of their own
+    operations, which the rule's backward never used): the maps are those of the rules applied
+    on top of the modules' own record, bit for bit in float64 and float32."""
+    model = _build(tok, family).to(dtype)
+    prompts = _prompts(tok)
+    method = AttnLRP(model, tok, share_prefix=False)
+    maps = method.attribute(prompts)
+    with _reference_rules(model):
+        reference = GradientXInput._attribute_batch(method, prompts)
+    for m, r in zip(maps, reference):
+        np.testing.assert_allclose(m, r, rtol=1e-6, atol=0)
+        assert np.abs(r).max() > 0
+    # inside the rules a norm's output hangs on the rule alone: nothing recorded within the module
+    norm, seen = model.model.norm, {"module": [], "rule": []}
+    handles = [norm.register_forward_hook(lambda m, a, out: seen["module"].append(out.grad_fn))]  # runs first
+    embeds = model.get_input_embeddings()(torch.tensor([prompts[0].input_ids])).requires_grad_(True)
+    try:
+        with lrp_rules(model), torch.enable_grad():
+            handles.append(norm.register_forward_hook(lambda m, a, out: seen["rule"].append(out.grad_fn)))
+            model(inputs_embeds=embeds, logits_to_keep=1)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen["module"] == [None]  # the module's own output: no graph behind it
+    assert [type(fn).__name__ for fn in seen["rule"]] == ["_LinearisedBackward"]  # the rule ties it to the input
+
+
+def test_identity_rule_is_zero_where_the_input_is_zero():
+    from axolotl_decselfmask.relevance.methods.attnlrp import linearised
+
+    x = torch.tensor([0.0, -2.0, 0.5, 0.0, 3.0], dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.silu(x.detach())
+    y[3] = 1.0  # a module whose output is not 0 at x == 0 (c / 0 = inf): the rule still gives 0 there
+    g = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)
+    (grad,) = torch.autograd.grad(linearised(x, y), x, g)
+    expected = g * torch.where(x.detach() == 0, torch.zeros((), dtype=x.dtype), y / x.detach())
+    assert torch.equal(grad, expected) and grad[0] == 0 and grad[3] == 0
+
+
 # --- targets, registry, config checks -------------------------------------------------------
 def test_sum_logprob_runs_and_differs_from_token_logit(models, tok):
     prompts = _prompts(tok)[:1]

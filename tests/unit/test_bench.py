@@ -132,6 +132,11 @@ def test_profile_phases_add_up(tiny):
     assert totals["plain_forward"]["forward_equivalents"] == pytest.approx(1.0)
     assert _positive(totals["gxi_backward"]["forward_equivalents"])
     assert any("op" in r for r in rows) and "top operations of the backward" in bench.format_profile(rows)
+    # AttnLRP (the default method) beside it on a model it supports, its rules' operations among its ops
+    assert all(_positive(totals[ph]["forward_equivalents"]) for ph in ("lrp_forward", "lrp_backward"))
+    lrp_ops = {r["op"] for r in rows if r.get("phase") in ("lrp_forward", "lrp_backward") and "op" in r}
+    assert lrp_ops & {"_Linearised", "_LinearisedBackward", "_ScaleGrad", "_ScaleGradBackward", "aten::nan_to_num"}
+    assert "top operations of lrp_backward" in bench.format_profile(rows)
 
 
 def test_dtype_section_times_three_parts_in_both_precisions(tiny_llama, tmp_path, capsys):

@@ -45,9 +45,11 @@ in the same process is unaffected), through transformers' and PyTorch's extensio
   the same arithmetic as the explicit eager form (``attention_path="explicit"``, which computes
   ``Q K^T``, the softmax and ``A V`` one by one with the rules), which is used whenever the
   layer soft-caps its logits (Gemma 2). tests/test_attnlrp.py checks that both paths agree.
-- norms and activations: forward hooks (their output is replaced by the same values with the
-  rule's backward), found by ``isinstance`` (``nn.RMSNorm``, transformers' activation classes,
-  PyTorch's elementwise activations) or by class name (``*RMSNorm``).
+- norms and activations: a forward pre-hook hands the module a detached input, so nothing of
+  its own operations is recorded for autograd (the rule's backward never used that record), and
+  a forward hook ties its output back to the original input with the rule's backward; found by
+  ``isinstance`` (``nn.RMSNorm``, transformers' activation classes, PyTorch's elementwise
+  activations) or by class name (``*RMSNorm``).
 - the gated product: a forward pre-hook on the MLP's ``down_proj``, whose input is that product
   in every supported family (``gate_proj``/``up_proj`` or Phi-3's fused ``gate_up_proj``).
 - the final logit soft-cap (Gemma 2): switched off in the config for the call and applied in
@@ -65,7 +67,10 @@ are those of :class:`GradientXInput` (subclassed): the rules change only backwar
 the chain rule through a shared prefix's cache holds for them as for plain gradients
 (tests/test_attnlrp.py compares shared and separate scorings).
 
-Cost: one forward and one backward pass, as grad x input, plus a few elementwise operations.
+Cost: one forward and one backward pass, as grad x input, plus a division and a multiplication
+per norm and activation; the modules' own autograd records that grad x input keeps are left out,
+which pays for them (docs/benchmark.md, "AttnLRP's cost": 2.31 forward equivalents a note, as grad x
+input, against 2.51 before, on the same machine).
 
 Notice: the authors of LRP (Fraunhofer HHI) state that LRP is a patented technology that can
 be used free of charge for personal and scientific purposes; check before other use.
@@ -109,7 +114,9 @@ class _Linearised(torch.autograd.Function):
             xf, yf = x.float(), y.float()
         else:
             xf, yf = x, y.to(x.dtype)
-        ratio = torch.where(xf == 0, torch.zeros((), dtype=xf.dtype, device=xf.device), yf / xf)
+        # y / x, and 0 where x == 0 (0/0 and c/0 give nan and inf, both set to 0 in place): the same
+        # values as torch.where(x == 0, 0, y / x) wherever y / x is finite, in one pass less
+        ratio = torch.div(yf, xf).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
         ctx.save_for_backward(ratio)
         return y
 
@@ -318,8 +325,31 @@ def plan_for(model) -> Plan:
 # ---------------------------------------------------------------------------------------
 # applying and undoing the rules
 # ---------------------------------------------------------------------------------------
-def _norm_hook(module, args, output):
-    return linearised(args[0], output)
+class _DetachedRule:
+    """A norm or activation run on a detached copy of its input, its output tied back to the
+    input by :func:`linearised`: the rule's backward (``g * y / x``) is all that reaches the
+    input, so the module's own operations need no autograd record (their saved tensors and
+    graph were built and never used). A forward pre-hook detaches the input and keeps the
+    original, the forward hook takes it back (a stack: a module may be called again inside
+    its own call)."""
+
+    def __init__(self):
+        self.inputs: list[torch.Tensor | None] = []
+
+    def pre(self, module, args):
+        x = args[0] if args else None
+        if not (isinstance(x, torch.Tensor) and torch.is_grad_enabled() and x.requires_grad):
+            self.inputs.append(None)
+            return None
+        self.inputs.append(x)
+        return (x.detach(), *args[1:])
+
+    def post(self, module, args, output):
+        x = self.inputs.pop() if self.inputs else None
+        return linearised(args[0] if x is None else x, output)
+
+    def attach(self, module) -> list:
+        return [module.register_forward_pre_hook(self.pre), module.register_forward_hook(self.post)]
 
 
 def _half_input_hook(module, args):
@@ -352,7 +382,8 @@ def lrp_rules(model, rule: str = "attnlrp", path: str = "fused"):
     state = _State(rule=rule, path=path)
     token = _STATE.set(state)
     try:
-        handles += [m.register_forward_hook(_norm_hook) for m in plan.norms + plan.activations]
+        for m in plan.norms + plan.activations:
+            handles += _DetachedRule().attach(m)
         handles += [m.register_forward_pre_hook(_half_input_hook) for m in plan.gated_down_projs]
         if cap is not None:
             text_config.final_logit_softcapping = None
