@@ -713,10 +713,11 @@ class DecSelfMaskConfig(_Strict):
     hub_model_id: str | None = Field(
         default=None,
         description=(
-            "After stage 2: upload the results (stage2/, metrics.json, predictions, splits, the model card and "
-            "a stage-1 LoRA adapter) to this Hugging Face model repository, created if missing. Not Axolotl's "
-            "hub_model_id, which pushes stage 1 before stage 2 runs. The token is huggingface_hub's "
-            "(HF_TOKEN, or `hf auth login`)."
+            "After stage 2: build output_dir/hub (the classifier, stage 1 applied and the stage-2 LoRA merged in, "
+            "loaded by AutoModelForCausalLM.from_pretrained; its decisions, results, recipe and card) and upload it "
+            "to this Hugging Face model repository, created if missing. Not Axolotl's hub_model_id, which pushes "
+            "the stage-1 model (a mask-filler) when stage 1 ends. The token is huggingface_hub's (HF_TOKEN, or "
+            "`hf auth login`); offline or without one the run says so at start and does not upload."
         ),
     )
     hub_private: bool = Field(default=True, description="Create the hub repository as private (false: public).")

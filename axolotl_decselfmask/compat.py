@@ -132,3 +132,63 @@ def install_cli_excepthook() -> None:
 
     if sys.excepthook is not errors.excepthook:
         errors.install()
+
+
+# -------------------------------------------- other libraries' start-up lines (torch 2.13, torchao, bnb 0.50)
+
+#: lines other libraries log that a user of the plugin cannot act on: logger name -> pieces of the message
+#: (all must be in it). torchao (imported by Axolotl 0.19-0.21) cannot load its CUDA extensions on a machine
+#: without them, and registers two enums with torch's pytree, which torch 2.13 calls deprecated;
+#: bitsandbytes 0.50 looks for its CPU 4-bit kernel on the hub at import, which offline it cannot.
+FOREIGN_LINES = {
+    "torchao": [("Failed to load ", "torchao", "Could not load this library")],
+    "torch.utils._pytree": [("is an Enum subclass and is now natively supported by torch.compile",)],
+    "bitsandbytes.backends.cpu.ops": [("Failed to load CPU gemm_4bit_forward from kernels-community",)],
+}
+#: on a machine without CUDA only: Axolotl's validation (``check_bf16``, 0.19-0.21) reads a CPU as a GPU
+#: without AMP, though bf16 training on a CPU runs (the plugin's precision line says what runs)
+CPU_LINES = {"axolotl.utils.schemas.config": [("bf16 requested, but AMP is not supported on this GPU",)]}
+#: kernels (bitsandbytes' hub kernel) warns, through ``warnings``, that offline it skips a trust check
+FOREIGN_WARNINGS = [r"Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'"]
+
+
+class _DropLines:
+    """A logging filter that drops the records whose message holds every piece of one entry."""
+
+    def __init__(self, entries):
+        self.entries = entries
+
+    def filter(self, record) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is not ours to judge
+            return True
+        return not any(all(piece in message for piece in entry) for entry in self.entries)
+
+
+def quiet_foreign_lines(cuda: bool | None = None) -> None:
+    """Silence :data:`FOREIGN_LINES`, :data:`FOREIGN_WARNINGS` and, without CUDA, :data:`CPU_LINES`
+    (narrowly: by logger and message). Idempotent. Runs where the plugin is imported, before
+    Axolotl: lines a library writes before that (``axolotl`` imports them first) stay."""
+    import logging
+    import warnings
+
+    lines = dict(FOREIGN_LINES)
+    if cuda is None:
+        import importlib.util
+
+        cuda = importlib.util.find_spec("torch") is not None and _cuda_available()
+    if not cuda:
+        lines.update(CPU_LINES)
+    for name, entries in lines.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(_DropLines(entries))
+    for message in FOREIGN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -198,6 +198,28 @@ def resolve_recipe_precision(cfg) -> Precision:
     return precision
 
 
+#: Axolotl 0.19's fused LoRA kernels (Triton, CUDA only); its ``check_auto_enable_lora_kernels``
+#: turns every unset one on for ``adapter: lora``/``qlora``, whatever the device (the same four in 0.20, 0.21)
+CUDA_ONLY_KERNEL_KEYS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
+
+
+def cpu_kernel_keys(cfg, precision: Precision) -> str | None:
+    """On a CPU, set the recipe's CUDA-only LoRA kernel keys to false (unset or true: they cannot
+    run there); returns the log line, or None when there was nothing to do (a GPU, or all false)."""
+    if precision.device != "cpu":
+        return None
+    switched_on = [k for k in CUDA_ONLY_KERNEL_KEYS if cfg.get(k)]
+    unset = [k for k in CUDA_ONLY_KERNEL_KEYS if cfg.get(k) is None]
+    if not switched_on and not (unset and cfg.get("adapter") in ("lora", "qlora")):
+        return None  # all false already, or no LoRA for Axolotl to switch them on for
+    for key in CUDA_ONLY_KERNEL_KEYS:
+        cfg[key] = False
+    what = (f"{', '.join(switched_on)} set to true in the recipe" if switched_on
+            else "Axolotl would switch them on for a LoRA")
+    return (f"decselfmask: on a CPU the fused LoRA kernels ({', '.join(CUDA_ONLY_KERNEL_KEYS)}) are off: they need "
+            f"CUDA ({what}); nothing to change in the recipe")
+
+
 def recipe_precision(cfg) -> Precision:
     """The precision of a recipe whose ``bf16`` the plugin resolved (True/False), or still ``auto``."""
     requested = cfg.get("bf16") if hasattr(cfg, "get") else getattr(cfg, "bf16", None)
@@ -297,5 +319,5 @@ def log_line(precision: Precision, threads: int, why: str) -> str:
     return f"decselfmask: precision {precision.dtype} ({precision.reason}); {threads} CPU thread(s) ({why})"
 
 
-__all__ = ["CpuInfo", "Precision", "decide_precision", "decide_threads", "apply_threads",
+__all__ = ["CpuInfo", "Precision", "cpu_kernel_keys", "decide_precision", "decide_threads", "apply_threads",
            "environment", "read_cpu_info", "recipe_precision", "resolve_recipe_precision", "slow_bf16_warning"]

@@ -13,12 +13,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from axolotl.integrations.base import BasePlugin
+from axolotl_decselfmask.compat import quiet_foreign_lines
+
+quiet_foreign_lines()  # before Axolotl's imports: torchao's, bitsandbytes' and torch's lines a user cannot act on
+
+from axolotl.integrations.base import BasePlugin  # noqa: E402
 
 from axolotl_decselfmask.args import plugin_config
-from axolotl_decselfmask.compat import install_cli_excepthook
+from axolotl_decselfmask.compat import install_cli_excepthook, training_raised
 from axolotl_decselfmask.hardware import (
     apply_threads,
+    cpu_kernel_keys,
     log_line,
     resolve_recipe_precision,
     slow_bf16_warning,
@@ -47,6 +52,7 @@ from axolotl_decselfmask.stage1.checkpoints import (
 )
 from axolotl_decselfmask.stage1.pool import MASKED_RECONSTRUCTION_TYPE as DATASET_TYPE
 from axolotl_decselfmask.stage1.pool import POOL_TYPES
+from axolotl_decselfmask.stage2.hub import start_warnings as hub_start_warnings
 from axolotl_decselfmask.stage2.run import after_stage1, check_inputs
 
 LOG = logging.getLogger(__name__)
@@ -87,6 +93,8 @@ class DecSelfMaskPlugin(BasePlugin):
         for line in preset_report(cfg, block):
             LOG.info("decselfmask: protocol %s: %s", block.get("protocol"), line)
         apply_recipe_preset(cfg, block)
+        for line in hub_start_warnings(cfg, block):  # the classifier's repository and Axolotl's stage-1 push
+            LOG.warning(line)
         _set_up_machine(cfg, block)
         prepare_raw_recipe(cfg, block)
 
@@ -146,7 +154,14 @@ class DecSelfMaskPlugin(BasePlugin):
             skip_if_finished(trainer, Path(resume))
 
     def post_train_unload(self, cfg):
-        """Stage 2 and the evaluation, once the stage-1 model is saved and unloaded."""
+        """Stage 2 and the evaluation, once the stage-1 model is saved and unloaded.
+
+        Axolotl 0.20 and 0.21 also call this hook while an error of stage 1 propagates
+        (:func:`.compat.training_raised`): then nothing is marked complete and stage 2 does not run."""
+        raised = training_raised()
+        if raised is not None:
+            LOG.warning("decselfmask: stage 1 stopped (%s); stage 2 does not run", type(raised).__name__)
+            return
         config = plugin_config(cfg)
         if not is_main_process():
             return
@@ -173,6 +188,9 @@ def _set_up_machine(cfg: dict, block: dict) -> None:
         spin = wait_policy_warning(threads)
         if spin:
             LOG.warning(spin)
+        kernels = cpu_kernel_keys(cfg, precision)  # the CUDA-only lora_*_kernel keys off
+        if kernels:
+            LOG.info(kernels)
 
 
 def _check_stage1_datasets(cfg) -> None:

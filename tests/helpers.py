@@ -56,8 +56,6 @@ def base_recipe(tmp, model, stage1=True):
         "output_dir": str(tmp / "out"),
         "val_set_size": 0, "sequence_len": 192, "sample_packing": False,
         "adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_linear": True,
-        "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
-        "lora_embedding_kernel": False,
         "micro_batch_size": 2, "gradient_accumulation_steps": 1, "num_epochs": 1, "max_steps": 3,
         "learning_rate": 1e-3, "optimizer": "adamw_torch", "bf16": False, "fp16": False, "tf32": False,
         "save_strategy": "no", "logging_steps": 1, "seed": 0,

@@ -42,34 +42,52 @@ def compute_relevance(
 
     ``batch_size`` counts texts: a method that scores the items of a text together gets all
     the items of each text of the batch in one call (see :func:`iter_batches`).
-    A batch that runs out of accelerator memory is split in halves and retried (the halves
-    give the same values: prompts are independent).
+    A call that runs out of accelerator memory is retried with half as many prompts (the halves
+    give the same values: prompts are independent), and the size that fitted is kept for the rest
+    of the pass, as ``accelerate.utils.find_executable_batch_size`` keeps it: every later batch is
+    cut to it, never tried at the size that failed.
     """
     results: list[np.ndarray | None] = [None] * len(prompts)
     by_text = bool(getattr(method, "scores_items_together", False))
+    limit = BatchLimit()
     for batch in iter_batches(prompts, batch_size, by_text):
-        for index, rel in zip(batch, _attribute_with_backoff(method, [prompts[i] for i in batch])):
+        for index, rel in zip(batch, attribute_within(method, [prompts[i] for i in batch], limit)):
             results[index] = rel
         if progress is not None:
             progress.update(len(batch))
     return results  # type: ignore[return-value]
 
 
-def _attribute_with_backoff(method, prompts: list[RelevancePrompt]) -> list[np.ndarray]:
-    try:
-        return method.attribute(prompts)
-    except torch.OutOfMemoryError:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if len(prompts) == 1:
-            raise torch.OutOfMemoryError(
-                f"decselfmask: one prompt of {len(prompts[0].input_ids)} tokens does not fit in memory for "
-                "relevance; lower sequence_len, or set decselfmask.relevance.load_in_4bit: true"
-            ) from None
-        half = len(prompts) // 2
-        LOG.warning("decselfmask: out of memory with %d prompts per batch; retrying with %d",
-                    len(prompts), half)
-        return _attribute_with_backoff(method, prompts[:half]) + _attribute_with_backoff(method, prompts[half:])
+class BatchLimit:
+    """The most prompts per call that fitted in memory in this pass (None: no call has run out yet)."""
+
+    def __init__(self) -> None:
+        self.size: int | None = None
+
+
+def attribute_within(method, prompts: list[RelevancePrompt], limit: BatchLimit) -> list[np.ndarray]:
+    """``method.attribute`` over ``prompts`` in calls of at most ``limit.size`` prompts; on
+    out-of-memory the size is halved, for this call and every later one."""
+    out: list[np.ndarray] = []
+    start = 0
+    while start < len(prompts):
+        size = min(limit.size or len(prompts), len(prompts) - start)
+        try:
+            out += method.attribute(prompts[start : start + size])
+        except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if size == 1:
+                raise torch.OutOfMemoryError(
+                    f"decselfmask: one prompt of {len(prompts[start].input_ids)} tokens does not fit in memory for "
+                    "relevance; lower sequence_len, or set decselfmask.relevance.load_in_4bit: true"
+                ) from None
+            limit.size = size // 2
+            LOG.warning("decselfmask: out of memory with %d prompts per call; %d from now on in this pass",
+                        size, limit.size)
+            continue
+        start += size
+    return out
 
 
 def items_for_texts(n_texts: int, items: list[str], per_text: int, seed: int) -> list[list[str]]:

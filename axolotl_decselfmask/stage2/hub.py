@@ -1,19 +1,38 @@
-"""The results on the Hugging Face Hub: ``decselfmask.hub_model_id`` (not Axolotl's ``hub_model_id``,
-which pushes stage 1 before stage 2 runs).
+"""One classifier to share: ``decselfmask.hub_model_id``.
 
-After stage 2, the evaluation and the model card, the main process uploads, in one commit, from
-``output_dir``: ``stage2/`` (the stage-2 adapter or heads and the saved decisions, without its
-checkpoints), ``metrics.json``, ``predictions-*.jsonl`` (ids and scores, no text),
-``split-*.json``, ``README.md`` (the model card) and, when stage 1 is a LoRA, its adapter and the
-tokenizer (small; a full stage-1 model is not uploaded). The repository is created when missing
-(``hub_private``, default true: clinical notes), on the branch ``hub_revision`` (created when
-missing). The token is huggingface_hub's own lookup (``HF_TOKEN``, or the one ``hf auth login``
-saved); none is read from the recipe.
+After stage 2, the evaluation and the model card, the main process builds ``<output_dir>/hub/``
+(:func:`build_hub_folder`) and uploads it, whole, to the Hugging Face model repository
+``decselfmask.hub_model_id`` in one commit (:func:`push_results`). Its root is the classifier
+itself, stage 1 applied and the stage-2 LoRA merged in, the model the evaluation scored::
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained("owner/name")   # or the folder
+    tokenizer = AutoTokenizer.from_pretrained("owner/name")
+
+Beside it: ``stage2/calibration-<task>.json`` (each task's decision; ``multilabel-<task>.json`` and
+``heads/`` where the run has them), ``metrics.json``, ``predictions-<task>.jsonl`` (ids and scores,
+no text), ``split-<task>.json``, ``recipe.yml`` (the training recipe, secrets removed),
+``predict.yml`` (the recipe that labels notes with this folder: ``axolotl decselfmask predict
+predict.yml NOTES --out FILE`` run inside it) and ``README.md`` (the card). Where the classifier
+is not one LoRA (``method: head``, ``train: false``) the root is the stage-1 model the heads or
+the zero-shot prompts run on; with ``joint: false`` (a LoRA per task) it is the stage-1 model and
+each task's adapter is in ``stage2/<task>/`` with the repository as its base
+(``AutoPeftModelForCausalLM.from_pretrained("owner/name", subfolder="stage2/<task>")``).
+
+Axolotl's own ``hub_model_id`` is another choice: it pushes the stage-1 model (the mask-filler)
+when stage 1 ends, before stage 2. Naming the same repository in both would put the mask-filler
+and the classifier in one repository: :func:`start_warnings` says so at start. The repository is
+created when missing (``hub_private``, default true: clinical notes), on the branch
+``hub_revision``. The token is huggingface_hub's own lookup (``HF_TOKEN``, or the one ``hf auth
+login`` saved); none is read from the recipe. Offline (``HF_HUB_OFFLINE=1``) or without a token,
+the run says so at start, and at the end builds the folder and names the command that uploads it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 from axolotl_decselfmask.errors import InputError
@@ -21,61 +40,194 @@ from axolotl_decselfmask.stage2 import outputs
 
 LOG = logging.getLogger(__name__)
 
-#: what is uploaded from output_dir (huggingface_hub's fnmatch patterns, where ``*`` also matches ``/``)
-RESULT_PATTERNS = [*outputs.RESULT_PATTERNS, "README.md"]
-#: with a stage-1 LoRA: its adapter and the tokenizer it was trained with
-STAGE1_LORA_PATTERNS = ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                        "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json",
-                        "merges.txt", "added_tokens.json"]
-#: never uploaded: stage-2 checkpoints (the joint folder's and the per-task folders')
-IGNORE_PATTERNS = list(outputs.CHECKPOINT_PATTERNS)
+#: what the shared folder's record says (``decselfmask_classifier.json``)
+RECORD = "decselfmask_classifier.json"
+RECIPE = "recipe.yml"
+PREDICT_RECIPE = "predict.yml"
+LOAD_CALL = "AutoModelForCausalLM.from_pretrained(folder)"
 
+
+# ------------------------------------------------------------------------------ checks at start
+
+def unreachable() -> str | None:
+    """Why the hub cannot be reached for an upload (offline mode, no token), else None."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set (offline mode)"
+    if huggingface_hub.get_token() is None:
+        return "huggingface_hub finds no token (set HF_TOKEN or run `hf auth login`)"
+    return None
+
+
+def token_warning(config) -> str | None:
+    """The line for the start of a run whose upload cannot happen (None otherwise)."""
+    if not config.hub_model_id:
+        return None
+    why = unreachable()
+    if why is None:
+        return None
+    return (f"decselfmask.hub_model_id is {config.hub_model_id!r} but {why}: the run will build the folder to "
+            f"share and not upload it (it says how at the end)")
+
+
+def start_warnings(cfg, block: dict) -> list[str]:
+    """Lines for the start of a run (the raw recipe): Axolotl's ``hub_model_id`` and the plugin's
+    naming the same repository, and a shared classifier that is one adapter per task."""
+    mine = (block or {}).get("hub_model_id")
+    if not mine:
+        return []
+    lines = []
+    if cfg.get("hub_model_id") == mine:
+        lines.append(f"decselfmask: hub_model_id and decselfmask.hub_model_id are both {mine!r}: Axolotl pushes the "
+                     "stage-1 model (a mask-filler, not the classifier) there when stage 1 ends, and the plugin then "
+                     "the classifier. Remove hub_model_id, or give it another repository.")
+    if ((block.get("classification") or {}).get("joint") is False):
+        lines.append(f"decselfmask: classification.joint is false: {mine!r} gets the stage-1 model at its root and "
+                     "each task's LoRA in stage2/<task>/ (load one with subfolder=...)")
+    return lines
+
+
+# ---------------------------------------------------------------------------- the shared folder
+
+def build_hub_folder(cfg, config) -> Path:
+    """``<output_dir>/hub``, made again from the finished run (built beside, then moved in)."""
+    out = Path(str(cfg.output_dir))
+    dest = outputs.hub_dir(out)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    root = _write_classifier(cfg, config, tmp)
+    for rel in outputs.shared_result_files(out):
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / rel, tmp / rel)
+    _write_recipes(cfg, config, tmp)
+    record = {"format": "decselfmask-classifier", "version": 1, "root": root, "load": LOAD_CALL,
+              "tasks": [c.task for c in config.task_configs()], "repository": config.hub_model_id}
+    (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    from axolotl_decselfmask.stage2.model_card import render_card, run_manifest
+
+    manifest = run_manifest(out) if config.stage1 else None
+    (tmp / "README.md").write_text(render_card(cfg, config, outputs.read_metrics(out), manifest, shared=root),
+                                   encoding="utf-8")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    LOG.info("decselfmask: the classifier to share is in %s (%s)", dest, root)
+    return dest
+
+
+def _write_classifier(cfg, config, dest: Path) -> str:
+    """The model at the folder's root, with its tokenizer; returns what it is (``classifier``:
+    stage 1 and the stage-2 LoRA merged; ``stage-1 model``: the model heads or prompts run on)."""
+    from axolotl_decselfmask.hardware import recipe_precision
+    from axolotl_decselfmask.prompts import ensure_chat_template
+    from axolotl_decselfmask.stage2.model import load_model, load_tokenizer, stage1_model_folder
+
+    dtype = recipe_precision(cfg).torch_dtype()
+    c = config.classification
+    adapter = outputs.classifier_dir(cfg.output_dir)
+    lora = c.train and c.method != "head"
+    if lora and c.joint:
+        from peft import PeftModel
+
+        base = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+        if not Path(base).exists():  # output_dir moved: its stage-1 folder, made again where missing
+            base, _ = stage1_model_folder(cfg, config, dtype)
+        model = PeftModel.from_pretrained(load_model(base, cfg, dtype), str(adapter)).merge_and_unload()
+        root = "classifier"
+    else:
+        model = load_model(stage1_model_folder(cfg, config, dtype)[0], cfg, dtype)
+        root = "stage-1 model"
+        if lora:  # joint: false: each task's adapter, based on the repository's root
+            _copy_task_adapters(config, adapter, dest)
+    model.save_pretrained(str(dest))
+    tokenizer = load_tokenizer(cfg)
+    ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
+    tokenizer.save_pretrained(str(dest))
+    del model
+    return root
+
+
+def _copy_task_adapters(config, stage2: Path, dest: Path) -> None:
+    for folder in sorted(p.parent for p in stage2.glob("*/adapter_config.json")):
+        target = dest / outputs.STAGE2_DIR / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        settings = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        settings["base_model_name_or_path"] = config.hub_model_id
+        (target / "adapter_config.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        shutil.copy2(folder / "adapter_model.safetensors", target / "adapter_model.safetensors")
+
+
+def _write_recipes(cfg, config, dest: Path) -> None:
+    """``recipe.yml`` (the training recipe, secrets removed) and ``predict.yml``: the same recipe
+    reading its model and decisions from the folder it is in (run ``predict`` inside it)."""
+    import yaml
+
+    from axolotl_decselfmask.stage2.model_card import recipe_yaml
+
+    text = recipe_yaml(cfg)
+    (dest / RECIPE).write_text(text, encoding="utf-8")
+    if not (config.classification.joint or not config.classification.train):
+        return  # a LoRA per task: each loads from the hub (the module's docstring)
+    recipe = yaml.safe_load(text)
+    block = dict(recipe.get("decselfmask") or {})
+    block["stage1"] = False  # the root has stage 1 (and a joint LoRA) in it
+    classification = dict(block.get("classification") or {})
+    if classification.get("method", "lora") != "head":
+        classification["train"] = False
+    block["classification"] = classification
+    masking = dict(block.get("masking") or {})
+    if masking.get("mask_token", "auto") == "auto":  # the token the run chose, already in the folder's vocabulary
+        from axolotl_decselfmask.mask_token import mask_for
+        from axolotl_decselfmask.stage2.model import load_tokenizer
+
+        chosen = mask_for(load_tokenizer(cfg), config.masking)
+        masking.update(mask_token=chosen.text, add_mask_token=chosen.source == "added")
+    block["masking"] = masking
+    recipe.update(base_model=".", output_dir=".", decselfmask=block)
+    for key in ("tokenizer_config", "base_model_config", "datasets", "hub_model_id"):
+        recipe.pop(key, None)
+    (dest / PREDICT_RECIPE).write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------ the upload
 
 def upload_arguments(cfg, config) -> dict:
-    """The keyword arguments of ``HfApi.upload_folder`` for the run of ``cfg``."""
-    out = Path(str(cfg.output_dir))
-    patterns = list(RESULT_PATTERNS) + (list(STAGE1_LORA_PATTERNS) if config.stage1 and cfg.get("adapter") else [])
+    """The keyword arguments of ``HfApi.upload_folder`` for the run of ``cfg``: the whole shared folder."""
     tasks = ", ".join(c.task for c in config.task_configs())
-    return {"repo_id": config.hub_model_id, "folder_path": str(out), "repo_type": "model",
-            "revision": config.hub_revision, "allow_patterns": patterns, "ignore_patterns": list(IGNORE_PATTERNS),
-            "commit_message": f"DecSelfMask: stage 2, metrics and model card ({tasks})"}
+    return {"repo_id": config.hub_model_id, "folder_path": str(outputs.hub_dir(cfg.output_dir)),
+            "repo_type": "model", "revision": config.hub_revision,
+            "commit_message": f"DecSelfMask classifier ({tasks})"}
 
 
 def push_results(cfg, config) -> str | None:
-    """Upload the run's results to ``decselfmask.hub_model_id`` (nothing when unset); returns the
-    commit's URL. Any failure is an InputError that says how to upload the saved files by hand."""
+    """Build the shared folder and upload it to ``decselfmask.hub_model_id`` (nothing when unset);
+    returns the commit's URL. Offline or without a token: one line saying how to upload the
+    folder, no error (the start of the run said so). A failed upload is an InputError that says
+    the same."""
     if not config.hub_model_id:
         return None
-    from huggingface_hub import HfApi, get_token
-
+    build_hub_folder(cfg, config)
     kwargs = upload_arguments(cfg, config)
-    by_hand = (f"the results stay in {kwargs['folder_path']}; upload them with `hf upload {config.hub_model_id} "
-               f"{kwargs['folder_path']} --include {' '.join(repr(p) for p in kwargs['allow_patterns'])}`")
-    if get_token() is None:
-        raise InputError(f"decselfmask.hub_model_id {config.hub_model_id!r}: no Hugging Face token (set HF_TOKEN or "
-                         f"run `hf auth login`); {by_hand}.")
+    by_hand = (f"the classifier to share is in {kwargs['folder_path']}; upload it with `hf upload "
+               f"{config.hub_model_id} {kwargs['folder_path']} .`")
+    why = unreachable()
+    if why is not None:
+        LOG.warning("decselfmask.hub_model_id %r: not uploaded, %s; %s", config.hub_model_id, why, by_hand)
+        return None
+    from huggingface_hub import HfApi
+
     api = HfApi()
     try:
         api.create_repo(config.hub_model_id, private=config.hub_private, repo_type="model", exist_ok=True)
         if config.hub_revision:
             api.create_branch(config.hub_model_id, branch=config.hub_revision, repo_type="model", exist_ok=True)
         info = api.upload_folder(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - network, auth, offline mode: one line, and what to do
+    except Exception as exc:  # noqa: BLE001 - network, auth: one line, and what to do
         raise InputError(f"decselfmask.hub_model_id {config.hub_model_id!r}: the upload failed "
                          f"({type(exc).__name__}: {exc}); {by_hand}.") from exc
     url = str(getattr(info, "commit_url", info))
-    LOG.info("decselfmask: results uploaded to %s (%s)", config.hub_model_id, url)
-    print(f"decselfmask: results uploaded to the hub, {config.hub_model_id} ({url})")
+    LOG.info("decselfmask: classifier uploaded to %s (%s)", config.hub_model_id, url)
+    print(f"decselfmask: classifier uploaded to the hub, {config.hub_model_id} ({url})")
     return url
-
-
-def token_warning(config) -> str | None:
-    """A line for the start of a run that will upload without a token (None otherwise)."""
-    if not config.hub_model_id:
-        return None
-    from huggingface_hub import get_token
-
-    if get_token() is not None:
-        return None
-    return (f"decselfmask.hub_model_id is {config.hub_model_id!r} but huggingface_hub finds no token: set HF_TOKEN "
-            "or run `hf auth login` before stage 2 ends, or the upload will fail (the results stay in output_dir)")

@@ -77,7 +77,7 @@ def recipe_yaml(cfg) -> str:
 
 def _plain(value: Any) -> Any:
     """JSON-safe copy of a cfg (DictDefault, pydantic models, paths)."""
-    if hasattr(value, "model_dump"):
+    if not isinstance(value, dict) and callable(getattr(value, "model_dump", None)):  # a DictDefault answers None
         value = value.model_dump(mode="json")
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -139,12 +139,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[Path, dict] | None = None) -> str:
-    """The card's Markdown. ``config`` is the plugin's :class:`DecSelfMaskConfig` (or None)."""
+def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[Path, dict] | None = None,
+                shared: str | None = None) -> str:
+    """The card's Markdown. ``config`` is the plugin's :class:`DecSelfMaskConfig` (or None).
+    ``shared``: the card of the folder to share (:mod:`.hub`), whose root is ``shared``
+    (``classifier`` or ``stage-1 model``); else the card of ``output_dir``."""
     tasks = (metrics or {}).get("tasks") or {}
     stage1 = config.stage1 if config is not None else True
+    files = _shared_files(config, shared) if shared else _files(cfg, stage1)
     sections = [
-        _front_matter(cfg, config, tasks), _intro(cfg, stage1), _files(cfg, stage1), _settings(cfg, config, stage1),
+        _front_matter(cfg, config, tasks, shared), _intro(cfg, stage1), files, _settings(cfg, config, stage1),
         _data(cfg, config, tasks, manifest, stage1), _results(tasks, metrics), _environment(tasks),
         _licence(cfg), _recipe(cfg), _citation(),
     ]
@@ -155,10 +159,18 @@ def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[P
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
-def card_data(cfg, config=None, tasks: dict | None = None):
+#: what every card's tags say: what the model is (a causal LM that classifies by scoring its
+#: label options; no transformers pipeline runs it as a classifier) and how it loads
+TAGS = ["axolotl", "decselfmask", "few-shot", "classifier-by-option-scoring"]
+
+
+def card_data(cfg, config=None, tasks: dict | None = None, shared: str | None = None):
     """The card's metadata as ``huggingface_hub.ModelCardData``: licence, library, tags, the base
     model when it is a Hub id (a local folder is named in the text only), and a ``model-index``
-    with one result per task: its Macro F1 on its test rows."""
+    with one result per task: its Macro F1 on its test rows. No ``pipeline_tag``: no transformers
+    pipeline turns the model into the classifier (the decision files and the prompt do). The
+    shared folder's root loads with transformers' ``AutoModelForCausalLM``; ``output_dir``'s root
+    is stage 1 (a PEFT adapter with a LoRA)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     base = str(_get(cfg, "base_model") or "")
@@ -174,14 +186,45 @@ def card_data(cfg, config=None, tasks: dict | None = None):
                    metric_value=round(float(entry["macro_f1"]), 4))
         for task, entry in (tasks or {}).items() if isinstance(entry.get("macro_f1"), (int, float))
     ]
+    peft_root = not shared and bool(_get(cfg, "adapter"))
+    load = ["load-with-automodelforcausallm"] if shared else (["stage1-adapter"] if peft_root else [])
     return ModelCardData(base_model=base if on_hub else None, license=licence.lower() if licence else "unknown",
-                         library_name="peft", pipeline_tag="text-classification",
-                         tags=["axolotl", "decselfmask", "text-classification", "few-shot"],
+                         library_name="peft" if peft_root else "transformers", tags=TAGS + load,
                          model_name=name, eval_results=results or None)
 
 
-def _front_matter(cfg, config=None, tasks: dict | None = None) -> list[str]:
-    return ["---", card_data(cfg, config, tasks).to_yaml().rstrip(), "---", ""]
+def _front_matter(cfg, config=None, tasks: dict | None = None, shared: str | None = None) -> list[str]:
+    return ["---", card_data(cfg, config, tasks, shared).to_yaml().rstrip(), "---", ""]
+
+
+def _shared_files(config, root: str) -> list[str]:
+    """The shared folder's files and the one call that loads its root (:mod:`.hub`)."""
+    what = ("the classifier: the base model with stage 1 applied and the stage-2 LoRA merged in, the model "
+            "the evaluation scored" if root == "classifier" else
+            "the stage-1 model, on which the classification heads or prompts run")
+    lines = ["## How to load", "",
+             "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+             'model = AutoModelForCausalLM.from_pretrained("REPO_OR_FOLDER")',
+             'tokenizer = AutoTokenizer.from_pretrained("REPO_OR_FOLDER")', "```", "",
+             f"The root is {what}. It is a causal language model: it classifies a note by scoring each label "
+             "option as the answer to the task's prompt, then applies the task's fitted decision "
+             "(`stage2/calibration-<task>.json`); a text-classification pipeline cannot run it. To label notes "
+             "as the run did, download the repository and run, inside it, "
+             "`axolotl decselfmask predict predict.yml NOTES.jsonl --out labels.jsonl`.", "",
+             "## Files", "",
+             "- `./`: the model (`config.json`, `model.safetensors`) and its tokenizer",
+             "- `stage2/calibration-<task>.json`: each task's decision (`multilabel-<task>.json`, `heads/` where the "
+             "run has them)",
+             "- `metrics.json`, `predictions-<task>.jsonl`: the evaluation; `split-<task>.json`: the rows of each side "
+             "with `classification.test_fraction`",
+             "- `recipe.yml`: the training recipe; `predict.yml`: the recipe `predict` runs with in this folder",
+             "- the stage-1 model alone (the mask-filler) is not here: Axolotl's own `hub_model_id` pushes it, "
+             "to another repository", ""]
+    c = config.classification if config is not None else None
+    if c is not None and c.train and c.method != "head" and not c.joint:
+        lines[-1:-1] = ["- `stage2/<task>/`: each task's LoRA, with this repository as its base: "
+                        '`AutoPeftModelForCausalLM.from_pretrained("REPO", subfolder="stage2/<task>")`']
+    return lines
 
 
 def _intro(cfg, stage1: bool) -> list[str]:

@@ -96,6 +96,28 @@ def split_path(output_dir, task: str) -> Path:
     return Path(output_dir) / _SPLIT.format(safe_filename(task))
 
 
+#: the folder ``decselfmask.hub_model_id`` uploads (built by :func:`.hub.build_hub_folder`)
+HUB_DIR = "hub"
+
+
+def hub_dir(output_dir) -> Path:
+    """``<output_dir>/hub``: the classifier to share, with its decisions, results and card."""
+    return Path(output_dir) / HUB_DIR
+
+
+def shared_result_files(output_dir) -> list[Path]:
+    """The results and decisions the shared folder holds, relative to ``output_dir``, at the same
+    places: ``metrics.json``, ``predictions-*``, ``split-*``, and in ``stage2/`` the decisions
+    (``calibration-*``, ``multilabel-*``, a per-task folder's too) and the heads."""
+    out = Path(output_dir)
+    found = [metrics_path(out)] if metrics_path(out).is_file() else []
+    found += sorted(out.glob(_PREDICTIONS.format("*"))) + sorted(out.glob(_SPLIT.format("*")))
+    stage2 = stage2_dir(out)
+    for pattern in (_CALIBRATION.format("*"), _LABEL_SET.format("*"), f"**/{HEADS_DIR}/*"):
+        found += sorted(p for p in stage2.glob(pattern) if p.is_file() and "checkpoint-" not in str(p))
+    return [p.relative_to(out) for p in found]
+
+
 # ---------------------------------------------------------------------------------- metrics.json
 
 def read_metrics(output_dir) -> dict | None:

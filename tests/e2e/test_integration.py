@@ -61,6 +61,11 @@ def test_preprocess_then_train_runs_decselfmask(workdir, tiny_llama):
 
     log = _axolotl("train", path, workdir)
     assert "self-relevance" not in log  # the preprocessed examples are reused
+    # the recipe sets no lora_*_kernel: on this CPU the plugin turned Axolotl's CUDA-only kernels off
+    assert "fused LoRA kernels (lora_mlp_kernel, lora_qkv_kernel, lora_o_kernel, lora_embedding_kernel) are off" in log
+    for key in ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel"):
+        assert f'"{key}": false' in log  # Axolotl's resolved config
+    assert "AMP is not supported on this GPU" not in log
     out = workdir / "out"
     assert (out / "adapter_config.json").is_file()  # stage 1
     # the added mask's embedding row was trained in stage 1 (PEFT's trainable tokens), as one token

@@ -141,3 +141,46 @@ def test_the_bf16_measurement_keeps_its_side_of_one_on_a_shared_core():
         busy.kill()
         hardware.measure_cpu_bf16.cache_clear()
     assert all((r < 1) == (quiet < 1) for r in loaded), (quiet, loaded)
+
+
+KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
+
+
+def test_cuda_only_lora_kernels_are_off_on_a_cpu_without_hand_edits(tmp_path, tiny_llama):
+    """Axolotl 0.19 switches every unset lora_*_kernel on for a LoRA (CUDA-only Triton kernels); on a CPU
+    the plugin sets them off, unset or true, with one line; on a GPU it leaves them to the recipe."""
+    from helpers import base_recipe, validate_recipe
+
+    from axolotl_decselfmask.hardware import Precision, cpu_kernel_keys
+
+    cpu, gpu = Precision("float32", "cpu", "AVX2, no native bf16"), Precision("bfloat16", "cuda", "GPU with bf16")
+    raw = {k: v for k, v in base_recipe(tmp_path, tiny_llama).items() if k not in ("plugins", "decselfmask")}
+    assert not any(k in raw for k in KERNELS)  # the tests' recipe sets none of them
+    assert all(validate_recipe(raw)[k] is True for k in KERNELS)  # Axolotl alone: on, on any machine
+    line = cpu_kernel_keys(raw, cpu)
+    assert all(raw[k] is False for k in KERNELS) and "Axolotl would switch them on" in line
+    assert all(validate_recipe(raw)[k] is False for k in KERNELS)  # and they stay off through validation
+    recipe = {"adapter": "qlora", "lora_mlp_kernel": True, "lora_o_kernel": False}
+    assert "lora_mlp_kernel set to true in the recipe" in cpu_kernel_keys(recipe, cpu)
+    assert all(recipe[k] is False for k in KERNELS)
+    assert cpu_kernel_keys(dict.fromkeys(KERNELS, False) | {"adapter": "lora"}, cpu) is None  # nothing to say
+    assert cpu_kernel_keys({}, cpu) is None  # a full fine-tune: no LoRA to switch them on for
+    recipe = {"adapter": "lora"}
+    assert cpu_kernel_keys(recipe, gpu) is None and recipe == {"adapter": "lora"}
+
+
+def test_the_plugin_turns_them_off_where_it_resolves_bf16_auto(tmp_path, caplog):
+    import logging
+
+    from axolotl_decselfmask.hardware import decide_precision
+    from axolotl_decselfmask.plugin import DecSelfMaskPlugin
+
+    if decide_precision().device != "cpu":
+        pytest.skip("needs a machine without CUDA")
+    recipe = {"base_model": "x", "adapter": "lora", "bf16": "auto", "output_dir": str(tmp_path / "out"),
+              "lora_qkv_kernel": True, "decselfmask": {}}
+    with caplog.at_level(logging.INFO):
+        DecSelfMaskPlugin().register(recipe)
+    assert all(recipe[k] is False for k in KERNELS) and recipe["bf16"] in (True, False)
+    [line] = [r.getMessage() for r in caplog.records if "fused LoRA kernels" in r.getMessage()]
+    assert "lora_qkv_kernel set to true in the recipe" in line

@@ -1,55 +1,58 @@
-"""``decselfmask.hub_model_id``: after stage 2 and the model card, the plugin uploads the results in one
-``HfApi.upload_folder`` call. No hub is reachable here, so ``HfApi``'s network methods are replaced
-by recorders (the hub is not what is tested) and the files the patterns select are computed with
-huggingface_hub's own filter, as ``upload_folder`` applies it."""
+"""``decselfmask.hub_model_id``: one classifier to share. After stage 2 the plugin builds ``output_dir/hub``
+(the classifier at its root, its decisions, results, recipe and card) and uploads it in one
+``HfApi.upload_folder`` call. No hub is reachable here: ``HfApi``'s network methods are replaced by
+recorders (the hub is not what is tested); the folder is real, built from a real tiny stage-2 run, and
+loaded back with the documented call."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import json
+import logging
 
 import huggingface_hub
 import pytest
+import torch
 import yaml
-from huggingface_hub.utils import filter_repo_objects
+from helpers import base_recipe, data_rows, write_rows
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.errors import InputError
-from axolotl_decselfmask.stage2.hub import push_results, upload_arguments
+from axolotl_decselfmask.stage2.hub import push_results, start_warnings, token_warning, upload_arguments
 
-FILES = [
-    "stage2/adapter_config.json", "stage2/adapter_model.safetensors", "stage2/calibration-t.json",
-    "stage2/checkpoint-2/adapter_model.safetensors", "stage2/heads/t.json", "stage2/other/checkpoint-1/x.bin",
-    "stage2/other/adapter_model.safetensors", "metrics.json", "predictions-t.jsonl", "split-t.json", "README.md",
-    "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-    "stage1_merged/model.safetensors", "checkpoint-5/adapter_model.safetensors", "runs/decselfmask/events",
-    "decselfmask_stage1_complete.json", "debug.log", "prepared/decselfmask/manifest.json",
-]
-UPLOADED = {
-    "stage2/adapter_config.json", "stage2/adapter_model.safetensors", "stage2/calibration-t.json",
-    "stage2/heads/t.json", "stage2/other/adapter_model.safetensors", "metrics.json", "predictions-t.jsonl",
-    "split-t.json", "README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
-    "tokenizer_config.json",
-}
+REPO = "someone/notes-classifier"
 
 
-def _cfg(tmp_path, **block):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_llama):
+    """A finished stage 2 (stage 1 off, one LoRA step on real abstracts) with metrics and predictions."""
     from axolotl.utils.dict import DictDefault
 
-    out = tmp_path / "out"
-    for name in FILES:
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_text("x")
-    block = {"hub_model_id": "someone/notes-classifier",
-             "classification": {"task": "t", "train_file": "t.jsonl", "labels": ["yes", "no"]}, **block}
-    return DictDefault({"base_model": "base", "output_dir": str(out), "adapter": "lora", "decselfmask": block})
+    from axolotl_decselfmask.stage2.run import run_stage2
+
+    tmp = tmp_path_factory.mktemp("hub")
+    write_rows(tmp / "train.jsonl", data_rows("abstracts_train.jsonl", per_class=2))
+    test = data_rows("abstracts_test.jsonl", per_class=2)
+    write_rows(tmp / "test.jsonl", test)
+    write_rows(tmp / "notes.jsonl", [{"id": r["id"], "text": r["text"]} for r in test])
+    recipe = base_recipe(tmp, tiny_llama, stage1=False)
+    recipe["decselfmask"]["classification"].update(batch_size=4, max_steps=2, learning_rate=0.05)
+    recipe["decselfmask"]["hub_model_id"] = REPO
+    recipe["hub_token"] = "hf_abcdefghijklmnopqrstuvwxyz123456"  # never written to the shared folder
+    cfg = DictDefault(recipe)
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_stage2(cfg, DecSelfMaskConfig(**recipe["decselfmask"]), progress=False)
+    return tmp, cfg
 
 
 class Recorder:
-    def __init__(self, monkeypatch, fail: Exception | None = None, token="hf_test"):
+    def __init__(self, monkeypatch, fail: Exception | None = None, token="hf_test", offline=False):
         self.calls: list[tuple[str, tuple, dict]] = []
         self.fail = fail
-        self.card_at_upload = None
         monkeypatch.setattr(huggingface_hub, "get_token", lambda: token)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
         for name in ("create_repo", "create_branch", "upload_folder"):
             monkeypatch.setattr(huggingface_hub.HfApi, name, self._method(name))
 
@@ -59,8 +62,6 @@ class Recorder:
             if name == "upload_folder":
                 if self.fail:
                     raise self.fail
-                readme = kwargs["folder_path"] + "/README.md"
-                self.card_at_upload = open(readme, encoding="utf-8").read()
                 return huggingface_hub.CommitInfo(commit_url="https://huggingface.co/x/commit/1", commit_message="m",
                                                   commit_description="", oid="1" * 40)
             return None
@@ -70,68 +71,138 @@ class Recorder:
         return [c for c in self.calls if c[0] == name]
 
 
-def test_the_results_folder_and_arguments(tmp_path, monkeypatch):
-    cfg = _cfg(tmp_path, hub_revision="run-1")
-    config = DecSelfMaskConfig(**cfg["decselfmask"])
+def _config(cfg, **block):
+    return DecSelfMaskConfig(**{**cfg["decselfmask"], **block})
+
+
+def test_one_folder_uploaded_whole_and_its_root_is_the_classifier(run, monkeypatch):
+    tmp, cfg = run
+    config = _config(cfg, hub_revision="run-1")
     hub = Recorder(monkeypatch)
     assert push_results(cfg, config) == "https://huggingface.co/x/commit/1"
     [(_, args, repo)] = hub.named("create_repo")
-    assert args == ("someone/notes-classifier",) and repo == {"private": True, "repo_type": "model", "exist_ok": True}
+    assert args == (REPO,) and repo == {"private": True, "repo_type": "model", "exist_ok": True}
     [(_, _, branch)] = hub.named("create_branch")
-    assert branch["branch"] == "run-1" and branch["exist_ok"] is True
+    assert branch["branch"] == "run-1"
     [(_, _, upload)] = hub.named("upload_folder")
-    assert upload["repo_id"] == "someone/notes-classifier" and upload["folder_path"] == cfg.output_dir
-    assert upload["revision"] == "run-1" and upload["repo_type"] == "model" and "token" not in upload
-    chosen = set(filter_repo_objects(FILES, allow_patterns=upload["allow_patterns"],
-                                     ignore_patterns=upload["ignore_patterns"]))
-    assert chosen == UPLOADED  # no checkpoint, no merged stage-1 model, no cache, no logs
+    folder = tmp / "out" / "hub"
+    assert upload == upload_arguments(cfg, config) and upload["folder_path"] == str(folder)
+    assert upload["repo_id"] == REPO and upload["revision"] == "run-1" and "allow_patterns" not in upload
+    files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert {"config.json", "model.safetensors", "tokenizer_config.json", "stage2/calibration-abstracts.json",
+            "metrics.json", "predictions-abstracts.jsonl", "README.md", "recipe.yml", "predict.yml"} <= files
+    # the root is not a PEFT adapter (AutoPeftModel would quietly load the wrong model) and holds no checkpoint
+    assert not any(f.startswith("adapter_") or "checkpoint-" in f for f in files)
+    assert "hf_abcdefghijklmnopqrstuvwxyz" not in (folder / "recipe.yml").read_text()
 
 
-def test_without_a_stage1_lora_only_the_results_go(tmp_path):
-    cfg = _cfg(tmp_path, stage1=False, hub_private=False)
-    kwargs = upload_arguments(cfg, DecSelfMaskConfig(**cfg["decselfmask"]))
-    chosen = set(filter_repo_objects(FILES, allow_patterns=kwargs["allow_patterns"],
-                                     ignore_patterns=kwargs["ignore_patterns"]))
-    assert chosen == {f for f in UPLOADED if f.startswith("stage2/") or f in (
-        "metrics.json", "predictions-t.jsonl", "split-t.json", "README.md")}
-    assert kwargs["revision"] is None
+def test_the_folder_loads_with_the_documented_call_and_predicts_as_the_run_did(run, monkeypatch):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    from axolotl_decselfmask.stage2.predict import predict, read_recipe
+
+    tmp, cfg = run
+    Recorder(monkeypatch)
+    push_results(cfg, _config(cfg))
+    folder = tmp / "out" / "hub"
+    model = AutoModelForCausalLM.from_pretrained(folder)  # the documented call (README.md, docs/own_data.md)
+    run_model = AutoPeftModelForCausalLM.from_pretrained(tmp / "out" / "stage2").merge_and_unload()
+    base = AutoModelForCausalLM.from_pretrained(cfg.base_model)
+    mine, theirs, untouched = model.state_dict(), run_model.state_dict(), base.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)  # stage 2 merged in, as the evaluation had it
+    assert any(not torch.equal(mine[k], untouched[k]) for k in untouched)  # not the base model
+    monkeypatch.chdir(folder)  # predict.yml reads the model and decisions from the folder it is in
+    with contextlib.redirect_stdout(io.StringIO()):
+        predict(read_recipe("predict.yml"), str(tmp / "notes.jsonl"), tmp / "labels.jsonl", progress=False)
+    labels = [json.loads(line) for line in (tmp / "labels.jsonl").read_text().splitlines()]
+    evaluated = [json.loads(line) for line in (tmp / "out" / "predictions-abstracts.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in labels] == [p["id"] for p in evaluated]
+    assert [r["label"] for r in labels] == [p["pred"] for p in evaluated]
+    for r, p in zip(labels, evaluated):
+        assert r["scores"] == pytest.approx(p["scores"], abs=1e-4)
 
 
-def test_no_upload_without_a_repository_and_clear_errors(tmp_path, monkeypatch):
-    cfg = _cfg(tmp_path, hub_model_id=None)
-    hub = Recorder(monkeypatch)
-    assert push_results(cfg, DecSelfMaskConfig(**cfg["decselfmask"])) is None and hub.calls == []
-    cfg = _cfg(tmp_path)
-    config = DecSelfMaskConfig(**cfg["decselfmask"])
-    Recorder(monkeypatch, token=None)
-    with pytest.raises(InputError, match=r"no Hugging Face token \(set HF_TOKEN.*hf upload someone/notes-classifier"):
-        push_results(cfg, config)
+def test_the_card_says_what_it_is_and_how_to_load_it(run, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    tmp, cfg = run
+    Recorder(monkeypatch)
+    push_results(cfg, _config(cfg))
+    card = ModelCard.load(tmp / "out" / "hub" / "README.md")
+    assert card.data.get("pipeline_tag") is None  # no pipeline turns it into the classifier
+    assert card.data.library_name == "transformers"
+    assert {"decselfmask", "classifier-by-option-scoring", "load-with-automodelforcausallm"} <= set(card.data.tags)
+    assert "AutoModelForCausalLM.from_pretrained(" in card.text and "## How to load" in card.text
+    assert card.data.model_name == REPO and card.data.eval_results[0].metric_name == "Macro F1"
+
+
+def test_offline_or_without_a_token_the_folder_is_built_and_the_run_does_not_fail(run, monkeypatch, caplog):
+    tmp, cfg = run
+    for offline, token, why in ((True, "hf_test", "HF_HUB_OFFLINE is set"), (False, None, "finds no token")):
+        hub = Recorder(monkeypatch, token=token, offline=offline)
+        (tmp / "out" / "hub" / "README.md").unlink(missing_ok=True)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert push_results(cfg, _config(cfg)) is None
+        assert hub.calls == [] and (tmp / "out" / "hub" / "README.md").is_file()
+        [line] = [r.getMessage() for r in caplog.records if "not uploaded" in r.getMessage()]
+        assert why in line and f"hf upload {REPO} {tmp / 'out' / 'hub'} ." in line
+        assert why in token_warning(_config(cfg))  # and said at start (check_inputs)
+
+
+def test_a_failed_upload_says_how_to_upload_by_hand(run, monkeypatch):
+    _, cfg = run
     Recorder(monkeypatch, fail=ConnectionError("hub unreachable"))
-    with pytest.raises(InputError, match=r"the upload failed \(ConnectionError: hub unreachable\); the results stay in"):
-        push_results(cfg, config)
+    with pytest.raises(InputError, match=r"the upload failed \(ConnectionError: hub unreachable\); the classifier"):
+        push_results(cfg, _config(cfg))
 
 
-def test_the_plugin_uploads_once_after_the_model_card(tmp_path, monkeypatch):
-    from axolotl_decselfmask import plugin
-    from axolotl_decselfmask.stage2 import run
-    from axolotl_decselfmask.stage2.outputs import write_metrics
+def test_no_upload_and_no_folder_without_the_key(run, monkeypatch):
+    _, cfg = run
+    hub = Recorder(monkeypatch, offline=True)
+    config = _config(cfg, hub_model_id=None)
+    assert push_results(cfg, config) is None and hub.calls == [] and token_warning(config) is None
 
-    cfg = _cfg(tmp_path, stage1=False)
-    (tmp_path / "out" / "README.md").unlink()
 
-    def stage2(cfg, config):  # stands in for training: what run_stage2 leaves in output_dir
-        result = {"macro_f1": 0.75, "accuracy": 0.8, "n_test": 10}
-        write_metrics(cfg.output_dir, "t", result, extra={"labels": ["yes", "no"]})
-        return {}
+def test_start_warnings_name_the_same_repository_twice():
+    block = {"hub_model_id": REPO}
+    [line] = start_warnings({"hub_model_id": REPO}, block)
+    assert "stage-1 model (a mask-filler" in line and "Remove hub_model_id" in line
+    assert start_warnings({"hub_model_id": "someone/stage1"}, block) == []
+    assert start_warnings({"hub_model_id": REPO}, {}) == []
+    [joint] = start_warnings({}, {"hub_model_id": REPO, "classification": {"joint": False}})
+    assert "stage2/<task>/" in joint
 
-    monkeypatch.setattr(run, "run_stage2", stage2)
-    hub = Recorder(monkeypatch)
-    p = plugin.DecSelfMaskPlugin()
-    p.post_train_unload(cfg)
-    p.post_train_unload(cfg)  # Axolotl may call the hook again: one upload
-    assert len(hub.named("upload_folder")) == 1
-    front = yaml.safe_load(hub.card_at_upload.split("---")[1])  # the card was written before the upload
-    [result] = front["model-index"][0]["results"]
-    assert front["model-index"][0]["name"] == "someone/notes-classifier"
-    assert result["metrics"] == [{"type": "f1", "value": 0.75, "name": "Macro F1"}]
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["tasks"]["t"]["macro_f1"] == 0.75
+
+def test_the_config_check_warns_at_start_offline(tmp_path, tiny_llama, monkeypatch, caplog):
+    """The plugin's config check (``load_datasets`` calls ``check_inputs``) says it before any model work."""
+    from axolotl.utils.dict import DictDefault
+
+    from axolotl_decselfmask.stage2.run import check_inputs
+
+    write_rows(tmp_path / "train.jsonl", data_rows("abstracts_train.jsonl", per_class=2))
+    write_rows(tmp_path / "test.jsonl", data_rows("abstracts_test.jsonl", per_class=2))
+    recipe = copy.deepcopy(base_recipe(tmp_path, tiny_llama, stage1=False))
+    recipe["decselfmask"]["hub_model_id"] = REPO
+    recipe["tokenizer_config"] = recipe["base_model"]  # as Axolotl's validation sets it
+    Recorder(monkeypatch, offline=True)
+    with caplog.at_level(logging.WARNING):
+        check_inputs(DictDefault(recipe), DecSelfMaskConfig(**recipe["decselfmask"]))
+    [line] = [r.getMessage() for r in caplog.records if "hub_model_id" in r.getMessage()]
+    assert "HF_HUB_OFFLINE is set" in line and "will build the folder to share and not upload it" in line
+
+
+def test_troubleshooting_and_own_data_name_the_new_messages():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    trouble = (docs / "troubleshooting.md").read_text(encoding="utf-8")
+    for phrase in ("will build the folder to share and not upload it", "hub_model_id and decselfmask.hub_model_id are both",
+                   "the upload failed", "fused LoRA kernels (lora_mlp_kernel", "AMP is not supported on this GPU",
+                   "2 from now on in this pass"):
+        assert phrase in trouble, phrase
+    own = (docs / "own_data.md").read_text(encoding="utf-8")
+    section = own.split("## Sharing the classifier", 1)[1].split("\n## ", 1)[0]
+    assert 'AutoModelForCausalLM.from_pretrained("your-name/pacemaker-classifier")' in section
+    assert "predict.yml" in section and "pipeline_tag" in section

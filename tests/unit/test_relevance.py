@@ -137,7 +137,38 @@ def test_out_of_memory_splits_the_batch_and_gives_the_same_values(tiny):
     prompts = [build_relevance_prompt(tok, TEXT[: 40 + 10 * k], "pacemaker", LEAD_IN) for k in range(4)]
     method = SmallMemory(model, tok)
     got = compute_relevance(method, prompts, batch_size=4)
-    assert method.calls == [4, 2, 1, 1, 2, 1, 1]  # 4 fails, each half of 2 fails, then ones
+    assert method.calls == [4, 2, 1, 1, 1, 1]  # 4 fails, 2 fails, then ones: the size that fitted is kept
+    ref = compute_relevance(GradientXInput(model, tok), prompts, batch_size=1)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_the_batch_size_that_fitted_is_kept_for_the_rest_of_the_pass(tiny, caplog):
+    """A real out-of-memory error above 2 prompts per forward (a wrapper around the model's forward
+    raises it): the runner halves once, and no later batch is tried at 4 again."""
+    model, tok = tiny
+    sizes = []
+    forward = model.forward
+
+    def small_memory_forward(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        rows = (ids if ids is not None else kwargs["inputs_embeds"]).shape[0]
+        sizes.append(rows)
+        if rows > 2:
+            raise torch.OutOfMemoryError(f"CUDA out of memory: {rows} rows (simulated by the test's forward)")
+        return forward(*args, **kwargs)
+
+    prompts = [build_relevance_prompt(tok, TEXT[: 30 + 7 * k], "pacemaker", LEAD_IN) for k in range(12)]
+    model.forward = small_memory_forward
+    try:
+        with caplog.at_level("WARNING"):
+            got = compute_relevance(GradientXInput(model, tok), prompts, batch_size=4)
+    finally:
+        del model.forward
+    assert sizes.count(4) == 1 and max(sizes[1:]) == 2  # one failure at 4, then never 4 again
+    assert sum(s for s in sizes[1:]) == 12  # every prompt scored once after the failure
+    assert [r.message for r in caplog.records if "out of memory" in r.message] == [
+        "decselfmask: out of memory with 4 prompts per call; 2 from now on in this pass"]
     ref = compute_relevance(GradientXInput(model, tok), prompts, batch_size=1)
     for a, b in zip(got, ref):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
