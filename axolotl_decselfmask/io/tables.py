@@ -71,6 +71,9 @@ def read_table(path: str | os.PathLike, key: str) -> list[dict]:
             split = "train" if "train" in ds else next(iter(ds.keys()))
             ds = ds[split]
         return ds.to_list()
+    if p.stat().st_size == 0:  # pandas would say "No columns to parse from file"
+        raise InputError(f"{key}: {p} is empty (0 bytes): it needs a header or rows with a text column. "
+                         "Check that the file was written completely, or name another file.")
     ext = _suffixes(p)
     import pandas as pd
 
@@ -99,6 +102,9 @@ def read_table(path: str | os.PathLike, key: str) -> list[dict]:
         raise
     except UnicodeDecodeError as exc:
         raise InputError(f"{key}: {p} is not valid UTF-8 ({exc}).") from exc
+    except pd.errors.EmptyDataError as exc:  # blank lines only, or an empty .gz
+        raise InputError(f"{key}: {p} has no header and no rows (only blank lines). Check that the file was "
+                         "written completely, or name another file.") from exc
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{key}: cannot parse {p}: {exc}") from exc
     if len(frame) == 0:
@@ -312,11 +318,11 @@ def check_pool_file(path: str, text_column: str, key: str) -> None:
 
     Streams the file for UTF-8 and, for JSON, parses it (Axolotl's loader would stop at a bad
     line with ``DatasetGenerationError`` and no line number); a CSV's header is read for the
-    column. A byte-order mark is ignored, as Axolotl's loader ignores it. A path that is not
-    local (a hub dataset name) is left to Axolotl.
+    column. A byte-order mark is ignored, as Axolotl's loader ignores it. A folder that is not a
+    saved HF dataset (Axolotl then reads its data files, e.g. JSONL shards) has each of its data
+    files checked the same way, each error naming the file and line. A path that is not local (a
+    hub dataset name) is left to Axolotl.
     """
-    import csv
-
     p = Path(path)
     if not p.exists():
         if "/" in path and not path.startswith((".", "/")) and not Path(path).suffix:
@@ -327,35 +333,60 @@ def check_pool_file(path: str, text_column: str, key: str) -> None:
 
         try:
             ds = load_from_disk(str(p))
-        except Exception:  # noqa: BLE001 - not a saved dataset: Axolotl will try other loaders
+        except Exception:  # noqa: BLE001 - not a saved dataset: Axolotl reads the folder's data files
+            for shard in pool_folder_files(p):
+                _check_pool_columns(shard, _pool_file_columns(shard, key), text_column, key)
             return
         columns = ds.column_names if not hasattr(ds, "keys") else next(iter(ds.values())).column_names
     else:
-        ext = _suffixes(p)
-        if ext.startswith(".tsv"):
-            raise InputError(
-                f"{key}: {p} is a TSV file, and Axolotl loads the unlabelled pool with the `datasets` library, "
-                "which has no TSV loader (ds_type csv splits on commas; without ds_type a .tsv path is read "
-                "as JSON). Convert it to CSV or JSON Lines (docs/troubleshooting.md has a one-line command)."
-            )
-        if ext == ".parquet":
-            import pyarrow.parquet as pq
+        columns = _pool_file_columns(p, key)
+    _check_pool_columns(p, columns, text_column, key)
 
-            columns = pq.read_schema(p).names
-        else:
-            check_utf8(p, key)
-            if ext.startswith(".csv"):
-                with _open_text(p) as handle:
-                    columns = next(csv.reader(handle), [])
-            elif ext.startswith(".jsonl") or _is_json_lines(p):
-                columns = check_json_lines(p, key)
-            else:
-                check_json_document(p, key)
-                return  # a JSON array file: Axolotl reads it, and the dataset type checks the column
-    if text_column not in columns:
-        close = difflib.get_close_matches(text_column, [str(c) for c in columns], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise InputError(f"{p}: no column {text_column!r} (set by {key}); the file has {columns}.{hint}")
+
+#: the data files ``datasets.load_dataset(folder)`` reads from a folder (Axolotl's loader for a
+#: folder that is not a saved dataset)
+POOL_FOLDER_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
+
+
+def pool_folder_files(folder: Path) -> list[Path]:
+    """The data files of a pool folder, in name order (hidden and ``_``-prefixed ones skipped, as
+    ``datasets`` skips them)."""
+    return sorted(f for f in folder.rglob("*") if f.is_file() and _suffixes(f) in POOL_FOLDER_SUFFIXES
+                  and not any(part.startswith((".", "_")) for part in f.relative_to(folder).parts))
+
+
+def _pool_file_columns(p: Path, key: str) -> list[str] | None:
+    """The columns of one pool file, after its checks; None for a JSON array file (Axolotl reads it,
+    and the dataset type checks the column)."""
+    import csv
+
+    ext = _suffixes(p)
+    if ext.startswith(".tsv"):
+        raise InputError(
+            f"{key}: {p} is a TSV file, and Axolotl loads the unlabelled pool with the `datasets` library, "
+            "which has no TSV loader (ds_type csv splits on commas; without ds_type a .tsv path is read "
+            "as JSON). Convert it to CSV or JSON Lines (docs/troubleshooting.md has a one-line command)."
+        )
+    if ext == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(p).names
+    check_utf8(p, key)
+    if ext.startswith(".csv"):
+        with _open_text(p) as handle:
+            return next(csv.reader(handle), [])
+    if ext.startswith(".jsonl") or _is_json_lines(p):
+        return check_json_lines(p, key)
+    check_json_document(p, key)
+    return None
+
+
+def _check_pool_columns(p: Path, columns: list[str] | None, text_column: str, key: str) -> None:
+    if columns is None or text_column in columns:
+        return
+    close = difflib.get_close_matches(text_column, [str(c) for c in columns], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise InputError(f"{p}: no column {text_column!r} (set by {key}); the file has {columns}.{hint}")
 
 
 def dataset_text_column(entry) -> str:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from axolotl_decselfmask.compat import load_trainer_checkpoint
-from axolotl_decselfmask.io.files import atomic_write_json, file_sha256, read_json
+from axolotl_decselfmask.io.files import atomic_write_json, file_sha256, fingerprint, read_json
 
 LOG = logging.getLogger(__name__)
 
@@ -78,6 +78,19 @@ def write_stage1_marker(out: str | os.PathLike, adapter: bool, extra: dict | Non
     }
     atomic_write_json(out / STAGE1_MARKER, marker)
     return marker
+
+
+def stage1_weights_key(out: str | os.PathLike) -> str | None:
+    """The fingerprint of the stage-1 weights that the completion record of ``out`` names (each
+    file's name, size and sha256; not the time it was written), or None without a record.
+
+    What is made from stage 1 and kept across runs (stage 2's checkpoints) is keyed by it, so that
+    it is never reused on other stage-1 weights (docs/resuming.md).
+    """
+    marker = read_json(Path(out) / STAGE1_MARKER)
+    if not isinstance(marker, dict) or not marker.get("files"):
+        return None
+    return fingerprint(marker.get("kind"), [[f["name"], f["size"], f["sha256"]] for f in marker["files"]])
 
 
 def _resume_hint(cfg, out: Path) -> str:
@@ -147,12 +160,13 @@ def _checkpoint_problem(ckpt: Path) -> str | None:
     return None
 
 
-def skip_if_finished(trainer, ckpt: Path) -> None:
+def skip_if_finished(trainer, ckpt: Path, what: str = "stage 1") -> None:
     """Make ``trainer.train`` load ``ckpt`` and take no step when ``ckpt`` is at ``max_steps`` already.
 
     transformers' Trainer, resumed from a checkpoint at ``global_step == max_steps``, runs one
     more optimizer step (it checks for the end only after a step) and saves ``checkpoint-<max+1>``;
-    every re-run would move the stage-1 weights further.
+    every re-run would move the weights further (stage 1's, or with ``what="stage 2"`` the
+    stage-2 classifier's).
     """
     state = read_json(ckpt / "trainer_state.json")
     max_steps = trainer.args.max_steps
@@ -165,8 +179,8 @@ def skip_if_finished(trainer, ckpt: Path) -> None:
     step = state["global_step"]
 
     def train(*args, **kwargs):
-        LOG.info("decselfmask: stage 1 already reached max_steps (%d) in %s: loading it, no further training",
-                 max_steps, ckpt)
+        LOG.info("decselfmask: %s already reached max_steps (%d) in %s: loading it, no further training",
+                 what, max_steps, ckpt)
         load_trainer_checkpoint(trainer, str(ckpt))
         trainer.state.global_step = step
         return TrainOutput(global_step=step, training_loss=0.0, metrics={})

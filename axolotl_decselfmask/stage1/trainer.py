@@ -1,4 +1,5 @@
-"""The stage-1 trainer: Axolotl's own, able to skip stage 1 for the plain-SFT baseline."""
+"""The stage-1 trainer: Axolotl's own, able to skip stage 1 for the plain-SFT baseline; the seed
+that makes stage 1's initialisation the same on every run."""
 
 from __future__ import annotations
 
@@ -20,3 +21,17 @@ class SkipStage1Trainer(AxolotlTrainer):
     def train(self, *args, **kwargs):  # noqa: D102
         LOG.info("decselfmask.stage1 is false: skipping masked-reconstruction training")
         return TrainOutput(global_step=0, training_loss=0.0, metrics={})
+
+
+def seed_stage1(cfg) -> None:
+    """Seed every generator before Axolotl loads the stage-1 model (the plugin's ``pre_model_load``).
+
+    Axolotl seeds nothing before the model is built; the transformers Trainer seeds itself
+    (``seed``) only once the LoRA exists. Without this, the LoRA's A matrices (kaiming-uniform)
+    and an added token's row drawn by the embedding resize came from whatever state the process
+    was in, and two runs of one recipe gave two stage-1 adapters (docs/hardening.md).
+    """
+    from transformers import set_seed
+
+    seed = cfg.get("seed")
+    set_seed(42 if seed is None else int(seed))  # 42: the Trainer's default seed, as Axolotl leaves it

@@ -2,8 +2,9 @@
 
 The rows are tokenised classification conversations (one task's, or every task's for the joint
 classifier). With ``classification.save_steps`` the trainer saves checkpoints in the stage-2
-folder, and a later run with the same rows and settings resumes from the newest complete one;
-a run whose rows or settings differ starts again (its checkpoints are removed first).
+folder, and a later run that starts from the same stage-1 weights with the same rows, settings
+and seed resumes from the newest complete one; a run whose stage 1, rows or settings differ
+starts again (its checkpoints are removed first, and one line says why). See docs/resuming.md.
 """
 
 from __future__ import annotations
@@ -76,15 +77,21 @@ def sft_config(cfg, c: ClassificationConfig, seed: int, out_dir: Path, bf16: boo
 
 
 def train_classifier(cfg, c: ClassificationConfig, seed: int, model, tokenizer, rows: list[dict],
-                     max_length: int, out_dir: Path, progress: bool, name: str):
-    """A fresh LoRA on ``model`` trained on ``rows`` with TRL's SFTTrainer; saved to ``out_dir``."""
+                     max_length: int, out_dir: Path, progress: bool, name: str, start: str | None = None):
+    """A fresh LoRA on ``model`` trained on ``rows`` with TRL's SFTTrainer; saved to ``out_dir``.
+
+    ``start``: the key of the weights ``model`` was loaded from (the stage-1 weights,
+    :func:`.run.starting_key`); checkpoints of a run from other weights are not resumed.
+    """
     from peft import LoraConfig
     from transformers import set_seed
     from trl import SFTTrainer
 
+    from axolotl_decselfmask.stage1.checkpoints import skip_if_finished
+
     out_dir = Path(out_dir)
     args = sft_config(cfg, c, seed, out_dir, next(model.parameters()).dtype == torch.bfloat16, max_length, progress)
-    resume = _resume_point(out_dir, rows, c, seed)
+    resume = _resume_point(out_dir, rows, c, seed, start, name)
     lora = LoraConfig(
         r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
         target_modules="all-linear", task_type="CAUSAL_LM",
@@ -96,6 +103,7 @@ def train_classifier(cfg, c: ClassificationConfig, seed: int, model, tokenizer, 
                          processing_class=tokenizer, peft_config=lora)
     if resume:
         print(f"decselfmask stage 2 [{name}]: resuming from {resume}")
+        skip_if_finished(trainer, resume, "stage 2")  # a finished run's last checkpoint: no step past max_steps
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
@@ -104,19 +112,27 @@ def train_classifier(cfg, c: ClassificationConfig, seed: int, model, tokenizer, 
     return trainer
 
 
-def _resume_point(out_dir: Path, rows: list[dict], c: ClassificationConfig, seed: int) -> Path | None:
-    """The newest complete checkpoint of an earlier run with the same rows and settings, else
-    None (and that run's checkpoints are removed); records this run's key in ``out_dir``."""
+def _resume_point(out_dir: Path, rows: list[dict], c: ClassificationConfig, seed: int, start: str | None = None,
+                  name: str = "") -> Path | None:
+    """The newest complete checkpoint of an earlier run from the same starting weights (``start``)
+    with the same rows, settings and seed, else None: that run's checkpoints are removed, with one
+    line saying why. Records this run's keys in ``out_dir``."""
     settings = c.model_dump(exclude={"max_test_examples", "eval_batch_size", "option_chunk", "save_total_limit",
                                      "logging_steps", "task", "test_file"})
     key = fingerprint([r["input_ids"] for r in rows], [r["labels"] for r in rows], settings, seed)
     record = read_json(out_dir / RUN_RECORD)
     found = sorted((p for p in out_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
                    key=lambda p: int(p.name.split("-")[-1])) if out_dir.is_dir() else []
-    if not (isinstance(record, dict) and record.get("key") == key):
+    same = isinstance(record, dict) and record.get("key") == key and record.get("start") == start
+    if not same:
+        if found:
+            why = ("the stage-1 weights it starts from changed" if isinstance(record, dict) and record.get("key") == key
+                   else "its labelled examples, settings or seed changed")
+            print(f"decselfmask stage 2 [{name}]: not resuming from {found[-1]}: {why} since it was saved; "
+                  f"its {len(found)} checkpoint(s) removed, stage 2 starts over")
         for p in found:
             shutil.rmtree(p, ignore_errors=True)
-        atomic_write_json(out_dir / RUN_RECORD, {"key": key})
+        atomic_write_json(out_dir / RUN_RECORD, {"key": key, "start": start})
         return None
     complete = [p for p in found if (p / "trainer_state.json").is_file() and (p / "adapter_model.safetensors").is_file()]
     return complete[-1] if complete else None

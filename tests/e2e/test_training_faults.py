@@ -139,7 +139,7 @@ def test_sigkill_in_stage1_then_auto_resume_then_sigkill_in_stage2(work):
     #    from the same stage-1 weights (no step past max_steps)
     log3 = tmp / "run3.log"
     proc = _start(path, log3)
-    _kill_when(proc, log3, lambda: "decselfmask stage 2 [abstracts]: starting from" in log3.read_text(), "stage 2")
+    _kill_when(proc, log3, lambda: "decselfmask stage 2: starting from" in log3.read_text(), "stage 2")
     assert not (out / "metrics.json").exists() and not (out / "predictions-abstracts.jsonl").exists()
     assert (out / MARKER).is_file()  # stage 1 had finished
     log4 = tmp / "run4.log"
@@ -150,7 +150,7 @@ def test_sigkill_in_stage1_then_auto_resume_then_sigkill_in_stage2(work):
     assert not list(out.glob(f"checkpoint-{MAX_STEPS + 1}"))
     assert _tensors(out / "adapter_model.safetensors") == _tensors(final / "adapter_model.safetensors")
     assert json.loads((out / MARKER).read_text())["resumed_from"] == str(final)
-    assert "decselfmask stage 2 [abstracts]: classifier saved" in text
+    assert "decselfmask stage 2 [joint]: classifier saved" in text
     assert json.loads((out / "metrics.json").read_text())["tasks"]["abstracts"]["n_test"] == 5
     assert len((out / "predictions-abstracts.jsonl").read_text().splitlines()) == 5
 

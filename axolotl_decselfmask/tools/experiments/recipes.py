@@ -60,13 +60,17 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def _tasks(corpus: CorpusSpec, data: dict, seeds: list[int]) -> list[dict]:
-    """The stage-2 tasks ``<task>@seed<k>`` of one run (each with its relevance items)."""
+    """The stage-2 tasks ``<task>@seed<k>`` of one run (each with its relevance items). A run of
+    several seeds (``share_stage1_across_seeds``) gives each task its seed: each seed's stage 2 is
+    then trained on that seed's labelled notes only, seeded by it (stage2/run.py, seed_groups)."""
     tasks = []
     for t in corpus.tasks:
         d = data["tasks"][t.name]
         for seed in seeds:
             tasks.append({"task": f"{t.name}@seed{seed}", "train_file": d["train"][seed], "test_file": d["test"],
                           "labels": d["labels"], "question": d["question"], "items": d["items"]})
+            if len(seeds) > 1:
+                tasks[-1]["seed"] = seed
             if d.get("multi_label"):  # one yes/no question per label
                 tasks[-1].update(multi_label=True, label_question=d["question"])
     return tasks
