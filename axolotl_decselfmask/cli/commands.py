@@ -39,6 +39,8 @@ class MissingExtra(RuntimeError):
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("predict", "axolotl_decselfmask.stage2.predict:main",
             "Label new notes with a trained run."),
+    Command("evaluate", "axolotl_decselfmask.stage2.evaluate:main",
+            "Score a trained run on labelled notes, no training."),
     Command("inspect", "axolotl_decselfmask.tools.inspector:main",
             "An HTML page of relevance, spans and masks."),
     Command("precompute", "axolotl_decselfmask.stage1.precompute:main",

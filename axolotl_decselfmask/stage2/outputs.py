@@ -96,6 +96,17 @@ def split_path(output_dir, task: str) -> Path:
     return Path(output_dir) / _SPLIT.format(safe_filename(task))
 
 
+_CONFUSION_PNG = "confusion-{}.png"
+_RELIABILITY_PNG = "reliability-{}.png"
+
+
+def figure_paths(output_dir, task: str) -> tuple[Path, Path]:
+    """``evaluate``'s pictures of a task beside its ``metrics.json``: ``confusion-<task>.png`` (the
+    confusion matrix) and ``reliability-<task>.png`` (the reliability diagram)."""
+    name = safe_filename(task)
+    return Path(output_dir) / _CONFUSION_PNG.format(name), Path(output_dir) / _RELIABILITY_PNG.format(name)
+
+
 #: the folder ``decselfmask.hub_model_id`` uploads (built by :func:`.hub.build_hub_folder`)
 HUB_DIR = "hub"
 

@@ -22,6 +22,7 @@ ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
 #: a line each tool's own --help prints
 HELP_MARKS = {
     "predict": "--most-uncertain",
+    "evaluate": "LABELLED_FILE",
     "inspect": "--recipe",
     "precompute": "--wait-timeout",
     "models": "usage: axolotl decselfmask models",
