@@ -310,6 +310,83 @@ def prepare_stage1_model(cfg, model) -> None:
              "set to the mean of the vocabulary's" if init == "mean" else "as the embedding resize gave it")
 
 
+def _trained_rows(peft_config) -> set[int]:
+    indices = getattr(peft_config, "trainable_token_indices", None)
+    if isinstance(indices, dict):
+        return {int(i) for rows in indices.values() for i in rows}
+    return {int(i) for i in indices or []}
+
+
+def _base_vocab(peft_config, trust_remote_code: bool = False) -> int | None:
+    """The vocabulary size of the model the adapter is for, read from its config (None if unreadable)."""
+    from transformers import AutoConfig
+
+    source = getattr(peft_config, "base_model_name_or_path", None)
+    if not source:
+        return None
+    try:
+        config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+        return int(config.get_text_config().vocab_size)
+    except Exception:  # noqa: BLE001 - unknown: PEFT's own rule then decides
+        return None
+
+
+def rows_rebuilt_at_load(model, mask_init: str = "mean", trust_remote_code: bool = False) -> str | None:
+    """Why a PEFT ``model`` whose resized rows would be lost without the whole embedding, else None.
+
+    Saving only the trained rows (PEFT's ``trainable_token_indices``) reproduces the model when every
+    row added by the resize is a trained one (its value is in the adapter; loading resizes the base to
+    the tokenizer saved with it, as stage 2 and ``AutoPeftModelForCausalLM`` do), and the output row
+    of an untied output embedding is rebuilt as stage 1 started it (``mask_init: mean``, the mean of
+    the rows before it: :func:`prepare_model_for_mask`)."""
+    peft_config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
+    trained = _trained_rows(peft_config)
+    if not trained:
+        return "no trainable_token_indices"
+    base = _base_vocab(peft_config, trust_remote_code)
+    rows = int(model.config.get_text_config().vocab_size)
+    if base is None:
+        return "the base model's vocabulary size cannot be read"
+    untrained = sorted(set(range(base, rows)) - trained)
+    if untrained:
+        return f"rows {untrained[:3]}{'...' if len(untrained) > 3 else ''} were added by the resize and are not trained"
+    tied = bool(model.config.get_text_config().tie_word_embeddings)
+    if rows > base and not tied and mask_init != "mean":
+        return "the untied output row of the mask comes from the resize (masking.mask_init: model)"
+    return None
+
+
+def save_trained_rows_only(cfg, model) -> bool:
+    """The plugin's ``post_lora_load`` hook: every adapter and checkpoint saved from ``model`` holds
+    the trained rows of the embedding (the mask's), not the whole input and output matrices.
+
+    PEFT's ``save_embedding_layers="auto"`` saves both whole matrices whenever the vocabulary was
+    resized (an added mask token), though ``trainable_token_indices`` trained one row: a quarter to a
+    half of a small model, gigabytes for a 150k vocabulary. Axolotl and the Trainer call
+    ``save_pretrained`` without the argument, so the model's ``save_pretrained`` gets
+    ``save_embedding_layers=False`` by default (a caller's explicit value wins), when
+    :func:`rows_rebuilt_at_load` finds nothing lost. True when set."""
+    from axolotl_decselfmask.args import plugin_config
+
+    if not hasattr(model, "peft_config"):
+        return False
+    why = rows_rebuilt_at_load(model, plugin_config(cfg).masking.mask_init, bool(cfg.get("trust_remote_code")))
+    if why is not None:
+        if why != "no trainable_token_indices":
+            LOG.info("decselfmask: adapters keep the whole embedding (%s)", why)
+        return False
+    save = model.save_pretrained
+
+    def save_pretrained(*args, **kwargs):
+        kwargs.setdefault("save_embedding_layers", False)
+        return save(*args, **kwargs)
+
+    model.save_pretrained = save_pretrained
+    LOG.info("decselfmask: adapters and checkpoints hold the trained embedding rows %s, not the whole embedding",
+             sorted(_trained_rows(model.peft_config[model.active_adapter])))
+    return True
+
+
 #: the folder (in output_dir) of the base model with the added mask's row, stage 2's base when stage 1 is off
 BASE_WITH_MASK_DIR = "base_with_mask"
 BASE_WITH_MASK_RECORD = "decselfmask_base_with_mask.json"

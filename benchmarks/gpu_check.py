@@ -13,8 +13,9 @@ This script measures them, on one GPU, with models of the recipes' real shapes a
    ``BitsAndBytesConfig`` (double quantisation, bf16 compute, as Axolotl's ``adapter: qlora``) and
    ``peft.prepare_model_for_kbit_training``; it runs only where ``bitsandbytes`` imports and CUDA is
    there, else its row says why it was skipped.
-2. ``stage2_lora``: the joint stage-2 step: a fresh LoRA r 32 / alpha 64 on the bf16 model, gradient
-   checkpointing, batch 16 of 256-token rows, loss on the last 2 tokens (the label).
+2. ``stage2_lora`` / ``stage2_qlora``: the joint stage-2 step: a fresh LoRA r 32 / alpha 64 on the bf16
+   model (QLoRA: on the 4-bit nf4 base, as QLoRA recipes load stage 2), gradient checkpointing, batch 16
+   of 256-token rows, loss on the last 2 tokens (the label).
 3. ``relevance_attnlrp`` / ``relevance_grad_x_input``: the package's own methods
    (``axolotl_decselfmask.relevance.methods``: they import without axolotl, trl or datasets) on
    ``relevance.batch_size`` prompts of ``sequence_len`` tokens (random ids laid out like a relevance
@@ -23,6 +24,10 @@ This script measures them, on one GPU, with models of the recipes' real shapes a
 4. ``relevance_attnlrp_4bit``: AttnLRP on a 4-bit nf4 copy loaded by the package's own
    ``load_relevance_model(..., load_in_4bit=True)``, for the recipes that set
    ``relevance.load_in_4bit: true`` (Llama 3.1 8B); skipped for the others and without bitsandbytes.
+
+Each measured row also has ``predicted_gb``: the memory model's peak (``axolotl_decselfmask/memory.py``,
+GiB here as the measurement) for that stage, precision, batch, length and rank, printed beside the
+measured ``peak_gb`` (docs/recipes.md: predicted, and measured where measured on a GPU).
 
 The rows also give ``minutes_per_1k_notes`` with docs/recipes.md's assumptions (stage 1: 1.5 examples
 of ``sequence_len`` tokens per note; relevance: one prompt of ``sequence_len`` tokens per note), on
@@ -133,7 +138,11 @@ EXAMPLES_PER_NOTE = 1.5
 #: in this order for each model: the 4-bit parts last (they need the carried bitsandbytes, and a bf16
 #: checkpoint written to and read from disk, the slowest thing here)
 PARTS = ("stage1_lora", "stage2_lora", "relevance_attnlrp", "relevance_grad_x_input", "stage1_qlora",
-         "relevance_attnlrp_4bit")
+         "stage2_qlora", "relevance_attnlrp_4bit")
+#: each part's stage and weight precision in the memory model (axolotl_decselfmask/memory.py)
+PART_STAGE = {"stage1_lora": ("stage1", "bf16"), "stage1_qlora": ("stage1", "nf4"), "stage2_lora": ("stage2", "bf16"),
+              "stage2_qlora": ("stage2", "nf4"), "relevance_attnlrp": ("relevance", "bf16"),
+              "relevance_grad_x_input": ("relevance", "bf16"), "relevance_attnlrp_4bit": ("relevance", "nf4")}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -336,6 +345,39 @@ def stage2_lora(name: str, args) -> dict:
     return row
 
 
+def stage2_qlora(name: str, args) -> dict:
+    """The joint stage-2 step on the 4-bit base (QLoRA recipes: stage 2 and the evaluation load 4 bits)."""
+    reason = qlora_unavailable(args)
+    if reason:
+        return dict(status="skipped", reason=reason)
+    batch, seq = STAGE2["batch"], (TINY_SEQ if args.tiny else STAGE2["seq"])
+    model = load_4bit(name, args)
+    reset_memory(args)
+    weights, linear4bit = memory_gb(args, peak=False), n_4bit(model)
+    model = add_lora(model, STAGE2["r"], STAGE2["alpha"], 0.05, args, kbit=True)
+    ids, labels = random_batch(model.config.vocab_size, batch, seq, args.device, STAGE2["label_tokens"])
+    row = timed_steps(model, optimizer_for(model, args), ids, labels, args)
+    row.update(batch=batch, seq_len=seq, weights_gb=weights, lora_params=trainable(model), linear4bit=linear4bit,
+               gradient_checkpointing=True, loss_tokens_per_row=STAGE2["label_tokens"],
+               quantisation="nf4, double quant, bf16 compute")
+    return row
+
+
+def predicted_gb(part: str, name: str, args, row: dict) -> float | None:
+    """The memory model's peak for the part as run (its stage, precision, batch, length, rank)."""
+    from axolotl_decselfmask import memory
+
+    stage, weights = PART_STAGE[part]
+    if "batch" not in row:
+        return None
+    shape = memory.shape_from_config(model_config(name, args.tiny).to_dict())
+    cuda = args.device.startswith("cuda")
+    rank = STAGE1_LORA["r"] if stage == "stage1" else (STAGE2["r"] if stage == "stage2" else 0)
+    run = memory.Run(weights=weights, compute="bf16" if cuda else "fp32", batch=row["batch"], seq=row["seq_len"],
+                     rank=rank, device="cuda" if cuda else "cpu")
+    return round(memory.peak_bytes(stage, shape, run) / 2**30, 3)
+
+
 def relevance_prompts(vocab: int, n: int, seq: int):
     """``n`` relevance prompts of ``seq`` tokens of random ids: template head, note, lead-in, item (5)."""
     from axolotl_decselfmask.relevance.prompt import RelevancePrompt
@@ -406,6 +448,7 @@ RUNNERS = {
     "stage1_lora": stage1_lora,
     "stage1_qlora": stage1_qlora,
     "stage2_lora": stage2_lora,
+    "stage2_qlora": stage2_qlora,
     "relevance_attnlrp": lambda name, args: relevance("attnlrp", name, args),
     "relevance_grad_x_input": lambda name, args: relevance("grad_x_input", name, args),
     "relevance_attnlrp_4bit": relevance_4bit,
@@ -458,6 +501,7 @@ def run_part(part: str, name: str, args) -> dict:
         row.update(result)
         if row["status"] == "ok":
             row["peak_gb"] = memory_gb(args, peak=True)
+            row["predicted_gb"] = predicted_gb(part, name, args, row)
     except Exception as exc:  # one failure does not stop the others
         row.update(status="failed", error=f"{type(exc).__name__}: {str(exc)[:500]}",
                    traceback=traceback.format_exc(limit=6)[-2000:])
@@ -467,13 +511,14 @@ def run_part(part: str, name: str, args) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'part':<24}{'model':<24}{'status':<9}{'peak GB':>9}{'tokens/s':>11}{'min/1k':>8}  note")
+    print(f"{'part':<24}{'model':<24}{'status':<9}{'peak GB':>9}{'pred GB':>9}{'tokens/s':>11}{'min/1k':>8}  note")
     for r in rows:
         peak = "-" if r.get("peak_gb") is None else f"{r['peak_gb']:.2f}"
+        pred = "-" if r.get("predicted_gb") is None else f"{r['predicted_gb']:.2f}"
         tps = f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else "-"
         per_1k = f"{r['minutes_per_1k_notes']:.1f}" if "minutes_per_1k_notes" in r else "-"
         note = r.get("reason") or r.get("error") or f"batch {r.get('batch')} x {r.get('seq_len')}"
-        print(f"{r['part']:<24}{r['model']:<24}{r['status']:<9}{peak:>9}{tps:>11}{per_1k:>8}  {note[:90]}")
+        print(f"{r['part']:<24}{r['model']:<24}{r['status']:<9}{peak:>9}{pred:>9}{tps:>11}{per_1k:>8}  {note[:90]}")
 
 
 def write(out: Path, report: dict) -> None:

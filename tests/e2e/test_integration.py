@@ -71,6 +71,9 @@ def test_preprocess_then_train_runs_decselfmask(workdir, tiny_llama):
     # the added mask's embedding row was trained in stage 1 (PEFT's trainable tokens), as one token
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["trainable_token_indices"] == {"embed_tokens": [49152]}
+    # the adapter holds that row, not the resized embedding (49153 x 32 float32: 6.3 MB)
+    assert (out / "adapter_model.safetensors").stat().st_size < 0.05 * 49153 * 32 * 4
+    assert "hold the trained embedding rows [49152]" in log
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(out).convert_tokens_to_ids(mask) == 49152

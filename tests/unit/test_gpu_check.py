@@ -32,12 +32,13 @@ def test_tiny_cpu_run_measures_every_part(gpu_check, tmp_path):
     rows = rows_by_key(report)
     assert set(rows) == {(p, m) for p in gpu_check.PARTS for m in gpu_check.CONFIGS}
     for (part, model), row in rows.items():
-        if part in ("stage1_qlora", "relevance_attnlrp_4bit"):
+        if part in ("stage1_qlora", "stage2_qlora", "relevance_attnlrp_4bit"):
             # on a CPU without --qlora-cpu: skipped, and it says why (4-bit relevance: also by recipe)
             assert row["status"] == "skipped" and row["reason"], row
             continue
         assert row["status"] == "ok", row
         assert row["tokens_per_s"] > 0 and row["peak_gb"] is None  # no CUDA: no memory reading
+        assert row["predicted_gb"] > 0  # the memory model's prediction beside it
     assert rows[("stage1_lora", "llama-3.2-1b-instruct")]["batch"] == 4  # the recipe's micro_batch_size
     assert rows[("stage1_lora", "llama-3.1-8b-instruct")]["batch"] == 2
     assert rows[("stage2_lora", "llama-3.2-1b-instruct")]["batch"] == 16
@@ -61,9 +62,9 @@ def test_4bit_parts_run_on_bitsandbytes_cpu_backend(gpu_check, tmp_path):
     pytest.importorskip("bitsandbytes")
     out = tmp_path / "q.json"
     gpu_check.main(["--tiny", "--device", "cpu", "--qlora-cpu", "--steps", "1", "--models", "llama-3.1-8b-instruct",
-                    "--parts", "stage1_qlora", "relevance_attnlrp_4bit", "--out", str(out)])
+                    "--parts", "stage1_qlora", "stage2_qlora", "relevance_attnlrp_4bit", "--out", str(out)])
     rows = rows_by_key(json.loads(out.read_text()))
-    for part in ("stage1_qlora", "relevance_attnlrp_4bit"):
+    for part in ("stage1_qlora", "stage2_qlora", "relevance_attnlrp_4bit"):
         row = rows[(part, "llama-3.1-8b-instruct")]
         assert row["status"] == "ok", row
         assert row["tokens_per_s"] > 0
