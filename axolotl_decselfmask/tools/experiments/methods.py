@@ -91,8 +91,11 @@ METHODS: dict[str, Method] = {
     ),
     "decselfmask_paper": Method(
         "stage 1 as `protocol: paper` sets it (AttnLRP of the largest logit at the item's middle token, the "
-        "completion prompt, every note x every item, the loss on the whole sequence); then the common stage 2",
-        {"decselfmask.stage1": True, "decselfmask.probing.enabled": True, **paper_stage1_keys()},
+        "completion prompt, the loss on the whole sequence), with every item of a note as the comparison of "
+        "2026-12-02 ran it (the corrected preset takes 9 random items a note; pinned here so that the committed "
+        "runs keep their run key); then the common stage 2",
+        {"decselfmask.stage1": True, "decselfmask.probing.enabled": True,
+         **paper_stage1_keys(), "decselfmask.items_per_text": "all"},
         default=False, baseline=False,
     ),
     "setfit": Method(
