@@ -397,7 +397,7 @@ class ClassificationConfig(_Strict):
         > Parameters that control the task (an entry of `tasks` may set each of these for itself)
 
             `task`, `train_file`, `test_file`, `test_fraction`, `text_column`, `label_column`, `id_column`,
-            `labels`, `question`, `multi_label`, `label_separator`, `label_question`
+            `labels`, `question`, `multi_label`, `label_separator`, `label_question`, `seed`
 
         > Parameters that control the prompt
 
@@ -411,7 +411,7 @@ class ClassificationConfig(_Strict):
 
         > Parameters that control the evaluation
 
-            `eval_batch_size`, `option_chunk`, `max_test_examples`
+            `eval_batch_size`, `option_chunk`, `max_test_examples`, `scorer`
 
         > Parameters that control the decision
 
@@ -488,6 +488,15 @@ class ClassificationConfig(_Strict):
             "it is followed by the mask."
         ),
     )
+    seed: int | None = Field(
+        default=None,
+        description=(
+            "The seed of this task's stage-2 training (the LoRA's or head's initialisation, the example "
+            "order). Tasks of different seeds never share a stage-2 classifier: joint stage 2 trains one LoRA "
+            "per seed, in <output_dir>/stage2/seed<k> when there are several (the comparison runner's seeds "
+            "with a shared stage 1). Null: decselfmask.seed."
+        ),
+    )
 
     # Parameters that control the prompt
     prompt: Literal["options", "mask_fill"] = Field(
@@ -530,7 +539,11 @@ class ClassificationConfig(_Strict):
         default=None, ge=1, description="Train (and fit the decision) on the first n labelled rows only.")
     save_steps: int | None = Field(
         default=None, ge=1,
-        description="Save a stage-2 checkpoint every n steps (default: none); a stopped run resumes from the newest.",
+        description=(
+            "Save a stage-2 checkpoint every n steps in the stage-2 folder (default: none). A stopped run resumes "
+            "from the newest when it starts from the same stage-1 weights with the same labelled examples, "
+            "settings and seed; otherwise the checkpoints are removed and stage 2 starts over (docs/resuming.md)."
+        ),
     )
     save_total_limit: int | None = Field(default=2, ge=1, description="Stage-2 checkpoints kept.")
     logging_steps: int = Field(default=5, ge=1, description="Stage-2 loss logged every n steps.")
@@ -547,6 +560,16 @@ class ClassificationConfig(_Strict):
         ),
     )
     max_test_examples: int | None = Field(default=None, ge=1, description="Evaluate on the first n test rows only.")
+    scorer: Literal["options", "string_match", "both"] = Field(
+        default="options",
+        description=(
+            "How the test notes are scored. options: the label options by log-probability (the decision "
+            "below). string_match or both: the option figures and, beside them in metrics.json, the authors' "
+            "string-match Macro F1 (the teacher-forced argmax answer after the assistant header, every "
+            "off-format answer a class of its own; per task and pooled over the tasks) with the share of "
+            "off-format answers (stage2/string_match.py; docs/method.md)."
+        ),
+    )
 
     # Parameters that control the decision
     calibration: Literal["none", "balanced", "labelled", "pool", "pool_uncorrected"] = Field(
@@ -597,7 +620,7 @@ def check_test_source(c) -> None:
 #: the keys of ``classification`` that an entry of ``tasks`` may set for itself: the group "Parameters that
 #: control the task" of :class:`ClassificationConfig`, from which :class:`TaskConfig` is made
 TASK_KEYS = ("task", "train_file", "test_file", "test_fraction", "text_column", "label_column", "id_column",
-             "labels", "question", "multi_label", "label_separator", "label_question")
+             "labels", "question", "multi_label", "label_separator", "label_question", "seed")
 
 #: ``tasks[]`` keys whose description says more than "null takes classification's value"
 _TASK_DESCRIPTIONS = {
@@ -654,9 +677,10 @@ class DecSelfMaskConfig(_Strict):
     protocol: Literal["default", "paper"] = Field(
         default="default",
         description=(
-            "paper: the authors' procedure as their scripts run it (AttnLRP, max-logit target, every note x "
-            "every item, joint stage 2 in the mask-fill format, their stage-2 settings; see "
-            "axolotl_decselfmask/protocol.py). Keys written in the recipe override the preset."
+            "paper: the authors' procedure as their scripts run it (AttnLRP, max-logit target, 9 random "
+            "items per note, joint stage 2 in the mask-fill format, their stage-2 settings with LoRA alpha 16, "
+            "the string-match scorer beside the options; see docs/method.md, The paper's procedure). Keys "
+            "written in the recipe override the preset."
         ),
     )
     items_per_text: Annotated[int, Field(ge=1)] | Literal["all"] = Field(

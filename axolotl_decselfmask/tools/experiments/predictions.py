@@ -17,6 +17,10 @@ A run with probing (``decselfmask.probing``) adds ``"heads": {"package": [...], 
 to a single-label task's line: each head's argmax prediction of every note (indices into ``labels``,
 in the order of ``row``), on the frozen model before stage 2 (files without it are read as before).
 
+A run with ``classification.scorer: string_match`` or ``both`` adds ``sm_gold``, ``sm_pred`` (each
+note's answer as the authors' scorer reads it: joined token ids) and ``sm_off`` (1: off format) to
+each line (:func:`string_match_records`; files without them are read as before).
+
 ``row``: the note's row in the corpus (the test file's ``row``; the test file's own row number
 where it has none), the same for every task that shares the note; ``gold`` and ``pred``: indices
 into ``labels``. Scores are not kept (22 tasks x 200 binary notes: about 3 KB a file). Files are written
@@ -98,7 +102,8 @@ def _task_lines(task: str, entry: dict, preds: list[dict], corpus_rows: list | N
         if unknown:
             raise ValueError(f"{where}: labels {sorted(unknown)} are not among the task's labels {labels}")
         line = {"task": task, "labels": labels, "row": rows, "gold": [index[p["gold"]] for p in preds],
-                "pred": [index[p["pred"]] for p in preds], **_extras(entry), "multi_label_task": ""}
+                "pred": [index[p["pred"]] for p in preds], **_extras(entry), "multi_label_task": "",
+                **_string_match_fields(preds)}
         heads = _head_predictions(entry, index, len(preds), where)
         return [{**line, "heads": heads} if heads else line]
     answers = list(entry.get("label_answers") or ["yes", "no"])
@@ -108,7 +113,8 @@ def _task_lines(task: str, entry: dict, preds: list[dict], corpus_rows: list | N
                       "gold": [0 if label in p["gold"] else 1 for p in preds],
                       "pred": [0 if label in p["pred"] else 1 for p in preds],
                       "n_train": entry.get("n_train", ""), "n_pseudo": own.get("n_pseudo", entry.get("n_pseudo", "")),
-                      "probe_macro_f1": own.get("probe_macro_f1", ""), "multi_label_task": task})
+                      "probe_macro_f1": own.get("probe_macro_f1", ""), "multi_label_task": task,
+                      **_string_match_fields(preds, label)})
     return lines
 
 
@@ -139,6 +145,38 @@ def head_records(records: list[dict]) -> list[dict]:
                     out[key] = {**rec, "method": f"{rec['method']}:{style}_head", "tasks": []}
                 out[key]["tasks"].append({**line, "pred": pred})
     return list(out.values())
+
+
+def _string_match_fields(preds: list[dict], label: str | None = None) -> dict:
+    """The authors' string-match answers of each note (``classification.scorer: string_match``):
+    ``sm_gold`` and ``sm_pred`` (the answers' joined token ids) and ``sm_off`` (1: off format), in
+    the order of ``row``; a multi-label task's of ``label``. {} when the run did not score so."""
+    notes = [p.get("string_match") for p in preds]
+    if label is not None:
+        notes = [(n or {}).get("per_label", {}).get(label) for n in notes]
+    if not notes or not all(isinstance(n, dict) and "gold" in n for n in notes):
+        return {}
+    return {"sm_gold": [n["gold"] for n in notes], "sm_pred": [n["pred"] for n in notes],
+            "sm_off": [int(bool(n["off_format"])) for n in notes]}
+
+
+def string_match_records(records: list[dict]) -> list[dict]:
+    """The string-match answers as records of their own (same method names): each task line with
+    ``sm_gold`` becomes one whose ``labels`` are its gold and predicted answers and whose classes
+    are those present (``"classes": "present"``, :mod:`.bootstrap`); records without any are left out."""
+    out = []
+    for rec in records:
+        lines = []
+        for line in rec["tasks"]:
+            if "sm_gold" in line:
+                labels = sorted(set(line["sm_gold"]) | set(line["sm_pred"]))
+                index = {y: i for i, y in enumerate(labels)}
+                lines.append({**{k: v for k, v in line.items() if k not in ("heads",)}, "labels": labels,
+                              "gold": [index[y] for y in line["sm_gold"]],
+                              "pred": [index[y] for y in line["sm_pred"]], "classes": "present"})
+        if lines:
+            out.append({**rec, "tasks": lines})
+    return out
 
 
 def _precision(record: dict) -> dict:

@@ -10,7 +10,7 @@ from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, bootstrap
 from axolotl_decselfmask.tools.experiments.grid import Grid
 from axolotl_decselfmask.tools.experiments.methods import BASELINE, METHODS
 from axolotl_decselfmask.tools.experiments.plots import plot
-from axolotl_decselfmask.tools.experiments.predictions import head_records
+from axolotl_decselfmask.tools.experiments.predictions import head_records, string_match_records
 from axolotl_decselfmask.tools.experiments.results import summarise, write_csv
 
 NOTES = ["", ("`zero_shot` trains nothing and every seed shares its test split: it is evaluated once and its "
@@ -190,6 +190,57 @@ def head_lines(boot: dict | None) -> list[str]:
     return lines
 
 
+def string_match_boot(records: list[dict], resamples: int = 10_000, seed: int = 0) -> dict:
+    """The authors' string-match scorer per method (``sm_*`` of the predictions,
+    :func:`.predictions.string_match_records`): scope -> the bootstrap's ``methods`` and ``difference``
+    of the mean over tasks (the same resampling as the main table; each task's Macro F1 over the
+    classes present), and ``pooled`` (per method: one Macro F1 over every note of every task of a
+    corpus and seed, the authors' pooling, averaged over those) and ``off_format`` (per method: the
+    share of off-format answers over all its notes); {} when no file has them."""
+    from sklearn.metrics import f1_score
+
+    sm = string_match_records(records)
+    if not sm:
+        return {}
+    methods = [m for m in METHODS if any(r["method"] == m for r in sm)]
+    boot = bootstrap(sm, methods, resamples, seed)
+    pooled: dict[str, list[float]] = {}
+    off: dict[str, list[int]] = {}
+    for rec in sm:
+        gold = [y for line in rec["tasks"] for y in line["sm_gold"]]
+        pred = [y for line in rec["tasks"] for y in line["sm_pred"]]
+        pooled.setdefault(rec["method"], []).extend(
+            [float(f1_score(gold, pred, average="macro", zero_division=0))] * len(rec["seeds"]))
+        off.setdefault(rec["method"], []).extend(o for line in rec["tasks"] for o in line["sm_off"])
+    return {"scopes": {k: {"methods": sc["methods"], "difference": sc.get("difference", {})}
+                       for k, sc in boot["scopes"].items()},
+            "pooled": {m: sum(v) / len(v) for m, v in pooled.items()},
+            "off_format": {m: sum(v) / len(v) for m, v in off.items()}}
+
+
+def string_match_lines(boot: dict | None, s: dict | None = None) -> list[str]:
+    """The authors' scorer beside the options (scope ``all``): per method the option scoring's Macro
+    F1, the string-match Macro F1 (mean of tasks [95% CI], and pooled), decselfmask minus the method
+    under string match [95% CI], and the share of off-format answers; nothing without ``sm_*`` fields."""
+    sm = (boot or {}).get("string_match") or {}
+    if "all" not in sm.get("scopes", {}):
+        return []
+    scope = sm["scopes"]["all"]
+    lines = ["", "The authors' scorer (string match of the teacher-forced answer, docs/method.md) beside the "
+             "option scoring, every corpus' tasks together:", "",
+             f"| method | options Macro F1 | string-match Macro F1, mean of tasks [95% CI] | {REFERENCE} minus this, "
+             "string match [95% CI] | string-match Macro F1, pooled | off-format answers |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for m, v in scope["methods"].items():
+        options = (s or {}).get("summary", {}).get(m)
+        d = scope["difference"].get(m)
+        diff = f"{d['mean']:+.4f}{_ci(d, True)}{' *' if d['excludes_zero'] else ''}" if d else ""
+        lines.append(f"| {m} | {options['mean']:.4f} | " if options else f"| {m} |  | ")
+        lines[-1] += (f"{v['mean']:.4f}{_ci(v)} | {diff} | {sm['pooled'].get(m, float('nan')):.4f} "
+                      f"| {sm['off_format'].get(m, float('nan')):.3f} |")
+    return lines
+
+
 def precision_lines(records: list[dict] | None) -> list[str]:
     """What each method's runs computed in, as their predictions files record it (``dtype`` and the
     CPU kernels, ``cpu_capability``), with the number of files of each; nothing when no file records
@@ -275,7 +326,8 @@ def report_markdown(rows: list[dict], grid: Grid | None = None, elapsed: float |
               "| run seconds (sum) | probing Macro F1 |", "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [_method_line(s, m, scope, seconds) for m in s["methods"]]
     lines += _boot_note(boot) + (_corpus_lines(boot, by_corpus) if boot else [])
-    lines += claims_lines(boot) + contrast_lines(boot) + head_lines(boot) + precision_lines(records)
+    lines += claims_lines(boot) + contrast_lines(boot) + head_lines(boot) + string_match_lines(boot, s)
+    lines += precision_lines(records)
     return "\n".join(lines + _per_task_lines(s) + NOTES)
 
 
@@ -295,6 +347,9 @@ def write_results(out: Path, rows: list[dict], grid: Grid | None = None, elapsed
         heads = head_boot(records, resamples, seed)
         if heads:  # absent without probing heads in the predictions: older files' reports are unchanged
             boot["heads"] = heads
+        string_match = string_match_boot(records, resamples, seed)
+        if string_match:  # absent without the string-match scorer's fields: older reports are unchanged
+            boot["string_match"] = string_match
         atomic_write_json(out / "bootstrap.json", boot)
         print(f"bootstrap: {resamples:,} resamples in {boot['seconds']:.1f} s")
         boot = boot if boot["scopes"] else None
