@@ -212,3 +212,18 @@ def test_an_empty_notes_file_is_named_in_one_plain_line(tmp_path):
     (tmp_path / "header.csv").write_text("note_id,note\n")
     with pytest.raises(InputError, match=r"header.csv has no rows"):
         list(NotesFile(tmp_path / "header.csv").chunks(["note"]))
+
+
+def test_two_processes_under_torchrun_write_what_one_writes(trained):
+    tmp, recipe, test, notes = trained
+    one, two = tmp / "one.jsonl", tmp / "two.jsonl"
+    subprocess.run(_predict_args(tmp, one), env=_env(), check=True, capture_output=True, timeout=900)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--no-python",
+               *_predict_args(tmp, two)]
+    proc = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert proc.stdout.count("rows written to") == 1  # the main process writes the output, once
+    mine, theirs = _rows(two), _rows(one)
+    assert [(r["id"], r["task"], r["label"]) for r in mine] == [(r["id"], r["task"], r["label"]) for r in theirs]
+    for a, b in zip(mine, theirs):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-4)
