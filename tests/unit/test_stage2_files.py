@@ -41,10 +41,16 @@ def _is_file_name(pattern: re.Pattern, value: str) -> bool:
     return pattern.search(value) is not None and " " not in value.strip()
 
 
+#: literals that name something else, per module: memory.py's stage names ("stage2": the stage, not the folder)
+NOT_FILES = {"memory.py": {"stage1", "stage2"}}
+
+
 def test_each_stage2_file_name_is_written_in_one_module():
     found: dict[str, set[str]] = {name: set() for name in NAMES}
     for path in PKG.rglob("*.py"):
         for value in _code_strings(path):
+            if value in NOT_FILES.get(str(path.relative_to(PKG)), ()):
+                continue
             for name, pattern in NAMES.items():
                 if _is_file_name(pattern, value):
                     found[name].add(str(path.relative_to(PKG)))
