@@ -8,6 +8,7 @@ from pathlib import Path
 from axolotl_decselfmask.io.files import read_json
 from axolotl_decselfmask.tools.experiments.budget import predictions_folder, write_budget
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
+from axolotl_decselfmask.tools.experiments.ladder import write_ladder
 from axolotl_decselfmask.tools.experiments.methods import METHODS
 from axolotl_decselfmask.tools.experiments.precision import write_precision
 from axolotl_decselfmask.tools.experiments.predictions import (
@@ -59,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
                        help=("the precision effect instead: two grids A B, A's predictions in "
                              "<predictions-dir>/<A's file stem>; A minus B per method both have and pooled; writes "
                              "precision.json, precision.md"))
+    p_rep.add_argument("--ladder", action="store_true",
+                       help=("the ladder instead (issue 34): each grid one rung, its predictions in "
+                             "<predictions-dir>/<grid file stem>; decselfmask minus sft and minus "
+                             "continual_pretraining_authors per rung under each scorer, the heads, the off-format "
+                             "shares; writes ladder.json, ladder.md, ladder.png"))
     _bootstrap_args(p_rep)
     return parser
 
@@ -164,6 +170,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--seeds: comma-separated integers, got {args.seeds!r}") from None
         run_grid(args.grid, args.out, methods, args.dry_run, args.data_dir, args.predictions_dir, args.resamples,
                  args.bootstrap_seed, seeds)
+    elif sum((args.budget, args.precision, args.ladder)) > 1:
+        raise SystemExit("report: --budget, --precision and --ladder are separate reports; give one of them")
+    elif args.ladder:
+        write_ladder(args.out, [(p, _report_grid(p, args.data_dir)) for p in args.grid],
+                     args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed)
     elif args.precision:
         if len(args.grid) != 2 or args.budget:
             raise SystemExit(f"report --precision: two grids, A (its own predictions folder) then B; got "
