@@ -47,6 +47,9 @@ def load_relevance_model(path: str, dtype: str = "auto", device: str = "auto", t
         model.to(dev)
     model.eval()
     model.requires_grad_(False)
+    from axolotl_decselfmask.model_precision import log_loaded
+
+    log_loaded("relevance", model)
     return model
 
 

@@ -9,6 +9,12 @@ together with nothing else to know:
 - stage 1 a LoRA: ``<output_dir>/stage1_merged``, the base model with the stage-1 adapter
   merged in, written once (its record names the stage-1 completion marker it was made from,
   so a new stage 1 makes it again).
+
+A QLoRA recipe (``adapter: qlora``, ``load_in_4bit: true``) writes no merged copy: the folder is
+``output_dir`` itself (the stage-1 adapter), which :func:`load_model` loads as the 4-bit base with
+that adapter applied unmerged, and the stage-2 folder holds one adapter with stage 1 in it, based
+on ``base_model`` (:mod:`.quantized`). :func:`load_classifier_model` loads a trained classifier
+in either precision, as the evaluation scored it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from axolotl_decselfmask.mask_token import (
     stage2_uses_mask,
 )
 from axolotl_decselfmask.stage1.checkpoints import verify_stage1_output
+from axolotl_decselfmask.stage2 import quantized
 
 MERGED_DIR = "stage1_merged"
 MERGED_RECORD = "decselfmask_merged.json"
@@ -51,6 +58,8 @@ def stage1_model_folder(cfg, config: DecSelfMaskConfig, dtype: torch.dtype) -> t
     marker = verify_stage1_output(cfg)
     if marker["kind"] != "lora":
         return str(out), f"full model {out}"
+    if quantized.uses_4bit(cfg):  # no merged copy: the adapter stays unmerged on the 4-bit base
+        return str(out), f"LoRA adapter {out}, unmerged on the 4-bit base model {cfg.base_model}"
     merged = out / MERGED_DIR
     key = fingerprint(marker, str(dtype))
     record = read_json(merged / MERGED_RECORD)
@@ -78,11 +87,63 @@ def _write_merged(cfg, out: Path, merged: Path, dtype: torch.dtype) -> None:
     del model, base
 
 
-def load_model(folder: str, cfg, dtype: torch.dtype):
-    """A causal LM from ``folder`` (one of :func:`stage1_model_folder`'s)."""
+def load_model(folder: str, cfg, dtype: torch.dtype, what: str = "stage 2"):
+    """A causal LM from ``folder`` (one of :func:`stage1_model_folder`'s); with a QLoRA recipe in
+    4 bits (:func:`.quantized.load_start`: a stage-1 adapter folder on the 4-bit base). One log
+    line says what was loaded (``what``: the stage)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=bool(cfg.trust_remote_code))
+    if quantized.uses_4bit(cfg):
+        model = quantized.load_start(cfg, folder, dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=bool(cfg.trust_remote_code))
+    quantized.log_loaded(what, model, dtype)
+    return model
+
+
+def load_classifier_model(cfg, config: DecSelfMaskConfig, adapter_folder, dtype: torch.dtype,
+                          what: str = "predict"):
+    """The trained stage-2 LoRA classifier of ``adapter_folder`` as the evaluation scored it, for
+    the evaluation itself, ``predict`` and ``evaluate``: 16 bits, the adapter merged into its base
+    (the stage-1 model folder its adapter_config names, made again where output_dir moved);
+    QLoRA, the 4-bit base with the adapter (stage 1 in it) unmerged (:func:`.quantized.load_classifier`)."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from axolotl_decselfmask.errors import InputError
+
+    if quantized.uses_4bit(cfg):
+        model = quantized.load_classifier(cfg, adapter_folder, dtype)
+    else:
+        adapter_folder = Path(adapter_folder)
+        base = json.loads((adapter_folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+        if not Path(base).exists():
+            if Path(base).name == MERGED_DIR:  # output_dir moved, or the folder removed: output_dir's, made again
+                base, _ = stage1_model_folder(cfg, config, dtype)
+            elif Path(base).is_absolute():
+                raise InputError(f"decselfmask: the base of the stage-2 adapter {adapter_folder}, {base}, is missing; "
+                                 "put it back or train again.")
+        base = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, trust_remote_code=bool(cfg.trust_remote_code))
+        model = PeftModel.from_pretrained(base, str(adapter_folder)).merge_and_unload()
+    quantized.log_loaded(what, model, dtype)
+    return model.eval()
+
+
+def classifier_after_training(cfg, trainer, out_dir, dtype: torch.dtype, what: str = "evaluation"):
+    """The classifier just trained and saved in ``out_dir``, for the evaluation: 16 bits, the
+    trainer's model merged (it runs faster); QLoRA, loaded again from ``out_dir`` exactly as
+    ``predict`` loads it (:func:`load_classifier_model`), so both score with the same weights."""
+    if not quantized.uses_4bit(cfg):
+        model = trainer.model.merge_and_unload()
+        quantized.log_loaded(what, model)
+        return model
+    import gc
+
+    trainer.model = trainer.model_wrapped = None  # the training copy's adapters go before the load
+    gc.collect()
+    return load_classifier_model(cfg, plugin_config(cfg), out_dir, dtype, what)
 
 
 def load_stage1_model(cfg, config: DecSelfMaskConfig, dtype: torch.dtype):

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from axolotl_decselfmask.args import ClassificationConfig
 from axolotl_decselfmask.io.files import atomic_write_json, fingerprint, read_json
 from axolotl_decselfmask.prompts import classification_messages, tokenize_for_training
+from axolotl_decselfmask.stage2 import quantized
 from axolotl_decselfmask.stage2.tasks import Task
 
 LOG = logging.getLogger(__name__)
@@ -76,6 +78,14 @@ def sft_config(cfg, c: ClassificationConfig, seed: int, out_dir: Path, bf16: boo
     )
 
 
+class TrainedAdapterOnly(TrainerCallback):
+    """QLoRA: each checkpoint keeps the stage-2 adapter alone
+    (:func:`.quantized.keep_trained_adapter_only`), so a resume loads it as the one to train."""
+
+    def on_save(self, args, state, control, **kwargs):
+        quantized.keep_trained_adapter_only(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
 def train_classifier(cfg, c: ClassificationConfig, seed: int, model, tokenizer, rows: list[dict],
                      max_length: int, out_dir: Path, progress: bool, name: str, start: str | None = None):
     """A fresh LoRA on ``model`` trained on ``rows`` with TRL's SFTTrainer; saved to ``out_dir``.
@@ -99,14 +109,21 @@ def train_classifier(cfg, c: ClassificationConfig, seed: int, model, tokenizer, 
     # SFTTrainer adds the LoRA before the Trainer seeds anything: seed its initialisation here, so that
     # a run does not depend on what ran before it in the process
     set_seed(seed)
+    four_bit = quantized.quantised_layers(model) > 0
+    if four_bit:  # QLoRA: the LoRA added here, beside the frozen, unmerged stage-1 adapter
+        model, lora = quantized.add_trainable_adapter(model, lora), None
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=lora)
+                         processing_class=tokenizer, peft_config=lora,
+                         callbacks=[TrainedAdapterOnly()] if four_bit else None)
     if resume:
         print(f"decselfmask stage 2 [{name}]: resuming from {resume}")
         skip_if_finished(trainer, resume, "stage 2")  # a finished run's last checkpoint: no step past max_steps
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+    if four_bit:  # the classifier as one adapter on the base model, stage 1 in it
+        quantized.keep_trained_adapter_only(out_dir)
+        quantized.write_combined_adapter(trainer.model, out_dir, quantized.base_model_name(cfg))
     print(f"decselfmask stage 2 [{name}]: classifier saved to {out_dir} ({len(rows)} examples, "
           f"{trainer.state.global_step} steps)")
     return trainer
