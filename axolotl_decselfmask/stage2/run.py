@@ -24,6 +24,7 @@ from axolotl_decselfmask.stage2.calibration import POOL_MODES, calibration_pool_
 from axolotl_decselfmask.stage2.data import load_any_task_data
 from axolotl_decselfmask.stage2.evaluation import evaluate_label_sets, evaluate_task
 from axolotl_decselfmask.stage2.model import (
+    classifier_after_training,
     load_model,
     load_tokenizer,
     stage1_model_folder,
@@ -187,11 +188,12 @@ def _train_lora(cfg, config: DecSelfMaskConfig, settings, tasks: list[Task], mod
     if any(t.pool_texts is not None for t in tasks):
         from axolotl_decselfmask.stage2.pseudo_labels import pseudo_label_rows
 
-        rows = rows + pseudo_label_rows(tasks, trainer.model.merge_and_unload(), tokenizer, progress)
+        rows = rows + pseudo_label_rows(tasks, classifier_after_training(cfg, trainer, out_dir, dtype, "pseudo-labels"),
+                                        tokenizer, progress)
         del trainer, model
         model = load_model(folder, cfg, dtype)
         trainer = train_classifier(cfg, settings, config.seed, model, tokenizer, rows, max_length, out_dir,
                                    progress, name)
     for t in tasks:
         t.run_info["stage2_adapter"] = str(out_dir)
-    return trainer.model.merge_and_unload()  # saved already; merged, the evaluation runs faster
+    return classifier_after_training(cfg, trainer, out_dir, dtype)  # saved already; as predict loads it
