@@ -97,10 +97,19 @@ class DecSelfMaskPlugin(BasePlugin):
             LOG.warning(line)
         _set_up_machine(cfg, block)
         prepare_raw_recipe(cfg, block)
+        if cfg.get("axolotl_config_path"):  # a stage predicted not to fit: said now, not hours later (memory.py)
+            from axolotl_decselfmask.memory import check_at_start
+
+            warning = check_at_start(cfg)
+            if warning:
+                LOG.warning(warning)
 
     def load_datasets(self, cfg, preprocess: bool = False):
         """Check every input file before any model work; serve a placeholder when stage 1 is off."""
         config = plugin_config(cfg)
+        from axolotl_decselfmask.relevance.loading import check_model_tokenizers
+
+        check_model_tokenizers(cfg, config)  # a tokenizer with more tokens than the embedding has rows
         if config.classification.enabled:
             check_inputs(cfg, config)  # stage 2's files and prompts, before stage 1
         if config.stage1:
@@ -108,9 +117,23 @@ class DecSelfMaskPlugin(BasePlugin):
             return None
         return _placeholder_meta(cfg)
 
+    def pre_model_load(self, cfg):
+        """Before the stage-1 model is built: the recipe's seed (its LoRA and an added row start the same every run)."""
+        from axolotl_decselfmask.stage1.trainer import seed_stage1
+
+        seed_stage1(cfg)
+
     def pre_lora_load(self, cfg, model):
         """After Axolotl resized the embeddings, before LoRA: the added mask token's row (mask_token.py)."""
         prepare_stage1_model(cfg, model)
+
+    def post_lora_load(self, cfg, model):
+        """After LoRA: adapters and checkpoints keep the trained mask row, not the whole embedding (mask_token.py)."""
+        from axolotl_decselfmask.mask_token import save_trained_rows_only
+        from axolotl_decselfmask.model_precision import log_loaded
+
+        save_trained_rows_only(cfg, model)
+        log_loaded("stage 1", model)  # e.g. "4-bit NF4 base, bfloat16 compute" with adapter: qlora
 
     def get_trainer_cls(self, cfg):
         if not plugin_config(cfg).stage1:

@@ -9,6 +9,9 @@ saved to ``<output_dir>/stage2``; with ``joint: false`` each task gets its own L
 (:mod:`.evaluation`) into ``<output_dir>/metrics.json`` and ``predictions-<task>.jsonl``; tasks of
 one model whose test notes are the same (one test set shared by the tasks of a corpus) are scored
 together, each note's prompt prefix once (:func:`.scoring.shared_test_scorers`).
+
+Tasks with different seeds (a task's ``seed``: the comparison runner's seeds over one shared
+stage 1) never share a classifier: the joint LoRA is one per seed, ``stage2/seed<k>``.
 """
 
 from __future__ import annotations
@@ -18,11 +21,17 @@ from pathlib import Path
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.hardware import environment, recipe_precision
+from axolotl_decselfmask.io.files import fingerprint
 from axolotl_decselfmask.prompts import ensure_chat_template
+from axolotl_decselfmask.stage1.checkpoints import stage1_weights_key
 from axolotl_decselfmask.stage2 import outputs
 from axolotl_decselfmask.stage2.calibration import POOL_MODES, calibration_pool_texts
 from axolotl_decselfmask.stage2.data import load_any_task_data
-from axolotl_decselfmask.stage2.evaluation import evaluate_label_sets, evaluate_task
+from axolotl_decselfmask.stage2.evaluation import (
+    evaluate_label_sets,
+    evaluate_string_match,
+    evaluate_task,
+)
 from axolotl_decselfmask.stage2.model import (
     classifier_after_training,
     load_model,
@@ -49,7 +58,8 @@ def check_inputs(cfg, config: DecSelfMaskConfig) -> None:
     tokenizer = None
     for n, task in enumerate(config.task_configs()):
         data = load_any_task_data(task, cfg.output_dir, config.seed)  # a multi-label task too
-        LOG.info("decselfmask [%s]: %s; labels %s", task.task, data.train.report.summary(task.train_file), data.labels)
+        LOG.info("decselfmask [%s]: %s; labels %s", task.task, data.train.report.summary(task.train_file),
+                 data.label_set if data.multi_label else data.labels)  # a label set's labels, not yes/no
         tokenizer = tokenizer or _prompt_tokenizer(cfg, config)
         text_budget(tokenizer, task, data.labels, task.max_length or cfg.sequence_len,
                     task_prompt_for(config, n, tokenizer, data))
@@ -136,24 +146,56 @@ def run_stage2(cfg, config: DecSelfMaskConfig, progress: bool = True) -> dict:
     print(f"decselfmask stage 2: starting from {source}")
     joint = config.classification.joint and config.classification.train
     together = joint or not config.classification.train  # untrained: one model scores every task
+    start = starting_key(cfg, config, folder)
     for t in tasks:
         t.run_info.update(stage1=config.stage1, labels=t.data.labels, n_train=len(t.train_texts),
                           trained=t.settings.train, prompt=t.prompt.style, environment=environment(precision),
-                          stage2_joint=joint, stage1_model=folder)
-    if together:
+                          stage2_joint=joint, stage1_model=folder, stage2_seed=task_seed(t, config.seed))
+    if not config.classification.train:
         return _run_group(cfg, config, tasks, tokenizer, folder, dtype, outputs.classifier_dir(cfg.output_dir),
-                          "joint", progress)
+                          "joint", progress, config.seed, start)
     metrics: dict = {}
+    if together:  # one LoRA for every task of a seed; seeds never share one
+        seeds = seed_groups(tasks, config.seed)
+        for seed, group in seeds:
+            name = "joint" if len(seeds) == 1 else f"seed{seed}"
+            out_dir = outputs.classifier_dir(cfg.output_dir, None if len(seeds) == 1 else name)
+            metrics = _run_group(cfg, config, group, tokenizer, folder, dtype, out_dir, name, progress, seed, start)
+        return metrics
     for name, group in task_groups(tasks):  # a multi-label task's labels share one LoRA
         out_dir = outputs.classifier_dir(cfg.output_dir, name)
-        metrics = _run_group(cfg, config, group, tokenizer, folder, dtype, out_dir, name, progress)
+        metrics = _run_group(cfg, config, group, tokenizer, folder, dtype, out_dir, name, progress,
+                             task_seed(group[0], config.seed), start)
     return metrics
 
 
+def task_seed(task: Task, seed: int) -> int:
+    """The seed of ``task``'s stage 2: its own ``seed``, else ``decselfmask.seed``."""
+    return task.settings.seed if task.settings.seed is not None else seed
+
+
+def seed_groups(tasks: list[Task], seed: int) -> list[tuple[int, list[Task]]]:
+    """``(seed, tasks)`` of the joint stage 2: the tasks of each seed together, in order."""
+    groups: dict[int, list[Task]] = {}
+    for t in tasks:
+        groups.setdefault(task_seed(t, seed), []).append(t)
+    return list(groups.items())
+
+
+def starting_key(cfg, config: DecSelfMaskConfig, folder: str) -> str:
+    """The key of the weights stage 2 starts from, which its checkpoints are kept under: the
+    stage-1 weights of the completion record (:func:`.stage1.checkpoints.stage1_weights_key`),
+    or with stage 1 off the starting folder."""
+    key = stage1_weights_key(cfg.output_dir) if config.stage1 else None
+    return key or fingerprint("no stage 1", str(folder))
+
+
 def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, folder: str, dtype, out_dir: Path,
-               name: str, progress: bool) -> dict:
+               name: str, progress: bool, seed: int | None = None, start: str | None = None) -> dict:
     """Probe (optional), train one classifier on ``tasks`` together (a LoRA, or a head per task with
-    ``method: head``; nothing with ``train: false``), evaluate each task."""
+    ``method: head``; nothing with ``train: false``), evaluate each task. ``seed``: the classifier's
+    (default ``decselfmask.seed``); ``start``: the key of the starting weights (:func:`starting_key`)."""
+    seed = config.seed if seed is None else seed
     model = load_model(folder, cfg, dtype)
     features: dict = {}  # hidden states of the (frozen) starting model, shared by probing and heads
     if config.probing.enabled:
@@ -165,10 +207,11 @@ def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, fol
     if settings.train and settings.method == "head":
         from axolotl_decselfmask.stage2.head import train_task_head
 
-        heads = {t.name: train_task_head(config.seed, t, model, tokenizer, outputs.heads_dir(out_dir), progress,
+        heads = {t.name: train_task_head(seed, t, model, tokenizer, outputs.heads_dir(out_dir), progress,
                                          features) for t in tasks}
     elif settings.train:
-        model = _train_lora(cfg, config, settings, tasks, model, tokenizer, folder, dtype, out_dir, name, progress)
+        model = _train_lora(cfg, settings, seed, start, tasks, model, tokenizer, folder, dtype, out_dir, name,
+                            progress)
     metrics = evaluate_label_sets(cfg, config, tasks, model, tokenizer, progress, heads, features)  # multi-label
     # tasks with the same test notes (and options, prompt): one prefix per note for all of them
     shared = {} if heads else shared_test_scorers(model, tokenizer, tasks, progress)
@@ -176,15 +219,15 @@ def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, fol
         if t.parent is None:
             scorer = shared.get(t.name) or Scorer.of(model, tokenizer, t, progress, heads.get(t.name), features)
             metrics = evaluate_task(cfg, config, t, scorer, t.calibration_pool) or metrics
-    return metrics
+    return evaluate_string_match(cfg, config, tasks, model, tokenizer, heads) or metrics  # scorer: string_match
 
 
-def _train_lora(cfg, config: DecSelfMaskConfig, settings, tasks: list[Task], model, tokenizer, folder: str, dtype,
+def _train_lora(cfg, settings, seed: int, start: str, tasks: list[Task], model, tokenizer, folder: str, dtype,
                 out_dir: Path, name: str, progress: bool):
     """One LoRA on every task's rows (then again with pseudo-labels, when asked); the merged model."""
     rows = [r for t in tasks for r in task_rows(tokenizer, t)]
     max_length = max(t.max_length for t in tasks)
-    trainer = train_classifier(cfg, settings, config.seed, model, tokenizer, rows, max_length, out_dir, progress, name)
+    trainer = train_classifier(cfg, settings, seed, model, tokenizer, rows, max_length, out_dir, progress, name, start)
     if any(t.pool_texts is not None for t in tasks):
         from axolotl_decselfmask.stage2.pseudo_labels import pseudo_label_rows
 
@@ -192,8 +235,8 @@ def _train_lora(cfg, config: DecSelfMaskConfig, settings, tasks: list[Task], mod
                                         tokenizer, progress)
         del trainer, model
         model = load_model(folder, cfg, dtype)
-        trainer = train_classifier(cfg, settings, config.seed, model, tokenizer, rows, max_length, out_dir,
-                                   progress, name)
+        trainer = train_classifier(cfg, settings, seed, model, tokenizer, rows, max_length, out_dir,
+                                   progress, name, start)
     for t in tasks:
         t.run_info["stage2_adapter"] = str(out_dir)
     return classifier_after_training(cfg, trainer, out_dir, dtype)  # saved already; as predict loads it
