@@ -37,3 +37,17 @@ def describe(model, dtype: torch.dtype | None = None) -> str:
 def log_loaded(what: str, model, dtype: torch.dtype | None = None) -> None:
     """One line: ``decselfmask <what>: <describe(model)>``."""
     print(f"decselfmask {what}: {describe(model, dtype)}")
+
+
+def keep_4bit_differentiable(model) -> int:
+    """Keep gradients through ``model``'s 4-bit layers right on a CPU: bitsandbytes 0.50 repacks a
+    ``Linear4bit``'s weight for its AVX512-BF16 kernel at the first forward in eval mode without
+    gradients, and from then on every forward, with gradients or not, runs that kernel, which has no
+    backward (torch warns "gemv_4bit: an autograd kernel was not registered"): the relevance pass's
+    gradient to the input would be silently wrong. Turned off per layer; returns how many."""
+    n = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n

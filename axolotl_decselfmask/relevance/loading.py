@@ -47,8 +47,10 @@ def load_relevance_model(path: str, dtype: str = "auto", device: str = "auto", t
         model.to(dev)
     model.eval()
     model.requires_grad_(False)
-    from axolotl_decselfmask.model_precision import log_loaded
+    from axolotl_decselfmask.model_precision import keep_4bit_differentiable, log_loaded
 
+    if load_in_4bit:
+        keep_4bit_differentiable(model)  # relevance backpropagates to the input through every layer
     log_loaded("relevance", model)
     return model
 

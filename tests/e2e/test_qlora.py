@@ -155,3 +155,24 @@ def test_one_adapter_is_stage1_plus_stage2_exactly(qlora, tmp_path):
 def test_qlora_on_the_embedded_model(tmp_path):
     """The same on SmolLM2-135M-Instruct (real weights, hidden 576): every stage in 4 bits."""
     _check_run(_qlora_run(tmp_path, require_smollm(), max_steps=2))
+
+
+def test_relevance_gradient_through_4bit_layers_after_an_inference_forward(qlora):
+    """bitsandbytes repacks 4-bit weights for its CPU kernel, which has no backward, at the first
+    forward without gradients: the relevance model keeps them differentiable, so the gradient to the
+    input is the same whether or not an inference forward came first."""
+    from axolotl_decselfmask.relevance.loading import load_relevance_model
+
+    def input_gradient(inference_first: bool):
+        model = load_relevance_model(str(qlora["model"]), dtype="float32", device="cpu", load_in_4bit=True)
+        ids = torch.tensor([[504, 3158, 761, 216, 990, 5179, 30]])
+        if inference_first:
+            with torch.no_grad():
+                model(ids)
+        embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        model(inputs_embeds=embeds).logits[0, -1].logsumexp(-1).backward()
+        return embeds.grad
+
+    first, later = input_gradient(False), input_gradient(True)
+    assert first.abs().sum() > 0
+    assert torch.allclose(first, later, atol=1e-6)
