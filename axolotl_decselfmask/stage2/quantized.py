@@ -24,7 +24,12 @@ from pathlib import Path
 
 import torch
 
-from axolotl_decselfmask.model_precision import describe, log_loaded, quantised_layers  # noqa: F401 - used here
+from axolotl_decselfmask.model_precision import (  # noqa: F401 - describe, log_loaded: the loaders' line
+    describe,
+    keep_4bit_differentiable,
+    log_loaded,
+    quantised_layers,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -90,8 +95,11 @@ def load_start(cfg, folder: str, dtype: torch.dtype):
     base model with that adapter on it, frozen and unmerged (adapter ``stage1``); else the model
     of ``folder`` (the base model: stage 1 off) in 4 bits."""
     if not is_adapter_folder(folder):
-        return load_base(cfg, folder, dtype).eval()
+        model = load_base(cfg, folder, dtype)
+        keep_4bit_differentiable(model)  # stage 2 trains on it, maybe after probing's inference forwards
+        return model.eval()
     model = load_base(cfg, str(cfg.base_model), dtype, vocab_from=folder)
+    keep_4bit_differentiable(model)
     model = with_frozen_adapter(model, Path(folder))
     model.decselfmask_stage1_folder = str(folder)  # its saved weights go into the classifier's adapter
     return model.eval()
