@@ -319,5 +319,25 @@ def log_line(precision: Precision, threads: int, why: str) -> str:
     return f"decselfmask: precision {precision.dtype} ({precision.reason}); {threads} CPU thread(s) ({why})"
 
 
+def set_up_machine(cfg, block: dict) -> None:
+    """Precision and CPU threads for a raw recipe (the plugin's ``register``), decided before Axolotl's
+    own dtype resolution; the lines a user can act on (slow bfloat16, spinning threads, CUDA-only keys) logged."""
+    precision = resolve_recipe_precision(cfg)
+    warning = slow_bf16_warning(precision)
+    if warning:
+        LOG.warning(warning)
+    setting = block.get("cpu_threads", "auto")
+    threads, why = apply_threads(setting if setting == "auto" or isinstance(setting, int) else "auto")
+    LOG.info(log_line(precision, threads, why))
+    if precision.device == "cpu":
+        spin = wait_policy_warning(threads)
+        if spin:
+            LOG.warning(spin)
+        kernels = cpu_kernel_keys(cfg, precision)  # the CUDA-only lora_*_kernel keys off
+        if kernels:
+            LOG.info(kernels)
+
+
 __all__ = ["CpuInfo", "Precision", "cpu_kernel_keys", "decide_precision", "decide_threads", "apply_threads",
-           "environment", "read_cpu_info", "recipe_precision", "resolve_recipe_precision", "slow_bf16_warning"]
+           "environment", "read_cpu_info", "recipe_precision", "resolve_recipe_precision", "set_up_machine",
+           "slow_bf16_warning"]

@@ -11,7 +11,6 @@ upload in :mod:`.stage2` (:func:`.stage2.run.check_inputs` before stage 1,
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from axolotl_decselfmask.compat import quiet_foreign_lines
 
@@ -21,43 +20,17 @@ from axolotl.integrations.base import BasePlugin  # noqa: E402
 
 from axolotl_decselfmask.args import plugin_config
 from axolotl_decselfmask.compat import install_cli_excepthook, training_raised
-from axolotl_decselfmask.hardware import (
-    apply_threads,
-    cpu_kernel_keys,
-    log_line,
-    resolve_recipe_precision,
-    slow_bf16_warning,
-    wait_policy_warning,
-)
+from axolotl_decselfmask.hardware import set_up_machine
 from axolotl_decselfmask.io.distributed import is_main_process
-from axolotl_decselfmask.io.tables import (
-    check_pool_file,
-    dataset_text_column,
-)
 from axolotl_decselfmask.mask_token import prepare_stage1_model
 from axolotl_decselfmask.protocol import apply_recipe_preset, preset_report
-from axolotl_decselfmask.recipe import (
-    check_model_paths,
-    launcher_warning,
-    prepare_raw_recipe,
-    uses_pool_dataset,
-)
-from axolotl_decselfmask.stage1.checkpoints import (
-    STAGE1_MARKER,
-    check_checkpoint,
-    checkpoints,
-    set_aside_torn_checkpoints,
-    skip_if_finished,
-    write_stage1_marker,
-)
-from axolotl_decselfmask.stage1.pool import MASKED_RECONSTRUCTION_TYPE as DATASET_TYPE
-from axolotl_decselfmask.stage1.pool import POOL_TYPES
+from axolotl_decselfmask.recipe import check_model_paths, launcher_warning, prepare_raw_recipe
+from axolotl_decselfmask.stage1.checkpoints import before_stage1_trains, mark_stage1_complete
+from axolotl_decselfmask.stage1.pool import check_pool_datasets
 from axolotl_decselfmask.stage2.hub import start_warnings as hub_start_warnings
 from axolotl_decselfmask.stage2.run import after_stage1, check_inputs
 
 LOG = logging.getLogger(__name__)
-
-OUR_TYPES = POOL_TYPES
 
 
 class DecSelfMaskPlugin(BasePlugin):
@@ -95,7 +68,7 @@ class DecSelfMaskPlugin(BasePlugin):
         apply_recipe_preset(cfg, block)
         for line in hub_start_warnings(cfg, block):  # the classifier's repository and Axolotl's stage-1 push
             LOG.warning(line)
-        _set_up_machine(cfg, block)
+        set_up_machine(cfg, block)  # precision and CPU threads, before Axolotl resolves its dtype
         prepare_raw_recipe(cfg, block)
         if cfg.get("axolotl_config_path"):  # a stage predicted not to fit: said now, not hours later (memory.py)
             from axolotl_decselfmask.memory import check_at_start
@@ -113,9 +86,11 @@ class DecSelfMaskPlugin(BasePlugin):
         if config.classification.enabled:
             check_inputs(cfg, config)  # stage 2's files and prompts, before stage 1
         if config.stage1:
-            _check_stage1_datasets(cfg)
+            check_pool_datasets(cfg)
             return None
-        return _placeholder_meta(cfg)
+        from axolotl_decselfmask.stage1.trainer import placeholder_meta
+
+        return placeholder_meta(cfg)  # one row, so Axolotl builds the trainer that skips stage 1
 
     def pre_model_load(self, cfg):
         """Before the stage-1 model is built: the recipe's seed (its LoRA and an added row start the same every run)."""
@@ -151,30 +126,12 @@ class DecSelfMaskPlugin(BasePlugin):
         return None
 
     def post_trainer_create(self, cfg, trainer):
-        """Runs in ``axolotl train`` only, before stage 1 trains (or resumes).
-
-        The stage-1 completion record of an earlier run no longer describes ``output_dir``, whose
-        weights this run rewrites: remove it (it is written again when this run's stage 1 ends).
-        With ``auto_resume_from_checkpoints``, set aside checkpoints that a kill left half-written,
-        so that Axolotl resumes from the newest complete one. Resuming from a checkpoint that
-        already reached ``max_steps`` (stage 1 finished, stage 2 did not) loads it without
-        training: the Trainer would otherwise take one step past ``max_steps``.
-        """
+        """In ``axolotl train`` only, before stage 1 trains or resumes: the old completion record removed,
+        torn checkpoints set aside, a finished checkpoint loaded without a step (stage1/checkpoints.py)."""
         if not plugin_config(cfg).stage1:
             return
         self._stage1_started = True
-        out = Path(cfg.output_dir)
-        if is_main_process():
-            (out / STAGE1_MARKER).unlink(missing_ok=True)
-            if cfg.get("resume_from_checkpoint"):
-                check_checkpoint(Path(cfg.resume_from_checkpoint))
-            elif cfg.get("auto_resume_from_checkpoints"):
-                set_aside_torn_checkpoints(out)
-        _barrier()
-        resume = cfg.get("resume_from_checkpoint") or (
-            cfg.get("auto_resume_from_checkpoints") and next(reversed(checkpoints(out)), None))
-        if resume:
-            skip_if_finished(trainer, Path(resume))
+        before_stage1_trains(cfg, trainer)
 
     def post_train_unload(self, cfg):
         """Stage 2 and the evaluation, once the stage-1 model is saved and unloaded.
@@ -190,64 +147,10 @@ class DecSelfMaskPlugin(BasePlugin):
             return
         if config.stage1 and self._stage1_started and not self._stage1_marked:
             # Axolotl calls this hook only after stage 1 returned and its weights were saved.
-            _mark_stage1_complete(cfg)
+            mark_stage1_complete(cfg)
             self._stage1_marked = True
         if self._stage2_done or not config.classification.enabled:
             return
         self._stage2_done = True
         after_stage1(cfg, config)  # stage 2, the evaluation, the model card, the hub (once)
 
-
-def _set_up_machine(cfg: dict, block: dict) -> None:
-    """Precision and CPU threads, decided before Axolotl's own dtype resolution (see :mod:`.hardware`)."""
-    precision = resolve_recipe_precision(cfg)
-    warning = slow_bf16_warning(precision)
-    if warning:
-        LOG.warning(warning)
-    setting = block.get("cpu_threads", "auto")
-    threads, why = apply_threads(setting if setting == "auto" or isinstance(setting, int) else "auto")
-    LOG.info(log_line(precision, threads, why))
-    if precision.device == "cpu":
-        spin = wait_policy_warning(threads)
-        if spin:
-            LOG.warning(spin)
-        kernels = cpu_kernel_keys(cfg, precision)  # the CUDA-only lora_*_kernel keys off
-        if kernels:
-            LOG.info(kernels)
-
-
-def _check_stage1_datasets(cfg) -> None:
-    """The recipe's pool files of the plugin's types, checked before stage 1."""
-    for n, entry in enumerate(cfg.get("datasets") or []):
-        if entry.get("type") in OUR_TYPES:
-            check_pool_file(entry["path"], dataset_text_column(entry), f"datasets[{n}].path")
-    if not uses_pool_dataset(cfg):
-        LOG.warning("decselfmask: no dataset has type %s; stage 1 trains on the recipe's datasets as they are",
-                    DATASET_TYPE)
-
-
-def _mark_stage1_complete(cfg) -> None:
-    """Stage 1's completion record, once its weights are saved (:func:`.stage1.checkpoints.write_stage1_marker`)."""
-    marker = write_stage1_marker(cfg.output_dir, adapter=bool(cfg.adapter),
-                                 extra={"resumed_from": cfg.get("resume_from_checkpoint")})
-    LOG.info("decselfmask: stage 1 complete, %s written (%s)", Path(cfg.output_dir) / STAGE1_MARKER,
-             ", ".join(f["name"] for f in marker["files"]))
-
-
-def _barrier():
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def _placeholder_meta(cfg):
-    """One tokenised row, so Axolotl can build its trainer when stage 1 is switched off."""
-    from axolotl.common.datasets import TrainDatasetMeta
-    from axolotl.loaders import load_tokenizer
-    from datasets import Dataset
-
-    tokenizer = load_tokenizer(cfg)
-    ids = tokenizer("decselfmask placeholder", add_special_tokens=False)["input_ids"]
-    row = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids}
-    return TrainDatasetMeta(train_dataset=Dataset.from_list([row]), eval_dataset=None, total_num_steps=1)

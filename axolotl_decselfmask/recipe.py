@@ -17,7 +17,7 @@ from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.files import file_sha256, fingerprint
 from axolotl_decselfmask.mask_token import AUTO, arrange_recipe
-from axolotl_decselfmask.stage1.pool import POOL_TYPES
+from axolotl_decselfmask.stage1.pool import POOL_TYPES, uses_pool_dataset
 from axolotl_decselfmask.version import __version__
 
 #: files of which a model folder needs one to load a tokenizer (vocab.json with merges.txt)
@@ -121,10 +121,6 @@ def launcher_warning() -> str | None:
 
 
 DEFAULT_PREPARED_PATH = "last_run_prepared"  # Axolotl's default dataset_prepared_path
-
-
-def uses_pool_dataset(cfg) -> bool:
-    return any(isinstance(d, dict) and d.get("type") in POOL_TYPES for d in (cfg.get("datasets") or []))
 
 
 def test_file_ids(config: DecSelfMaskConfig) -> list:

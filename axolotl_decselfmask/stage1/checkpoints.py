@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from axolotl_decselfmask.compat import load_trainer_checkpoint
+from axolotl_decselfmask.io.distributed import barrier, is_main_process
 from axolotl_decselfmask.io.files import atomic_write_json, file_sha256, fingerprint, read_json
 
 LOG = logging.getLogger(__name__)
@@ -213,3 +214,35 @@ def set_aside_torn_checkpoints(out: Path) -> None:
                     "complete checkpoint", ckpt, problem, target)
 
 
+
+
+def before_stage1_trains(cfg, trainer) -> None:
+    """Before stage 1 trains or resumes (the plugin's ``post_trainer_create``, ``axolotl train`` only).
+
+    The stage-1 completion record of an earlier run no longer describes ``output_dir``, whose
+    weights this run rewrites: remove it (it is written again when this run's stage 1 ends).
+    With ``auto_resume_from_checkpoints``, set aside checkpoints that a kill left half-written,
+    so that Axolotl resumes from the newest complete one. Resuming from a checkpoint that
+    already reached ``max_steps`` (stage 1 finished, stage 2 did not) loads it without
+    training: the Trainer would otherwise take one step past ``max_steps``.
+    """
+    out = Path(cfg.output_dir)
+    if is_main_process():
+        (out / STAGE1_MARKER).unlink(missing_ok=True)
+        if cfg.get("resume_from_checkpoint"):
+            check_checkpoint(Path(cfg.resume_from_checkpoint))
+        elif cfg.get("auto_resume_from_checkpoints"):
+            set_aside_torn_checkpoints(out)
+    barrier()
+    resume = cfg.get("resume_from_checkpoint") or (
+        cfg.get("auto_resume_from_checkpoints") and next(reversed(checkpoints(out)), None))
+    if resume:
+        skip_if_finished(trainer, Path(resume))
+
+
+def mark_stage1_complete(cfg) -> None:
+    """Stage 1's completion record, once Axolotl has saved its weights (:func:`write_stage1_marker`)."""
+    marker = write_stage1_marker(cfg.output_dir, adapter=bool(cfg.adapter),
+                                 extra={"resumed_from": cfg.get("resume_from_checkpoint")})
+    LOG.info("decselfmask: stage 1 complete, %s written (%s)", Path(cfg.output_dir) / STAGE1_MARKER,
+             ", ".join(f["name"] for f in marker["files"]))

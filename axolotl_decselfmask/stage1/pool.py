@@ -11,7 +11,9 @@ from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.labelled import overlapping_rows, split_test_texts
 from axolotl_decselfmask.io.tables import (
     TextReport,
+    check_pool_file,
     clean_texts,
+    dataset_text_column,
     read_table,
     require_column,
 )
@@ -29,6 +31,20 @@ LOG = logging.getLogger(__name__)
 MASKED_RECONSTRUCTION_TYPE = "axolotl_decselfmask.masked_reconstruction"
 CONTINUAL_PRETRAINING_TYPE = "axolotl_decselfmask.continual_pretraining"
 POOL_TYPES = (MASKED_RECONSTRUCTION_TYPE, CONTINUAL_PRETRAINING_TYPE)
+
+
+def uses_pool_dataset(cfg) -> bool:
+    return any(isinstance(d, dict) and d.get("type") in POOL_TYPES for d in (cfg.get("datasets") or []))
+
+
+def check_pool_datasets(cfg) -> None:
+    """The recipe's pool files of the plugin's types, checked before stage 1 (the plugin's ``load_datasets``)."""
+    for n, entry in enumerate(cfg.get("datasets") or []):
+        if entry.get("type") in POOL_TYPES:
+            check_pool_file(entry["path"], dataset_text_column(entry), f"datasets[{n}].path")
+    if not uses_pool_dataset(cfg):
+        LOG.warning("decselfmask: no dataset has type %s; stage 1 trains on the recipe's datasets as they are",
+                    MASKED_RECONSTRUCTION_TYPE)
 
 
 def relevance_model_path(cfg, config: DecSelfMaskConfig) -> str:

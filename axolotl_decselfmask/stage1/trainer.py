@@ -1,5 +1,6 @@
-"""The stage-1 trainer: Axolotl's own, able to skip stage 1 for the plain-SFT baseline; the seed
-that makes stage 1's initialisation the same on every run."""
+"""The stage-1 trainer: Axolotl's own, able to skip stage 1 for the plain-SFT baseline (with the
+one-row dataset Axolotl needs to build it); the seed that makes stage 1's initialisation the same
+on every run."""
 
 from __future__ import annotations
 
@@ -21,6 +22,18 @@ class SkipStage1Trainer(AxolotlTrainer):
     def train(self, *args, **kwargs):  # noqa: D102
         LOG.info("decselfmask.stage1 is false: skipping masked-reconstruction training")
         return TrainOutput(global_step=0, training_loss=0.0, metrics={})
+
+
+def placeholder_meta(cfg):
+    """One tokenised row, so Axolotl can build its trainer when stage 1 is switched off."""
+    from axolotl.common.datasets import TrainDatasetMeta
+    from axolotl.loaders import load_tokenizer
+    from datasets import Dataset
+
+    tokenizer = load_tokenizer(cfg)
+    ids = tokenizer("decselfmask placeholder", add_special_tokens=False)["input_ids"]
+    row = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids}
+    return TrainDatasetMeta(train_dataset=Dataset.from_list([row]), eval_dataset=None, total_num_steps=1)
 
 
 def seed_stage1(cfg) -> None:

@@ -23,6 +23,7 @@ One module per job:
 - :mod:`.runner`: the plan, ``axolotl train`` per run, ``done.json`` resume (:func:`run_grid`).
 - :mod:`.results`: rows of ``results.csv`` and statistics over seeds (:func:`summarise`).
 - :mod:`.precision`: ``report --precision``, one grid's methods against another's in another precision.
+- :mod:`.ladder`: ``report --ladder``, per rung DecSelfMask minus each baseline under both scorers.
 - :mod:`.predictions`: the per-note predictions copied from the runs (one gzip'd JSONL per corpus,
   method and seed, meant to be committed) and the rows of ``results.csv`` recomputed from them.
 - :mod:`.bootstrap`: the paired bootstrap intervals (decselfmask minus each method).
@@ -37,6 +38,7 @@ from axolotl_decselfmask.tools.experiments.grid import (
     TaskSpec,
     load_grid,
 )
+from axolotl_decselfmask.tools.experiments.ladder import write_ladder
 from axolotl_decselfmask.tools.experiments.methods import (
     BASELINE,
     METHOD_NAMES,
@@ -48,6 +50,7 @@ from axolotl_decselfmask.tools.experiments.methods import (
     get_key,
 )
 from axolotl_decselfmask.tools.experiments.plots import plot
+from axolotl_decselfmask.tools.experiments.precision import write_precision
 from axolotl_decselfmask.tools.experiments.predictions import (
     export_run,
     load_predictions,
@@ -63,5 +66,5 @@ __all__ = [
     "Method", "TaskSpec", "apply_method", "build_data", "collect", "definition_problems", "execute", "get_key",
     "export_run", "load_grid", "load_predictions", "main", "plan", "plot", "report_markdown", "rows_from_predictions",
     "run_grid", "run_recipe", "summarise",
-    "write_results",
+    "write_ladder", "write_precision", "write_results",
 ]
