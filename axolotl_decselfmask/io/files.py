@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import IO, Any, Iterable, Iterator
 
 
 def stable_json(value: Any) -> str:
@@ -61,14 +62,16 @@ def model_fingerprint(path: str) -> dict:
     return ident
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+@contextmanager
+def atomic_open(path: str | os.PathLike, newline: str | None = None) -> Iterator[IO[str]]:
+    """A text handle (UTF-8) whose content becomes ``path`` only when the block ends without an
+    error: a temporary file beside it, flushed and synced, then a rename; on an error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -76,6 +79,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    with atomic_open(path) as handle:
+        handle.write(text)
 
 
 def atomic_write_json(path: str | os.PathLike, value: Any) -> None:

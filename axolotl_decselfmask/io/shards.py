@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from axolotl_decselfmask.errors import InputError
-from axolotl_decselfmask.io.files import atomic_write_json, atomic_write_text, read_json
+from axolotl_decselfmask.io.files import atomic_open, atomic_write_json, atomic_write_text, read_json
 
 PLAN_FILE = "plan.json"
 MANIFEST_FILE = "manifest.json"
@@ -147,23 +145,13 @@ def write_rows_streamed(path: Path, rows: Iterable[dict], separators: dict[str, 
     """:func:`write_rows` for rows given one at a time (CSV columns: ``columns``, else
     :data:`OUTPUT_COLUMNS`), never all in memory: a temporary file beside ``path``, then a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            if path.suffix.lower() == ".jsonl":
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            else:
-                writer = csv.DictWriter(handle, fieldnames=columns or OUTPUT_COLUMNS, restval="")
-                writer.writeheader()
-                for row in rows:
-                    writer.writerow(_csv_cells(row, separators))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, newline="") as handle:
+        if path.suffix.lower() == ".jsonl":
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            writer = csv.DictWriter(handle, fieldnames=columns or OUTPUT_COLUMNS, restval="")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(_csv_cells(row, separators))
 

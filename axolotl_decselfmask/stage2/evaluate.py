@@ -138,7 +138,7 @@ def _label_set(cfg, out: Path, parts: list[Task], scorers: list, decisions: dict
 def _score_group(cfg, config, out: Path, saved: list[SavedTask], tasks: list[Task], tokenizer, dtype,
                  evaluated: str, progress: bool) -> tuple[dict, dict]:
     """The tasks of one classifier scored with their saved decisions (shared prefixes as in the run)."""
-    model = load_classifier(cfg, config, saved[0], dtype)
+    model = load_classifier(cfg, config, saved[0], dtype, "evaluate")
     decisions = _decisions(saved)
     heads = {s.settings.task: load_head(s) for t in saved for s in ([*t.parts] or [t])} if saved[0].kind == "head" else {}
     metrics, pictures = {}, {}

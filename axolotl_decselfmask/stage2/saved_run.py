@@ -213,32 +213,21 @@ def checked_prompt(config: DecSelfMaskConfig, t: SavedTask, tokenizer, question:
     return prompt
 
 
-def load_classifier(cfg, config: DecSelfMaskConfig, t: SavedTask, dtype):
-    """The model that scores ``t``'s options, as the evaluation had it: the stage-2 LoRA merged into
-    its base (the stage-1 model folder its adapter_config names), else the stage-1 model."""
+def load_classifier(cfg, config: DecSelfMaskConfig, t: SavedTask, dtype, what: str = "predict"):
+    """The model that scores ``t``'s options, as the evaluation had it: a stage-2 LoRA by
+    :func:`.model.load_classifier_model` (merged into its base; QLoRA, unmerged on the 4-bit base),
+    else the stage-1 model. ``what`` names the command in the line saying what was loaded."""
     import torch
 
-    from axolotl_decselfmask.stage2.model import (
-        MERGED_DIR,
-        load_model,
-        stage1_model_folder,
-    )
+    from axolotl_decselfmask.stage2 import quantized
+    from axolotl_decselfmask.stage2.model import load_classifier_model, load_model, stage1_model_folder
 
     if t.kind != "lora":
         folder, _ = stage1_model_folder(cfg, config, dtype)
-        model = load_model(folder, cfg, dtype)
+        model = load_model(folder, cfg, dtype, what)
     else:
-        from peft import PeftModel
-
-        base = json.loads((t.folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
-        if not Path(base).exists():
-            if Path(base).name == MERGED_DIR:  # output_dir moved, or the folder removed: output_dir's, made again
-                base, _ = stage1_model_folder(cfg, config, dtype)
-            elif Path(base).is_absolute():
-                raise InputError(f"decselfmask [{t.settings.task}]: the base of the stage-2 adapter {t.folder}, {base}, is "
-                                 "missing; put it back or train again.")
-        model = PeftModel.from_pretrained(load_model(base, cfg, dtype), str(t.folder)).merge_and_unload()
-    if torch.cuda.is_available():
+        model = load_classifier_model(cfg, config, t.folder, dtype, what)
+    if torch.cuda.is_available() and not quantized.uses_4bit(cfg):  # a 4-bit model is placed on the GPU as it loads
         model = model.to("cuda")
     return model.eval()
 

@@ -18,6 +18,7 @@ from axolotl_decselfmask.io.files import atomic_write_json, atomic_write_text
 from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, bootstrap
 from axolotl_decselfmask.tools.experiments.grid import Grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
+from axolotl_decselfmask.tools.experiments.plots import save_figure
 from axolotl_decselfmask.tools.experiments.predictions import load_predictions
 
 
@@ -116,9 +117,7 @@ def plot_budget(curve: dict, path: Path) -> None:
     ax.set_title("Label budget: bars = 95% bootstrap interval", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 

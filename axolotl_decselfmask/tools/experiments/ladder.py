@@ -36,6 +36,7 @@ from axolotl_decselfmask.io.files import atomic_write_json, atomic_write_text
 from axolotl_decselfmask.tools.experiments.bootstrap import BLOCK, REFERENCE, bootstrap
 from axolotl_decselfmask.tools.experiments.grid import Grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
+from axolotl_decselfmask.tools.experiments.plots import save_figure
 from axolotl_decselfmask.tools.experiments.predictions import (
     head_records,
     load_predictions,
@@ -383,9 +384,7 @@ def plot_ladder(lad: dict, path: Path) -> None:
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -13,7 +13,8 @@ from axolotl_decselfmask.tools.experiments.methods import BASELINE
 from axolotl_decselfmask.tools.experiments.results import summarise
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """``fig`` as the PNG ``path``, through a temporary file and a rename (a picture on disk is whole)."""
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
     os.replace(tmp, path)
@@ -40,7 +41,7 @@ def _methods_plot(plt, rows: list[dict], s: dict, out: Path, boot: dict | None =
     ax.set_ylabel("Macro F1 (mean over tasks)")
     ax.set_title(f"Methods: mean over tasks and seeds, {what}, dots = seeds", fontsize=10)
     fig.tight_layout()
-    _save(fig, out / "methods.png")
+    save_figure(fig, out / "methods.png")
     plt.close(fig)
 
 
@@ -61,7 +62,7 @@ def _tasks_plot(plt, s: dict, out: Path) -> None:
     ax.set_title("Per task, mean over seeds\n(above the line: DecSelfMask wins)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, out / "tasks_decselfmask_vs_sft.png")
+    save_figure(fig, out / "tasks_decselfmask_vs_sft.png")
     plt.close(fig)
 
 
@@ -84,7 +85,7 @@ def _minus_sft_plot(plt, s: dict, out: Path) -> None:
     ax.set_title("Per task, mean over seeds (line: mean over tasks)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, out / "tasks_minus_sft.png")
+    save_figure(fig, out / "tasks_minus_sft.png")
     plt.close(fig)
 
 
