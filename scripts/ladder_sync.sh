@@ -1,0 +1,35 @@
+#!/bin/bash
+# Copy the ladder's finished predictions from the worktree that runs it into this checkout, rebuild the
+# ladder report from every committed prediction, and commit both (docs/experiments.md, "The ladder").
+#   scripts/ladder_sync.sh [WORKTREE]     (default ../ladder)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC=${1:-../ladder}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 AXOLOTL_DO_NOT_TRACK=1 OMP_NUM_THREADS=1
+for f in "$SRC"/docs/results/predictions/ladder_*/*/*.jsonl.gz; do
+  [ -e "$f" ] || continue
+  rel=${f#"$SRC"/}
+  mkdir -p "$(dirname "$rel")"
+  cmp -s "$f" "$rel" 2>/dev/null || cp "$f" "$rel"
+done
+# what git does not hold yet, or holds otherwise
+mapfile -t new < <(git status --porcelain --untracked-files=all -- 'docs/results/predictions/ladder_*' | awk '{print $2}')
+[ ${#new[@]} -gt 0 ] || { echo "ladder_sync: nothing new"; exit 0; }
+taskset -c 0 .venv/bin/axolotl decselfmask experiments report --ladder examples/grids/ladder_*_hallmarks.yml \
+  --out docs/results/ladder --predictions-dir docs/results/predictions > /dev/null
+names=$(printf '%s\n' "${new[@]}" | sed 's#docs/results/predictions/##; s#/hallmarks_of_cancer/# #; s#.jsonl.gz##' | tr '\n' ';')
+dtypes=$(.venv/bin/python - "${new[@]}" <<'PY'
+import gzip, json, sys
+seen = []
+for path in sys.argv[1:]:
+    with gzip.open(path, "rt") as f:
+        d = json.loads(f.readline())
+    line = f"{d.get('dtype')} on {d.get('cpu_capability')}"
+    if line not in seen:
+        seen.append(line)
+print("; ".join(seen))
+PY
+)
+git add "${new[@]}" docs/results/ladder
+git commit -q -m "Predictions: ladder ${names%;} (${dtypes}); the ladder report rebuilt from the committed predictions" -- "${new[@]}" docs/results/ladder
+git log --oneline -1
