@@ -38,6 +38,8 @@ model's ``config.json``.
 
 from __future__ import annotations
 
+import os
+
 import json
 import math
 from dataclasses import asdict, dataclass, replace
@@ -298,10 +300,21 @@ def device_memory(device: str) -> tuple[float, str]:
 
         props = torch.cuda.get_device_properties(0)
         return float(props.total_memory), f"this GPU's {props.total_memory / GB:.1f} GB ({props.name})"
-    import psutil
-
-    available = float(psutil.virtual_memory().available)
+    available = available_ram()
     return available, f"this machine's {available / GB:.1f} GB of available RAM"
+
+
+def available_ram() -> float:
+    """Bytes of RAM the kernel says are available (``MemAvailable`` of /proc/meminfo), else the free
+    pages (``os.sysconf``): read without psutil, which is only the experiments extra's."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 def start_check(cfg: dict, compute: str = "bf16", device: str = "cuda", memory: tuple[float, str] | None = None,
