@@ -38,10 +38,9 @@ model's ``config.json``.
 
 from __future__ import annotations
 
-import os
-
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
