@@ -9,6 +9,14 @@ itself, stage 1 applied and the stage-2 LoRA merged in, the model the evaluation
     model = AutoModelForCausalLM.from_pretrained("owner/name")   # or the folder
     tokenizer = AutoTokenizer.from_pretrained("owner/name")
 
+A QLoRA run (``adapter: qlora``, ``load_in_4bit: true``) merges nothing into 4 bits: the root is
+the classifier's ONE adapter (stage 1's and stage 2's LoRAs stacked, stage 1's mask row;
+:mod:`.quantized`) on the recipe's ``base_model``, with the tokenizer that has the mask token
+(``AutoPeftModelForCausalLM`` grows the base's embedding to it), loaded in 4 bits as the evaluation
+scored it (:data:`LOAD_CALL_4BIT`; the card writes out the quantisation)::
+
+    model = AutoPeftModelForCausalLM.from_pretrained("owner/name", quantization_config=BitsAndBytesConfig(...))
+
 Beside it: ``stage2/calibration-<task>.json`` (each task's decision; ``multilabel-<task>.json`` and
 ``heads/`` where the run has them), ``metrics.json``, ``predictions-<task>.jsonl`` (ids and scores,
 no text), ``split-<task>.json``, ``recipe.yml`` (the training recipe, secrets removed),
@@ -45,6 +53,8 @@ RECORD = "decselfmask_classifier.json"
 RECIPE = "recipe.yml"
 PREDICT_RECIPE = "predict.yml"
 LOAD_CALL = "AutoModelForCausalLM.from_pretrained(folder)"
+LOAD_CALL_4BIT = ("AutoPeftModelForCausalLM.from_pretrained(folder, quantization_config=BitsAndBytesConfig("
+                  "load_in_4bit=True, bnb_4bit_quant_type='nf4', ...)), the settings in the card")
 
 
 # ------------------------------------------------------------------------------ checks at start
@@ -103,7 +113,10 @@ def build_hub_folder(cfg, config) -> Path:
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(out / rel, tmp / rel)
     _write_recipes(cfg, config, tmp)
-    record = {"format": "decselfmask-classifier", "version": 1, "root": root, "load": LOAD_CALL,
+    from axolotl_decselfmask.stage2.quantized import uses_4bit
+
+    record = {"format": "decselfmask-classifier", "version": 1, "root": root,
+              "load": LOAD_CALL_4BIT if uses_4bit(cfg) else LOAD_CALL,
               "tasks": [c.task for c in config.task_configs()], "repository": config.hub_model_id}
     (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     from axolotl_decselfmask.stage2.model_card import render_card, run_manifest
@@ -119,44 +132,88 @@ def build_hub_folder(cfg, config) -> Path:
 
 def _write_classifier(cfg, config, dest: Path) -> str:
     """The model at the folder's root, with its tokenizer; returns what it is (``classifier``:
-    stage 1 and the stage-2 LoRA merged; ``stage-1 model``: the model heads or prompts run on)."""
-    from axolotl_decselfmask.hardware import recipe_precision
+    stage 1 and the stage-2 LoRA, merged, or with QLoRA one adapter; ``stage-1 model``: the model
+    heads or prompts run on)."""
     from axolotl_decselfmask.prompts import ensure_chat_template
-    from axolotl_decselfmask.stage2.model import load_model, load_tokenizer, stage1_model_folder
+    from axolotl_decselfmask.stage2.model import load_tokenizer
+    from axolotl_decselfmask.stage2.quantized import uses_4bit
+
+    c = config.classification
+    lora = c.train and c.method != "head"
+    write = _write_adapter_root if uses_4bit(cfg) else _write_model_root
+    root = write(cfg, config, dest, outputs.classifier_dir(cfg.output_dir), lora)
+    tokenizer = load_tokenizer(cfg)
+    ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
+    tokenizer.save_pretrained(str(dest))
+    return root
+
+
+def _write_model_root(cfg, config, dest: Path, stage2: Path, lora: bool) -> str:
+    """16 bits: the classifier merged (a joint LoRA), else the stage-1 model, saved whole."""
+    from axolotl_decselfmask.hardware import recipe_precision
+    from axolotl_decselfmask.stage2.model import load_model, stage1_model_folder
 
     dtype = recipe_precision(cfg).torch_dtype()
-    c = config.classification
-    adapter = outputs.classifier_dir(cfg.output_dir)
-    lora = c.train and c.method != "head"
-    if lora and c.joint:
+    if lora and config.classification.joint:
         from peft import PeftModel
 
-        base = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+        base = json.loads((stage2 / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
         if not Path(base).exists():  # output_dir moved: its stage-1 folder, made again where missing
             base, _ = stage1_model_folder(cfg, config, dtype)
-        model = PeftModel.from_pretrained(load_model(base, cfg, dtype), str(adapter)).merge_and_unload()
+        model = PeftModel.from_pretrained(load_model(base, cfg, dtype), str(stage2)).merge_and_unload()
         root = "classifier"
     else:
         model = load_model(stage1_model_folder(cfg, config, dtype)[0], cfg, dtype)
         root = "stage-1 model"
         if lora:  # joint: false: each task's adapter, based on the repository's root
-            _copy_task_adapters(config, adapter, dest)
+            _copy_task_adapters(stage2, dest, config.hub_model_id)
     model.save_pretrained(str(dest))
-    tokenizer = load_tokenizer(cfg)
-    ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
-    tokenizer.save_pretrained(str(dest))
     del model
     return root
 
 
-def _copy_task_adapters(config, stage2: Path, dest: Path) -> None:
+def _write_adapter_root(cfg, config, dest: Path, stage2: Path, lora: bool) -> str:
+    """QLoRA: nothing merged into 4 bits (it would round the fine-tuning away). The root is an
+    adapter on the recipe's ``base_model`` (:func:`.quantized.base_model_name`): the classifier's
+    one adapter (a joint LoRA: stage 1 in it), else the stage-1 adapter; with stage 1 off and no
+    joint LoRA, the base model itself (16 bits, with the added mask's row where there is one).
+    ``joint: false``: each task's adapter (stage 1 in it too) on the same base model."""
+    from axolotl_decselfmask.stage2.quantized import base_model_name, is_adapter_folder
+
+    base = base_model_name(cfg)
+    if lora and config.classification.joint:
+        _copy_adapter(stage2, dest, base)
+        return "classifier"
+    if config.stage1 and is_adapter_folder(cfg.output_dir):
+        _copy_adapter(Path(str(cfg.output_dir)), dest, base)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        from axolotl_decselfmask.hardware import recipe_precision
+        from axolotl_decselfmask.stage2.model import stage1_model_folder
+
+        dtype = recipe_precision(cfg).torch_dtype()
+        folder = stage1_model_folder(cfg, config, dtype)[0]
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=bool(cfg.trust_remote_code))
+        model.save_pretrained(str(dest))
+        del model
+    if lora:
+        _copy_task_adapters(stage2, dest, base)
+    return "stage-1 model"
+
+
+def _copy_adapter(folder: Path, target: Path, base: str) -> None:
+    """The adapter of ``folder`` (config and weights) into ``target``, with ``base`` as its base model."""
+    target.mkdir(parents=True, exist_ok=True)
+    settings = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    settings["base_model_name_or_path"] = base
+    (target / "adapter_config.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    shutil.copy2(folder / "adapter_model.safetensors", target / "adapter_model.safetensors")
+
+
+def _copy_task_adapters(stage2: Path, dest: Path, base: str) -> None:
     for folder in sorted(p.parent for p in stage2.glob("*/adapter_config.json")):
-        target = dest / outputs.STAGE2_DIR / folder.name
-        target.mkdir(parents=True, exist_ok=True)
-        settings = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-        settings["base_model_name_or_path"] = config.hub_model_id
-        (target / "adapter_config.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
-        shutil.copy2(folder / "adapter_model.safetensors", target / "adapter_model.safetensors")
+        _copy_adapter(folder, dest / outputs.STAGE2_DIR / folder.name, base)
 
 
 def _write_recipes(cfg, config, dest: Path) -> None:

@@ -146,7 +146,7 @@ def render_card(cfg, config=None, metrics: dict | None = None, manifest: tuple[P
     (``classifier`` or ``stage-1 model``); else the card of ``output_dir``."""
     tasks = (metrics or {}).get("tasks") or {}
     stage1 = config.stage1 if config is not None else True
-    files = _shared_files(config, shared) if shared else _files(cfg, stage1)
+    files = _shared_files(config, shared, cfg) if shared else _files(cfg, stage1)
     sections = [
         _front_matter(cfg, config, tasks, shared), _intro(cfg, stage1), files, _settings(cfg, config, stage1),
         _data(cfg, config, tasks, manifest, stage1), _results(tasks, metrics), _environment(tasks),
@@ -186,8 +186,10 @@ def card_data(cfg, config=None, tasks: dict | None = None, shared: str | None = 
                    metric_value=round(float(entry["macro_f1"]), 4))
         for task, entry in (tasks or {}).items() if isinstance(entry.get("macro_f1"), (int, float))
     ]
-    peft_root = not shared and bool(_get(cfg, "adapter"))
-    load = ["load-with-automodelforcausallm"] if shared else (["stage1-adapter"] if peft_root else [])
+    four_bit = bool(shared) and _adapter_root(cfg, config)
+    peft_root = four_bit or (not shared and bool(_get(cfg, "adapter")))
+    load = (["load-with-autopeftmodelforcausallm", "4-bit"] if four_bit else ["load-with-automodelforcausallm"]) \
+        if shared else (["stage1-adapter"] if peft_root else [])
     return ModelCardData(base_model=base if on_hub else None, license=licence.lower() if licence else "unknown",
                          library_name="peft" if peft_root else "transformers", tags=TAGS + load,
                          model_name=name, eval_results=results or None)
@@ -197,22 +199,68 @@ def _front_matter(cfg, config=None, tasks: dict | None = None, shared: str | Non
     return ["---", card_data(cfg, config, tasks, shared).to_yaml().rstrip(), "---", ""]
 
 
-def _shared_files(config, root: str) -> list[str]:
+def _adapter_root(cfg, config) -> bool:
+    """The shared folder's root is a PEFT adapter loaded in 4 bits (a QLoRA run), not a whole model."""
+    from axolotl_decselfmask.stage2.quantized import is_adapter_folder, uses_4bit
+
+    if not uses_4bit(cfg) or config is None:
+        return False
+    c = config.classification
+    out = _get(cfg, "output_dir")
+    return bool((c.train and c.method != "head" and c.joint) or (config.stage1 and out and is_adapter_folder(out)))
+
+
+def _load_code(cfg, config) -> list[str]:
+    """The one call that loads the shared folder's root: ``AutoModelForCausalLM``, or for a QLoRA
+    run ``AutoPeftModelForCausalLM`` with the run's own 4-bit quantisation (the quantised weights
+    the adapter was trained and scored on)."""
+    if not _adapter_root(cfg, config):
+        return ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                'model = AutoModelForCausalLM.from_pretrained("REPO_OR_FOLDER")',
+                'tokenizer = AutoTokenizer.from_pretrained("REPO_OR_FOLDER")', "```"]
+    from axolotl_decselfmask.hardware import recipe_precision
+    from axolotl_decselfmask.stage2.quantized import bnb_config
+
+    dtype = recipe_precision(cfg).torch_dtype()
+    q = bnb_config(cfg, dtype)
+    settings = ", ".join([f'bnb_4bit_quant_type="{q.bnb_4bit_quant_type}"',
+                          f"bnb_4bit_use_double_quant={q.bnb_4bit_use_double_quant}",
+                          f"bnb_4bit_compute_dtype=torch.{str(q.bnb_4bit_compute_dtype).split('.')[-1]}",
+                          f"bnb_4bit_quant_storage=torch.{str(q.bnb_4bit_quant_storage).split('.')[-1]}"])
+    return ["```python", "import torch", "from peft import AutoPeftModelForCausalLM",
+            "from transformers import AutoTokenizer, BitsAndBytesConfig", "",
+            'model = AutoPeftModelForCausalLM.from_pretrained(',
+            f'    "REPO_OR_FOLDER", dtype=torch.{str(dtype).split(".")[-1]},',
+            f"    quantization_config=BitsAndBytesConfig(load_in_4bit=True, {settings}))",
+            'tokenizer = AutoTokenizer.from_pretrained("REPO_OR_FOLDER")', "```"]
+
+
+def _shared_files(config, root: str, cfg=None) -> list[str]:
     """The shared folder's files and the one call that loads its root (:mod:`.hub`)."""
-    what = ("the classifier: the base model with stage 1 applied and the stage-2 LoRA merged in, the model "
-            "the evaluation scored" if root == "classifier" else
-            "the stage-1 model, on which the classification heads or prompts run")
-    lines = ["## How to load", "",
-             "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-             'model = AutoModelForCausalLM.from_pretrained("REPO_OR_FOLDER")',
-             'tokenizer = AutoTokenizer.from_pretrained("REPO_OR_FOLDER")', "```", "",
+    four_bit = cfg is not None and _adapter_root(cfg, config)
+    base = _get(cfg, "base_model") if cfg is not None else None
+    if four_bit:
+        what = (f"one PEFT adapter on `{base}` loaded in 4 bits (QLoRA): stage 1's LoRA and the stage-2 LoRA "
+                "stacked into one, with stage 1's trained mask-token row, the model the evaluation scored; nothing "
+                "was merged into 4 bits. `AutoPeftModelForCausalLM` loads the base model, grows its embedding to "
+                "the tokenizer here (which has the mask token) and puts the adapter on it; the base model must be "
+                "reachable under that name"
+                if root == "classifier" else
+                f"the stage-1 LoRA adapter on `{base}`, loaded in 4 bits (QLoRA), on which the classification "
+                "heads or prompts run")
+    else:
+        what = ("the classifier: the base model with stage 1 applied and the stage-2 LoRA merged in, the model "
+                "the evaluation scored" if root == "classifier" else
+                "the stage-1 model, on which the classification heads or prompts run")
+    lines = ["## How to load", "", *_load_code(cfg, config), "",
              f"The root is {what}. It is a causal language model: it classifies a note by scoring each label "
              "option as the answer to the task's prompt, then applies the task's fitted decision "
              "(`stage2/calibration-<task>.json`); a text-classification pipeline cannot run it. To label notes "
              "as the run did, download the repository and run, inside it, "
              "`axolotl decselfmask predict predict.yml NOTES.jsonl --out labels.jsonl`.", "",
              "## Files", "",
-             "- `./`: the model (`config.json`, `model.safetensors`) and its tokenizer",
+             ("- `./`: the adapter (`adapter_config.json`, `adapter_model.safetensors`) and the tokenizer" if four_bit
+              else "- `./`: the model (`config.json`, `model.safetensors`) and its tokenizer"),
              "- `stage2/calibration-<task>.json`: each task's decision (`multilabel-<task>.json`, `heads/` where the "
              "run has them)",
              "- `metrics.json`, `predictions-<task>.jsonl`: the evaluation; `split-<task>.json`: the rows of each side "
@@ -222,9 +270,17 @@ def _shared_files(config, root: str) -> list[str]:
              "to another repository", ""]
     c = config.classification if config is not None else None
     if c is not None and c.train and c.method != "head" and not c.joint:
-        lines[-1:-1] = ["- `stage2/<task>/`: each task's LoRA, with this repository as its base: "
+        on = f"`{base}` as its base (stage 1 in it), loaded as above" if _uses_4bit(cfg) else \
+            "this repository as its base"
+        lines[-1:-1] = [f"- `stage2/<task>/`: each task's LoRA, with {on}: "
                         '`AutoPeftModelForCausalLM.from_pretrained("REPO", subfolder="stage2/<task>")`']
     return lines
+
+
+def _uses_4bit(cfg) -> bool:
+    from axolotl_decselfmask.stage2.quantized import uses_4bit
+
+    return cfg is not None and uses_4bit(cfg)
 
 
 def _intro(cfg, stage1: bool) -> list[str]:

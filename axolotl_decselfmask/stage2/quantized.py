@@ -93,7 +93,12 @@ def is_adapter_folder(folder) -> bool:
 def load_start(cfg, folder: str, dtype: torch.dtype):
     """The model stage 2 starts from, in 4 bits: with ``folder`` a stage-1 LoRA adapter, the 4-bit
     base model with that adapter on it, frozen and unmerged (adapter ``stage1``); else the model
-    of ``folder`` (the base model: stage 1 off) in 4 bits."""
+    of ``folder`` (the base model: stage 1 off) in 4 bits. A recipe whose ``base_model`` is itself
+    an adapter folder (``predict.yml`` in a shared QLoRA folder, :mod:`.hub`) gets that adapter on
+    the base model it names, loaded as the evaluation loaded the classifier (:func:`load_classifier`)."""
+    if is_adapter_folder(folder) and _same_path(folder, cfg.base_model):
+        _require_base(Path(folder))
+        return load_classifier(cfg, folder, dtype)
     if not is_adapter_folder(folder):
         model = load_base(cfg, folder, dtype)
         keep_4bit_differentiable(model)  # stage 2 trains on it, maybe after probing's inference forwards
@@ -103,6 +108,20 @@ def load_start(cfg, folder: str, dtype: torch.dtype):
     model = with_frozen_adapter(model, Path(folder))
     model.decselfmask_stage1_folder = str(folder)  # its saved weights go into the classifier's adapter
     return model.eval()
+
+
+def _require_base(folder: Path) -> None:
+    """The base model a shared adapter folder names is there (a local folder), before a long load."""
+    from axolotl_decselfmask.errors import InputError
+
+    base = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base or (Path(base).is_absolute() and not Path(base).exists()):
+        raise InputError(f"decselfmask: {folder / 'adapter_config.json'} names the base model {base!r}, which is not "
+                         "here: set base_model_name_or_path there to the base model's folder or hub id.")
+
+
+def _same_path(a, b) -> bool:
+    return Path(str(a)).exists() and Path(str(b)).exists() and Path(str(a)).resolve() == Path(str(b)).resolve()
 
 
 def with_frozen_adapter(model, folder: Path):
@@ -163,11 +182,28 @@ def add_trainable_adapter(model, lora):
     for p in model.parameters():
         p.requires_grad_(False)
     if not isinstance(model, PeftModel):
-        return get_peft_model(model, lora)
+        return without_embedding_in_saves(get_peft_model(model, lora))
+    without_embedding_in_saves(model)
     model.add_adapter(TRAINED_ADAPTER, lora)
     model.base_model.set_adapter([TRAINED_ADAPTER, STAGE1_ADAPTER])  # both applied; the trainer takes the first
     for name, p in model.named_parameters():
         p.requires_grad_(f".{TRAINED_ADAPTER}" in name and f".{STAGE1_ADAPTER}" not in name)
+    return model
+
+
+def without_embedding_in_saves(model):
+    """``model`` (the stage-2 PeftModel) saving its adapter without the embedding and output
+    matrices: PEFT's ``save_embedding_layers="auto"`` writes both whole into every checkpoint when
+    the vocabulary was resized (the added mask), though stage 2 trains LoRAs on linear layers only
+    and stage 1's mask row is in its own adapter (:func:`with_frozen_adapter`). A caller's explicit
+    value wins. Returns ``model``."""
+    save = model.save_pretrained
+
+    def save_pretrained(*args, **kwargs):
+        kwargs.setdefault("save_embedding_layers", False)
+        return save(*args, **kwargs)
+
+    model.save_pretrained = save_pretrained
     return model
 
 
