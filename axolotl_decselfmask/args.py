@@ -278,6 +278,43 @@ HEAD_STYLES: dict[str, dict] = {
 }
 
 
+class EarlyStoppingConfig(_Strict):
+    """``classification.early_stopping``: stage 2 trained until it stops improving, its number of
+    epochs chosen on a validation split of the labelled notes (never the test notes;
+    stage2/epochs.py, docs/method.md "Stage 2 until it stops improving")."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Choose stage 2's epochs on a validation split of the labelled notes: train on the rest epoch by "
+            "epoch, score the validation notes after each, stop after patience epochs without a gain; the chosen "
+            "epochs and the curve go to metrics.json (stage2_epochs). Replaces num_epochs; not with max_steps."
+        ),
+    )
+    validation_fraction: float = Field(
+        default=0.25, gt=0.0, lt=1.0,
+        description="Share of each task's labelled notes held out for validation (stratified by label, seeded).",
+    )
+    max_epochs: int = Field(default=20, ge=1, le=100, description="Most epochs the search trains.")
+    patience: int = Field(default=2, ge=1, description="Epochs without a gain over the best before the search stops.")
+    threshold: float = Field(default=0.0, ge=0.0, description="A gain is more than this over the best so far.")
+    metric: Literal["macro_f1", "macro_f1_argmax"] = Field(
+        default="macro_f1",
+        description=(
+            "What is compared: macro_f1, the validation Macro F1 of the calibrated decision (fitted on the "
+            "training part's scores, as the run fits it; pool modes use balanced), or macro_f1_argmax, of the "
+            "options' argmax; averaged over the tasks of a joint stage 2."
+        ),
+    )
+    final: Literal["retrain", "best_epoch"] = Field(
+        default="retrain",
+        description=(
+            "retrain: a fresh LoRA on every labelled note for the chosen epochs (uses every label); best_epoch: "
+            "the search's LoRA at its best epoch (trained on the training part only)."
+        ),
+    )
+
+
 class HeadConfig(_Strict):
     """``classification.method: head``: a small classifier (hidden -> hidden_size -> labels) trained on
     the labelled examples' hidden states of the frozen (stage-1) model. ``style`` fills in every
@@ -407,7 +444,8 @@ class ClassificationConfig(_Strict):
 
             `lora_r`, `lora_alpha`, `lora_dropout`, `learning_rate`, `num_epochs`, `max_steps`, `batch_size`,
             `gradient_accumulation_steps`, `weight_decay`, `warmup_ratio`, `lr_scheduler`, `train_on_inputs`,
-            `max_train_examples`, `save_steps`, `save_total_limit`, `logging_steps`, `pseudo_labels`
+            `max_train_examples`, `save_steps`, `save_total_limit`, `logging_steps`, `pseudo_labels`,
+            `early_stopping`
 
         > Parameters that control the evaluation
 
@@ -548,6 +586,10 @@ class ClassificationConfig(_Strict):
     save_total_limit: int | None = Field(default=2, ge=1, description="Stage-2 checkpoints kept.")
     logging_steps: int = Field(default=5, ge=1, description="Stage-2 loss logged every n steps.")
     pseudo_labels: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
+    early_stopping: EarlyStoppingConfig = Field(
+        default_factory=EarlyStoppingConfig,
+        description="Stage 2's epochs chosen on a validation split of the labelled notes (enabled: false: num_epochs).",
+    )
 
     # Parameters that control the evaluation
     eval_batch_size: int = Field(default=8, ge=1)
@@ -601,6 +643,9 @@ class ClassificationConfig(_Strict):
             raise ValueError("decselfmask.classification.labels has duplicates")
         if self.labels and len(self.labels) < 2:
             raise ValueError("decselfmask.classification.labels needs at least 2 options")
+        if self.early_stopping.enabled and self.max_steps:
+            raise ValueError("decselfmask.classification.early_stopping.enabled chooses stage 2's epochs; "
+                             f"max_steps ({self.max_steps}) would override them: remove one of the two")
         if "{label}" not in self.label_question:
             raise ValueError("decselfmask.classification.label_question must contain {label} (where the label goes)")
         if len({a.strip() for a in self.label_answers}) != 2 or not all(a.strip() for a in self.label_answers):

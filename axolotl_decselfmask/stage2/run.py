@@ -207,6 +207,10 @@ def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, fol
     if settings.train and settings.method == "head":
         from axolotl_decselfmask.stage2.head import train_task_head
 
+        if settings.early_stopping.enabled:
+            LOG.warning("decselfmask: classification.early_stopping chooses a stage-2 LoRA's epochs; with method: "
+                        "head it is not used (the head's decision is fitted on out-of-fold scores, head.folds)")
+
         heads = {t.name: train_task_head(seed, t, model, tokenizer, outputs.heads_dir(out_dir), progress,
                                          features) for t in tasks}
     elif settings.train:
@@ -227,7 +231,20 @@ def _train_lora(cfg, settings, seed: int, start: str, tasks: list[Task], model, 
     """One LoRA on every task's rows (then again with pseudo-labels, when asked); the merged model."""
     rows = [r for t in tasks for r in task_rows(tokenizer, t)]
     max_length = max(t.max_length for t in tasks)
-    trainer = train_classifier(cfg, settings, seed, model, tokenizer, rows, max_length, out_dir, progress, name, start)
+    if settings.early_stopping.enabled:  # the epochs chosen on held-out labelled notes (stage2/epochs.py)
+        from axolotl_decselfmask.stage2.epochs import search_epochs
+
+        chosen, trainer, _ = search_epochs(cfg, settings, seed, start, tasks, model, tokenizer, max_length, out_dir,
+                                           name, progress)
+        settings = settings.model_copy(update={"num_epochs": float(chosen)})
+        if settings.early_stopping.final == "retrain":  # a fresh LoRA on every labelled note
+            del trainer, model
+            model = load_model(folder, cfg, dtype)
+            trainer = train_classifier(cfg, settings, seed, model, tokenizer, rows, max_length, out_dir, progress,
+                                       name, start)
+    else:
+        trainer = train_classifier(cfg, settings, seed, model, tokenizer, rows, max_length, out_dir, progress, name,
+                                   start)
     if any(t.pool_texts is not None for t in tasks):
         from axolotl_decselfmask.stage2.pseudo_labels import pseudo_label_rows
 

@@ -87,11 +87,13 @@ class TrainedAdapterOnly(TrainerCallback):
 
 
 def train_classifier(cfg, c: ClassificationConfig, seed: int, model, tokenizer, rows: list[dict],
-                     max_length: int, out_dir: Path, progress: bool, name: str, start: str | None = None):
+                     max_length: int, out_dir: Path, progress: bool, name: str, start: str | None = None,
+                     callbacks: list | None = None):
     """A fresh LoRA on ``model`` trained on ``rows`` with TRL's SFTTrainer; saved to ``out_dir``.
 
     ``start``: the key of the weights ``model`` was loaded from (the stage-1 weights,
     :func:`.run.starting_key`); checkpoints of a run from other weights are not resumed.
+    ``callbacks``: more trainer callbacks (the epoch search's, :mod:`.epochs`).
     """
     from peft import LoraConfig
     from transformers import set_seed
@@ -114,7 +116,7 @@ def train_classifier(cfg, c: ClassificationConfig, seed: int, model, tokenizer, 
         model, lora = quantized.add_trainable_adapter(model, lora), None
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, peft_config=lora,
-                         callbacks=[TrainedAdapterOnly()] if four_bit else None)
+                         callbacks=([TrainedAdapterOnly()] if four_bit else []) + list(callbacks or []) or None)
     if resume:
         print(f"decselfmask stage 2 [{name}]: resuming from {resume}")
         skip_if_finished(trainer, resume, "stage 2")  # a finished run's last checkpoint: no step past max_steps
@@ -135,7 +137,8 @@ def _resume_point(out_dir: Path, rows: list[dict], c: ClassificationConfig, seed
     with the same rows, settings and seed, else None: that run's checkpoints are removed, with one
     line saying why. Records this run's keys in ``out_dir``."""
     settings = c.model_dump(exclude={"max_test_examples", "eval_batch_size", "option_chunk", "save_total_limit",
-                                     "logging_steps", "task", "test_file"})
+                                     "logging_steps", "task", "test_file"}
+                            | (set() if c.early_stopping.enabled else {"early_stopping"}))  # keys of earlier runs
     key = fingerprint([r["input_ids"] for r in rows], [r["labels"] for r in rows], settings, seed)
     record = read_json(out_dir / RUN_RECORD)
     found = sorted((p for p in out_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),

@@ -116,6 +116,19 @@ METHODS: dict[str, Method] = {
         {**SFT_KEYS, "decselfmask.classification.prompt": "options"},
         default=False, baseline=False,
     ),
+    "sft_early_stop": Method(
+        "sft with stage 2 trained until it stops improving: its epochs chosen on a stratified, seeded validation "
+        "split of the labelled notes (classification.early_stopping, its defaults: a quarter held out, up to 20 "
+        "epochs, patience 2, the calibrated decision's Macro F1), then a fresh LoRA on every labelled note",
+        {**SFT_KEYS, "decselfmask.classification.early_stopping.enabled": True},
+        default=False, baseline=False,
+    ),
+    "decselfmask_early_stop": Method(
+        "decselfmask (the grid's stage 1) with stage 2 trained until it stops improving, as sft_early_stop",
+        {"decselfmask.stage1": True, "decselfmask.probing.enabled": True,
+         "decselfmask.classification.early_stopping.enabled": True},
+        default=False, baseline=False,
+    ),
     "logreg_minilm": Method(
         "not a decoder: a logistic regression (scikit-learn's defaults, seeded) on the frozen all-MiniLM-L6-v2 "
         "sentence embeddings of the same labelled and test notes (SetFit's head without its contrastive "
