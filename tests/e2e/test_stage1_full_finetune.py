@@ -49,7 +49,7 @@ def test_full_finetune_trains_every_weight_with_the_loss_on_every_token(tmp_path
     write_rows(tmp_path / "pool.jsonl", [{"text": r["text"][:400]} for r in data_rows("abstracts_unlabelled.jsonl", n=6)])
     recipe = base_recipe(tmp_path, base)
     for key in LORA_KEYS:
-        recipe.pop(key)
+        recipe.pop(key, None)  # the kernel keys are the plugin's to set on a CPU (hardware.cpu_kernel_keys)
     recipe.update(train_on_inputs=True, max_steps=2, learning_rate=1e-3)
     recipe["decselfmask"]["classification"] = {"enabled": False}
     _train(recipe, tmp_path)
@@ -86,7 +86,7 @@ def test_continual_pretraining_in_the_authors_form_trains_as_a_full_finetune(tmp
     write_rows(tmp_path / "pool.jsonl", [{"text": t} for t in texts])
     recipe = base_recipe(tmp_path, base)
     for key in LORA_KEYS:
-        recipe.pop(key)
+        recipe.pop(key, None)  # the kernel keys are the plugin's to set on a CPU (hardware.cpu_kernel_keys)
     recipe["datasets"][0]["type"] = "axolotl_decselfmask.continual_pretraining"
     recipe.update(max_steps=1)
     recipe["decselfmask"].update(classification={"enabled": False}, continual_pretraining={"form": "authors"})

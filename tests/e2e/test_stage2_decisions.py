@@ -82,4 +82,4 @@ def test_stage2_checkpoints_resume_and_restart(setting):
     changed = copy.deepcopy(recipe)
     changed["decselfmask"]["classification"]["learning_rate"] = 1e-3
     _, third = _run(changed, out)
-    assert "resuming" not in third
+    assert ": resuming from" not in third and "not resuming from" in third and "stage 2 starts over" in third
