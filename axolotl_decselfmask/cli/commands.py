@@ -82,6 +82,9 @@ def run(name: str, argv: list[str]) -> int:
     if message and not any(a in HELP_FLAGS for a in argv):
         raise MissingExtra(message)
     module, _, function = spec.target.partition(":")
+    from axolotl_decselfmask.compat import quiet_foreign_lines
+
+    quiet_foreign_lines()  # before the tool imports Axolotl, torchao, bitsandbytes: their lines a user cannot act on
     try:
         main = getattr(importlib.import_module(module), function)
         return main(argv) or 0

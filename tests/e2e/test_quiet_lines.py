@@ -50,3 +50,16 @@ def test_foreign_lines_are_not_printed_once_the_plugin_is_imported(tmp_path, tin
     assert "bf16 requested, but AMP is not supported" in without  # what a user sees without the plugin
     with_plugin = _stderr("plugin", recipe)
     assert [m for m in MESSAGES if m in with_plugin] == []
+
+
+def test_the_plugins_commands_print_no_foreign_lines():
+    """`decselfmask precompute` imports Axolotl's config loader: the plugin's commands quiet those lines
+    first (cli/commands.run); the same import without it shows them, so the test can fail."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1")
+    bare = subprocess.run([sys.executable, "-c", "import axolotl.cli.config, bitsandbytes"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert [m for m in MESSAGES if m in bare.stderr], bare.stderr[-2000:]  # what the command would print
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "decselfmask"), "precompute", "--help"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "usage: axolotl decselfmask precompute" in proc.stdout, proc.stderr[-2000:]
+    assert [m for m in MESSAGES if m in proc.stderr] == [], proc.stderr[-2000:]
