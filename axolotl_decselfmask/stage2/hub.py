@@ -6,8 +6,8 @@ After stage 2, the evaluation and the model card, the main process builds ``<out
 itself, stage 1 applied and the stage-2 LoRA merged in, the model the evaluation scored::
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    model = AutoModelForCausalLM.from_pretrained("owner/name")   # or the folder
-    tokenizer = AutoTokenizer.from_pretrained("owner/name")
+    model = AutoModelForCausalLM.from_pretrained("<output_dir>/hub")   # or the repository once uploaded
+    tokenizer = AutoTokenizer.from_pretrained("<output_dir>/hub")
 
 A QLoRA run (``adapter: qlora``, ``load_in_4bit: true``) merges nothing into 4 bits: the root is
 the classifier's ONE adapter (stage 1's and stage 2's LoRAs stacked, stage 1's mask row;
@@ -15,7 +15,7 @@ the classifier's ONE adapter (stage 1's and stage 2's LoRAs stacked, stage 1's m
 (``AutoPeftModelForCausalLM`` grows the base's embedding to it), loaded in 4 bits as the evaluation
 scored it (:data:`LOAD_CALL_4BIT`; the card writes out the quantisation)::
 
-    model = AutoPeftModelForCausalLM.from_pretrained("owner/name", quantization_config=BitsAndBytesConfig(...))
+    model = AutoPeftModelForCausalLM.from_pretrained("<output_dir>/hub", quantization_config=BitsAndBytesConfig(...))
 
 Beside it: ``stage2/calibration-<task>.json`` (each task's decision; ``multilabel-<task>.json`` and
 ``heads/`` where the run has them), ``metrics.json``, ``predictions-<task>.jsonl`` (ids and scores,
@@ -25,7 +25,7 @@ predict.yml NOTES --out FILE`` run inside it) and ``README.md`` (the card). Wher
 is not one LoRA (``method: head``, ``train: false``) the root is the stage-1 model the heads or
 the zero-shot prompts run on; with ``joint: false`` (a LoRA per task) it is the stage-1 model and
 each task's adapter is in ``stage2/<task>/`` with the repository as its base
-(``AutoPeftModelForCausalLM.from_pretrained("owner/name", subfolder="stage2/<task>")``).
+(``AutoPeftModelForCausalLM.from_pretrained("<output_dir>/hub", subfolder="stage2/<task>")``).
 
 Axolotl's own ``hub_model_id`` is another choice: it pushes the stage-1 model (the mask-filler)
 when stage 1 ends, before stage 2. Naming the same repository in both would put the mask-filler

@@ -204,5 +204,5 @@ def test_troubleshooting_and_own_data_name_the_new_messages():
         assert phrase in trouble, phrase
     own = (docs / "own_data.md").read_text(encoding="utf-8")
     section = own.split("## Sharing the classifier", 1)[1].split("\n## ", 1)[0]
-    assert 'AutoModelForCausalLM.from_pretrained("your-name/pacemaker-classifier")' in section
+    assert "AutoModelForCausalLM.from_pretrained(folder)" in section and 'folder = "outputs/my_run/hub"' in section
     assert "predict.yml" in section and "pipeline_tag" in section
