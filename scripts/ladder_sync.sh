@@ -1,6 +1,8 @@
 #!/bin/bash
 # Copy the ladder's finished predictions from the worktree that runs it into this checkout, rebuild the
-# ladder report from every committed prediction, and commit both (docs/experiments.md, "The ladder").
+# ladder report from every committed prediction (docs/results/ladder/ and the generated part of
+# docs/results.md's "Which part of the paper's protocol carries its gain"), and commit them
+# (docs/experiments.md, "The ladder"). A rung's figures stay withheld until all of its runs are there.
 #   scripts/ladder_sync.sh [WORKTREE]     (default ../ladder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +17,13 @@ done
 # what git does not hold yet, or holds otherwise
 mapfile -t new < <(git status --porcelain --untracked-files=all -- 'docs/results/predictions/ladder_*' | awk '{print $2}')
 [ ${#new[@]} -gt 0 ] || { echo "ladder_sync: nothing new"; exit 0; }
+# docs/results.md is committed only if nobody has edits of it waiting: a commit takes the whole file
+results=(docs/results.md)
+git diff --quiet HEAD -- docs/results.md || results=()
 taskset -c 0 .venv/bin/axolotl decselfmask experiments report --ladder examples/grids/ladder_*_hallmarks.yml \
-  --out docs/results/ladder --predictions-dir docs/results/predictions > /dev/null
+  --out docs/results/ladder --predictions-dir docs/results/predictions --results-md docs/results.md > /dev/null
+[ ${#results[@]} -gt 0 ] || echo "ladder_sync: docs/results.md had uncommitted edits before this sync; its ladder" \
+  "section is rewritten but not committed: commit it with those edits"
 names=$(printf '%s\n' "${new[@]}" | sed 's#docs/results/predictions/##; s#/hallmarks_of_cancer/# #; s#.jsonl.gz##' | tr '\n' ';')
 dtypes=$(.venv/bin/python - "${new[@]}" <<'PY'
 import gzip, json, sys
@@ -31,5 +38,5 @@ print("; ".join(seen))
 PY
 )
 git add "${new[@]}" docs/results/ladder
-git commit -q -m "Predictions: ladder ${names%;} (${dtypes}); the ladder report rebuilt from the committed predictions" -- "${new[@]}" docs/results/ladder
+git commit -q -m "Predictions: ladder ${names%;} (${dtypes}); the ladder report rebuilt from the committed predictions" -- "${new[@]}" docs/results/ladder "${results[@]}"
 git log --oneline -1

@@ -2,8 +2,10 @@
 minus SFT and minus continual_pretraining_authors under the option scoring and the authors' string
 match, the heads, the off-format shares; from predictions files written by the experiment runner's own
 writer (:func:`.predictions.export_run`), on hand-made predictions whose figures are worked out by hand.
-And, once the ladder's report is committed, that it is what ``report --ladder`` gives from the
-committed predictions."""
+The figures of a rung that is not complete are withheld unless ``--include-partial``; ``--results-md``
+rewrites the generated part of a results file (the table, the plot, the sentence) and nothing else.
+And, once the ladder's report is committed, that it (and docs/results.md's section) is what
+``report --ladder`` gives from the committed predictions."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import yaml
 from axolotl_decselfmask.io.files import atomic_write_jsonl
 from axolotl_decselfmask.stage2 import outputs
 from axolotl_decselfmask.tools.experiments.cli import main
-from axolotl_decselfmask.tools.experiments.ladder import off_format
+from axolotl_decselfmask.tools.experiments.ladder import BEGIN, END, off_format
 from axolotl_decselfmask.tools.experiments.predictions import export_run, load_predictions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +34,9 @@ PERFECT = ([*GOLD], [YES if g == "yes" else NO for g in GOLD])
 ALWAYS_NO = (["no"] * 8, [NO] * 8)  # options: Macro F1 (0 + 2*4/(4+8)) / 2 = 1/3
 OFF_ON_YES = (["no"] * 8, [OFF if g == "yes" else NO for g in GOLD])  # string match: (0 + 1 + 0) / 3 = 1/3
 ALWAYS_YES = (["yes"] * 8, [YES] * 8)  # 1/3 under both
+# options: the first 4 notes right, then "no": F1 yes 2*2/(2*2+2) = 2/3, no 2*4/(2*4+2) = 4/5, mean 11/15
+HALF = (["yes", "no", "yes", "no", "no", "no", "no", "no"], [YES, NO, YES, NO, NO, NO, NO, NO])
+ALL_OFF = (["no"] * 8, [OFF] * 8)  # options 1/3; string match: no answer on format, 0
 
 
 def _grid(folder: Path, rung: int, methods: list[str], seeds: list[int]) -> str:
@@ -89,9 +94,10 @@ def ladder(tmp_path_factory):
     _write(pred, g2, "continual_pretraining_authors", 1, ALWAYS_NO, dtype="float32")
     _write(pred, g3, "decselfmask", 0, ALWAYS_YES)
     out = tmp / "out"
-    # the grids in another order than the rungs': the report orders them by rung
+    # the grids in another order than the rungs': the report orders them by rung; the partial rungs'
+    # figures shown (--include-partial), as at a cut declared at the end
     main(["report", "--ladder", g3, g1, g4, g2, "--out", str(out), "--predictions-dir", str(pred),
-          "--resamples", str(RESAMPLES)])
+          "--resamples", str(RESAMPLES), "--include-partial"])
     return json.loads((out / "ladder.json").read_text()), (out / "ladder.md").read_text(), out, pred
 
 
@@ -114,9 +120,14 @@ def test_rungs_are_in_order_each_with_its_status_and_runs(ladder):
     assert r4["absent"] == [f"{CORPUS}/decselfmask-seed0", f"{CORPUS}/continual_pretraining_authors-seed0"]
     rows = _rows(md)
     assert list(rows) == ["1", "2", "3", "4"]
-    assert "| factor 4. | missing; SFT: rung 2's |" in rows["4"]
+    assert "| factor 4. | missing: 0 of 2 runs; SFT: rung 2's |" in rows["4"]
     assert rows["4"].endswith("| – | – | – | – | –, – |")
-    assert "partial: 1 of 2; SFT: rung 2's" in rows["3"]
+    assert "| complete: 7 of 7 runs, seeds 0,1 |" in rows["1"]
+    assert ("partial: 4 of 6 runs (sft seeds 0,1; decselfmask seed 0; continual_pretraining_authors seed 0), shown "
+            "(--include-partial) |") in rows["2"]
+    assert "partial: 1 of 2 runs (decselfmask seed 0), shown (--include-partial); SFT: rung 2's |" in rows["3"]
+    assert "| withheld" not in md and "withheld until" not in md
+    assert lad["include_partial"] and [r["withheld"] for r in lad["rungs"]] == [None] * 4
     assert "| 4 | missing (`" in md and f"{CORPUS}/decselfmask-seed0, " in md.split("| 4 | missing (`")[1]
     assert (out / "ladder.png").stat().st_size > 0
 
@@ -171,7 +182,7 @@ def test_the_report_is_the_same_from_the_same_files(ladder, tmp_path):
     lad, md, out, pred = ladder
     grids = [r["grid"] for r in lad["rungs"]]
     main(["report", "--ladder", *grids, "--out", str(tmp_path), "--predictions-dir", str(pred),
-          "--resamples", str(RESAMPLES)])
+          "--resamples", str(RESAMPLES), "--include-partial"])
     assert json.loads((tmp_path / "ladder.json").read_text()) == lad
     assert (tmp_path / "ladder.md").read_text() == md
 
@@ -183,6 +194,215 @@ def test_ladder_and_budget_are_separate_reports(ladder, tmp_path):
     with pytest.raises(SystemExit, match="same rung"):
         main(["report", "--ladder", lad["rungs"][0]["grid"], lad["rungs"][0]["grid"], "--out", str(tmp_path),
               "--predictions-dir", str(pred)])
+
+
+# --------------------------------------------------------------------------- withheld until complete
+
+def _keys(value) -> set:
+    """Every key of a nested dict/list."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+def _results_md(path: Path) -> tuple[str, str]:
+    """A results file with text of its own around the markers; its head and tail."""
+    head = "# Results\n\nHand-written text before; it stays as it is.\n\n## Which part carries the gain\n\nIntro.\n\n"
+    tail = "\n\n# The next section\n\nHand-written text after, with a stray <!-- comment -->.\n"
+    path.write_text(head + BEGIN + "\nold generated text\n" + END + tail)
+    return head, tail
+
+
+def _section(path: Path) -> str:
+    text = path.read_text()
+    return text[text.index(BEGIN) + len(BEGIN):text.index(END)]
+
+
+def _section_rows(section: str) -> dict[str, str]:
+    table = section.split("| rung | adds |")[1].split("\n\n")[0]
+    return {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+
+
+@pytest.fixture(scope="module")
+def withheld(ladder, tmp_path_factory):
+    """The same predictions reported as the plan reads them (no --include-partial), with a results file."""
+    lad, _, _, pred = ladder
+    tmp = tmp_path_factory.mktemp("withheld")
+    md_path = tmp / "docs" / "results.md"
+    md_path.parent.mkdir()
+    head, tail = _results_md(md_path)
+    out = tmp / "docs" / "results" / "ladder"
+    main(["report", "--ladder", *[r["grid"] for r in lad["rungs"]], "--out", str(out), "--predictions-dir",
+          str(pred), "--resamples", str(RESAMPLES), "--results-md", str(md_path)])
+    return json.loads((out / "ladder.json").read_text()), (out / "ladder.md").read_text(), md_path, head, tail
+
+
+def test_a_partial_rung_s_figures_are_withheld(ladder, withheld):
+    shown, _, _, _ = ladder
+    lad, md, _, _, _ = withheld
+    r1, r2, r3, r4 = lad["rungs"]
+    assert not lad["include_partial"]
+    assert [r["withheld"] for r in lad["rungs"]] == [None, "rung", "rung", "rung"]
+    # the complete rung: the same figures as with every rung shown
+    assert r1["methods"] == shown["rungs"][0]["methods"] and r1["difference"] == shown["rungs"][0]["difference"]
+    assert lad["zero_shot"] == shown["zero_shot"]
+    # the partial rungs: their runs counted, no figure computed or written
+    for r, was in ((r2, shown["rungs"][1]), (r3, shown["rungs"][2])):
+        assert r["methods"] == {} and r["difference"] == {} and "mean" not in _keys(r)
+        assert (r["present"], r["absent"]) == (was["present"], was["absent"])
+    assert r3["sft_runs"] == {"present": [f"{CORPUS}/sft-seed0"], "absent": []}
+    rows = _rows(md)
+    assert "| partial: 4 of 6 runs; figures withheld until complete |" in rows["2"]
+    assert rows["2"].endswith("| withheld | withheld | withheld | withheld | withheld, withheld |")
+    assert "| partial: 1 of 2 runs; figures withheld until complete; SFT: rung 2's |" in rows["3"]
+    assert "| missing: 0 of 2 runs; SFT: rung 2's |" in rows["4"] and "withheld" not in rows["4"]
+    assert "| 2 | (figures withheld until the rung is complete) |" in md
+    assert "| 2 | withheld | withheld |" in md  # the heads
+    assert "+0.6667" not in rows["2"] and "| 2 | sft |" not in md
+
+
+def test_the_section_holds_the_complete_rung_s_figures(withheld):
+    lad, _, md_path, head, tail = withheld
+    text = md_path.read_text()
+    assert text.startswith(head + BEGIN + "\n") and text.endswith("\n" + END + tail)
+    section = _section(md_path)
+    assert "old generated text" not in section
+    rows = _section_rows(section)
+    assert list(rows) == ["1", "2", "3", "4"]
+    r1 = lad["rungs"][0]
+    for view in ("options", "string_match"):
+        for base in ("sft", "continual_pretraining_authors"):
+            d = r1["difference"][view][base]
+            assert f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" in rows["1"], (view, base)
+    off = r1["methods"]["sft"]["off_format"]
+    assert f"{100 * off['mean']:.1f}% [{100 * off['low']:.1f}, {100 * off['high']:.1f}]" in rows["1"]
+    assert "| partial: 4 of 6 runs; figures withheld until complete |" in rows["2"]
+    assert rows["2"].endswith("| withheld | withheld | withheld | withheld | withheld |")
+    assert rows["4"].endswith("| missing: 0 of 2 runs; SFT: rung 2's | – | – | – | – | – |")
+    # the plot, relative to the results file; the heads
+    assert "](results/ladder/ladder.png)" in section
+    package = r1["difference"]["heads"]["package"]["continual_pretraining_authors"]
+    assert f"| 1 | {package['mean']:+.4f} [" in section
+    # one complete rung: its figure, and no step read
+    d = r1["difference"]["options"]["sft"]
+    assert (f"Only rung 1 (factor 1) has a decselfmask minus sft figure yet (rung 2 partial (4 of 6 runs), rung 3 "
+            f"partial (1 of 2 runs), rung 4 missing (0 of 2 runs)): under the options scorer it is "
+            f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] *, whose 95% interval excludes zero") in section
+    assert "no step between rungs can be read yet" in section
+
+
+def test_the_section_is_rewritten_in_place_and_only_there(withheld, tmp_path):
+    lad, _, md_path, head, tail = withheld
+    first = md_path.read_text()
+    copy = tmp_path / "results.md"
+    copy.write_text(first.replace("Intro.", "Intro, edited by someone else meanwhile."))
+    out = tmp_path / "ladder"
+    main(["report", "--ladder", *[r["grid"] for r in lad["rungs"]], "--out", str(out), "--predictions-dir",
+          lad["predictions_dir"], "--resamples", str(RESAMPLES), "--results-md", str(copy)])
+    again = copy.read_text()
+    assert again.startswith(head.replace("Intro.", "Intro, edited by someone else meanwhile.") + BEGIN + "\n")
+    assert again.endswith("\n" + END + tail)
+    assert _section(copy).replace("](ladder/ladder.png)", "](results/ladder/ladder.png)") == _section(md_path)
+
+
+def test_include_partial_shows_the_partial_rungs_and_names_them(ladder, tmp_path):
+    lad, _, _, pred = ladder
+    md_path = tmp_path / "results.md"
+    _results_md(md_path)
+    main(["report", "--ladder", *[r["grid"] for r in lad["rungs"]], "--out", str(tmp_path / "ladder"),
+          "--predictions-dir", str(pred), "--resamples", str(RESAMPLES), "--include-partial",
+          "--results-md", str(md_path)])
+    section = _section(md_path)
+    rows = _section_rows(section)
+    d = lad["rungs"][1]["difference"]["options"]["sft"]
+    assert f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" in rows["2"]
+    assert "| withheld |" not in section and "withheld until complete" not in section
+    assert ("Partial rungs are shown (`--include-partial`, a declared cut): rung 2 4 of 6 runs (sft seeds 0,1; "
+            "decselfmask seed 0; continual_pretraining_authors seed 0); rung 3 1 of 2 runs (decselfmask seed 0).") \
+        in section
+    assert "here shown anyway: `--include-partial`" in section
+
+
+def test_a_missing_or_misplaced_marker_is_an_error_naming_the_file(ladder, tmp_path):
+    lad, _, _, pred = ladder
+    grids = [r["grid"] for r in lad["rungs"]]
+    for name, text in (("no_end.md", f"# R\n{BEGIN}\nx\n"), ("none.md", "# R\n"),
+                       ("reversed.md", f"{END}\nx\n{BEGIN}\n"), ("twice.md", f"{BEGIN}\n{END}\n{BEGIN}\n{END}\n")):
+        path = tmp_path / name
+        path.write_text(text)
+        out = tmp_path / f"out_{name}"
+        with pytest.raises(SystemExit, match=f"{path}.*{BEGIN}.*{END}"):
+            main(["report", "--ladder", *grids, "--out", str(out), "--predictions-dir", str(pred),
+                  "--resamples", str(RESAMPLES), "--results-md", str(path)])
+        assert path.read_text() == text and not out.exists()  # checked before anything is computed or written
+    with pytest.raises(SystemExit, match="absent.md is not a file"):
+        main(["report", "--ladder", *grids, "--out", str(tmp_path / "o"), "--results-md", str(tmp_path / "absent.md")])
+    with pytest.raises(SystemExit, match="add --ladder"):
+        main(["report", grids[0], "--out", str(tmp_path / "o"), "--results-md", str(tmp_path / "none.md")])
+
+
+@pytest.fixture(scope="module")
+def steps(tmp_path_factory):
+    """Three rungs of seed 0 (rung 3 borrows rung 2's sft). Options, decselfmask minus sft: rung 1
+    HALF - ALWAYS_NO = 11/15 - 1/3 = 0.4; rung 2 PERFECT - ALL_OFF = 2/3 (a step of +4/15); rung 3
+    ALWAYS_YES - ALL_OFF = 0 (a step of -2/3, the largest), whose string-match difference is 1/3 - 0."""
+    tmp = tmp_path_factory.mktemp("steps")
+    grids = [_grid(tmp, 1, ["sft", "decselfmask"], [0]), _grid(tmp, 2, ["sft", "decselfmask"], [0]),
+             _grid(tmp, 3, ["decselfmask"], [0])]
+    return tmp, grids
+
+
+def _report_steps(tmp: Path, grids: list[str], pred: Path, name: str) -> tuple[dict, str]:
+    md_path = tmp / f"{name}.md"
+    _results_md(md_path)
+    main(["report", "--ladder", *grids, "--out", str(tmp / name), "--predictions-dir", str(pred),
+          "--resamples", str(RESAMPLES), "--results-md", str(md_path)])
+    return json.loads((tmp / name / "ladder.json").read_text()), _section(md_path)
+
+
+def test_the_sentence_names_the_rung_of_the_largest_step(steps):
+    tmp, (g1, g2, g3) = steps
+    pred = tmp / "all"
+    for grid, sft, dsm in ((g1, ALWAYS_NO, HALF), (g2, ALL_OFF, PERFECT), (g3, None, ALWAYS_YES)):
+        if sft:
+            _write(pred, grid, "sft", 0, sft)
+        _write(pred, grid, "decselfmask", 0, dsm)
+    lad, section = _report_steps(tmp, [g1, g2, g3], pred, "all")
+    means = [r["difference"]["options"]["sft"]["mean"] for r in lad["rungs"]]
+    assert means == pytest.approx([0.4, 2 / 3, 0.0])
+    d3, sm3 = (lad["rungs"][2]["difference"][v]["sft"] for v in ("options", "string_match"))
+    assert ("Of the complete rungs (1, 2, 3), rung 3's factor (factor 3) changes decselfmask minus sft under the "
+            f"options scorer the most: from {means[1]:+.4f} at rung 2 to {d3['mean']:+.4f} [") in section
+    assert f"a step of {means[2] - means[1]:+.4f}; rung 3's 95% interval includes zero" in section
+    assert sm3["mean"] == pytest.approx(1 / 3)
+    assert (f"Under the authors' string match it is {sm3['mean']:+.4f} [{sm3['low']:+.4f}, {sm3['high']:+.4f}]"
+            f"{' *' if sm3['excludes_zero'] else ''}, {sm3['mean'] - d3['mean']:+.4f} above the options difference: "
+            "that much of the string-match gain can be a format effect (off-format answers: sft 100.0% [100.0, "
+            "100.0], decselfmask 0.0% [0.0, 0.0]).") in section
+
+
+def test_no_rung_complete_and_a_borrowed_sft_not_complete(steps):
+    tmp, (g1, g2, g3) = steps
+    pred = tmp / "few"
+    _write(pred, g1, "sft", 0, ALWAYS_NO)
+    lad, section = _report_steps(tmp, [g1, g2, g3], pred, "none")
+    assert ("No rung is complete yet: rung 1 partial (1 of 2 runs), rung 2 missing (0 of 2 runs), rung 3 missing "
+            "(0 of 1 runs); no figure is read until its rung is complete.") in section
+    assert all(r["methods"] == {} for r in lad["rungs"])
+    # rung 3 complete, but rung 2's sft of seed 0 is not there: its minus-SFT figures wait for it
+    _write(pred, g3, "decselfmask", 0, ALWAYS_YES)
+    lad, section = _report_steps(tmp, [g1, g2, g3], pred, "borrowed")
+    r3 = lad["rungs"][2]
+    assert r3["status"] == "complete" and r3["withheld"] == "sft" and r3["difference"]["options"]["sft"] is None
+    assert list(r3["methods"]) == ["decselfmask"]
+    assert ("No rung shown has a decselfmask minus sft figure under the options scorer yet (rung 1: partial, no "
+            "figure; rung 2: missing, no figure; rung 3: minus SFT withheld until rung 2's sft runs of its seeds "
+            "are all there).") in section
+    assert ("| complete: 1 of 1 runs, seed 0; SFT: rung 2's (0 of 1 of its runs of seed 0; minus SFT withheld "
+            "until they are all there) | withheld | – | withheld | – | withheld; 0.0% [0.0, 0.0]; – |") \
+        in _section_rows(section)["3"]
 
 
 LADDER_GRIDS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "examples" / "grids").glob("ladder_*_hallmarks.yml"))
@@ -198,8 +418,20 @@ def test_the_committed_ladder_is_what_report_ladder_gives(tmp_path, monkeypatch)
         "ladder predictions are committed but docs/results/ladder/ladder.json is not: run `axolotl decselfmask "
         "experiments report --ladder examples/grids/ladder_*_hallmarks.yml --out docs/results/ladder "
         "--predictions-dir docs/results/predictions` and commit its files")
-    out = tmp_path / "ladder"
-    main(["report", "--ladder", *LADDER_GRIDS, "--out", str(out), "--predictions-dir", "docs/results/predictions"])
-    assert json.loads((out / "ladder.json").read_text()) == json.loads((committed / "ladder.json").read_text())
+    # docs/results.md's generated section too: a copy of the file as it is now, its section rewritten
+    results = tmp_path / "docs" / "results.md"
+    results.parent.mkdir()
+    results.write_text((ROOT / "docs" / "results.md").read_text())
+    out = tmp_path / "docs" / "results" / "ladder"
+    main(["report", "--ladder", *LADDER_GRIDS, "--out", str(out), "--predictions-dir", "docs/results/predictions",
+          "--results-md", str(results)])
+    lad = json.loads((committed / "ladder.json").read_text())
+    assert json.loads((out / "ladder.json").read_text()) == lad
     assert (out / "ladder.md").read_text() == (committed / "ladder.md").read_text()
     assert (committed / "ladder.png").is_file()
+    assert results.read_text() == (ROOT / "docs" / "results.md").read_text(), (
+        "docs/results.md's ladder section is not what `report --ladder ... --results-md docs/results.md` writes: "
+        "run scripts/ladder_sync.sh's report line and commit docs/results.md")
+    # the plan: no figure of a rung that is not complete is committed
+    assert not lad["include_partial"]
+    assert all(r["methods"] == {} and r["difference"] == {} for r in lad["rungs"] if r["status"] != "complete")

@@ -13,6 +13,7 @@ Written: ``budget.json``, ``budget.md`` and ``budget.png`` in the output folder.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 from axolotl_decselfmask.io.files import atomic_write_json, atomic_write_text
 from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, bootstrap
@@ -121,14 +122,22 @@ def plot_budget(curve: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def write_report_files(out: str | Path, stem: str, value: Any, markdown: str,
+                       plot: Callable[[Any, Path], None]) -> Path:
+    """``<stem>.json`` (``value``), ``<stem>.md`` (``markdown``) and ``<stem>.png`` (``plot(value, path)``)
+    in the folder ``out`` (made if need be), each written whole; the budget's and the ladder's reports."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"{stem}.json", value)
+    atomic_write_text(out / f"{stem}.md", markdown)
+    plot(value, out / f"{stem}.png")
+    return out
+
+
 def write_budget(out: str | Path, grids: list[tuple[str, Grid]], predictions_dir: str | Path,
                  resamples: int = 10_000, seed: int = 0) -> dict:
     """:func:`budget_curve` written as ``budget.json``, ``budget.md`` and ``budget.png`` in ``out``."""
     curve = budget_curve(grids, predictions_dir, resamples, seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "budget.json", curve)
-    atomic_write_text(out / "budget.md", budget_markdown(curve))
-    plot_budget(curve, out / "budget.png")
+    out = write_report_files(out, "budget", curve, budget_markdown(curve), plot_budget)
     print(f"label budget: {len(curve['points'])} points, {curve['methods']} -> {out / 'budget.md'}, budget.png")
     return curve

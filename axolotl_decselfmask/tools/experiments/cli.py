@@ -64,7 +64,15 @@ def _parser() -> argparse.ArgumentParser:
                        help=("the ladder instead (issue 34): each grid one rung, its predictions in "
                              "<predictions-dir>/<grid file stem>; decselfmask minus sft and minus "
                              "continual_pretraining_authors per rung under each scorer, the heads, the off-format "
-                             "shares; writes ladder.json, ladder.md, ladder.png"))
+                             "shares; writes ladder.json, ladder.md, ladder.png. A rung's figures are withheld "
+                             "until all of its runs are there"))
+    p_rep.add_argument("--include-partial", action="store_true",
+                       help=("with --ladder: show the figures of rungs that are not complete too (a cut declared "
+                             "at the end); the report names them and their seeds"))
+    p_rep.add_argument("--results-md", metavar="PATH",
+                       help=("with --ladder: also rewrite the text between the lines <!-- ladder-report:begin --> "
+                             "and <!-- ladder-report:end --> of PATH (docs/results.md) with the ladder's section: "
+                             "the summary sentence, the table, the plot, the heads"))
     _bootstrap_args(p_rep)
     return parser
 
@@ -172,9 +180,12 @@ def main(argv: list[str] | None = None) -> None:
                  args.bootstrap_seed, seeds)
     elif sum((args.budget, args.precision, args.ladder)) > 1:
         raise SystemExit("report: --budget, --precision and --ladder are separate reports; give one of them")
+    elif (args.include_partial or args.results_md) and not args.ladder:
+        raise SystemExit("report: --include-partial and --results-md belong to the ladder's report; add --ladder")
     elif args.ladder:
         write_ladder(args.out, [(p, _report_grid(p, args.data_dir)) for p in args.grid],
-                     args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed)
+                     args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed,
+                     args.include_partial, args.results_md)
     elif args.precision:
         if len(args.grid) != 2 or args.budget:
             raise SystemExit(f"report --precision: two grids, A (its own predictions folder) then B; got "
