@@ -1,4 +1,5 @@
-"""Labelled files: texts and labels checked against the label options, and texts shared by two files."""
+"""Labelled files: texts and labels checked against the label options, texts shared by two files,
+and the ``test_fraction`` split of one file (made, and kept in ``split-<task>.json``, here)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from axolotl_decselfmask.errors import InputError
+from axolotl_decselfmask.io.files import atomic_write_json, file_sha256, read_json, safe_filename
 from axolotl_decselfmask.io.tables import (
     TextReport,
     clean_texts,
@@ -146,14 +148,25 @@ def overlapping_rows(a: list[str], b: list[str]) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------- one labelled file, split in two
 
 SPLIT_FORMAT = "decselfmask-split"
+#: the file of a task's split in ``output_dir`` (:mod:`..stage2.outputs` lists it with stage 2's results)
+SPLIT_FILE = "split-{}.json"
 
 
 def split_path(output_dir, task: str) -> Path:
-    """``<output_dir>/split-<task>.json``: the rows of each side of a ``test_fraction`` split
-    (named, written and read by :mod:`axolotl_decselfmask.stage2.outputs`)."""
-    from axolotl_decselfmask.stage2.outputs import split_path as path
+    """``<output_dir>/split-<task>.json``: the rows of each side of a ``test_fraction`` split."""
+    return Path(output_dir) / SPLIT_FILE.format(safe_filename(task))
 
-    return path(output_dir, task)
+
+def read_split(output_dir, task: str):
+    """The saved ``test_fraction`` split of ``task`` (as read; None when missing)."""
+    return read_json(split_path(output_dir, task))
+
+
+def write_split(output_dir, task: str, record: dict) -> Path:
+    """``record`` as ``task``'s split file, atomically."""
+    path = split_path(output_dir, task)
+    atomic_write_json(path, record)
+    return path
 
 
 def stratified_split(labels: list[str], fraction: float, seed: int, where: str) -> tuple[list[int], list[int]]:
@@ -194,8 +207,6 @@ def subset(data: LabelledData, positions: list[int]) -> LabelledData:
 
 
 def _split_key(path: str, c, seed: int) -> dict:
-    from axolotl_decselfmask.io.files import file_sha256
-
     p = Path(path)
     return {"train_file": str(path), "sha256": file_sha256(p) if p.is_file() else None,
             "test_fraction": c.test_fraction, "seed": seed, "text_column": c.text_column,
@@ -211,7 +222,6 @@ def split_labelled(data: LabelledData, c, seed: int, output_dir=None) -> tuple[L
     with a warning when it replaces one made from other contents or settings.
     """
     from axolotl_decselfmask.io.distributed import is_main_process
-    from axolotl_decselfmask.stage2.outputs import read_split, write_split
 
     where = f"decselfmask [{c.task}] {c.train_file}"
     key = _split_key(c.train_file, c, seed)

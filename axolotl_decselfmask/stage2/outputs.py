@@ -1,11 +1,13 @@
-"""Stage 2's files in ``output_dir``: every name said once, here, and every write, read and removal.
+"""Stage 2's files in ``output_dir``: every name said once, here, and every write, read and removal
+(the split file's are :mod:`..io.labelled`'s, which makes the split; they are imported here).
 
 - ``metrics.json``: one entry per task (the evaluation's scores, its decision, how the task was
   run) and their mean Macro F1, merged and written atomically (:func:`write_metrics`);
 - ``predictions-<task>.jsonl``: one row per test note (:func:`write_predictions`);
 - with ``classification.scorer: string_match`` or ``both``, the authors' string-match figures
   beside the option ones (:func:`add_string_match`, :func:`write_string_match_pooled`);
-- ``split-<task>.json``: the rows of each side of a ``test_fraction`` split (:func:`write_split`);
+- ``split-<task>.json``: the rows of each side of a ``test_fraction`` split (:func:`write_split`,
+  from :mod:`..io.labelled`);
 - ``stage2/`` (:data:`STAGE2_DIR`): the classifier (the joint LoRA, ``stage2/<task>`` with
   ``joint: false``, ``heads/`` with ``method: head``), and for ``predict``:
   ``stage2/calibration-<task>.json``, each task's fitted decision (:func:`write_calibration`),
@@ -31,6 +33,12 @@ from axolotl_decselfmask.io.files import (
     read_jsonl,
     safe_filename,
 )
+from axolotl_decselfmask.io.labelled import (  # noqa: F401 - the split file's read, write and path, named here too
+    SPLIT_FILE,
+    read_split,
+    split_path,
+    write_split,
+)
 
 #: the stage-2 folder of ``output_dir``
 STAGE2_DIR = "stage2"
@@ -40,10 +48,9 @@ METRICS_FILE = "metrics.json"
 _PREDICTIONS = "predictions-{}.jsonl"
 _CALIBRATION = "calibration-{}.json"
 _LABEL_SET = "multilabel-{}.json"
-_SPLIT = "split-{}.json"
 
 #: the run's results, as huggingface_hub's fnmatch patterns relative to ``output_dir``
-RESULT_PATTERNS = [f"{STAGE2_DIR}/*", METRICS_FILE, _PREDICTIONS.format("*"), _SPLIT.format("*")]
+RESULT_PATTERNS = [f"{STAGE2_DIR}/*", METRICS_FILE, _PREDICTIONS.format("*"), SPLIT_FILE.format("*")]
 #: stage-2 checkpoints and training logs (the joint folder's and the per-task folders')
 CHECKPOINT_PATTERNS = [f"{STAGE2_DIR}/checkpoint-*", f"{STAGE2_DIR}/*/checkpoint-*", f"{STAGE2_DIR}/*/runs/*",
                        f"{STAGE2_DIR}/runs/*"]
@@ -91,11 +98,6 @@ def label_set_record_path(output_dir, task: str) -> Path:
     return stage2_dir(output_dir) / _LABEL_SET.format(safe_filename(task))
 
 
-def split_path(output_dir, task: str) -> Path:
-    """``<output_dir>/split-<task>.json``: the rows of each side of a ``test_fraction`` split."""
-    return Path(output_dir) / _SPLIT.format(safe_filename(task))
-
-
 _CONFUSION_PNG = "confusion-{}.png"
 _RELIABILITY_PNG = "reliability-{}.png"
 
@@ -122,7 +124,7 @@ def shared_result_files(output_dir) -> list[Path]:
     (``calibration-*``, ``multilabel-*``, a per-task folder's too) and the heads."""
     out = Path(output_dir)
     found = [metrics_path(out)] if metrics_path(out).is_file() else []
-    found += sorted(out.glob(_PREDICTIONS.format("*"))) + sorted(out.glob(_SPLIT.format("*")))
+    found += sorted(out.glob(_PREDICTIONS.format("*"))) + sorted(out.glob(SPLIT_FILE.format("*")))
     stage2 = stage2_dir(out)
     for pattern in (_CALIBRATION.format("*"), _LABEL_SET.format("*"), f"**/{HEADS_DIR}/*"):
         found += sorted(p for p in stage2.glob(pattern) if p.is_file() and "checkpoint-" not in str(p))
@@ -291,19 +293,6 @@ def read_label_set_record(output_dir, task: str) -> dict | None:
     """The record :func:`write_label_set_record` wrote of ``task``; None when there is none."""
     record = read_json(label_set_record_path(output_dir, task))
     return record if isinstance(record, dict) and record.get("format") == LABEL_SET_FORMAT else None
-
-
-# ------------------------------------------------------------------------------------ the splits
-
-def read_split(output_dir, task: str):
-    """The saved ``test_fraction`` split of ``task`` (as read; None when missing)."""
-    return read_json(split_path(output_dir, task))
-
-
-def write_split(output_dir, task: str, record: dict) -> Path:
-    path = split_path(output_dir, task)
-    atomic_write_json(path, record)
-    return path
 
 
 # ------------------------------------------------------------------------------------ forgetting

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle, short functions, private APIs of other libraries only in compat.py."""
+"""The package's shape: no import cycle, io/ below the stages and tools, short functions, private APIs
+of other libraries only in compat.py."""
 
 from __future__ import annotations
 
@@ -54,6 +55,53 @@ def test_no_import_cycle():
         if m not in state:
             visit(m, [m])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+#: a lower layer and the packages above it, which it never imports (they build on it)
+LAYERS = {"axolotl_decselfmask.io": ("axolotl_decselfmask.stage1", "axolotl_decselfmask.stage2",
+                                     "axolotl_decselfmask.tools")}
+
+
+def _imported_names(path: Path, module: str) -> set[str]:
+    """Every name ``path`` imports, module level or inside functions, relative imports made absolute."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parent = ".".join(parts[:len(parts) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            found.update([base, *(f"{base}.{a.name}" for a in node.names)])
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def _upward_imports(path: Path, module: str, above: tuple[str, ...]) -> list[str]:
+    return sorted(n for n in _imported_names(path, module) if any(n == a or n.startswith(a + ".") for a in above))
+
+
+def test_lower_layers_import_nothing_above_them():
+    """io/ imports nothing from stage1/, stage2/ or tools/ (not even inside a function)."""
+    found = {}
+    for module, path in _modules().items():
+        for lower, above in LAYERS.items():
+            if module == lower or module.startswith(lower + "."):
+                if hits := _upward_imports(path, module, above):
+                    found[module] = hits
+    assert not found, f"a lower layer imports from above it: {found}"
+
+
+def test_the_layer_check_sees_lazy_and_relative_imports(tmp_path):
+    path = tmp_path / "labelled.py"
+    path.write_text("import os\n\ndef f():\n    from axolotl_decselfmask.stage2.outputs import split_path\n"
+                    "    from ..tools import models\n    from .files import read_json\n")
+    above = LAYERS["axolotl_decselfmask.io"]
+    assert _upward_imports(path, "axolotl_decselfmask.io.labelled", above) == [
+        "axolotl_decselfmask.stage2.outputs", "axolotl_decselfmask.stage2.outputs.split_path",
+        "axolotl_decselfmask.tools", "axolotl_decselfmask.tools.models"]
 
 
 def test_no_long_functions():
