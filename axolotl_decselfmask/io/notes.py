@@ -21,12 +21,12 @@ from typing import Iterator
 
 from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.io.tables import (
-    _is_json_lines,
-    _open_text,
-    _suffixes,
     check_json_lines,
     check_utf8,
+    is_json_lines,
+    open_text,
     read_table,
+    table_suffix,
 )
 
 #: rows of the notes file read (and written to one output shard) at a time
@@ -65,11 +65,11 @@ class NotesFile:
         p = self.path
         if not p.exists():
             raise InputError(f"{key}: file {str(p)!r} does not exist (working directory: {os.getcwd()}).")
-        self.ext = "" if p.is_dir() else _suffixes(p)
+        self.ext = "" if p.is_dir() else table_suffix(p)
         known = (*_LINES, *_JSON, *_DELIMITED, ".parquet")
         if not p.is_dir() and self.ext not in known:
             raise InputError(f"{key}: cannot read {p}: {FORMATS}.")
-        if self.ext in _JSON and _is_json_lines(p):
+        if self.ext in _JSON and is_json_lines(p):
             self.ext = ".jsonl.gz" if self.ext.endswith(".gz") else ".jsonl"
         self.whole = p.is_dir() or self.ext in _JSON  # read whole, then cut
         if not p.is_dir() and self.ext != ".parquet":
@@ -79,7 +79,7 @@ class NotesFile:
     def _check_text_file(self) -> None:
         p = self.path
         check_utf8(p, self.key)
-        with _open_text(p) as handle:
+        with open_text(p) as handle:
             if not any(line.strip() for line in handle):
                 raise InputError(f"{self.key}: {p} is empty: it holds no notes (not even a header line).")
         if self.ext in _LINES:
@@ -101,7 +101,7 @@ class NotesFile:
             return list(self._parquet().schema_arrow.names)
         if self.ext in _LINES:
             return check_json_lines(self.path, self.key)
-        with _open_text(self.path) as handle:
+        with open_text(self.path) as handle:
             return next(csv.reader(handle, delimiter=_DELIMITED[self.ext]), [])
 
     def require(self, column: str, what: str) -> None:

@@ -16,7 +16,8 @@ from axolotl_decselfmask.errors import InputError
 LOG = logging.getLogger(__name__)
 
 
-def _suffixes(path: Path) -> str:
+def table_suffix(path: Path) -> str:
+    """The file's format suffix, lower case, with ``.gz`` kept (``.jsonl.gz``, ``.csv``, ``.parquet``)."""
     name = path.name.lower()
     for ext in (".jsonl.gz", ".json.gz", ".csv.gz", ".tsv.gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet"):
         if name.endswith(ext):
@@ -74,14 +75,14 @@ def read_table(path: str | os.PathLike, key: str) -> list[dict]:
     if p.stat().st_size == 0:  # pandas would say "No columns to parse from file"
         raise InputError(f"{key}: {p} is empty (0 bytes): it needs a header or rows with a text column. "
                          "Check that the file was written completely, or name another file.")
-    ext = _suffixes(p)
+    ext = table_suffix(p)
     import pandas as pd
 
     if ext != ".parquet":
         check_utf8(p, key)
 
     try:
-        if ext in (".jsonl", ".jsonl.gz") or ext in (".json", ".json.gz") and _is_json_lines(p):
+        if ext in (".jsonl", ".jsonl.gz") or ext in (".json", ".json.gz") and is_json_lines(p):
             check_json_lines(p, key)  # names the line; pandas would not
             frame = pd.read_json(p, lines=True, dtype=False, encoding="utf-8-sig")
         elif ext in (".json", ".json.gz"):
@@ -133,8 +134,8 @@ def iter_column(path: str | os.PathLike, column: str, key: str, chunk_rows: int 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{key}: file {str(p)!r} does not exist (working directory: {os.getcwd()}).")
-    ext = "" if p.is_dir() else _suffixes(p)
-    if p.is_dir() or ext in (".json", ".json.gz") and not _is_json_lines(p):
+    ext = "" if p.is_dir() else table_suffix(p)
+    if p.is_dir() or ext in (".json", ".json.gz") and not is_json_lines(p):
         rows = read_table(p, key)
         for start in range(0, len(rows), chunk_rows):
             yield [r.get(column) for r in rows[start : start + chunk_rows]]
@@ -187,7 +188,7 @@ def _chunk_sizes(total: int, size: int) -> Iterator[int]:
         yield min(size, total - start)
 
 
-def _is_json_lines(path: Path) -> bool:
+def is_json_lines(path: Path) -> bool:
     """Whether a .json file holds one object a line (else it is one JSON document)."""
     import gzip
     import json
@@ -226,7 +227,7 @@ def _json_why(exc) -> str:
     return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
 
 
-def _open_text(path: Path):
+def open_text(path: Path):
     """A text handle on a (possibly gzipped) UTF-8 file, without its byte-order mark if it has one."""
     import gzip
 
@@ -239,7 +240,7 @@ def check_json_lines(path: str | os.PathLike, key: str) -> list[str]:
     JSON object. Returns the first object's keys (the columns)."""
     p = Path(path)
     columns = None
-    with _open_text(p) as handle:
+    with open_text(p) as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 row = _json_row(line, p, key, number)
@@ -255,7 +256,7 @@ def check_json_document(path: str | os.PathLike, key: str) -> None:
     import json
 
     p = Path(path)
-    with _open_text(p) as handle:
+    with open_text(p) as handle:
         try:
             json.load(handle)
         except json.JSONDecodeError as exc:
@@ -351,7 +352,7 @@ POOL_FOLDER_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".cs
 def pool_folder_files(folder: Path) -> list[Path]:
     """The data files of a pool folder, in name order (hidden and ``_``-prefixed ones skipped, as
     ``datasets`` skips them)."""
-    return sorted(f for f in folder.rglob("*") if f.is_file() and _suffixes(f) in POOL_FOLDER_SUFFIXES
+    return sorted(f for f in folder.rglob("*") if f.is_file() and table_suffix(f) in POOL_FOLDER_SUFFIXES
                   and not any(part.startswith((".", "_")) for part in f.relative_to(folder).parts))
 
 
@@ -360,7 +361,7 @@ def _pool_file_columns(p: Path, key: str) -> list[str] | None:
     and the dataset type checks the column)."""
     import csv
 
-    ext = _suffixes(p)
+    ext = table_suffix(p)
     if ext.startswith(".tsv"):
         raise InputError(
             f"{key}: {p} is a TSV file, and Axolotl loads the unlabelled pool with the `datasets` library, "
@@ -373,9 +374,9 @@ def _pool_file_columns(p: Path, key: str) -> list[str] | None:
         return pq.read_schema(p).names
     check_utf8(p, key)
     if ext.startswith(".csv"):
-        with _open_text(p) as handle:
+        with open_text(p) as handle:
             return next(csv.reader(handle), [])
-    if ext.startswith(".jsonl") or _is_json_lines(p):
+    if ext.startswith(".jsonl") or is_json_lines(p):
         return check_json_lines(p, key)
     check_json_document(p, key)
     return None
