@@ -114,7 +114,7 @@ class RenderedTurns:
     answer: str  # the answer content and its end-of-turn marker
 
 
-def _apply(tokenizer, messages: list[dict], **kwargs) -> str:
+def render_conversation(tokenizer, messages: list[dict], **kwargs) -> str:
     """``apply_chat_template``, folding a system turn into the first user turn for templates
     that refuse the system role (Gemma 2, some Mistral templates)."""
     try:
@@ -134,16 +134,16 @@ def render(tokenizer, messages: list[dict]) -> RenderedTurns:
     """
     if messages[-1]["role"] != "assistant":
         raise ValueError("render() needs a conversation that ends with the assistant turn")
-    prompt = _apply(tokenizer, messages[:-1], add_generation_prompt=True)
-    full = _apply(tokenizer, messages)
+    prompt = render_conversation(tokenizer, messages[:-1], add_generation_prompt=True)
+    full = render_conversation(tokenizer, messages)
     content = messages[-1]["content"]
     if not full.startswith(prompt) and messages[0]["role"] == "system":
         # Some templates (Mistral v0.3's) write the system turn into the last user turn only,
         # which moves it when the answer is added: fold it into the first user turn ourselves.
         messages = [{"role": messages[1]["role"], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"},
                     *messages[2:]]
-        prompt = _apply(tokenizer, messages[:-1], add_generation_prompt=True)
-        full = _apply(tokenizer, messages)
+        prompt = render_conversation(tokenizer, messages[:-1], add_generation_prompt=True)
+        full = render_conversation(tokenizer, messages)
     if not full.startswith(prompt):
         raise ChatTemplateError(
             "The chat template renders the conversation differently with and without the "

@@ -33,8 +33,7 @@ import logging
 from datasets import Dataset
 
 from axolotl_decselfmask.errors import InputError
-from axolotl_decselfmask.prompts import _apply as render_conversation  # the template, system-less ones folded
-from axolotl_decselfmask.prompts import ensure_chat_template
+from axolotl_decselfmask.prompts import ensure_chat_template, render_conversation
 from axolotl_decselfmask.stage1.budget import apply_token_budget, write_stage1_stats
 from axolotl_decselfmask.stage1.examples import mask_text, unmask
 from axolotl_decselfmask.stage1.masked_reconstruction import PoolStrategy
