@@ -70,7 +70,7 @@ def test_stage2_resume_keyed_by_rows_settings_and_seed(tmp_path, capsys):
 
 
 def test_runner_seeds_never_meet_with_a_shared_stage1(tmp_path):
-    from axolotl_decselfmask.tools.experiments.recipes import _tasks
+    from axolotl_decselfmask.tools.experiments.recipes import run_tasks
 
     class Task:
         name = "t"
@@ -80,10 +80,10 @@ def test_runner_seeds_never_meet_with_a_shared_stage1(tmp_path):
 
     data = {"tasks": {"t": {"train": {0: "a.jsonl", 1: "b.jsonl"}, "test": "test.jsonl", "labels": ["x", "y"],
                             "question": "Q?", "items": ["x"]}}}
-    shared = _tasks(Corpus(), data, [0, 1])
+    shared = run_tasks(Corpus(), data, [0, 1])
     assert [(t["task"], t["train_file"], t["seed"]) for t in shared] == [("t@seed0", "a.jsonl", 0),
                                                                           ("t@seed1", "b.jsonl", 1)]
-    assert "seed" not in _tasks(Corpus(), data, [1])[0]  # one seed a run: its recipe (and run key) as before
+    assert "seed" not in run_tasks(Corpus(), data, [1])[0]  # one seed a run: its recipe (and run key) as before
 
 
 def test_seed_groups_keep_seeds_apart():

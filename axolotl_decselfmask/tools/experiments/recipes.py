@@ -59,7 +59,7 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def _tasks(corpus: CorpusSpec, data: dict, seeds: list[int]) -> list[dict]:
+def run_tasks(corpus: CorpusSpec, data: dict, seeds: list[int]) -> list[dict]:
     """The stage-2 tasks ``<task>@seed<k>`` of one run (each with its relevance items). A run of
     several seeds (``share_stage1_across_seeds``) gives each task its seed: each seed's stage 2 is
     then trained on that seed's labelled notes only, seeded by it (stage2/run.py, seed_groups)."""
@@ -99,7 +99,7 @@ def _common_block(grid: Grid, corpus: CorpusSpec, data: dict, seeds: list[int], 
         "relevance": {},  # the package's defaults (a grid's decselfmask: block may pin them)
         "masking": {"spans_per_example": 1},  # one example per span, the others visible (the authors')
         "classification": {"text_column": "text", "label_column": "label", **stage2_defaults()},
-        "tasks": _tasks(corpus, data, seeds),
+        "tasks": run_tasks(corpus, data, seeds),
         "probing": {"enabled": False},
     }
     if corpus.lead_in:

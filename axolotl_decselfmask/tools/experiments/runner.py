@@ -25,7 +25,7 @@ from axolotl_decselfmask.tools.experiments.predictions import (
     load_predictions,
     rows_from_predictions,
 )
-from axolotl_decselfmask.tools.experiments.recipes import _tasks, run_recipe, yaml_dump
+from axolotl_decselfmask.tools.experiments.recipes import run_recipe, run_tasks, yaml_dump
 from axolotl_decselfmask.tools.experiments.report import write_results
 from axolotl_decselfmask.tools.experiments.results import (
     DONE_FILE,
@@ -50,7 +50,7 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
                 name = method if grid.share_stage1_across_seeds else f"{method}-seed{seeds[0]}"
                 run_dir = out / "runs" / c.name / name
                 if METHODS[method].kind != "recipe":  # setfit, logreg: no Axolotl recipe; the run spec is one
-                    recipe = runspec(grid, _tasks(c, data[c.name], seeds), run_dir / "output", method)
+                    recipe = runspec(grid, run_tasks(c, data[c.name], seeds), run_dir / "output", method)
                 else:
                     recipe = run_recipe(grid, c, data[c.name], method, seeds, run_dir)
                 runs.append({"corpus": c.name, "method": method, "seeds": seeds, "dir": run_dir, "recipe": recipe,

@@ -51,7 +51,7 @@ ENCODE_BATCH = 32
 
 def runspec(grid, tasks: list[dict], output_dir: Path, method: str = "setfit") -> dict:
     """What one setfit (or ``logreg_minilm``) run does (its fingerprint is the run's recipe key):
-    ``tasks`` as :func:`.recipes._tasks` gives them (``<task>@seed<k>``, train and test files, labels)."""
+    ``tasks`` as :func:`.recipes.run_tasks` gives them (``<task>@seed<k>``, train and test files, labels)."""
     multi = [t["task"] for t in tasks if t.get("multi_label")]
     if multi:
         raise SystemExit(f"{method}: multi_label tasks are not supported ({multi}); leave {method} out of the "
