@@ -1,5 +1,5 @@
-"""The package's shape: no import cycle, io/ below the stages and tools, short functions, private APIs
-of other libraries only in compat.py."""
+"""The package's shape: no import cycle, io/ below the stages and tools, no module importing another's
+private name, short functions, private APIs of other libraries only in compat.py."""
 
 from __future__ import annotations
 
@@ -102,6 +102,19 @@ def test_the_layer_check_sees_lazy_and_relative_imports(tmp_path):
     assert _upward_imports(path, "axolotl_decselfmask.io.labelled", above) == [
         "axolotl_decselfmask.stage2.outputs", "axolotl_decselfmask.stage2.outputs.split_path",
         "axolotl_decselfmask.tools", "axolotl_decselfmask.tools.models"]
+
+
+def _private_imports(path: Path) -> list[str]:
+    """``from <a package module> import _name``: another module's private name."""
+    return [f"{node.lineno}: {node.module}.{a.name}" for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == PKG.name)
+            for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+
+
+def test_no_module_imports_another_modules_private_name():
+    """A name with a leading underscore stays in its module; one that another module needs is public."""
+    found = {module: hits for module, path in _modules().items() if (hits := _private_imports(path))}
+    assert not found, f"modules importing another module's private name: {found}"
 
 
 def test_no_long_functions():
