@@ -134,45 +134,74 @@ def install_cli_excepthook() -> None:
         errors.install()
 
 
-# -------------------------------------------- other libraries' start-up lines (torch 2.13, torchao, bnb 0.50)
+# ----------------------------- other libraries' start-up lines (torch 2.13, torchao 0.17, bnb 0.50, transformers 5.16)
 
 #: lines other libraries log that a user of the plugin cannot act on: logger name -> pieces of the message
-#: (all must be in it). torchao (imported by Axolotl 0.19-0.21) cannot load its CUDA extensions on a machine
-#: without them, and registers two enums with torch's pytree, which torch 2.13 calls deprecated;
-#: bitsandbytes 0.50 looks for its CPU 4-bit kernel on the hub at import, which offline it cannot.
+#: (all must be in it). torch 2.13 calls deprecated the way torchao (imported by Axolotl 0.19-0.21) registers
+#: two enums with its pytree; bitsandbytes 0.50 looks for its CPU 4-bit kernel on the hub at import, which
+#: offline it cannot.
 FOREIGN_LINES = {
-    "torchao": [("Failed to load ", "torchao", "Could not load this library")],
     "torch.utils._pytree": [("is an Enum subclass and is now natively supported by torch.compile",)],
     "bitsandbytes.backends.cpu.ops": [("Failed to load CPU gemm_4bit_forward from kernels-community",)],
 }
-#: on a machine without CUDA only: Axolotl's validation (``check_bf16``, 0.19-0.21) reads a CPU as a GPU
-#: without AMP, though bf16 training on a CPU runs (the plugin's precision line says what runs)
-CPU_LINES = {"axolotl.utils.schemas.config": [("bf16 requested, but AMP is not supported on this GPU",)]}
+#: on a machine without CUDA only: torchao cannot load its CUDA kernels (``torchao/_C_*.so``), which a CPU
+#: cannot run (with CUDA the same line means a torchao that does not match torch: worth reading there);
+#: Axolotl's validation (``check_bf16``, 0.19-0.21) reads a CPU as a GPU without AMP, though bf16 training
+#: on a CPU runs (the plugin's precision line says what runs)
+CPU_LINES = {
+    "torchao": [("Failed to load ", "torchao", "Could not load this library")],
+    "axolotl.utils.schemas.config": [("bf16 requested, but AMP is not supported on this GPU",)],
+}
+#: lines printed after the plugin has loaded that say nothing about the run, with or without CUDA: logger name
+#: -> entries whose first piece starts the message and whose other pieces are in it.
+#: transformers 5.16 (``TokenizersBackend._decode``): a BPE tokenizer whose ``tokenizer_config.json`` sets
+#: ``clean_up_tokenization_spaces`` (SmolLM2's does) says at its first decode that it ignores the setting;
+#: the text is decoded as without it. Axolotl 0.19 (``axolotl/cli/preprocess.py``): the model pre-download
+#: loads the model inside a meta-device context, which transformers 5 refuses for every model.
+AFTER_LOAD_LINES = {
+    "transformers.tokenization_utils_tokenizers": [("Ignoring clean_up_tokenization_spaces=True for BPE tokenizer ",)],
+    "axolotl.cli.preprocess": [("Skipping model pre-download for `",
+                                "You are using `from_pretrained` with a meta device context manager")],
+}
 #: kernels (bitsandbytes' hub kernel) warns, through ``warnings``, that offline it skips a trust check
 FOREIGN_WARNINGS = [r"Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'"]
+#: the entry of docs/troubleshooting.md on the lines printed before Axolotl loads the plugin
+STARTUP_SECTION = "Lines from torchao, torch and bitsandbytes at the start of `axolotl preprocess` and `axolotl train`"
+
+_printed_before_filters: list[str] | None = None  # printed_startup_lines() at the first quiet_foreign_lines()
+_note_said = False
 
 
 class _DropLines:
-    """A logging filter that drops the records whose message holds every piece of one entry."""
+    """A logging filter that drops the records whose message holds every piece of one entry of ``entries``,
+    or starts with the first piece of one entry of ``starts`` and holds its other pieces."""
 
-    def __init__(self, entries):
-        self.entries = entries
+    def __init__(self, entries, starts=()):
+        self.entries = list(entries)
+        self.starts = list(starts)
 
     def filter(self, record) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is not ours to judge
             return True
-        return not any(all(piece in message for piece in entry) for entry in self.entries)
+        if any(all(piece in message for piece in entry) for entry in self.entries):
+            return False
+        return not any(message.startswith(entry[0]) and all(piece in message for piece in entry[1:])
+                       for entry in self.starts)
 
 
 def quiet_foreign_lines(cuda: bool | None = None) -> None:
-    """Silence :data:`FOREIGN_LINES`, :data:`FOREIGN_WARNINGS` and, without CUDA, :data:`CPU_LINES`
-    (narrowly: by logger and message). Idempotent. Runs where the plugin is imported, before
-    Axolotl: lines a library writes before that (``axolotl`` imports them first) stay."""
+    """Silence :data:`FOREIGN_LINES`, :data:`AFTER_LOAD_LINES`, :data:`FOREIGN_WARNINGS` and, without CUDA,
+    :data:`CPU_LINES` (narrowly: by logger and message). Idempotent. Runs where the plugin is imported, before
+    Axolotl: lines a library writes before that (``axolotl`` imports them first) stay; the first call records
+    which (:func:`printed_startup_lines`), for :func:`startup_lines_note`."""
     import logging
     import warnings
 
+    global _printed_before_filters
+    if _printed_before_filters is None:
+        _printed_before_filters = printed_startup_lines()
     lines = dict(FOREIGN_LINES)
     if cuda is None:
         import importlib.util
@@ -180,12 +209,66 @@ def quiet_foreign_lines(cuda: bool | None = None) -> None:
         cuda = importlib.util.find_spec("torch") is not None and _cuda_available()
     if not cuda:
         lines.update(CPU_LINES)
-    for name, entries in lines.items():
+    for name in set(lines) | set(AFTER_LOAD_LINES):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in logger.filters):
-            logger.addFilter(_DropLines(entries))
+            logger.addFilter(_DropLines(lines.get(name, []), AFTER_LOAD_LINES.get(name, [])))
     for message in FOREIGN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
+def printed_startup_lines() -> list[str]:
+    """Which of ``"torchao"`` and ``"bitsandbytes"`` have printed their start-up line about a kernel they could
+    not load, in this process so far (a library not imported yet has printed nothing).
+
+    torchao 0.17 (``torchao/__init__.py``) loads each ``torchao/_C*.so`` with ``torch.ops.load_library``, unless
+    its ``skip_loading_so_files``, and logs ``Failed to load <file>: ...`` for each that fails; torch 2.13 keeps
+    the files it loaded in ``torch.ops.loaded_libraries``. bitsandbytes 0.50
+    (``bitsandbytes/backends/cpu/ops.py``), on a CPU with AVX512-BF16, sets ``gemm_4bit_forward_kernel`` to None
+    when it logged ``Failed to load CPU gemm_4bit_forward from kernels-community: ...``.
+    """
+    from pathlib import Path
+
+    printed = []
+    torchao = sys.modules.get("torchao")
+    if torchao is not None and torchao.__file__ and not getattr(torchao, "skip_loading_so_files", True):
+        import torch
+
+        loaded = {str(Path(p).resolve()) for p in torch.ops.loaded_libraries}
+        if any(str(f.resolve()) not in loaded for f in Path(torchao.__file__).parent.glob("_C*.so")):
+            printed.append("torchao")
+    cpu_ops = sys.modules.get("bitsandbytes.backends.cpu.ops")
+    if cpu_ops is not None and getattr(cpu_ops, "gemm_4bit_forward_kernel", False) is None:
+        printed.append("bitsandbytes")
+    return printed
+
+
+def startup_lines_note(printed: list[str] | None = None) -> str | None:
+    """One line that says what the torchao and bitsandbytes lines printed before the plugin loaded mean, on a
+    machine without CUDA; None with CUDA (there torchao's line may mean a torchao that does not match torch)
+    and when none of them printed. ``printed``: :func:`printed_startup_lines` as the first
+    :func:`quiet_foreign_lines` found it."""
+    printed = _printed_before_filters if printed is None else printed
+    if not printed or _cuda_available():
+        return None
+    what = {"torchao": "torchao's \"Failed to load .../torchao/_C_*.so\" (kernels for CUDA GPUs, which a CPU cannot "
+                       "run)",
+            "bitsandbytes": "bitsandbytes' \"Failed to load CPU gemm_4bit_forward from kernels-community\" (it uses "
+                            "its built-in CPU code instead)"}
+    said = " and ".join(what[name] for name in ("torchao", "bitsandbytes") if name in printed)
+    return (f"decselfmask: on this machine without CUDA, the lines printed above before Axolotl loaded the plugin are "
+            f"harmless: {said}; docs/troubleshooting.md, \"{STARTUP_SECTION}\"")
+
+
+def say_startup_lines_note(log) -> None:
+    """Log :func:`startup_lines_note` on ``log`` (INFO), once in a process."""
+    global _note_said
+    if _note_said:
+        return
+    _note_said = True
+    note = startup_lines_note()
+    if note:
+        log.info(note)
 
 
 def _cuda_available() -> bool:

@@ -14,12 +14,13 @@ import logging
 
 from axolotl_decselfmask.compat import quiet_foreign_lines
 
-quiet_foreign_lines()  # before Axolotl's imports: torchao's, bitsandbytes' and torch's lines a user cannot act on
+quiet_foreign_lines()  # before Axolotl's imports: torchao's, bitsandbytes' and torch's lines a user cannot act on,
+# and the lines of transformers and Axolotl printed later that say nothing about the run (compat.AFTER_LOAD_LINES)
 
 from axolotl.integrations.base import BasePlugin  # noqa: E402
 
 from axolotl_decselfmask.args import plugin_config
-from axolotl_decselfmask.compat import install_cli_excepthook, training_raised
+from axolotl_decselfmask.compat import install_cli_excepthook, say_startup_lines_note, training_raised
 from axolotl_decselfmask.hardware import set_up_machine
 from axolotl_decselfmask.io.distributed import is_main_process
 from axolotl_decselfmask.mask_token import prepare_stage1_model
@@ -50,11 +51,14 @@ class DecSelfMaskPlugin(BasePlugin):
     def register(self, cfg: dict):
         """Runs on the raw recipe, before validation (once in each process).
 
-        When Axolotl runs a command (``load_cfg`` has set ``axolotl_config_path``), the plugin's
-        errors are set to end the command in one line, and the model folders are checked; a
-        recipe validated on its own (tests, the comparison runner) is not looked up on disk.
+        When Axolotl runs a command (``load_cfg`` has set ``axolotl_config_path``): on a machine without
+        CUDA one line says what the start-up lines of torchao and bitsandbytes printed before the plugin
+        loaded mean (:func:`.compat.startup_lines_note`), the plugin's errors are set to end the command
+        in one line, and the model folders are checked; a recipe validated on its own (tests, the
+        comparison runner) is not looked up on disk.
         """
         if cfg.get("axolotl_config_path"):
+            say_startup_lines_note(LOG)  # on a CPU: what torchao's and bitsandbytes' lines before this one mean
             install_cli_excepthook()
             check_model_paths(cfg)
             warning = launcher_warning()
