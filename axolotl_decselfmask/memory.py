@@ -10,28 +10,38 @@ Four stages, each its own peak (one process runs them one after the other, each 
 - ``stage2``: one training step of the classifier (TRL): a fresh LoRA of ``classification.lora_r``,
   ``classification.batch_size`` rows of ``classification.max_length`` (default ``sequence_len``),
   the logits of every position computed (the loss keeps only the answer's).
-- ``evaluation``: the scorer's forward pass without gradients: each note's prompt once with its
-  key/value cache, ``eval_batch_size`` notes at a time, the answer's logits only.
+- ``evaluation``: the scorer's two forward passes without gradients (``stage2.scoring``), the larger
+  of the two: the prompts' pass, each note's prompt once, ``eval_batch_size`` notes at a time, making
+  their key/value cache (one layer's working set, the last position's logits); then the answers' pass,
+  that cache repeated for each of the ``options`` (question, option) pairs scored together
+  (``classification.option_chunk`` at most), the answers run on it, the logits of the
+  :data:`ANSWER_TOKENS` answer positions only.
 
 Each peak is a sum of named terms (bytes), so a user can see what to change:
 
 - ``weights``: the linear layers at the load precision (fp32 4 bytes a parameter, bf16 2, 4-bit NF4
   with double quantisation :data:`NF4_BYTES`); the embedding and an untied output matrix stay at the
-  compute precision (bitsandbytes quantises linear layers only, and never the output layer);
+  compute precision (bitsandbytes quantises linear layers only, and never the output layer). Measured:
+  a loaded model's resident size is its tensors' bytes, within 0.01 GB, in 16 and in 4 bits;
 - ``lora``: the adapter's parameters (float32, PEFT's default), their gradients and the optimiser's
   states (AdamW: two float32 states; 8-bit AdamW, paged or not: two 1-byte states);
 - ``activations``: with gradient checkpointing, every layer's input (``batch x seq x hidden``) plus the
   recomputed layer's working set; without it (relevance), every layer's working set;
 - ``logits``: ``batch x seq x vocab x 4`` bytes (the loss upcasts to float32) times the copies alive at
-  the peak of the backward pass (:data:`LOGITS_COPIES`: the float32 logits, their log-softmax, its
-  gradients). With a 151,936-token vocabulary this is the largest term: 8 rows of 1,024 tokens are
-  5 GB a copy. The 10 GB that a Qwen2.5 0.5B run held on a CPU were stage 2's logits.
-- ``kv_cache``: the evaluation's key/value cache (``2 x layers x batch x seq x kv_heads x head_dim``);
+  the peak of a training step (:data:`LOGITS_COPIES`). With a 151,936-token vocabulary this is the
+  largest term: 8 rows of 1,024 tokens are 5 GB a copy.
+- ``kv_cache``: the evaluation's key/value cache (``2 x layers x batch x seq x kv_heads x head_dim``),
+  in the answers' pass times ``options``, the continuations that each get their own copy of it;
 - ``overhead``: the CUDA context and allocator (:data:`CUDA_OVERHEAD`; 0 on a CPU).
 
-The constants of the activation terms were fitted to peaks measured on a CPU
-(``benchmarks/memory_model.py`` writes measured and predicted side by side, with the error, to
-``benchmarks/results/memory_model.json``; docs/recipes.md has the table). No GPU measured them yet.
+What a stage holds at its peak was read from the code the stages run and checked against peaks
+measured on a CPU, stage by stage and phase by phase (``benchmarks/memory_model.py`` writes measured
+and predicted side by side, with the error, to ``benchmarks/results/memory_model.json``;
+docs/recipes.md has the table); only the two activation terms' tensor counts are rules of thumb
+(:data:`LAYER_HIDDEN_TENSORS` and the others). No GPU measured them yet. A CPU process holds more than
+its live tensors: glibc keeps freed blocks under its mmap threshold mapped (the benchmark's
+``default_malloc`` rows), which this model does not count, as it does not count a GPU allocator's
+cache beyond :data:`CUDA_OVERHEAD`.
 This module imports nothing heavy: the plugin's start check (:func:`start_check`) reads only the
 model's ``config.json``.
 """
@@ -52,17 +62,28 @@ NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 PRECISION_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "nf4": NF4_BYTES}
 #: optimiser bytes per trainable parameter (its states)
 OPTIMISER_BYTES = {"adamw": 8.0, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0, "sgd": 0.0}
-#: float32 copies of the logits alive at the peak of a training step (the upcast logits, their
-#: log-softmax, its gradient and the logits' gradient), besides the compute-precision logits
-LOGITS_COPIES = 4.0
-#: the largest error (predicted - measured) / measured of benchmarks/results/memory_model.json's CPU rows
-STATED_ERROR = 0.50
+#: float32 copies of the logits alive at the peak of a training step. The loss (transformers'
+#: ``ForCausalLMLoss``) upcasts the logits to float32 and takes their log-softmax, which autograd
+#: keeps; the trainer keeps the loss only, so the compute-precision logits and their float32 copy are
+#: freed before the backward pass, whose peak holds three copies: the kept log-softmax, its gradient
+#: and the gradient of the upcast logits (12 bytes a logit; the forward pass peaks at 10 with bf16
+#: logits: 2 + 4 + 4). Measured: 12.0 bytes a logit at SmolLM2's backward peak on a CPU.
+LOGITS_COPIES = 3.0
+#: the largest absolute error (predicted - measured) / measured of benchmarks/results/memory_model.json's
+#: 16 CPU rows (SmolLM2-135M and Qwen2.5-Coder-0.5B, 16 and 4 bits, every stage; live tensors); a GPU's
+#: allocator cache and CUDA context are not in it
+STATED_ERROR = 0.05
 #: the recomputed layer's working set in hidden-sized and intermediate-sized tensors (per token)
 LAYER_HIDDEN_TENSORS = 12.0
 LAYER_INTERMEDIATE_TENSORS = 4.0
 #: relevance keeps every layer's working set (no checkpointing), and its backward a second one
 RELEVANCE_HIDDEN_TENSORS = 10.0
 RELEVANCE_INTERMEDIATE_TENSORS = 3.0
+#: the answer positions whose logits the evaluation keeps per continuation: the label's tokens and
+#: the end-of-turn marker (a label of up to three tokens; "yes" and "no" are one)
+ANSWER_TOKENS = 4
+#: bytes a logit the evaluation holds: the compute-precision logits, their float32 copy and its log-softmax
+EVAL_LOGIT_BYTES = 2.0 + 4.0 + 4.0
 #: the CUDA context, cuBLAS workspaces and the caching allocator's fragmentation (a measured rule of thumb)
 CUDA_OVERHEAD = 1.0 * GB
 
@@ -132,7 +153,8 @@ KNOWN_SHAPES = {
 class Run:
     """What one stage runs: precision of the weights (``fp32``, ``bf16``, ``nf4``) and of the compute
     (``fp32`` or ``bf16``), batch and sequence length, LoRA rank (0: none), optimiser, gradient
-    checkpointing, and ``device`` (``cuda``: the CUDA overhead counted)."""
+    checkpointing, ``device`` (``cuda``: the CUDA overhead counted) and, for the evaluation,
+    ``options``: the (question, option) pairs scored together on each prompt's cache."""
 
     weights: str = "bf16"
     compute: str = "bf16"
@@ -142,6 +164,7 @@ class Run:
     optimiser: str = "adamw"
     checkpointing: bool = True
     device: str = "cuda"
+    options: int = 1
 
 
 def weight_bytes(shape: Shape, run: Run) -> float:
@@ -174,7 +197,10 @@ def training_activation_bytes(shape: Shape, run: Run) -> float:
 
 
 def kv_cache_bytes(shape: Shape, run: Run) -> float:
-    return 2.0 * shape.layers * run.batch * run.seq * shape.kv_heads * shape.head_dim * PRECISION_BYTES[run.compute]
+    """The evaluation's key/value cache: each prompt's, repeated for its ``options`` continuations
+    (``scoring.score_questions`` repeats every row of the prompts' cache in place, one layer at a time)."""
+    per_row = 2.0 * shape.layers * run.seq * shape.kv_heads * shape.head_dim * PRECISION_BYTES[run.compute]
+    return per_row * run.batch * max(1, run.options)
 
 
 def stage_terms(stage: str, shape: Shape, run: Run) -> dict[str, float]:
@@ -183,20 +209,30 @@ def stage_terms(stage: str, shape: Shape, run: Run) -> dict[str, float]:
     if stage in ("stage1", "stage2"):
         terms["lora"] = lora_bytes(shape, run)
         terms["activations"] = training_activation_bytes(shape, run)
-        # the logits in the compute precision, then LOGITS_COPIES float32 copies in the loss's backward
-        compute_copy = PRECISION_BYTES[run.compute] / 4 if run.compute != "fp32" else 0.0
-        terms["logits"] = logits_bytes(shape, run.batch, run.seq) * (LOGITS_COPIES + compute_copy)
+        terms["logits"] = logits_bytes(shape, run.batch, run.seq) * LOGITS_COPIES
     elif stage == "relevance":
         terms["activations"] = shape.layers * _layer_bytes(shape, run, RELEVANCE_HIDDEN_TENSORS,
                                                            RELEVANCE_INTERMEDIATE_TENSORS)
         terms["logits"] = logits_bytes(shape, run.batch, 8) * 2  # the item tokens' logits and their gradient
     elif stage == "evaluation":
-        terms["kv_cache"] = kv_cache_bytes(shape, run)
-        terms["activations"] = _layer_bytes(shape, run, LAYER_HIDDEN_TENSORS / 2, LAYER_INTERMEDIATE_TENSORS / 2)
-        terms["logits"] = logits_bytes(shape, run.batch, 8) * 2  # the answer tokens' logits, log-softmax
+        terms.update(max(evaluation_passes(shape, run), key=lambda t: sum(t.values())))
     else:
         raise ValueError(f"unknown stage {stage!r}: one of {', '.join(STAGES)}")
     return terms
+
+
+def evaluation_passes(shape: Shape, run: Run) -> list[dict[str, float]]:
+    """The terms of the evaluation's two passes, which do not overlap: the prompts' (their key/value
+    cache, one layer's working set, the last position's logits) and the answers' (the cache repeated
+    for the ``options`` continuations, their answer positions' logits)."""
+    rows = run.batch * max(1, run.options)
+    logit = EVAL_LOGIT_BYTES / 4  # logits_bytes counts 4 bytes a logit
+    prompts = {"kv_cache": kv_cache_bytes(shape, replace(run, options=1)),
+               "activations": _layer_bytes(shape, run, LAYER_HIDDEN_TENSORS / 2, LAYER_INTERMEDIATE_TENSORS / 2),
+               "logits": logits_bytes(shape, run.batch, 1) * logit}
+    answers = {"kv_cache": kv_cache_bytes(shape, run), "activations": 0.0,
+               "logits": logits_bytes(shape, rows, ANSWER_TOKENS) * logit}
+    return [prompts, answers]
 
 
 def peak_bytes(stage: str, shape: Shape, run: Run) -> float:
@@ -210,12 +246,27 @@ BATCH_KEYS = {"relevance": "decselfmask.relevance.batch_size", "stage1": "micro_
               "stage2": "decselfmask.classification.batch_size",
               "evaluation": "decselfmask.classification.eval_batch_size"}
 #: the plugin's defaults where the recipe sets nothing (args.py)
-DEFAULTS = {"relevance_batch": 4, "stage2_batch": 8, "eval_batch": 8, "stage2_rank": 32, "sequence_len": 2048}
+DEFAULTS = {"relevance_batch": 4, "stage2_batch": 8, "eval_batch": 8, "stage2_rank": 32, "sequence_len": 2048,
+            "option_chunk": 8}
 
 
 def optimiser_kind(name: str | None) -> str:
     name = (name or "adamw_torch_fused").lower()
     return "paged_adamw_8bit" if "8bit" in name else ("sgd" if "sgd" in name else "adamw")
+
+
+def scored_options(block: dict) -> int:
+    """The continuations scored together on one prompt's cache at the evaluation: the (question,
+    option) pairs of the recipe's task with the most (``multi_label: true``: a yes/no question per
+    label), at most ``classification.option_chunk``; that chunk where a task's labels are not listed."""
+    cls = block.get("classification") or {}
+    chunk = int(cls.get("option_chunk") or DEFAULTS["option_chunk"])
+    pairs = []
+    for task in [cls, *(block.get("tasks") or [])]:
+        labels = task.get("labels") or cls.get("labels") or []
+        multi = task.get("multi_label", cls.get("multi_label")) is True
+        pairs.append(2 * len(labels) if multi else len(labels))
+    return min(chunk, max(pairs)) if all(pairs) else chunk
 
 
 def recipe_shape(cfg: dict) -> Shape | None:
@@ -232,7 +283,8 @@ def recipe_runs(cfg: dict, compute: str = "bf16", device: str = "cuda") -> dict[
 
     QLoRA (``adapter: qlora`` or ``load_in_4bit``) loads stages 1 and 2 and the evaluation in 4 bits;
     relevance in 4 bits where ``relevance.load_in_4bit`` says so. A relevance batch holds
-    ``batch_size`` texts times ``items_per_text`` prompts (counted whole: an upper bound)."""
+    ``batch_size`` texts times ``items_per_text`` prompts (counted whole: an upper bound); the
+    evaluation scores :func:`scored_options` continuations on each prompt."""
     block = cfg.get("decselfmask") or {}
     rel, cls = block.get("relevance") or {}, block.get("classification") or {}
     four_bit = bool(cfg.get("load_in_4bit")) or cfg.get("adapter") == "qlora"
@@ -251,7 +303,7 @@ def recipe_runs(cfg: dict, compute: str = "bf16", device: str = "cuda") -> dict[
         "stage2": Run(weights=base, batch=int(cls.get("batch_size") or DEFAULTS["stage2_batch"]), seq=cls_seq,
                       rank=int(cls.get("lora_r") or DEFAULTS["stage2_rank"]), checkpointing=checkpointing, **common),
         "evaluation": Run(weights=base, batch=int(cls.get("eval_batch_size") or DEFAULTS["eval_batch"]),
-                          seq=cls_seq, rank=0, **common),
+                          seq=cls_seq, rank=0, options=scored_options(block), **common),
     }
 
 

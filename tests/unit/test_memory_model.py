@@ -18,13 +18,87 @@ LLAMA_8B = KNOWN_SHAPES["meta-llama/Llama-3.1-8B-Instruct"]
 RECIPES = sorted((ROOT / "recipes").glob("*.yml"))
 
 
+class LiveBytes:
+    """The bytes of CPU tensor storages alive, and their peak, while active: every storage an
+    operation returns (autograd's backward ones too) counted from its creation until it is freed."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                tracker.count(out)
+                return out
+
+        self.mode, self.live, self.peak, self.alive = Mode(), 0, 0, set()
+
+    def count(self, out):
+        import weakref
+
+        import torch
+        from torch.utils._pytree import tree_flatten
+
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.alive:
+                    self.alive.add(key)
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self.freed, key, storage.nbytes())
+
+    def freed(self, key, nbytes):
+        self.alive.discard(key)
+        self.live -= nbytes
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
 def test_the_logits_term_is_batch_seq_vocab_float32():
     shape = KNOWN_SHAPES["Qwen/Qwen3-8B"]
     assert memory.logits_bytes(shape, 8, 1024) == 8 * 1024 * 151936 * 4
     run = Run(weights="nf4", compute="bf16", batch=8, seq=1024, rank=32, device="cpu")
     terms = memory.stage_terms("stage2", shape, run)
-    assert terms["logits"] == pytest.approx(8 * 1024 * 151936 * 4 * (memory.LOGITS_COPIES + 0.5))
-    assert memory.LOGITS_COPIES == 4.0
+    assert terms["logits"] == pytest.approx(8 * 1024 * 151936 * 4 * memory.LOGITS_COPIES)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_a_training_steps_logits_peak_is_logits_copies_float32_copies(dtype):
+    """The loss of a causal LM (transformers' own, as a trainer calls it: the loss kept, the outputs
+    dropped before the backward pass) holds at most LOGITS_COPIES float32 copies of the logits at once,
+    and reaches that many: the live tensors of a one-layer model whose logits dwarf the rest, counted
+    operation by operation, forward and backward."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49152, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).to(getattr(torch, dtype))
+    model.requires_grad_(False)
+    model.model.layers[0].mlp.down_proj.weight.requires_grad_(True)  # a trained matrix, as a LoRA's
+    batch, seq = 4, 64
+    ids = torch.randint(0, config.vocab_size, (batch, seq))
+    logits = batch * seq * config.vocab_size
+    with LiveBytes() as live:
+        before = live.live
+        loss = model(input_ids=ids, labels=ids).loss
+        forward = live.peak - before
+        loss.backward()
+        peak = live.peak - before
+    other = sum(p.numel() * p.element_size() for p in model.parameters()) + 2 * batch * seq * 32 * 4 * 8
+    assert peak >= memory.LOGITS_COPIES * 4 * logits
+    assert peak <= memory.LOGITS_COPIES * 4 * logits + other
+    assert forward < peak  # the compute-precision logits are gone before the backward pass's peak
 
 
 def test_the_known_shapes_have_the_models_parameter_counts():
@@ -51,13 +125,38 @@ def test_lora_params_match_peft(tmp_path):
 @pytest.mark.parametrize("field,values", [
     ("batch", [1, 2, 4, 8]), ("seq", [128, 512, 2048]), ("rank", [0, 8, 64]),
     ("weights", ["nf4", "bf16", "fp32"]), ("optimiser", ["sgd", "paged_adamw_8bit", "adamw"]),
+    ("options", [1, 2, 8]),
 ])
 def test_every_peak_is_monotone_in_each_input(stage, field, values):
     base = Run(weights="bf16", compute="bf16", batch=2, seq=512, rank=16)
     peaks = [memory.peak_bytes(stage, LLAMA_8B, replace(base, **{field: v})) for v in values]
     assert peaks == sorted(peaks), (stage, field, peaks)
-    if stage in ("stage1", "stage2") or field in ("batch", "seq", "weights"):
+    used = {"rank": ("stage1", "stage2"), "optimiser": ("stage1", "stage2"), "options": ("evaluation",)}
+    if stage in used.get(field, STAGES):
         assert peaks[-1] > peaks[0]  # the input matters where the stage uses it
+    else:
+        assert peaks[-1] == peaks[0]
+
+
+def test_the_evaluations_cache_is_repeated_for_its_options():
+    """Every option scored together gets its own copy of the prompt's key/value cache
+    (scoring.score_questions); the recipe's labels (a yes/no question per label for a multi-label
+    task) set how many, at most classification.option_chunk."""
+    run = Run(batch=4, seq=1024, rank=0, options=1)
+    one = memory.kv_cache_bytes(LLAMA_8B, run)
+    assert one == 2 * 32 * 4 * 1024 * 8 * 128 * 2
+    assert memory.kv_cache_bytes(LLAMA_8B, replace(run, options=3)) == 3 * one
+    block = {"classification": {"labels": ["yes", "no"]}}
+    assert memory.scored_options(block) == 2
+    assert memory.scored_options({"classification": {"labels": list("abcdefghij")}}) == 8  # option_chunk
+    assert memory.scored_options({"classification": {"labels": list("abc"), "option_chunk": 2}}) == 2
+    assert memory.scored_options({"classification": {"labels": list("abc"), "multi_label": True}}) == 6
+    assert memory.scored_options({"classification": {}}) == 8  # labels unknown: the chunk
+    assert memory.scored_options({"classification": {"labels": ["yes", "no"]},
+                                  "tasks": [{"labels": list("abcd")}, {}]}) == 4
+    cfg = yaml.safe_load((ROOT / "recipes" / "llama-3.1-8b-instruct.yml").read_text())
+    evaluation = {p.stage: p for p in memory.predict_recipe(cfg)}["evaluation"]
+    assert evaluation.run.options == len(cfg["decselfmask"]["classification"]["labels"])
 
 
 @pytest.mark.parametrize("field", ["vocab", "hidden", "layers", "intermediate"])
@@ -77,7 +176,7 @@ def test_a_recipes_predicted_peak():
     linear = 32 * (4096 * 128 * (2 * 32 + 2 * 8) + 3 * 4096 * 14336)
     assert stage1.terms["weights"] == pytest.approx(linear * memory.NF4_BYTES + 2 * 128256 * 4096 * 2)
     assert stage1.terms["lora"] == pytest.approx(LLAMA_8B.lora_params(16) * 16)
-    assert stage1.terms["logits"] == pytest.approx(cfg["micro_batch_size"] * 1024 * 128256 * 4 * 4.5)
+    assert stage1.terms["logits"] == pytest.approx(cfg["micro_batch_size"] * 1024 * 128256 * 4 * memory.LOGITS_COPIES)
     assert stage1.peak == pytest.approx(sum(stage1.terms.values()))
     assert 8 * GB < stage1.peak < 16 * GB
 
@@ -137,13 +236,25 @@ def test_the_start_check_is_wired_in_the_plugin(tmp_path, caplog):
     assert "available RAM" in lines[0]
 
 
-def test_the_benchmarks_errors_are_stated(tmp_path):
-    """benchmarks/results/memory_model.json: every CPU measurement beside its prediction, within the stated error."""
+def test_the_benchmarks_errors_are_stated():
+    """benchmarks/results/memory_model.json: the 16 CPU measurements (two models, two precisions,
+    four stages) beside the memory model's predictions as it is now, within the stated error, which
+    is their largest error, also in docs/recipes.md."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("memory_model", ROOT / "benchmarks" / "memory_model.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
     report = json.loads((ROOT / "benchmarks" / "results" / "memory_model.json").read_text())
     rows = [r for r in report["rows"] if r["status"] == "ok"]
-    assert {r["model"] for r in rows} >= {"smollm2-135m-instruct"}
-    assert {r["stage"] for r in rows} <= set(STAGES) and {r["precision"] for r in rows} <= {"16", "4"}
+    assert {(r["model"], r["precision"], r["stage"]) for r in rows} == {
+        (m, p, s) for m in bench.MODELS for p in bench.PRECISIONS for s in STAGES}
     for r in rows:
-        assert r["predicted_gb"] > 0 and r["measured_gb"] > 0
+        assert r["measured_gb"] > r["weights_measured_gb"] > 0
+        again = bench.predicted(r["model"], r["precision"], r["stage"])  # the model as it is now
+        assert r["predicted_gb"] == again["predicted_gb"], (r["model"], r["precision"], r["stage"])
         assert r["error"] == pytest.approx((r["predicted_gb"] - r["measured_gb"]) / r["measured_gb"], abs=2e-3)
-    assert report["summary"]["max_abs_error"] <= memory.STATED_ERROR
+    largest = max(abs(r["error"]) for r in rows)
+    assert report["summary"]["max_abs_error"] == pytest.approx(largest, abs=1e-3)
+    assert largest <= memory.STATED_ERROR < largest + 0.01
+    assert f"{memory.STATED_ERROR:.0%}" in (ROOT / "docs" / "recipes.md").read_text()
