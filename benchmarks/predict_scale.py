@@ -21,6 +21,8 @@ Prints the figures side by side and writes them as JSON (``--out``, default
 ``benchmarks/results/predict_scale.json``). Run it with nothing else on the cores.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/predict_scale.py [--notes 10000] [--threads 2] [--zero-shot]
+    python benchmarks/predict_scale.py --parts memory --threads 1     # beside other work: memory only
+    python benchmarks/predict_scale.py --parts speed,resume           # then, the cores to itself
     python benchmarks/predict_scale.py --zero-shot --notes 50 --memory-notes 20,60 --chunk-size 5 --out /tmp/p.json
 """
 
@@ -172,52 +174,93 @@ def _compare(a: Path, b: Path) -> dict:
     rows_a = [json.loads(line) for line in a.read_text(encoding="utf-8").splitlines()]
     rows_b = [json.loads(line) for line in b.read_text(encoding="utf-8").splitlines()]
     same = [(r["id"], r["task"], r["label"]) for r in rows_a] == [(r["id"], r["task"], r["label"]) for r in rows_b]
+    keys_a = {(r["id"], r["task"]): r["label"] for r in rows_a}
+    keys_b = {(r["id"], r["task"]): r["label"] for r in rows_b}
+    differ = sum(keys_a[k] != keys_b.get(k) for k in keys_a)
     diff = max((abs(x - y) for r, q in zip(rows_a, rows_b) for x, y in zip(r["scores"], q["scores"])
                 if x is not None and y is not None), default=0.0)
-    return {"same_labels": same, "max_score_difference": diff}
+    return {"same_labels": same, "labels_differing": differ, "rows": len(rows_a), "max_score_difference": diff}
 
 
-def measure(args, folder: Path) -> dict:
+PARTS = ("speed", "memory", "resume")
+
+
+def measure(args, folder: Path, previous: dict | None = None) -> dict:
+    """The parts named in ``args.parts``; the figures of the other parts are kept from ``previous``
+    (the JSON of an earlier run), so the memory part can run beside other work and the timed parts
+    alone, with nothing else on the cores."""
     recipe = _recipe(folder, args.zero_shot, Path(args.run), args.float32)
+    result = dict(previous or {})
+    result.update({"notes": args.notes, "note_chars": args.note_chars, "threads": args.threads,
+                   "chunk_size": args.chunk_size, "batch_size": args.batch_size, "zero_shot": args.zero_shot,
+                   "float32": args.float32})
     notes = _notes(folder / "notes.jsonl", args.notes, args.note_chars, synthetic=False)
-    one = _run(_command(recipe, notes, folder / "one.jsonl", 1, args.batch_size, args.chunk_size), args.threads)
-    two = _run(_command(recipe, notes, folder / "two.jsonl", 2, args.batch_size, args.chunk_size), max(1, args.threads // 2))
-    result = {"notes": args.notes, "note_chars": args.note_chars, "threads": args.threads, "chunk_size": args.chunk_size,
-              "batch_size": args.batch_size, "zero_shot": args.zero_shot, "float32": args.float32,
-              "one_process": {"wall_s": one["wall_s"], "notes_per_s": args.notes / one["wall_s"]},
-              "two_processes": {"wall_s": two["wall_s"], "notes_per_s": args.notes / two["wall_s"],
-                                **_compare(folder / "one.jsonl", folder / "two.jsonl")}}
-    result["memory"] = {}
-    for n in args.memory_notes:
-        short = _notes(folder / f"short-{n}.jsonl", n, 0, synthetic=True)
-        run = _run(_command(recipe, short, folder / f"short-{n}.jsonl.out.jsonl", 1, args.batch_size, args.chunk_size), args.threads)
-        result["memory"][str(n)] = {"peak_rss_mib": run["peak_rss_mib"], "wall_s": run["wall_s"]}
-    out = folder / "resumed.jsonl"
-    resumed = _resume(_command(recipe, notes, out, 1, args.batch_size, args.chunk_size), args.threads,
-                      out.with_name(out.name + ".parts"), args.notes // 2)
-    resumed["whole_run_wall_s"] = one["wall_s"]
-    resumed.update(_compare(folder / "one.jsonl", out))
-    result["resume"] = resumed
+    if "speed" in args.parts or "resume" in args.parts:
+        one = _run(_command(recipe, notes, folder / "one.jsonl", 1, args.batch_size, args.chunk_size), args.threads)
+        result["one_process"] = {"wall_s": one["wall_s"], "notes_per_s": args.notes / one["wall_s"]}
+    if "speed" in args.parts:
+        two = _run(_command(recipe, notes, folder / "two.jsonl", 2, args.batch_size, args.chunk_size),
+                   max(1, args.threads // 2))
+        result["two_processes"] = {"wall_s": two["wall_s"], "notes_per_s": args.notes / two["wall_s"],
+                                   **_compare(folder / "one.jsonl", folder / "two.jsonl")}
+    if "memory" in args.parts:
+        result["memory"] = {}
+        for n in args.memory_notes:
+            short = _notes(folder / f"short-{n}.jsonl", n, 0, synthetic=True)
+            run = _run(_command(recipe, short, folder / f"short-{n}.jsonl.out.jsonl", 1, args.batch_size,
+                                args.chunk_size), args.threads)
+            result["memory"][str(n)] = {"peak_rss_mib": run["peak_rss_mib"], "wall_s": run["wall_s"]}
+    if "resume" in args.parts:
+        out = folder / "resumed.jsonl"
+        resumed = _resume(_command(recipe, notes, out, 1, args.batch_size, args.chunk_size), args.threads,
+                          out.with_name(out.name + ".parts"), args.notes // 2)
+        resumed["whole_run_wall_s"] = result["one_process"]["wall_s"]
+        resumed.update(_compare(folder / "one.jsonl", out))
+        result["resume"] = resumed
     return result
 
 
 def report(result: dict) -> str:
-    one, two, res = result["one_process"], result["two_processes"], result["resume"]
-    mem = result["memory"]
+    one, two, res = result.get("one_process"), result.get("two_processes"), result.get("resume")
+    mem = result.get("memory") or {}
     lines = [f"predict on {result['notes']} notes ({result['note_chars']} characters), {result['threads']} threads "
              f"({'zero-shot run' if result['zero_shot'] else 'the quickstart run'}, "
-             f"{'float32' if result['float32'] else 'bf16: auto'}):",
-             f"  notes/s          1 process {one['notes_per_s']:8.2f}   2 processes {two['notes_per_s']:8.2f}   "
-             f"ratio {two['notes_per_s'] / one['notes_per_s']:.2f}   (same labels: {two['same_labels']}, scores within "
-             f"{two['max_score_difference']:.1e})"]
-    sizes = sorted(mem, key=int)
-    lines.append("  peak RSS (MiB)   " + "   ".join(f"{int(n):,} notes {mem[n]['peak_rss_mib']:8.1f}" for n in sizes)
-                 + (f"   ratio {mem[sizes[-1]]['peak_rss_mib'] / mem[sizes[0]]['peak_rss_mib']:.2f}"
-                    if len(sizes) > 1 else ""))
-    lines.append(f"  resume           killed at {res['killed_at_notes']} notes (reported {res['reported_already_written']} "
-                 f"already written); resumed in {res['resume_wall_s']:.1f} s vs {res['whole_run_wall_s']:.1f} s whole, "
-                 f"ratio {res['resume_wall_s'] / res['whole_run_wall_s']:.2f} (same labels: {res['same_labels']})")
+             f"{'float32' if result['float32'] else 'bf16: auto'}):"]
+    if one and two:
+        lines.append(f"  notes/s          1 process {one['notes_per_s']:8.2f}   2 processes {two['notes_per_s']:8.2f}   "
+                     f"ratio {two['notes_per_s'] / one['notes_per_s']:.2f}   (labels differing: {two.get('labels_differing', '?')} of "
+                     f"{two.get('rows', '?')}, "
+                     f"scores within {two['max_score_difference']:.1e})")
+    if mem:
+        sizes = sorted(mem, key=int)
+        lines.append("  peak RSS (MiB)   " + "   ".join(f"{int(n):,} notes {mem[n]['peak_rss_mib']:8.1f}" for n in sizes)
+                     + (f"   ratio {mem[sizes[-1]]['peak_rss_mib'] / mem[sizes[0]]['peak_rss_mib']:.2f}"
+                        if len(sizes) > 1 else ""))
+    if res:
+        lines.append(f"  resume           killed at {res['killed_at_notes']} notes (reported "
+                     f"{res['reported_already_written']} already written); resumed in {res['resume_wall_s']:.1f} s vs "
+                     f"{res['whole_run_wall_s']:.1f} s whole, ratio {res['resume_wall_s'] / res['whole_run_wall_s']:.2f} "
+                     f"(same labels: {res['same_labels']})")
     return "\n".join(lines)
+
+
+def _machine(threads: int) -> dict:
+    """The CPU this ran on: its model name, the bfloat16 flags that decide bf16: auto, torch's kernels."""
+    flags, name = set(), platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not name:
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cpus": os.cpu_count(), "cpu": name, "amx_bf16": "amx_bf16" in flags,
+            "avx512_bf16": "avx512_bf16" in flags, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "platform": platform.platform(), "python": platform.python_version(), "threads": threads}
 
 
 def main() -> None:
@@ -236,10 +279,24 @@ def main() -> None:
     parser.add_argument("--zero-shot", action="store_true", help="the embedded model untrained, a run made here")
     parser.add_argument("--run", default=str(ROOT / "outputs" / "quickstart"), help="the trained quickstart's output_dir")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--parts", type=lambda s: [p for p in s.split(",") if p], default=list(PARTS),
+                        help="comma-separated parts to measure (speed, memory, resume); the figures of the "
+                             "others are kept from --out: the memory part may run beside other work, the "
+                             "timed parts (speed, resume) need the cores to themselves")
     args = parser.parse_args()
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"--parts: unknown {unknown}; choose from {', '.join(PARTS)}")
+    previous = json.loads(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).is_file() else None
+    if previous and (previous.get("notes"), previous.get("zero_shot")) != (args.notes, args.zero_shot):
+        previous = None  # figures of another setting are not kept beside these
     with tempfile.TemporaryDirectory(prefix="predict_scale_") as tmp:
-        result = measure(args, Path(tmp))
-    result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+        result = measure(args, Path(tmp), previous)
+    machines = dict((previous or {}).get("machines") or {})
+    for part in args.parts:
+        machines[part] = _machine(args.threads)
+    result["machines"] = machines
+    result.pop("machine", None)
     print(report(result))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
