@@ -99,3 +99,33 @@ def test_a_rung_gives_the_plans_settings(n, tmp_path):
             assert (rel.target, rel.prompt_style, config.spans.sign) == \
                 (("max_logit", "completion", "absolute") if n >= 5 else ("sum_logprob", "question", "auto"))
             assert (recipe.get("adapter"), recipe["learning_rate"]) == ((None, 4e-5) if n == 7 else ("lora", 3e-4))
+
+
+def test_resume_script_runs_every_registered_run_once_in_the_order_of_amendment_l2():
+    """scripts/ladder_resume.sh's jobs: seed 0 of rungs 2 -> 7, then seeds 1 and 2 of rungs 1 -> 3
+    (docs/results.md, amendment L2); each job's methods and seed are its grid's, zero-shot only at rung 1
+    seed 0 (already run), and together with rung 1 seed 0 they cover every (rung, method, seed) of the
+    grids exactly once."""
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "ladder_resume.sh"), "--print"], capture_output=True,
+                         text=True, check=True).stdout.split()
+    jobs = [line.split("|") for line in out]
+    order = [(int(stem.split("_")[1]), int(seed)) for stem, _, seed, _ in jobs]
+    assert order == [(r, 0) for r in range(2, 8)] + [(r, s) for s in (1, 2) for r in (1, 2, 3)]
+    covered = {(1, m, 0) for m in ("zero_shot", "sft", "decselfmask", "continual_pretraining_authors")}
+    for stem, methods, seed, pdir in jobs:
+        grid = yaml.safe_load((ROOT / "examples" / "grids" / f"{stem}.yml").read_text())
+        assert pdir == f"docs/results/predictions/{stem}"
+        assert int(seed) in grid["seeds"]
+        for method in methods.split(","):
+            assert method in grid["methods"] and method != "zero_shot"
+            key = (int(stem.split("_")[1]), method, int(seed))
+            assert key not in covered
+            covered.add(key)
+    expected = set()
+    for n, path in enumerate(GRIDS, start=1):
+        grid = yaml.safe_load(path.read_text())
+        for method in grid["methods"]:
+            for seed in grid["seeds"]:
+                if method != "zero_shot" or seed == 0:
+                    expected.add((n, method, seed))
+    assert covered == expected
