@@ -51,7 +51,7 @@ def _grid(folder: Path, rung: int, methods: list[str], seeds: list[int]) -> str:
 
 
 def _write(pred_dir: Path, grid_path: str, method: str, seed: int, answers: tuple, heads: dict | None = None,
-           dtype: str = "bfloat16", seeds: list[int] | None = None) -> None:
+           dtype: str = "bfloat16", seeds: list[int] | None = None, seconds: float = 1.0) -> None:
     """One run's predictions file, through the runner's writer (a run folder, its metrics entries)."""
     run_dir = pred_dir.parent / "runs" / f"{Path(grid_path).stem}-{method}-{seed}"
     test_file = run_dir / "test.jsonl"
@@ -68,7 +68,7 @@ def _write(pred_dir: Path, grid_path: str, method: str, seed: int, answers: tupl
         entries[f"{t}@seed{seed}"] = {
             "labels": ["yes", "no"], "n_train": 16, "environment": {"dtype": dtype, "cpu_capability": "AMX"},
             "probe_heads": {style: {"predictions": list(pred)} for style, pred in (heads or {}).items()}}
-    record = {"seconds": 1.0, "run_key": f"{grid_path}-{method}-{seed}", "metrics": {"tasks": entries}}
+    record = {"seconds": seconds, "run_key": f"{grid_path}-{method}-{seed}", "metrics": {"tasks": entries}}
     export_run(run, record, pred_dir / Path(grid_path).stem, seeds or [seed])
 
 
@@ -391,6 +391,9 @@ def test_no_rung_complete_and_a_borrowed_sft_not_complete(steps):
     assert ("No rung is complete yet: rung 1 partial (1 of 2 runs), rung 2 missing (0 of 2 runs), rung 3 missing "
             "(0 of 1 runs); no figure is read until its rung is complete.") in section
     assert all(r["methods"] == {} for r in lad["rungs"])
+    assert ("Defaults rule (pre-registered): not applied yet: rungs 1, 2, 3 are incomplete; it is applied when the "
+            "ladder is finished or a cut is declared (`--include-partial`). No rung is complete, so no candidate is "
+            "considered yet.") in section and lad["defaults_rule"]["candidates"] == []
     # rung 3 complete, but rung 2's sft of seed 0 is not there: its minus-SFT figures wait for it
     _write(pred, g3, "decselfmask", 0, ALWAYS_YES)
     lad, section = _report_steps(tmp, [g1, g2, g3], pred, "borrowed")
@@ -435,3 +438,128 @@ def test_the_committed_ladder_is_what_report_ladder_gives(tmp_path, monkeypatch)
     # the plan: no figure of a rung that is not complete is committed
     assert not lad["include_partial"]
     assert all(r["methods"] == {} and r["difference"] == {} for r in lad["rungs"] if r["status"] != "complete")
+
+
+# --------------------------------------------------------------------------- the defaults rule
+
+# options: 7 of 8 right (a "yes" note answered "no"): F1 yes 2*3/(4+3) = 6/7, no 2*4/(4+5) = 8/9, mean 55/63
+ONE_MORE = (["yes", "no", "yes", "no", "yes", "no", "no", "no"], [YES, NO, YES, NO, YES, NO, NO, NO])
+NO_HEADS = {"package": ["no"] * 8, "authors": ["no"] * 8}  # each head Macro F1 1/3
+
+
+def _rule(tmp: Path, runs: dict, complete: bool = True, flags: tuple = ()) -> tuple[dict, str]:
+    """Two rungs of seed 0, each running sft and decselfmask; ``runs``: (rung, method) -> (answers, heads,
+    seconds); without ``complete``, rung 2's sft is not written. The rule and the results section."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    grids = {n: _grid(tmp, n, ["sft", "decselfmask"], [0]) for n in (1, 2)}
+    pred = tmp / "predictions"
+    for (rung, method), (answers, heads, seconds) in runs.items():
+        if complete or (rung, method) != (2, "sft"):
+            _write(pred, grids[rung], method, 0, answers, heads, seconds=seconds)
+    md_path = tmp / "results.md"
+    _results_md(md_path)
+    main(["report", "--ladder", grids[1], grids[2], "--out", str(tmp / "out"), "--predictions-dir", str(pred),
+          "--resamples", str(RESAMPLES), "--results-md", str(md_path), *flags])
+    lad = json.loads((tmp / "out" / "ladder.json").read_text())
+    section = _section(md_path)
+    # the paragraph follows the one-sentence summary, in ladder.md too
+    assert section.index("**In one sentence.**") < section.index("Defaults rule (pre-registered): ") < \
+        section.index("| rung | adds |")
+    assert "Defaults rule (pre-registered): " in (tmp / "out" / "ladder.md").read_text()
+    return lad["defaults_rule"], section
+
+
+def _pick(c: dict | None) -> tuple | None:
+    return c and (c["rung"], c["method"], c["classifier"])
+
+
+def test_rule_a_head_clearly_best_becomes_the_default(tmp_path):
+    rule, section = _rule(tmp_path, {
+        (1, "sft"): (OFF_ON_YES, NO_HEADS, 50.0), (1, "decselfmask"): (ALWAYS_NO, NO_HEADS, 100.0),
+        (2, "sft"): (OFF_ON_YES, NO_HEADS, 50.0),
+        (2, "decselfmask"): (HALF, {"package": GOLD, "authors": ["no"] * 8}, 500.0)})
+    assert rule["applied"] and rule["rungs_considered"] == [1, 2] and rule["rungs_not_considered"] == []
+    means = {_pick(c): c["mean"] for c in rule["candidates"]}
+    assert means == pytest.approx({(1, "decselfmask", "options"): 1 / 3, (1, "decselfmask", "package"): 1 / 3,
+                                   (1, "decselfmask", "authors"): 1 / 3, (2, "decselfmask", "options"): 11 / 15,
+                                   (2, "decselfmask", "package"): 1.0, (2, "decselfmask", "authors"): 1 / 3})
+    assert _pick(rule["reference"]) == (1, "decselfmask", "options") and rule["reference"]["seconds"] == 100.0
+    assert _pick(rule["winner"]) == (2, "decselfmask", "package") and rule["winner"]["seconds"] == 500.0
+    d = rule["difference"]
+    assert d["mean"] == pytest.approx(2 / 3) and d["excludes_zero"] and d["low"] > 0 and d["seeds"] == [0]
+    # chosen for its interval, though dearer
+    assert _pick(rule["choice"]) == (2, "decselfmask", "package") and rule["why"] == "its interval excludes zero"
+    assert not rule["without_decselfmask"]["beats_every_decselfmask"] and rule["readme_sentence"] is None
+    assert (f"the highest is rung 2's decselfmask (package head), 1.0000 [1.0000, 1.0000]; minus today's default "
+            f"(rung 1's decselfmask (options), 0.3333 [") in section
+    assert (f"it is {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] (seeds 0), whose interval excludes zero "
+            "(run seconds 500 against 100): rung 2's decselfmask (package head) becomes the default") in section
+    assert "not applied yet" not in section
+
+
+@pytest.mark.parametrize(("seconds", "chosen"), [((100.0, 500.0), 1), ((500.0, 100.0), 2)])
+def test_rule_an_interval_with_zero_keeps_the_cheaper(tmp_path, seconds, chosen):
+    rule, section = _rule(tmp_path, {
+        (1, "sft"): (ALWAYS_NO, None, 50.0), (1, "decselfmask"): (HALF, None, seconds[0]),
+        (2, "sft"): (ALWAYS_NO, None, 50.0), (2, "decselfmask"): (ONE_MORE, None, seconds[1])})
+    assert [_pick(c) for c in rule["candidates"]] == [(1, "decselfmask", "options"), (2, "decselfmask", "options")]
+    assert _pick(rule["winner"]) == (2, "decselfmask", "options") and rule["winner"]["mean"] == pytest.approx(55 / 63)
+    d = rule["difference"]
+    # one note differs: a resample without it has a difference of 0, so the interval reaches zero
+    assert d["mean"] == pytest.approx(55 / 63 - 11 / 15) and d["low"] == 0 and not d["excludes_zero"]
+    assert _pick(rule["choice"]) == (chosen, "decselfmask", "options")
+    assert rule["why"] == "its interval includes zero: the cheaper of the two by run seconds"
+    verb = "stays" if chosen == 1 else "becomes"
+    assert (f"whose interval includes zero (run seconds {seconds[1]:.0f} against {seconds[0]:.0f}): rung {chosen}'s "
+            f"decselfmask (options) {verb} the default") in section
+
+
+def test_rule_sft_or_a_head_on_the_untouched_model_beating_every_decselfmask_setting(tmp_path):
+    rule, section = _rule(tmp_path / "sft", {
+        (1, "sft"): (PERFECT, NO_HEADS, 50.0), (1, "decselfmask"): (ALWAYS_NO, NO_HEADS, 100.0),
+        (2, "sft"): (HALF, NO_HEADS, 50.0), (2, "decselfmask"): (HALF, NO_HEADS, 100.0)})
+    w = rule["without_decselfmask"]
+    assert [_pick(c) for c in w["candidates"]] == [(1, "sft", c) for c in ("options", "package", "authors")] + \
+        [(2, "sft", c) for c in ("options", "package", "authors")]
+    assert _pick(w["best"]) == (1, "sft", "options") and w["best"]["mean"] == 1.0
+    assert w["beats_every_decselfmask"] and w["minus_winner"]["mean"] == pytest.approx(1 - 11 / 15)
+    assert rule["readme_sentence"] == "Plain SFT beats every DecSelfMask setting of the ladder."
+    assert 'The README says so: "Plain SFT beats every DecSelfMask setting of the ladder."' in section
+    # a head of the sft runs (the untouched model) above every DecSelfMask setting
+    rule, section = _rule(tmp_path / "head", {
+        (1, "sft"): (ALWAYS_NO, {"package": ["no"] * 8, "authors": GOLD}, 50.0),
+        (1, "decselfmask"): (ALWAYS_NO, NO_HEADS, 100.0), (2, "sft"): (ALWAYS_NO, None, 50.0),
+        (2, "decselfmask"): (ONE_MORE, NO_HEADS, 100.0)})
+    assert _pick(rule["without_decselfmask"]["best"]) == (1, "sft", "authors")
+    assert rule["readme_sentence"] == ("A head on the untouched model (the authors head) beats every DecSelfMask "
+                                       "setting of the ladder.")
+    # level with the best DecSelfMask setting is not above it
+    rule, _ = _rule(tmp_path / "level", {
+        (1, "sft"): (ONE_MORE, None, 50.0), (1, "decselfmask"): (ALWAYS_NO, None, 100.0),
+        (2, "sft"): (ALWAYS_NO, None, 50.0), (2, "decselfmask"): (ONE_MORE, None, 100.0)})
+    assert not rule["without_decselfmask"]["beats_every_decselfmask"] and rule["readme_sentence"] is None
+
+
+def test_rule_not_applied_while_a_rung_is_incomplete(tmp_path, withheld, ladder):
+    runs = {(1, "sft"): (ALWAYS_NO, None, 50.0), (1, "decselfmask"): (HALF, None, 100.0),
+            (2, "sft"): (ALWAYS_NO, None, 50.0), (2, "decselfmask"): (PERFECT, None, 100.0)}
+    rule, section = _rule(tmp_path / "partial", runs, complete=False)
+    assert not rule["applied"] and rule["incomplete_rungs"] == [2]
+    assert rule["rungs_considered"] == [1] and rule["rungs_not_considered"] == [{"rung": 2, "status": "partial"}]
+    assert {c["rung"] for c in rule["candidates"]} == {1}  # rung 2's decselfmask (Macro F1 1) is not read
+    assert ("Defaults rule (pre-registered): not applied yet: rung 2 is incomplete; it is applied when the ladder "
+            "is finished or a cut is declared (`--include-partial`). So far, over the complete rung 1: ") in section
+    assert ("the highest is rung 1's decselfmask (options), 0.7333 [0.3333, 1.0000], today's default itself: rung 1's "
+            "decselfmask (options) would stay.") in section and "1.0000 [" not in section
+    # the same runs with the cut declared: applied over what there is, rung 2 included
+    rule, section = _rule(tmp_path / "cut", runs, complete=False, flags=("--include-partial",))
+    assert rule["applied"] and rule["rungs_considered"] == [1, 2] and rule["incomplete_rungs"] == [2]
+    assert _pick(rule["winner"]) == (2, "decselfmask", "options") and "not applied yet" not in section
+    # the module fixtures: rungs 2-4 incomplete (withheld); with --include-partial rung 4 (no run) is not considered
+    rule = withheld[0]["defaults_rule"]
+    assert not rule["applied"] and rule["incomplete_rungs"] == [2, 3, 4] and rule["rungs_considered"] == [1]
+    assert "Defaults rule (pre-registered): not applied yet: rungs 2, 3, 4 are incomplete" in _section(withheld[2])
+    rule = ladder[0]["defaults_rule"]
+    assert rule["applied"] and rule["rungs_considered"] == [1, 2, 3]
+    assert rule["rungs_not_considered"] == [{"rung": 4, "status": "missing"}]
+    assert "(not considered, no figures: rung 4 missing)" in ladder[1]

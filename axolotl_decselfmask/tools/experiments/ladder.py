@@ -32,7 +32,11 @@ are, and the section names the partial rungs and their seeds.
 Written: ``ladder.json`` (every figure shown), ``ladder.md`` (the tables and the summary sentence) and
 ``ladder.png`` (the two differences per rung, one panel per scorer) in the output folder; with a
 results file (``--results-md``), the text between its :data:`BEGIN` and :data:`END` lines is replaced
-by :func:`ladder_section` (the sentence, the table, the plot, the heads)."""
+by :func:`ladder_section` (the sentence, the table, the plot, the heads).
+
+The pre-registered rule that sets the plugin's defaults (:mod:`.defaults_rule`) is computed over the rungs
+whose figures are computed: ``ladder.json``'s ``defaults_rule`` and a paragraph after the sentence, which says
+"not applied yet" while a rung is incomplete (without ``include_partial``)."""
 
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ import numpy as np
 from axolotl_decselfmask.io.files import atomic_write_text
 from axolotl_decselfmask.tools.experiments.bootstrap import BLOCK, REFERENCE, bootstrap
 from axolotl_decselfmask.tools.experiments.budget import write_report_files
+from axolotl_decselfmask.tools.experiments.defaults_rule import defaults_rule, rule_paragraph
 from axolotl_decselfmask.tools.experiments.grid import Grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
 from axolotl_decselfmask.tools.experiments.plots import save_figure
@@ -272,16 +277,18 @@ def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples
         raise SystemExit(f"report --ladder: two grids are the same rung ({numbers}); give each rung's grid once")
     _borrow_sft(rungs)
     _reused(rungs)
-    out = []
+    out, shown_records = [], {}
     for rung in rungs:
         _withhold(rung, include_partial)
         shown = rung["records"] and rung["withheld"] != "rung"
         figures = _rung_figures(rung, resamples, seed) if shown else {"methods": {}, "difference": {}}
+        if shown:
+            shown_records[rung["rung"]] = rung["records"]
         out.append({k: v for k, v in rung.items() if k not in ("records", "compared", "_corpora")} | figures)
     zero = next(({"rung": r["rung"], **r["methods"][ZERO]} for r in out if ZERO in r["methods"]), None)
     return {"reference": REFERENCE, "baselines": list(BASELINES), "resamples": resamples, "seed": seed,
             "include_partial": include_partial, "predictions_dir": str(predictions_dir), "zero_shot": zero,
-            "rungs": out}
+            "rungs": out, "defaults_rule": defaults_rule(out, shown_records, resamples, seed, include_partial)}
 
 
 # --------------------------------------------------------------------------- ladder.md
@@ -506,7 +513,7 @@ def ladder_sentence(lad: dict) -> str:
 
 
 def ladder_markdown(lad: dict) -> str:
-    lines = ["# The ladder", "", ladder_sentence(lad), "",
+    lines = ["# The ladder", "", ladder_sentence(lad), "", rule_paragraph(lad["defaults_rule"]), "",
              (f"{REFERENCE} minus SFT and minus `{CPT}` (CPT) per rung, mean Macro F1 over tasks and the seeds both "
               f"have [95% paired bootstrap interval, {lad['resamples']:,} resamples of test notes and tasks; `*`: "
               "the interval excludes zero; the seeds are named where a pair has fewer than DecSelfMask]. Options: "
@@ -525,7 +532,7 @@ def ladder_section(lad: dict, png: str = "results/ladder/ladder.png") -> str:
     """The generated part of docs/results.md's "Which part of the paper's protocol carries its gain":
     the sentence, one row per rung (both differences under both scorers, the off-format shares), the
     plot (``png``, relative to the results file) and the heads."""
-    lines = [f"**In one sentence.** {ladder_sentence(lad)}", "",
+    lines = [f"**In one sentence.** {ladder_sentence(lad)}", "", rule_paragraph(lad["defaults_rule"]), "",
              (f"{REFERENCE} minus `{SFT}` and minus `{CPT}` (CPT), mean Macro F1 over tasks and the seeds both have "
               f"[95% paired bootstrap interval, {lad['resamples']:,} resamples of test notes and tasks; `*`: it "
               "excludes zero]; off-format answers: the share of each method's string-match answers that are off "

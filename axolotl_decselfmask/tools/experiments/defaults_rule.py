@@ -1,0 +1,180 @@
+"""The rule that sets the plugin's defaults (docs/results.md, "The ladder (issue 34): plan", "The rule that
+sets the plugin's defaults (fixed now)"), computed from the ladder's figures so that applying it is mechanical.
+
+Candidates: every considered rung x classifier of ``decselfmask``: ``options`` (the generative classifier,
+its calibrated decision under the option scoring), the ``package`` head and the ``authors`` head (each head's
+argmax); never the string-match scorer. A rung is considered when its figures are computed: complete (or
+every rung with runs, with ``include_partial``, a declared cut). A candidate's figure is the ladder's own (mean
+Macro F1 over tasks and the rung's seeds [95% interval]); its cost, the mean ``seconds`` of the rung's
+``decselfmask`` runs (the predictions files' first line): the heads are fitted inside those runs, so a rung's
+three classifiers carry the same run seconds.
+
+The reference is today's default: rung 1's ``decselfmask`` with ``options``. The winner is the candidate of
+the highest mean (the first in rung, then options/package/authors order on a tie, so the reference on a tie).
+Winner minus reference: the paired bootstrap (:func:`.bootstrap.bootstrap`, the report's resamples and seed)
+over the seeds both have. The winner becomes the default if that interval excludes zero; else the cheaper of
+the two by mean run seconds (today's default on a tie, or where a run's seconds are not recorded).
+
+Without DecSelfMask: ``sft`` (options) and the two heads of the ``sft`` runs (the heads on the untouched
+model), at each considered rung that runs ``sft`` itself. Its best "beats every DecSelfMask setting" when its
+mean is above every candidate's (the paired interval of it minus the DecSelfMask winner is given beside it);
+then :data:`README` names it for the README.
+
+The rule is **applied** only when every rung is complete, or with ``include_partial``; until then it is
+computed over the complete rungs and marked not applied, with the rungs it could not consider."""
+
+from __future__ import annotations
+
+from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, bootstrap
+from axolotl_decselfmask.tools.experiments.predictions import head_records
+
+SFT = "sft"
+CLASSIFIERS = ("options", "package", "authors")  # never string_match: a user's own predictions do not score so
+README = "{who} beats every DecSelfMask setting of the ladder"
+
+
+def _label(c: dict) -> str:
+    what = "options" if c["classifier"] == "options" else f"{c['classifier']} head"
+    return f"rung {c['rung']}'s {c['method']} ({what})"
+
+
+def _view(records: list[dict], method: str, classifier: str, name: str) -> list[dict]:
+    """``method``'s records as ``classifier`` scores them, renamed ``name`` (one bootstrap method)."""
+    own = [r for r in records if r["method"] == method]
+    if classifier != "options":
+        own = [r for r in head_records(own) if r["method"] == f"{method}:{classifier}_head"]
+    return [{**r, "method": name} for r in own]
+
+
+def _candidates(rung: dict, records: list[dict], method: str) -> list[dict]:
+    figures = rung["methods"].get(method) or {}
+    seconds = [float(r["seconds"]) for r in records if r["method"] == method and r.get("seconds") is not None]
+    has = [r for r in records if r["method"] == method]
+    out = []
+    for classifier in CLASSIFIERS:
+        fig = figures.get("options") if classifier == "options" else (figures.get("heads") or {}).get(classifier)
+        if fig:
+            out.append({"rung": rung["rung"], "method": method, "classifier": classifier, "mean": fig["mean"],
+                        "low": fig["low"], "high": fig["high"], "seeds": figures.get("seeds"),
+                        "seconds": sum(seconds) / len(seconds) if seconds and len(seconds) == len(has) else None})
+    return out
+
+
+def _paired(a: dict, b: dict, records: dict[int, list[dict]], resamples: int, seed: int) -> dict | None:
+    """``a`` minus ``b`` (candidates), paired over the seeds both have: {mean, low, high, excludes_zero, seeds}."""
+    seeds = sorted(set(a["seeds"] or []) & set(b["seeds"] or []))
+    if not seeds:
+        return None
+    pick = lambda c, name: _view([r for r in records[c["rung"]] if r["seed"] in seeds],  # noqa: E731
+                                 c["method"], c["classifier"], name)
+    recs = pick(a, "a") + pick(b, "b")
+    try:
+        boot = bootstrap(recs, ["a", "b"], resamples, seed, reference="a")
+    except ValueError as err:
+        raise SystemExit(f"report --ladder: the defaults rule, {_label(a)} minus {_label(b)}: {err}") from None
+    diff = ((boot["scopes"].get("all") or {}).get("difference") or {}).get("b")
+    return None if diff is None else {**diff, "seeds": seeds}
+
+
+def defaults_rule(rungs: list[dict], records: dict[int, list[dict]], resamples: int, seed: int,
+                  include_partial: bool) -> dict:
+    """The rule over ``rungs`` (the ladder's rungs with their figures) and ``records`` (rung -> its counted
+    predictions records, for the rungs whose figures are computed only)."""
+    incomplete = [r["rung"] for r in rungs if r["status"] != "complete"]
+    considered = [r for r in rungs if r["withheld"] != "rung" and any(x["method"] == REFERENCE
+                                                                       for x in records.get(r["rung"], []))]
+    numbers = [r["rung"] for r in considered]
+    not_considered = [{"rung": r["rung"], "status": r["status"]} for r in rungs if r["rung"] not in numbers]
+    candidates = [c for r in considered for c in _candidates(r, records[r["rung"]], REFERENCE)]
+    without = [c for r in considered if SFT in r["methods_run"] for c in _candidates(r, records[r["rung"]], SFT)]
+    reference = next((c for c in candidates if c["rung"] == 1 and c["classifier"] == "options"), None)
+    winner = max(candidates, key=lambda c: c["mean"]) if candidates else None  # max keeps the first of a tie
+    out = {"applied": not incomplete or include_partial, "incomplete_rungs": incomplete,
+           "rungs_considered": numbers, "rungs_not_considered": not_considered,
+           "candidates": candidates, "reference": reference, "winner": winner, "difference": None,
+           "choice": None, "why": None}
+    if reference is None:
+        out["why"] = "no reference: rung 1's decselfmask (options) has no figure"
+    elif winner is reference:
+        out["choice"], out["why"] = reference, "today's default is the highest"
+    else:
+        out["difference"] = d = _paired(winner, reference, records, resamples, seed)
+        if d is None:
+            out["why"] = "the winner and the reference share no seed: no paired interval"
+        elif d["excludes_zero"]:
+            out["choice"], out["why"] = winner, "its interval excludes zero"
+        elif winner["seconds"] is None or reference["seconds"] is None:
+            out["choice"], out["why"] = reference, "its interval includes zero and a run's seconds are not recorded"
+        elif winner["seconds"] == reference["seconds"]:
+            out["choice"], out["why"] = reference, "its interval includes zero and the run seconds are equal"
+        else:
+            cheaper = winner if winner["seconds"] < reference["seconds"] else reference
+            out["choice"], out["why"] = cheaper, "its interval includes zero: the cheaper of the two by run seconds"
+    best = max(without, key=lambda c: c["mean"]) if without else None
+    beats = bool(best and candidates and all(best["mean"] > c["mean"] for c in candidates))
+    out["without_decselfmask"] = {
+        "candidates": without, "best": best, "beats_every_decselfmask": beats,
+        "minus_winner": _paired(best, winner, records, resamples, seed) if best and winner else None}
+    who = None if not best else "Plain SFT" if best["classifier"] == "options" else (
+        f"A head on the untouched model (the {best['classifier']} head)")
+    out["readme_sentence"] = README.format(who=who) + "." if beats and out["applied"] else None
+    return out
+
+
+def _fig(c: dict) -> str:
+    return f"{c['mean']:.4f} [{c['low']:.4f}, {c['high']:.4f}]"
+
+
+def _diff(d: dict) -> str:
+    return (f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] (seeds {','.join(map(str, d['seeds']))}), whose "
+            f"interval {'excludes' if d['excludes_zero'] else 'includes'} zero")
+
+
+def _rungs(numbers: list) -> str:
+    return ("rung " if len(numbers) == 1 else "rungs ") + ", ".join(map(str, numbers))
+
+
+def rule_paragraph(rule: dict) -> str:
+    """The results section's paragraph: the candidates, the winner, its interval, the decision, the rungs
+    not considered; "not applied yet" while a rung is incomplete (without ``include_partial``)."""
+    text = "Defaults rule (pre-registered): "
+    if not rule["applied"]:
+        inc = rule["incomplete_rungs"]
+        text += (f"not applied yet: {_rungs(inc)} {'is' if len(inc) == 1 else 'are'} incomplete; it is applied when "
+                 "the ladder is finished or a cut is declared (`--include-partial`).")
+        if not rule["candidates"]:
+            return text + " No rung is complete, so no candidate is considered yet."
+        text += f" So far, over the complete {_rungs(rule['rungs_considered'])}: "
+    else:
+        text += f"over {_rungs(rule['rungs_considered'])}"
+        if rule["rungs_not_considered"]:
+            text += (" (not considered, no figures: " + ", ".join(
+                f"rung {r['rung']} {r['status']}" for r in rule["rungs_not_considered"]) + ")")
+        text += ": "
+    if not rule["candidates"]:
+        return text + "no DecSelfMask setting has a figure."
+    text += (f"{len(rule['candidates'])} DecSelfMask settings (rung x options, package head, authors head), mean "
+             "Macro F1 over tasks and seeds; the highest is " + f"{_label(rule['winner'])}, {_fig(rule['winner'])}")
+    ref = rule["reference"]
+    if ref is None:
+        text += f"; {rule['why']}."
+    elif rule["winner"] is ref:
+        text += f", today's default itself: {_label(ref)} {'stays' if rule['applied'] else 'would stay'}."
+    elif rule["difference"] is None:
+        text += f"; {rule['why']}."
+    else:
+        choice = rule["choice"]
+        verb = ("becomes" if choice is not ref else "stays") if rule["applied"] else (
+            "would become" if choice is not ref else "would stay")
+        cost = ("" if ref["seconds"] is None or rule["winner"]["seconds"] is None else
+                f" (run seconds {rule['winner']['seconds']:.0f} against {ref['seconds']:.0f})")
+        text += (f"; minus today's default ({_label(ref)}, {_fig(ref)}) it is {_diff(rule['difference'])}{cost}: "
+                 f"{_label(choice)} {verb} the default ({rule['why']}).")
+    w = rule["without_decselfmask"]
+    if w["best"]:
+        text += (f" Without DecSelfMask the best is {_label(w['best'])}, {_fig(w['best'])}, "
+                 f"{'above' if w['beats_every_decselfmask'] else 'not above'} every DecSelfMask setting")
+        text += f" (minus the highest: {_diff(w['minus_winner'])})." if w["minus_winner"] else "."
+    if rule["readme_sentence"]:
+        text += f" The README says so: \"{rule['readme_sentence']}\""
+    return text
