@@ -302,15 +302,33 @@ def child(model_name: str, precision: str, stage: str) -> dict:
                 value=value, torch_threads=torch.get_num_threads())
 
 
-def predicted(model_name: str, precision: str, stage: str) -> dict:
+def model_shape(model_name: str, recorded: dict | None = None):
+    """The model's :class:`memory.Shape`: from its folder's config.json (``make model``, ``make
+    qwen-model``), else the shape recorded with its rows (``recorded``: a row's ``shape``), so the
+    predictions can be recomputed on a machine without the model."""
     from axolotl_decselfmask import memory
 
-    shape = memory.shape_from_config(json.loads((MODELS[model_name] / "config.json").read_text()))
+    config = MODELS[model_name] / "config.json"
+    if config.is_file():
+        return memory.shape_from_config(json.loads(config.read_text()))
+    if recorded:
+        return memory.Shape(**recorded)
+    raise FileNotFoundError(f"{config}: no config.json for {model_name} and no shape recorded with its rows; "
+                            f"run `make model` / `make qwen-model`")
+
+
+def predicted(model_name: str, precision: str, stage: str, recorded_shape: dict | None = None) -> dict:
+    import dataclasses
+
+    from axolotl_decselfmask import memory
+
+    shape = model_shape(model_name, recorded_shape)
     s = SETTINGS[stage]
     run = memory.Run(weights="nf4" if precision == "4" else "bf16", compute="bf16", batch=s["batch"], seq=s["seq"],
                      rank=s["rank"], device="cpu", options=s.get("options", 1))
     terms = memory.stage_terms(stage, shape, run)
-    return dict(predicted_gb=round(sum(terms.values()) / 1e9, 3), terms_gb={k: round(v / 1e9, 3) for k, v in terms.items()})
+    return dict(predicted_gb=round(sum(terms.values()) / 1e9, 3), terms_gb={k: round(v / 1e9, 3) for k, v in terms.items()},
+                shape=dataclasses.asdict(shape))
 
 
 #: glibc's allocator settings of each measurement: ``tensors``: every allocation of 64 KiB or more its
@@ -450,7 +468,7 @@ def main(argv=None) -> dict:
         for row in report["rows"]:
             if row.get("status") == "ok":
                 row.update(SETTINGS[row["stage"]])  # the settings it ran with (``options``: always OPTIONS)
-                row.update(predicted(row["model"], row["precision"], row["stage"]))
+                row.update(predicted(row["model"], row["precision"], row["stage"], row.get("shape")))
                 row["error"] = round((row["predicted_gb"] - row["measured_gb"]) / row["measured_gb"], 3)
         report = write_report(args.out, report["rows"])
         print(measured_table(report))
