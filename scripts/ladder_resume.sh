@@ -4,36 +4,58 @@
 # worktree pinned at the ladder's commit, with the predictions already committed here copied into it so
 # that finished runs are not run again (docs/experiments.md, "Running the ladder").
 #
-#   scripts/ladder_resume.sh [--print] [WORKTREE]     (default ../ladder)
+#   scripts/ladder_resume.sh [--print] [--two-lanes] [WORKTREE]     (default ../ladder)
 #
-# --print: only print the lane's jobs, one a line, and exit. The worktree is made if it is not there
+# --print: only print the lane's jobs, one a line, and exit. --two-lanes (amendment L3): lane 1 (core 1)
+# runs seed 0 of rungs 2 -> 7 and lane 0 (core 0) seeds 1 and 2 of rungs 1 -> 3, each started only if it
+# is not running (outputs/lane1.pid, outputs/lane0.pid); without it one lane on core 1 runs them all. The worktree is made if it is not there
 # (`git worktree add --detach`, the checkout's models and venvs linked into it). Refuses to start a second
 # lane while one runs (outputs/lane1.pid in the worktree). Sync finished runs back with
 # scripts/ladder_sync.sh WORKTREE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LADDER_PIN=5f65c46  # the commit every ladder run is made with (docs/results.md, the ladder's progress)
-PRINT=0
-if [ "${1:-}" = "--print" ]; then PRINT=1; shift; fi
-WT=${1:-../ladder}
+PRINT=0; TWO=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --print) PRINT=1; shift ;;
+    --two-lanes) TWO=1; shift ;;
+    -*) echo "ladder_resume: unknown option $1 (--print, --two-lanes)" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+WT=$(realpath -m "${1:-../ladder}")
 P=docs/results/predictions
 M2="sft,decselfmask,continual_pretraining_authors"
 M3="decselfmask,continual_pretraining_authors"
 JOBS=("ladder_2_hallmarks|$M2|0|$P/ladder_2_hallmarks" "ladder_3_hallmarks|$M3|0|$P/ladder_3_hallmarks")
 for r in 4 5 6 7; do JOBS+=("ladder_${r}_hallmarks|$M3|0|$P/ladder_${r}_hallmarks"); done
+SEED0=("${JOBS[@]}")
+LATER=()
 for s in 1 2; do
-  JOBS+=("ladder_1_hallmarks|$M2|$s|$P/ladder_1_hallmarks" "ladder_2_hallmarks|$M2|$s|$P/ladder_2_hallmarks"
+  LATER+=("ladder_1_hallmarks|$M2|$s|$P/ladder_1_hallmarks" "ladder_2_hallmarks|$M2|$s|$P/ladder_2_hallmarks"
          "ladder_3_hallmarks|$M3|$s|$P/ladder_3_hallmarks")
 done
-if [ $PRINT = 1 ]; then printf '%s\n' "${JOBS[@]}"; exit 0; fi
+JOBS+=("${LATER[@]}")
+if [ $PRINT = 1 ]; then
+  if [ $TWO = 1 ]; then echo "# lane 1 (core 1)"; printf '%s\n' "${SEED0[@]}"; echo "# lane 0 (core 0)"; printf '%s\n' "${LATER[@]}"
+  else printf '%s\n' "${JOBS[@]}"; fi
+  exit 0
+fi
 
 if [ ! -d "$WT" ]; then
   git worktree add --detach "$WT" "$LADDER_PIN"
   here=$(pwd)
   for link in models .venv .venv-setfit; do ln -s "$here/$link" "$WT/$link"; done
 fi
-if [ -f "$WT/outputs/lane1.pid" ] && kill -0 "$(cat "$WT/outputs/lane1.pid")" 2>/dev/null; then
-  echo "ladder_resume: a lane already runs in $WT (pid $(cat "$WT/outputs/lane1.pid")); stop it first" >&2
+running() { [ -f "$WT/outputs/lane$1.pid" ] && kill -0 "$(cat "$WT/outputs/lane$1.pid")" 2>/dev/null; }
+if [ $TWO = 0 ] && { running 1 || running 0; }; then
+  echo "ladder_resume: a lane already runs in $WT (outputs/lane1.pid or lane0.pid); stop it first, or add" \
+    "--two-lanes to start the lane that is missing" >&2
+  exit 1
+fi
+if [ $TWO = 1 ] && running 1 && running 0; then
+  echo "ladder_resume: both lanes already run in $WT (pids $(cat "$WT/outputs/lane1.pid"), $(cat "$WT/outputs/lane0.pid"))" >&2
   exit 1
 fi
 # the committed predictions, so that the runner skips what is done
@@ -44,7 +66,17 @@ for f in $P/ladder_*/*/*.jsonl.gz; do
 done
 cd "$WT"
 mkdir -p outputs
-echo "=== resumed $(date -u +%F' '%H:%M) by scripts/ladder_resume.sh at $(git rev-parse --short HEAD)" >> outputs/lane1.log
-PYTHONPATH=$PWD KERNELS=native setsid nohup scripts/lane.sh 1 "${JOBS[@]}" >> outputs/lane1.log 2>&1 &
-echo $! > outputs/lane1.pid
-echo "ladder_resume: lane started in $WT (pid $(cat outputs/lane1.pid)); log $WT/outputs/lane1.log"
+start_lane() {  # CORE JOB...
+  local core=$1; shift
+  echo "=== resumed $(date -u +%F' '%H:%M) by scripts/ladder_resume.sh at $(git rev-parse --short HEAD)" >> "outputs/lane$core.log"
+  PYTHONPATH=$PWD KERNELS=native setsid nohup scripts/lane.sh "$core" "$@" >> "outputs/lane$core.log" 2>&1 &
+  echo $! > "outputs/lane$core.pid"
+  echo "ladder_resume: lane started on core $core in $WT (pid $(cat "outputs/lane$core.pid")); log $WT/outputs/lane$core.log"
+}
+if [ $TWO = 0 ]; then
+  start_lane 1 "${JOBS[@]}"
+else
+  # a lane already running keeps its queue (a lane 1 started alone reaches seeds 1-2 only after every seed-0 run)
+  running 1 && echo "ladder_resume: lane 1 already runs (pid $(cat outputs/lane1.pid)); left as it is" || start_lane 1 "${SEED0[@]}"
+  running 0 && echo "ladder_resume: lane 0 already runs (pid $(cat outputs/lane0.pid)); left as it is" || start_lane 0 "${LATER[@]}"
+fi

@@ -129,3 +129,19 @@ def test_resume_script_runs_every_registered_run_once_in_the_order_of_amendment_
                 if method != "zero_shot" or seed == 0:
                     expected.add((n, method, seed))
     assert covered == expected
+
+
+def test_resume_script_two_lanes_split_the_same_jobs_by_seed():
+    """--two-lanes (amendment L3): lane 1 gets the seed-0 jobs and lane 0 seeds 1 and 2, in the order of the
+    one-lane queue, so together they run exactly its jobs and neither lane holds a job of the other."""
+    script = str(ROOT / "scripts" / "ladder_resume.sh")
+    one = subprocess.run(["bash", script, "--print"], capture_output=True, text=True, check=True).stdout.split()
+    two = subprocess.run(["bash", script, "--print", "--two-lanes"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert two[0] == "# lane 1 (core 1)" and "# lane 0 (core 0)" in two
+    cut = two.index("# lane 0 (core 0)")
+    lane1, lane0 = two[1:cut], two[cut + 1:]
+    assert lane1 + lane0 == one
+    assert {job.split("|")[2] for job in lane1} == {"0"} and {job.split("|")[2] for job in lane0} == {"1", "2"}
+    bad = subprocess.run(["bash", script, "--two-lane"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown option --two-lane" in bad.stderr
