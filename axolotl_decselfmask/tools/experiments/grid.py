@@ -110,9 +110,36 @@ class Grid(_Strict):
     )
     split_seed: int = Field(default=1234, description="Seed of the test splits and the pool (fixed across runs).")
     max_text_chars: int | None = Field(default=None, ge=100, description="Cut texts to this many characters.")
+    stage1_models: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Stage 1 reused, not trained: method -> the folder of a stage-1 model saved by another grid's run, with "
+            "{corpus} and {seed} filled in per run (e.g. ../ladder/outputs/experiments/ladder_4_hallmarks/runs/"
+            "{corpus}/decselfmask-seed{seed}/output/stage1_merged). The method's runs start stage 2 (or its head) "
+            "from that model with decselfmask.stage1: false, so a stage-2 setting or a classifier can be added to a "
+            "stage 1 already trained. Only methods with a stage 1; a relative path is under the current folder."
+        ),
+    )
     recipe: dict[str, Any] = Field(default_factory=dict, description="Axolotl keys that override the runner's recipe.")
     decselfmask: dict[str, Any] = Field(default_factory=dict, description="Overrides of the decselfmask: block.")
     corpora: list[CorpusSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _stage1_models(self) -> "Grid":
+        from axolotl_decselfmask.tools.experiments.methods import METHODS
+
+        for method, template in self.stage1_models.items():
+            if method not in self.methods:
+                raise ValueError(f"stage1_models.{method}: not one of the grid's methods {list(self.methods)}")
+            if not METHODS[method].stage1:
+                raise ValueError(f"stage1_models.{method}: {method} has no stage 1 to reuse; name a method with one "
+                                 "(decselfmask_early_stop, decselfmask_head, ...)")
+            try:
+                template.format(corpus="c", seed=0)
+            except (KeyError, IndexError, ValueError) as err:
+                raise ValueError(f"stage1_models.{method}: {template!r} may hold only {{corpus}} and {{seed}} "
+                                 f"({err})") from None
+        return self
 
     @model_validator(mode="after")
     def _distinct(self) -> "Grid":

@@ -129,6 +129,36 @@ METHODS: dict[str, Method] = {
          "decselfmask.classification.early_stopping.enabled": True},
         default=False, baseline=False,
     ),
+    "head": Method(
+        "no stage 1; the classifier is the package's head (classification.method: head, its package style) on the "
+        "base model's frozen hidden states, its decision fitted on out-of-fold scores",
+        {"decselfmask.stage1": False, "decselfmask.classification.method": "head",
+         "decselfmask.classification.head.style": "package", "decselfmask.probing.enabled": False},
+        default=False, baseline=False,
+    ),
+    "head_authors": Method(
+        "no stage 1; the classifier is the authors' head (classification.head.style: authors: the raw text "
+        "note + '{item}? <mask>' read at its last token, no activation, dropout 0.1, AdamW 1e-3, batch 64) on the "
+        "base model's frozen hidden states, 50 epochs (one epoch of 16 labelled notes is one step; as the ladder's "
+        "probing head), its decision fitted on out-of-fold scores",
+        {"decselfmask.stage1": False, "decselfmask.classification.method": "head",
+         "decselfmask.classification.head.style": "authors", "decselfmask.classification.head.epochs": 50,
+         "decselfmask.probing.enabled": False},
+        default=False, baseline=False,
+    ),
+    "decselfmask_head": Method(
+        "decselfmask's stage 1, then the package's head on the stage-1 model's frozen hidden states (as head)",
+        {"decselfmask.stage1": True, "decselfmask.classification.method": "head",
+         "decselfmask.classification.head.style": "package", "decselfmask.probing.enabled": False},
+        default=False, baseline=False,
+    ),
+    "decselfmask_head_authors": Method(
+        "decselfmask's stage 1, then the authors' head on the stage-1 model's frozen hidden states (as head_authors)",
+        {"decselfmask.stage1": True, "decselfmask.classification.method": "head",
+         "decselfmask.classification.head.style": "authors", "decselfmask.classification.head.epochs": 50,
+         "decselfmask.probing.enabled": False},
+        default=False, baseline=False,
+    ),
     "logreg_minilm": Method(
         "not a decoder: a logistic regression (scikit-learn's defaults, seeded) on the frozen all-MiniLM-L6-v2 "
         "sentence embeddings of the same labelled and test notes (SetFit's head without its contrastive "

@@ -48,6 +48,8 @@ def run_key(run: dict) -> str:
     out = str(Path(run["dir"]).parent.parent.parent)  # <out>/runs/<corpus>/<run>
     files: dict = {}
     recipe = _neutral(run["recipe"], out, str(Path.cwd()), files)
+    if run.get("stage1_model"):  # a reused stage 1 (grid stage1_models): the model's key, not its folder
+        recipe["base_model"] = f"<stage1 {run['stage1_model']['key']}>"
     return fingerprint({"recipe": recipe, "data": files})
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from axolotl_decselfmask.io.files import (
     atomic_write_json,
     atomic_write_text,
+    fingerprint,
     read_json,
 )
 from axolotl_decselfmask.stage1.budget import STATS_FILE
+from axolotl_decselfmask.stage2.model import MERGED_RECORD
 from axolotl_decselfmask.stage2.outputs import forget_metrics, read_metrics
 from axolotl_decselfmask.tools.experiments.data import build_data
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
@@ -53,9 +55,43 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
                     recipe = runspec(grid, run_tasks(c, data[c.name], seeds), run_dir / "output", method)
                 else:
                     recipe = run_recipe(grid, c, data[c.name], method, seeds, run_dir)
-                runs.append({"corpus": c.name, "method": method, "seeds": seeds, "dir": run_dir, "recipe": recipe,
-                             "packages": grid.setfit_packages})
+                run = {"corpus": c.name, "method": method, "seeds": seeds, "dir": run_dir, "recipe": recipe,
+                       "packages": grid.setfit_packages}
+                if method in grid.stage1_models:
+                    reuse_stage1(run, grid.stage1_models[method].format(corpus=c.name, seed=seeds[0]))
+                runs.append(run)
     return runs
+
+
+def reuse_stage1(run: dict, folder: str) -> None:
+    """Make ``run`` start from the saved stage-1 model in ``folder`` (``stage1_models``): its recipe's
+    base model, no stage 1 of its own. ``run["stage1_model"]`` records the folder and the stage-1 key
+    the model was saved with (``decselfmask_merged.json``; for a full fine-tune, the sha256 of its
+    ``config.json`` and weights' sizes), which is part of the run key (:func:`.results.run_key`) in
+    place of the folder's path; a folder that is not there yet gets the key ``missing``."""
+    path = Path(folder).resolve()
+    run["recipe"]["base_model"] = str(path)
+    run["recipe"]["decselfmask"]["stage1"] = False
+    run["stage1_model"] = {"folder": str(path), "key": stage1_model_key(path)}
+
+
+def stage1_model_key(path: Path) -> str:
+    """What identifies a saved stage-1 model: the key in its ``decselfmask_merged.json`` (a merged
+    stage-1 LoRA), else a fingerprint of its ``config.json`` and its weight files' names and sizes (a
+    full fine-tune's output folder), else ``missing``."""
+    record = read_json(path / MERGED_RECORD)
+    if isinstance(record, dict) and record.get("key"):
+        return str(record["key"])
+    if not (path / "config.json").is_file():
+        return "missing"
+    weights = sorted((p.name, p.stat().st_size) for p in path.glob("*.safetensors"))
+    return fingerprint({"config": (path / "config.json").read_text(), "weights": weights})
+
+
+def missing_stage1_models(runs: list[dict]) -> list[str]:
+    """One line per run in ``runs`` whose reused stage-1 model is not there."""
+    return [f"{r['corpus']}/{r['dir'].name}: {r['stage1_model']['folder']}" for r in runs
+            if r.get("stage1_model", {}).get("key") == "missing"]
 
 
 def _environment() -> dict:
@@ -201,6 +237,12 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
         return rows
 
     todo = [r for r in runs if not done_record(r) and id(r) not in committed]
+    missing = missing_stage1_models(todo)
+    if missing:  # before any run: a stage 1 to reuse that is not there
+        raise SystemExit(f"{grid_path}: stage1_models names stage-1 models that are not there (no "
+                         f"{MERGED_RECORD} nor config.json):\n  " + "\n  ".join(missing)
+                         + "\nRun the grid that trains them first (its runs keep output/stage1_merged), fix the "
+                         "path, or leave those seeds out with --seeds.")
     print(f"experiments: {len(runs)} runs ({len(runs) - len(todo)} already done), "
           f"{sum(len(c.tasks) for c in grid.corpora)} tasks, seeds {grid.seeds}, into {out_dir}")
     if dry_run:
