@@ -60,6 +60,22 @@ def test_reused_stage1_sets_the_base_model_and_its_key_is_the_models(tmp_path, t
     assert run_key(runs3[("decselfmask_head", 1)]) != before
 
 
+def test_a_full_fine_tune_is_known_by_its_files(tmp_path, tiny_llama):
+    """A stage 1 without adapter saves no merged record: the key is a fingerprint of its config and weights."""
+    from axolotl_decselfmask.tools.experiments.runner import stage1_model_key
+
+    folder = tmp_path / "full"
+    shutil.copytree(tiny_llama, folder)
+    key = stage1_model_key(folder)
+    assert key not in ("missing", "") and stage1_model_key(shutil.copytree(folder, tmp_path / "copy")) == key
+    weights = next(folder.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of the weights: another model
+    weights.write_bytes(bytes(data))
+    assert stage1_model_key(folder) != key
+    assert stage1_model_key(tmp_path / "nothing") == "missing"
+
+
 @pytest.mark.parametrize("over, message", [
     ({"stage1_models": {"head": "x/{seed}"}}, "head has no stage 1"),
     ({"stage1_models": {"decselfmask": "x/{seed}"}}, "not one of the grid's methods"),

@@ -3,6 +3,7 @@ in ``run.log``), and ``done.json`` written last so that a finished run is not ru
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -66,8 +67,8 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
 def reuse_stage1(run: dict, folder: str) -> None:
     """Make ``run`` start from the saved stage-1 model in ``folder`` (``stage1_models``): its recipe's
     base model, no stage 1 of its own. ``run["stage1_model"]`` records the folder and the stage-1 key
-    the model was saved with (``decselfmask_merged.json``; for a full fine-tune, the sha256 of its
-    ``config.json`` and weights' sizes), which is part of the run key (:func:`.results.run_key`) in
+    the model was saved with (``decselfmask_merged.json``; for a full fine-tune, :func:`stage1_model_key`'s
+    fingerprint of its files), which is part of the run key (:func:`.results.run_key`) in
     place of the folder's path; a folder that is not there yet gets the key ``missing``."""
     path = Path(folder).resolve()
     run["recipe"]["base_model"] = str(path)
@@ -77,15 +78,23 @@ def reuse_stage1(run: dict, folder: str) -> None:
 
 def stage1_model_key(path: Path) -> str:
     """What identifies a saved stage-1 model: the key in its ``decselfmask_merged.json`` (a merged
-    stage-1 LoRA), else a fingerprint of its ``config.json`` and its weight files' names and sizes (a
-    full fine-tune's output folder), else ``missing``."""
+    stage-1 LoRA), else a fingerprint of its ``config.json`` and its weight files' sha256 (a full
+    fine-tune's output folder), else ``missing``."""
     record = read_json(path / MERGED_RECORD)
     if isinstance(record, dict) and record.get("key"):
         return str(record["key"])
     if not (path / "config.json").is_file():
         return "missing"
-    weights = sorted((p.name, p.stat().st_size) for p in path.glob("*.safetensors"))
+    weights = sorted((p.name, _sha256(p)) for p in path.glob("*.safetensors"))
     return fingerprint({"config": (path / "config.json").read_text(), "weights": weights})
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def missing_stage1_models(runs: list[dict]) -> list[str]:
