@@ -8,20 +8,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=${1:-../ladder}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 AXOLOTL_DO_NOT_TRACK=1 OMP_NUM_THREADS=1
-for f in "$SRC"/docs/results/predictions/ladder_*/*/*.jsonl.gz; do
+for f in "$SRC"/docs/results/predictions/{ladder,arm}_*/*/*.jsonl.gz; do
   [ -e "$f" ] || continue
   rel=${f#"$SRC"/}
   mkdir -p "$(dirname "$rel")"
   cmp -s "$f" "$rel" 2>/dev/null || cp "$f" "$rel"
 done
 # what git does not hold yet, or holds otherwise
-mapfile -t new < <(git status --porcelain --untracked-files=all -- 'docs/results/predictions/ladder_*' | awk '{print $2}')
+mapfile -t new < <(git status --porcelain --untracked-files=all -- 'docs/results/predictions/ladder_*' \
+  'docs/results/predictions/arm_*' | awk '{print $2}')
 [ ${#new[@]} -gt 0 ] || { echo "ladder_sync: nothing new"; exit 0; }
 # docs/results.md is committed only if nobody has edits of it waiting: a commit takes the whole file
 results=(docs/results.md)
 git diff --quiet HEAD -- docs/results.md || results=()
+# the arm beyond the paper (docs/results.md, amendment A1), once scripts/arm_grids.py has written its grid
+arm=(); [ -f examples/grids/arm_hallmarks.yml ] && arm=(--arm examples/grids/arm_hallmarks.yml)
 taskset -c 0 .venv/bin/axolotl decselfmask experiments report --ladder examples/grids/ladder_*_hallmarks.yml \
-  --out docs/results/ladder --predictions-dir docs/results/predictions --results-md docs/results.md > /dev/null
+  "${arm[@]}" --out docs/results/ladder --predictions-dir docs/results/predictions --results-md docs/results.md > /dev/null
 [ ${#results[@]} -gt 0 ] || echo "ladder_sync: docs/results.md had uncommitted edits before this sync; its ladder" \
   "section is rewritten but not committed: commit it with those edits"
 names=$(printf '%s\n' "${new[@]}" | sed 's#docs/results/predictions/##; s#/hallmarks_of_cancer/# #; s#.jsonl.gz##' | tr '\n' ';')
@@ -38,5 +41,5 @@ print("; ".join(seen))
 PY
 )
 git add "${new[@]}" docs/results/ladder
-git commit -q -m "Predictions: ladder ${names%;} (${dtypes}); the ladder report rebuilt from the committed predictions" -- "${new[@]}" docs/results/ladder "${results[@]}"
+git commit -q -m "Predictions: ladder/arm ${names%;} (${dtypes}); the ladder report rebuilt from the committed predictions" -- "${new[@]}" docs/results/ladder "${results[@]}"
 git log --oneline -1

@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
                        help=("with --ladder: also rewrite the text between the lines <!-- ladder-report:begin --> "
                              "and <!-- ladder-report:end --> of PATH (docs/results.md) with the ladder's section: "
                              "the summary sentence, the table, the plot, the heads"))
+    p_rep.add_argument("--arm", metavar="GRID",
+                       help=("with --ladder: the arm beyond the paper too (examples/grids/arm_hallmarks.yml, written "
+                             "by scripts/arm_grids.py; its predictions in <predictions-dir>/<its file stem>): each "
+                             "method's Macro F1 and the registered differences, withheld until every run is there; "
+                             "its methods join the defaults rule"))
     _bootstrap_args(p_rep)
     return parser
 
@@ -180,12 +185,13 @@ def main(argv: list[str] | None = None) -> None:
                  args.bootstrap_seed, seeds)
     elif sum((args.budget, args.precision, args.ladder)) > 1:
         raise SystemExit("report: --budget, --precision and --ladder are separate reports; give one of them")
-    elif (args.include_partial or args.results_md) and not args.ladder:
-        raise SystemExit("report: --include-partial and --results-md belong to the ladder's report; add --ladder")
+    elif (args.include_partial or args.results_md or args.arm) and not args.ladder:
+        raise SystemExit("report: --include-partial, --results-md and --arm belong to the ladder's report; add --ladder")
     elif args.ladder:
         write_ladder(args.out, [(p, _report_grid(p, args.data_dir)) for p in args.grid],
                      args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed,
-                     args.include_partial, args.results_md)
+                     args.include_partial, args.results_md,
+                     (args.arm, _report_grid(args.arm, args.data_dir)) if args.arm else None)
     elif args.precision:
         if len(args.grid) != 2 or args.budget:
             raise SystemExit(f"report --precision: two grids, A (its own predictions folder) then B; got "

@@ -29,13 +29,23 @@ from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, bootstrap
 from axolotl_decselfmask.tools.experiments.predictions import head_records
 
 SFT = "sft"
+ARM = "arm"  # the candidates of the arm beyond the paper (amendment A1): records[ARM] are its records
 CLASSIFIERS = ("options", "package", "authors")  # never string_match: a user's own predictions do not score so
 README = "{who} beats every DecSelfMask setting of the ladder"
 
 
 def _label(c: dict) -> str:
+    if c["rung"] == ARM:
+        return f"the arm's {c['method']} (its own decision)"
     what = "options" if c["classifier"] == "options" else f"{c['classifier']} head"
     return f"rung {c['rung']}'s {c['method']} ({what})"
+
+
+def _arm_candidates(arm: dict, methods: tuple[str, ...]) -> list[dict]:
+    """The arm's ``methods`` with figures, as candidates (their own decision: ``options`` in :func:`_view`)."""
+    return [{"rung": ARM, "method": m, "classifier": "options", "mean": f["mean"], "low": f["low"],
+             "high": f["high"], "seeds": f["seeds"], "seconds": f["seconds"]}
+            for m in methods if (f := arm["methods"].get(m))]
 
 
 def _view(records: list[dict], method: str, classifier: str, name: str) -> list[dict]:
@@ -76,10 +86,17 @@ def _paired(a: dict, b: dict, records: dict[int, list[dict]], resamples: int, se
     return None if diff is None else {**diff, "seeds": seeds}
 
 
-def defaults_rule(rungs: list[dict], records: dict[int, list[dict]], resamples: int, seed: int,
-                  include_partial: bool) -> dict:
+def defaults_rule(rungs: list[dict], records: dict, resamples: int, seed: int,
+                  include_partial: bool, arm: dict | None = None) -> dict:
     """The rule over ``rungs`` (the ladder's rungs with their figures) and ``records`` (rung -> its counted
-    predictions records, for the rungs whose figures are computed only)."""
+    predictions records, for the rungs whose figures are computed only); with ``arm`` (:func:`.arm.arm_report`),
+    its DecSelfMask methods join the candidates and its methods without stage 1 the settings without
+    DecSelfMask (amendment A1), and the rule is applied only once the arm is complete too."""
+    from axolotl_decselfmask.tools.experiments.arm import OURS, WITHOUT
+
+    records = dict(records)
+    if arm is not None:
+        records[ARM] = arm["_records"]
     incomplete = [r["rung"] for r in rungs if r["status"] != "complete"]
     considered = [r for r in rungs if r["withheld"] != "rung" and any(x["method"] == REFERENCE
                                                                        for x in records.get(r["rung"], []))]
@@ -87,9 +104,14 @@ def defaults_rule(rungs: list[dict], records: dict[int, list[dict]], resamples: 
     not_considered = [{"rung": r["rung"], "status": r["status"]} for r in rungs if r["rung"] not in numbers]
     candidates = [c for r in considered for c in _candidates(r, records[r["rung"]], REFERENCE)]
     without = [c for r in considered if SFT in r["methods_run"] for c in _candidates(r, records[r["rung"]], SFT)]
+    if arm is not None:
+        candidates += _arm_candidates(arm, OURS)
+        without += _arm_candidates(arm, WITHOUT)
     reference = next((c for c in candidates if c["rung"] == 1 and c["classifier"] == "options"), None)
     winner = max(candidates, key=lambda c: c["mean"]) if candidates else None  # max keeps the first of a tie
-    out = {"applied": not incomplete or include_partial, "incomplete_rungs": incomplete,
+    arm_incomplete = arm is not None and arm["status"] != "complete"
+    out = {"applied": (not incomplete and not arm_incomplete) or include_partial, "incomplete_rungs": incomplete,
+           "arm": None if arm is None else arm["status"],
            "rungs_considered": numbers, "rungs_not_considered": not_considered,
            "candidates": candidates, "reference": reference, "winner": winner, "difference": None,
            "choice": None, "why": None}
@@ -115,10 +137,18 @@ def defaults_rule(rungs: list[dict], records: dict[int, list[dict]], resamples: 
     out["without_decselfmask"] = {
         "candidates": without, "best": best, "beats_every_decselfmask": beats,
         "minus_winner": _paired(best, winner, records, resamples, seed) if best and winner else None}
-    who = None if not best else "Plain SFT" if best["classifier"] == "options" else (
-        f"A head on the untouched model (the {best['classifier']} head)")
+    who = None if not best else _who(best)
     out["readme_sentence"] = README.format(who=who) + "." if beats and out["applied"] else None
     return out
+
+
+def _who(c: dict) -> str:
+    """The README's name of the best setting without DecSelfMask."""
+    if c["rung"] == ARM:
+        return {"sft_early_stop": "Plain SFT (trained until it stops improving)",
+                "head": "A head on the untouched model (the package head)",
+                "head_authors": "A head on the untouched model (the authors' head)"}[c["method"]]
+    return "Plain SFT" if c["classifier"] == "options" else f"A head on the untouched model (the {c['classifier']} head)"
 
 
 def _fig(c: dict) -> str:
@@ -140,20 +170,25 @@ def rule_paragraph(rule: dict) -> str:
     text = "Defaults rule (pre-registered): "
     if not rule["applied"]:
         inc = rule["incomplete_rungs"]
-        text += (f"not applied yet: {_rungs(inc)} {'is' if len(inc) == 1 else 'are'} incomplete; it is applied when "
-                 "the ladder is finished or a cut is declared (`--include-partial`).")
+        parts = ([f"{_rungs(inc)} {'is' if len(inc) == 1 else 'are'} incomplete"] if inc else []) + (
+            [f"the arm is {rule['arm']}"] if rule.get("arm") not in (None, "complete") else [])
+        text += (f"not applied yet: {' and '.join(parts)}; it is applied when the ladder"
+                 f"{' and the arm are' if rule.get('arm') else ' is'} finished or a cut is declared "
+                 "(`--include-partial`).")
         if not rule["candidates"]:
             return text + " No rung is complete, so no candidate is considered yet."
-        text += f" So far, over the complete {_rungs(rule['rungs_considered'])}: "
+        text += (f" So far, over the complete {_rungs(rule['rungs_considered'])}"
+                 + (" and the arm" if any(c["rung"] == ARM for c in rule["candidates"]) else "") + ": ")
     else:
-        text += f"over {_rungs(rule['rungs_considered'])}"
+        text += f"over {_rungs(rule['rungs_considered'])}" + (" and the arm" if rule.get("arm") else "")
         if rule["rungs_not_considered"]:
             text += (" (not considered, no figures: " + ", ".join(
                 f"rung {r['rung']} {r['status']}" for r in rule["rungs_not_considered"]) + ")")
         text += ": "
     if not rule["candidates"]:
         return text + "no DecSelfMask setting has a figure."
-    text += (f"{len(rule['candidates'])} DecSelfMask settings (rung x options, package head, authors head), mean "
+    text += (f"{len(rule['candidates'])} DecSelfMask settings (rung x options, package head, authors head"
+             + ("; the arm's methods" if any(c["rung"] == ARM for c in rule["candidates"]) else "") + "), mean "
              "Macro F1 over tasks and seeds; the highest is " + f"{_label(rule['winner'])}, {_fig(rule['winner'])}")
     ref = rule["reference"]
     if ref is None:

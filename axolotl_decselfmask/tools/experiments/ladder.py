@@ -36,7 +36,8 @@ by :func:`ladder_section` (the sentence, the table, the plot, the heads).
 
 The pre-registered rule that sets the plugin's defaults (:mod:`.defaults_rule`) is computed over the rungs
 whose figures are computed: ``ladder.json``'s ``defaults_rule`` and a paragraph after the sentence, which says
-"not applied yet" while a rung is incomplete (without ``include_partial``)."""
+"not applied yet" while a rung is incomplete (without ``include_partial``). With the arm beyond the paper
+(``arm``, :mod:`.arm`), its tables follow the heads', and its methods join the rule."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from axolotl_decselfmask.io.files import atomic_write_text
+from axolotl_decselfmask.tools.experiments.arm import arm_lines
 from axolotl_decselfmask.tools.experiments.bootstrap import BLOCK, REFERENCE, bootstrap
 from axolotl_decselfmask.tools.experiments.budget import write_report_files
 from axolotl_decselfmask.tools.experiments.defaults_rule import defaults_rule, rule_paragraph
@@ -265,9 +267,10 @@ def _rung_figures(rung: dict, resamples: int, seed: int) -> dict:
 
 
 def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples: int = 10_000,
-           seed: int = 0, include_partial: bool = False) -> dict:
+           seed: int = 0, include_partial: bool = False, arm: tuple[str, Grid] | None = None) -> dict:
     """Every figure of the ladder over ``grids`` ((path, grid) pairs, one per rung); those of a rung
-    that is not complete only with ``include_partial`` (:func:`_withhold`)."""
+    that is not complete only with ``include_partial`` (:func:`_withhold`); with ``arm`` ((path, grid) of
+    the arm beyond the paper), its figures (:func:`.arm.arm_report`), also candidates of the defaults rule."""
     if not grids:
         raise SystemExit("report --ladder: no grid given (the rungs' grid files, examples/grids/ladder_*.yml)")
     rungs = sorted((_load_rung(p, g, Path(predictions_dir), i) for i, (p, g) in enumerate(grids)),
@@ -286,9 +289,23 @@ def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples
             shown_records[rung["rung"]] = rung["records"]
         out.append({k: v for k, v in rung.items() if k not in ("records", "compared", "_corpora")} | figures)
     zero = next(({"rung": r["rung"], **r["methods"][ZERO]} for r in out if ZERO in r["methods"]), None)
+    arm_out = None
+    if arm is not None:
+        from axolotl_decselfmask.tools.experiments.arm import arm_report, arm_rung
+
+        number = arm_rung(arm[0])
+        source = next((r for r in out if r["rung"] == number), None)
+        if source is None:
+            raise SystemExit(f"report --arm: {arm[0]} was written from rung {number}, which is not among the "
+                             f"ladder's grids ({', '.join(str(r['rung']) for r in out)}); give that rung's grid too")
+        arm_out = arm_report(arm[0], arm[1], Path(predictions_dir), source["seeds"], shown_records.get(number),
+                             resamples, seed, include_partial)
+    rule = defaults_rule(out, shown_records, resamples, seed, include_partial, arm_out)
+    if arm_out is not None:
+        arm_out = {k: v for k, v in arm_out.items() if k != "_records"}
     return {"reference": REFERENCE, "baselines": list(BASELINES), "resamples": resamples, "seed": seed,
             "include_partial": include_partial, "predictions_dir": str(predictions_dir), "zero_shot": zero,
-            "rungs": out, "defaults_rule": defaults_rule(out, shown_records, resamples, seed, include_partial)}
+            "rungs": out, "arm": arm_out, "defaults_rule": rule}
 
 
 # --------------------------------------------------------------------------- ladder.md
@@ -522,7 +539,7 @@ def ladder_markdown(lad: dict) -> str:
               "Macro F1 over every note of every task, averaged over seeds; no interval). A rung of one seed has "
               "no seed variance in its intervals. The figures of a rung that is not complete are withheld (not "
               "computed) until it is, unless the report is run with `--include-partial`."), ""]
-    lines += _main_lines(lad) + _method_lines(lad) + _head_lines(lad) + _run_lines(lad)
+    lines += _main_lines(lad) + _method_lines(lad) + _head_lines(lad) + arm_lines(lad.get("arm")) + _run_lines(lad)
     return "\n".join(lines) + "\n"
 
 
@@ -553,7 +570,7 @@ def ladder_section(lad: dict, png: str = "results/ladder/ladder.png") -> str:
     lines += _zero_lines(lad)
     lines += ["", f"![{REFERENCE} minus SFT and minus CPT per rung, options and string match, with 95% intervals]"
                   f"({png})"]
-    lines += _head_lines(lad)
+    lines += _head_lines(lad) + arm_lines(lad.get("arm"))
     return "\n".join(lines) + "\n"
 
 
@@ -626,13 +643,13 @@ def plot_ladder(lad: dict, path: Path) -> None:
 
 def write_ladder(out: str | Path, grids: list[tuple[str, Grid]], predictions_dir: str | Path,
                  resamples: int = 10_000, seed: int = 0, include_partial: bool = False,
-                 results_md: str | Path | None = None) -> dict:
+                 results_md: str | Path | None = None, arm: tuple[str, Grid] | None = None) -> dict:
     """:func:`ladder` written as ``ladder.json``, ``ladder.md`` and ``ladder.png`` in ``out``; with
     ``results_md``, its generated section (:func:`ladder_section`) too, the file's markers checked
     before anything is computed."""
     if results_md is not None:
         _marker_span(_read_results_md(Path(results_md)), Path(results_md))
-    lad = ladder(grids, predictions_dir, resamples, seed, include_partial)
+    lad = ladder(grids, predictions_dir, resamples, seed, include_partial, arm)
     out = write_report_files(out, "ladder", lad, ladder_markdown(lad), plot_ladder)
     states = ", ".join(f"{r['rung']}: {r['status']}" for r in lad["rungs"])
     print(f"ladder: rungs {states} -> {out / 'ladder.md'}, ladder.png")

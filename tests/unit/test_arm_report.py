@@ -1,0 +1,146 @@
+"""``report --ladder ... --arm GRID`` (docs/results.md, amendment A1): the arm beyond the paper's figures and
+registered differences, on hand-made predictions written by the runner's own writer whose figures are
+worked out by hand; withheld until every expected run is there (the reused-stage-1 methods expect the
+seeds their rung ran); the arm's methods as candidates of the defaults rule."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from test_ladder_report import ALWAYS_NO, HALF, PERFECT, RESAMPLES, ROOT, TASKS, _grid, _write
+
+from axolotl_decselfmask.tools.experiments.cli import main
+
+ARM_METHODS = ["sft_early_stop", "decselfmask_early_stop", "head", "head_authors", "decselfmask_head",
+               "decselfmask_head_authors", "setfit"]
+# the arm's answers: options view (what the runner writes as each run's decision)
+ANSWERS = {"decselfmask_early_stop": PERFECT, "sft_early_stop": ALWAYS_NO, "decselfmask_head": HALF,
+           "head": ALWAYS_NO, "decselfmask_head_authors": ALWAYS_NO, "head_authors": PERFECT, "setfit": HALF}
+
+
+def _arm_grid(folder: Path, rung: int, seeds: list[int]) -> str:
+    """An arm grid as scripts/arm_grids.py writes it (its header names the rung), two tasks."""
+    spec = importlib.util.spec_from_file_location("arm_grids", ROOT / "scripts" / "arm_grids.py")
+    arm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(arm)
+    grid = arm.arm_grid(1)
+    grid["corpora"][0]["file"] = str(folder / "absent.csv.gz")
+    grid["corpora"][0]["tasks"] = [{**grid["corpora"][0]["tasks"][0], "name": t} for t in TASKS]
+    grid["seeds"] = seeds
+    path = folder / "arm_test.yml"
+    path.write_text(arm.render(rung, grid))
+    return str(path)
+
+
+def _report(tmp: Path, grids: list[str], arm: str, pred: Path, *extra: str) -> tuple[dict, str]:
+    out = tmp / "out"
+    main(["report", "--ladder", *grids, "--arm", arm, "--out", str(out), "--predictions-dir", str(pred),
+          "--resamples", str(RESAMPLES), *extra])
+    return json.loads((out / "ladder.json").read_text()), (out / "ladder.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def arm_of_rung_1(tmp_path_factory):
+    """Rung 1 complete (seeds 0, 1; decselfmask always "no", 1/3); the arm of rung 1 complete."""
+    tmp = tmp_path_factory.mktemp("arm")
+    pred = tmp / "predictions"
+    g1 = _grid(tmp, 1, ["zero_shot", "sft", "decselfmask", "continual_pretraining_authors"], [0, 1])
+    _write(pred, g1, "zero_shot", 0, ALWAYS_NO, seeds=[0, 1])
+    for seed in (0, 1):
+        _write(pred, g1, "sft", seed, ALWAYS_NO, seconds=10.0)
+        _write(pred, g1, "decselfmask", seed, ALWAYS_NO, seconds=100.0)
+        _write(pred, g1, "continual_pretraining_authors", seed, ALWAYS_NO)
+    arm = _arm_grid(tmp, 1, [0, 1])
+    for method, answers in ANSWERS.items():
+        for seed in (0, 1):
+            _write(pred, arm, method, seed, answers, seconds=50.0)
+    return tmp, pred, g1, arm
+
+
+def test_arm_figures_and_differences_are_the_hand_worked_ones(arm_of_rung_1):
+    tmp, pred, g1, arm = arm_of_rung_1
+    lad, md = _report(tmp, [g1], arm, pred)
+    a = lad["arm"]
+    assert a["rung"] == 1 and a["status"] == "complete" and not a["withheld"] and len(a["present"]) == 14
+    assert a["methods"]["decselfmask_early_stop"]["mean"] == pytest.approx(1.0)
+    assert a["methods"]["setfit"]["mean"] == pytest.approx(11 / 15)
+    assert a["methods"]["head"]["mean"] == pytest.approx(1 / 3) and a["methods"]["head"]["seeds"] == [0, 1]
+    diff = {(d["method"], d["minus"]): d["difference"] for d in a["differences"]}
+    assert len(diff) == 9
+    assert diff["decselfmask_early_stop", "sft_early_stop"]["mean"] == pytest.approx(2 / 3)
+    assert diff["decselfmask_early_stop", "sft_early_stop"]["excludes_zero"]
+    assert diff["decselfmask_head", "head"]["mean"] == pytest.approx(11 / 15 - 1 / 3)
+    assert diff["decselfmask_head_authors", "head_authors"]["mean"] == pytest.approx(-2 / 3)
+    assert diff["decselfmask_early_stop", "setfit"]["mean"] == pytest.approx(4 / 15)
+    # minus the rung's own decselfmask (its registered stage 2, rung 1's predictions)
+    assert diff["decselfmask_early_stop", "decselfmask"]["mean"] == pytest.approx(2 / 3)
+    assert diff["decselfmask_head", "decselfmask"]["mean"] == pytest.approx(11 / 15 - 1 / 3)
+    assert diff["decselfmask_head", "decselfmask"]["seeds"] == [0, 1]
+    assert "**The arm beyond the paper**" in md and "| decselfmask_early_stop minus sft_early_stop | 0,1 | +0.6667" in md
+    assert "| decselfmask_head minus decselfmask (rung 1, its registered stage 2) | 0,1 | +0.4000" in md
+
+
+def test_the_arm_s_best_becomes_the_default_when_its_interval_excludes_zero(arm_of_rung_1):
+    tmp, pred, g1, arm = arm_of_rung_1
+    lad, md = _report(tmp, [g1], arm, pred)
+    rule = lad["defaults_rule"]
+    assert rule["applied"] and rule["arm"] == "complete"
+    assert rule["winner"]["rung"] == "arm" and rule["winner"]["method"] == "decselfmask_early_stop"
+    assert rule["difference"]["mean"] == pytest.approx(2 / 3) and rule["difference"]["excludes_zero"]
+    assert rule["choice"] is not None and rule["choice"]["method"] == "decselfmask_early_stop"
+    assert "the arm's decselfmask_early_stop (its own decision) becomes the default" in md
+    # without DecSelfMask: the arm's head_authors (1.0) is the best, but not above decselfmask_early_stop's 1.0
+    best = rule["without_decselfmask"]["best"]
+    assert (best["rung"], best["method"]) == ("arm", "head_authors")
+    assert not rule["without_decselfmask"]["beats_every_decselfmask"] and rule["readme_sentence"] is None
+
+
+def test_the_arm_is_withheld_until_complete_and_the_rule_waits_for_it(arm_of_rung_1, tmp_path):
+    tmp, pred, g1, arm = arm_of_rung_1
+    partial = tmp_path / "predictions"
+    for path in pred.rglob("*.jsonl.gz"):
+        if "setfit-seed1" not in path.name:
+            (partial / path.relative_to(pred)).parent.mkdir(parents=True, exist_ok=True)
+            (partial / path.relative_to(pred)).write_bytes(path.read_bytes())
+    lad, md = _report(tmp_path, [g1], arm, partial)
+    assert lad["arm"]["status"] == "partial" and lad["arm"]["withheld"]
+    assert lad["arm"]["absent"] == ["hallmarks_of_cancer/setfit-seed1"]
+    assert lad["arm"]["methods"] == {} and lad["arm"]["differences"] == []
+    assert "figures withheld until every run is there" in md
+    rule = lad["defaults_rule"]
+    assert not rule["applied"] and "not applied yet: the arm is partial" in md
+    assert all(c["rung"] != "arm" for c in rule["candidates"])
+
+
+def test_reused_stage1_methods_expect_the_seeds_of_their_rung(tmp_path):
+    """The arm of a one-seed rung: its decselfmask_* methods have seed 0 only, the others seeds 0 and 1."""
+    pred = tmp_path / "predictions"
+    g4 = _grid(tmp_path, 4, ["decselfmask", "continual_pretraining_authors"], [0])
+    _write(pred, g4, "decselfmask", 0, HALF)
+    _write(pred, g4, "continual_pretraining_authors", 0, ALWAYS_NO)
+    arm = _arm_grid(tmp_path, 4, [0, 1])
+    for method, answers in ANSWERS.items():
+        for seed in ((0,) if method.startswith("decselfmask") else (0, 1)):
+            _write(pred, arm, method, seed, answers)
+    lad, _ = _report(tmp_path, [g4], arm, pred)
+    assert lad["arm"]["status"] == "complete" and len(lad["arm"]["present"]) == 3 + 4 * 2
+    diff = {(d["method"], d["minus"]): d["difference"] for d in lad["arm"]["differences"]}
+    assert diff["decselfmask_head", "head"]["seeds"] == [0]  # paired over the seeds both have
+
+
+def test_arm_errors_name_what_to_do(arm_of_rung_1, tmp_path):
+    tmp, pred, g1, arm = arm_of_rung_1
+    with pytest.raises(SystemExit, match="add --ladder"):
+        main(["report", g1, "--arm", arm, "--out", str(tmp_path / "o")])
+    other = tmp_path / "arm_rung2.yml"
+    other.write_text(Path(arm).read_text().replace("--rung 1", "--rung 2"))
+    with pytest.raises(SystemExit, match="written from rung 2, which is not among the ladder's grids"):
+        _report(tmp_path, [g1], str(other), pred)
+    bare = tmp_path / "arm_bare.yml"
+    bare.write_text(yaml.safe_dump(yaml.safe_load(Path(arm).read_text())))
+    with pytest.raises(SystemExit, match="scripts/arm_grids.py --rung N"):
+        _report(tmp_path, [g1], str(bare), pred)
