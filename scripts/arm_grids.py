@@ -35,22 +35,37 @@ LADDER_OUT = "../ladder/outputs/experiments"  # where scripts/ladder_resume.sh r
 METHODS = ["sft_early_stop", "decselfmask_early_stop", "head", "head_authors", "decselfmask_head",
            "decselfmask_head_authors", "setfit"]
 REUSED = [m for m in METHODS if m.startswith("decselfmask")]
-FULL_FINE_TUNE_RUNG = 7  # no stage-1 adapter: the stage-1 model is the run's output folder itself
+#: Axolotl keys that only shape stage 1 (the ladder's full fine-tune: no adapter, lr 4e-5). The arm trains no
+#: stage 1, and with no adapter Axolotl's skipped stage-1 trainer would save a copy of the whole model in
+#: every run: the arm leaves them to the runner's defaults, as rungs 1-6 do.
+STAGE1_ONLY = ("adapter", "learning_rate")
 
 
-def stage1_folder(rung: int, ladder_out: str) -> str:
+def full_fine_tune(ladder: dict) -> bool:
+    """Whether the rung's stage 1 is a full fine-tune (``recipe.adapter: null``)."""
+    recipe = ladder.get("recipe") or {}
+    return "adapter" in recipe and recipe["adapter"] is None
+
+
+def stage1_folder(rung: int, ladder_out: str, full: bool) -> str:
+    """Where the rung's decselfmask runs keep their stage-1 model: a merged LoRA in ``output/stage1_merged``,
+    a full fine-tune in ``output/`` itself."""
     run = f"{ladder_out}/ladder_{rung}_hallmarks/runs/{{corpus}}/decselfmask-seed{{seed}}/output"
-    return run if rung >= FULL_FINE_TUNE_RUNG else f"{run}/stage1_merged"
+    return run if full else f"{run}/stage1_merged"
 
 
 def arm_grid(rung: int, ladder_out: str = LADDER_OUT) -> dict:
     ladder = yaml.safe_load((GRIDS / f"ladder_{rung}_hallmarks.yml").read_text())
+    full = full_fine_tune(ladder)
     grid = copy.deepcopy(ladder)
+    if full:
+        for key in STAGE1_ONLY:
+            grid["recipe"].pop(key, None)
     grid["methods"] = list(METHODS)
     grid["seeds"] = [0, 1, 2]
     grid["share_stage1_across_seeds"] = False
     grid["probing"] = False
-    grid["stage1_models"] = {m: stage1_folder(rung, ladder_out) for m in REUSED}
+    grid["stage1_models"] = {m: stage1_folder(rung, ladder_out, full) for m in REUSED}
     dsm = grid.setdefault("decselfmask", {})
     dsm.setdefault("classification", {})["scorer"] = "options"
     dsm.pop("probing", None)

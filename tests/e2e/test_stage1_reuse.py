@@ -60,28 +60,40 @@ def test_reused_stage1_sets_the_base_model_and_its_key_is_the_models(tmp_path, t
     assert run_key(runs3[("decselfmask_head", 1)]) != before
 
 
-def test_a_full_fine_tune_is_known_by_its_files(tmp_path, tiny_llama):
-    """A stage 1 without adapter saves no merged record: the key is a fingerprint of its config and weights."""
+def test_a_full_fine_tune_is_known_by_its_completion_record(tmp_path, tiny_llama):
+    """A stage 1 without adapter saves no merged record: its key is that of the completion record stage 1
+    writes once its weights are saved; a folder without it (a stage 1 that did not finish: Axolotl writes
+    config.json before training) is missing, as is a stage1_merged folder without its merged record."""
+    from axolotl_decselfmask.stage1.checkpoints import write_stage1_marker
     from axolotl_decselfmask.tools.experiments.runner import stage1_model_key
 
     folder = tmp_path / "full"
     shutil.copytree(tiny_llama, folder)
+    assert stage1_model_key(folder) == "missing"  # config.json and weights, but no completion record
+    write_stage1_marker(folder, adapter=False)
     key = stage1_model_key(folder)
-    assert key not in ("missing", "") and stage1_model_key(shutil.copytree(folder, tmp_path / "copy")) == key
+    assert key != "missing" and stage1_model_key(shutil.copytree(folder, tmp_path / "copy")) == key
     weights = next(folder.glob("*.safetensors"))
     data = bytearray(weights.read_bytes())
-    data[-1] ^= 1  # one bit of the weights: another model
+    data[-1] ^= 1  # one bit of the weights, recorded anew: another model
     weights.write_bytes(bytes(data))
+    write_stage1_marker(folder, adapter=False)
     assert stage1_model_key(folder) != key
     assert stage1_model_key(tmp_path / "nothing") == "missing"
+    merged = tmp_path / "stage1_merged"
+    shutil.copytree(tiny_llama, merged)
+    assert stage1_model_key(merged) == "missing"
 
 
 @pytest.mark.parametrize("over, message", [
     ({"stage1_models": {"head": "x/{seed}"}}, "head has no stage 1"),
     ({"stage1_models": {"decselfmask": "x/{seed}"}}, "not one of the grid's methods"),
     ({"stage1_models": {"decselfmask_head": "x/{task}/{seed}"}}, "only {corpus} and {seed}"),
+    ({"stage1_models": {"decselfmask_head": "x/{seed}"}, "share_stage1_across_seeds": True},
+     "set share_stage1_across_seeds: false"),
 ])
 def test_bad_stage1_models_name_the_key(tmp_path, tiny_llama, over, message):
+    over = {"share_stage1_across_seeds": False, **over}
     path = _grid(tmp_path, tiny_llama, methods=["head", "decselfmask_head"], **over)
     with pytest.raises(SystemExit, match="stage1_models") as err:
         load_grid(path)

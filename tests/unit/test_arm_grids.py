@@ -32,8 +32,12 @@ def test_arm_grid_of_every_rung(rung):
     assert grid["seeds"] == [0, 1, 2] and grid["share_stage1_across_seeds"] is False and grid["probing"] is False
     # the rung's data and stage 2, the option scorer only
     for key in ("corpora", "labelled_per_task", "test_notes", "test_min_positives", "split_seed", "max_text_chars",
-                "model", "recipe"):
+                "model"):
         assert grid[key] == ladder[key], key
+    # the recipe: the rung's, but for the keys of a full fine-tune's stage 1, which the arm does not train
+    stage1_only = {"adapter", "learning_rate"} if ladder["recipe"].get("adapter", "lora") is None else set()
+    assert grid["recipe"] == {k: v for k, v in ladder["recipe"].items() if k not in stage1_only}
+    assert "adapter" not in grid["recipe"] or grid["recipe"]["adapter"] is not None
     stage2 = dict(ladder["decselfmask"]["classification"], scorer="options")
     assert grid["decselfmask"]["classification"] == stage2
     # every method with a stage 1 reuses the ladder's decselfmask run of the same rung and seed

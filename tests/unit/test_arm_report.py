@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_the_arm_s_best_becomes_the_default_when_its_interval_excludes_zero(arm_
     assert rule["winner"]["rung"] == "arm" and rule["winner"]["method"] == "decselfmask_early_stop"
     assert rule["difference"]["mean"] == pytest.approx(2 / 3) and rule["difference"]["excludes_zero"]
     assert rule["choice"] is not None and rule["choice"]["method"] == "decselfmask_early_stop"
-    assert "the arm's decselfmask_early_stop (its own decision) becomes the default" in md
+    assert "the arm's decselfmask_early_stop (its own decision; rung 1's stage 1) becomes the default" in md
     # without DecSelfMask: the arm's head_authors (1.0) is the best, but not above decselfmask_early_stop's 1.0
     best = rule["without_decselfmask"]["best"]
     assert (best["rung"], best["method"]) == ("arm", "head_authors")
@@ -112,7 +113,7 @@ def test_the_arm_is_withheld_until_complete_and_the_rule_waits_for_it(arm_of_run
     assert lad["arm"]["methods"] == {} and lad["arm"]["differences"] == []
     assert "figures withheld until every run is there" in md
     rule = lad["defaults_rule"]
-    assert not rule["applied"] and "not applied yet: the arm is partial" in md
+    assert not rule["applied"] and "not applied yet: the arm beyond the paper (amendment A1) is partial" in md
     assert all(c["rung"] != "arm" for c in rule["candidates"])
 
 
@@ -144,3 +145,33 @@ def test_arm_errors_name_what_to_do(arm_of_rung_1, tmp_path):
     bare.write_text(yaml.safe_dump(yaml.safe_load(Path(arm).read_text())))
     with pytest.raises(SystemExit, match="scripts/arm_grids.py --rung N"):
         _report(tmp_path, [g1], str(bare), pred)
+
+
+def test_a_reused_stage1_costs_its_stage_1_too(arm_of_rung_1):
+    """The rule compares whole settings: a decselfmask_* run's seconds plus its reused stage 1's, estimated as the
+    rung's decselfmask seconds minus its sft seconds (100 - 10 = 90); the methods without stage 1 only their own."""
+    tmp, pred, g1, arm = arm_of_rung_1
+    lad, md = _report(tmp, [g1], arm, pred)
+    a = lad["arm"]
+    assert a["stage1_seconds"] == pytest.approx(90.0)
+    assert a["methods"]["decselfmask_head"]["seconds"] == pytest.approx(50.0)
+    assert a["methods"]["decselfmask_head"]["cost_seconds"] == pytest.approx(140.0)
+    assert a["methods"]["head"]["cost_seconds"] == pytest.approx(50.0)
+    assert lad["defaults_rule"]["winner"]["seconds"] == pytest.approx(140.0)
+    assert "| decselfmask_head | 0,1 | 0.7333" in md and "| 50 (140 with stage 1) |" in md
+
+
+def test_an_arm_of_another_rung_than_the_best_is_flagged(arm_of_rung_1, tmp_path):
+    tmp, shared, g1, arm = arm_of_rung_1
+    pred = tmp_path / "predictions"
+    shutil.copytree(shared, pred)  # the module's files stay as they are
+    g2 = _grid(tmp_path, 2, ["sft", "decselfmask", "continual_pretraining_authors"], [0, 1])
+    for seed in (0, 1):
+        _write(pred, g2, "sft", seed, ALWAYS_NO)
+        _write(pred, g2, "decselfmask", seed, PERFECT)  # rung 2 is the best: 1 against rung 1's 1/3
+        _write(pred, g2, "continual_pretraining_authors", seed, ALWAYS_NO)
+    lad, md = _report(tmp_path, [g1, g2], arm, pred)
+    assert lad["arm"]["best_rung"] == 2 and lad["arm"]["rung"] == 1
+    assert "**The arm was written from rung 1, but A1's rung" in md and "arm_grids.py --rung 2`" in md
+    with pytest.raises(SystemExit, match="contradict"):
+        main(["report", "--ladder", g1, "--arm", arm, "--without-arm", "--out", str(tmp_path / "o")])

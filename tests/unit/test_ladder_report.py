@@ -391,9 +391,10 @@ def test_no_rung_complete_and_a_borrowed_sft_not_complete(steps):
     assert ("No rung is complete yet: rung 1 partial (1 of 2 runs), rung 2 missing (0 of 2 runs), rung 3 missing "
             "(0 of 1 runs); no figure is read until its rung is complete.") in section
     assert all(r["methods"] == {} for r in lad["rungs"])
-    assert ("Defaults rule (pre-registered): not applied yet: rungs 1, 2, 3 are incomplete; it is applied when the "
-            "ladder is finished or a cut is declared (`--include-partial`). No rung is complete, so no candidate is "
-            "considered yet.") in section and lad["defaults_rule"]["candidates"] == []
+    assert ("Defaults rule (pre-registered): not applied yet: rungs 1, 2, 3 are incomplete and the arm beyond the "
+            "paper (amendment A1) has not run (`--arm` gives it; `--without-arm` declares it will not run); it is "
+            "applied when the ladder and the arm are finished or a cut is declared (`--include-partial`). No rung is "
+            "complete, so no candidate is considered yet.") in section and lad["defaults_rule"]["candidates"] == []
     # rung 3 complete, but rung 2's sft of seed 0 is not there: its minus-SFT figures wait for it
     _write(pred, g3, "decselfmask", 0, ALWAYS_YES)
     lad, section = _report_steps(tmp, [g1, g2, g3], pred, "borrowed")
@@ -459,8 +460,9 @@ def _rule(tmp: Path, runs: dict, complete: bool = True, flags: tuple = ()) -> tu
             _write(pred, grids[rung], method, 0, answers, heads, seconds=seconds)
     md_path = tmp / "results.md"
     _results_md(md_path)
+    # the arm is not part of these rules' cases: declared not to run (else the rule waits for it)
     main(["report", "--ladder", grids[1], grids[2], "--out", str(tmp / "out"), "--predictions-dir", str(pred),
-          "--resamples", str(RESAMPLES), "--results-md", str(md_path), *flags])
+          "--resamples", str(RESAMPLES), "--results-md", str(md_path), "--without-arm", *flags])
     lad = json.loads((tmp / "out" / "ladder.json").read_text())
     section = _section(md_path)
     # the paragraph follows the one-sentence summary, in ladder.md too

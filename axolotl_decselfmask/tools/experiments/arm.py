@@ -88,9 +88,12 @@ def paired(ours: list[dict], a: str, theirs: list[dict], b: str, resamples: int,
     return {**boot["scopes"]["all"]["difference"]["b"], "seeds": seeds}
 
 
-def arm_figures(arm: dict, rung: int, rung_records: list[dict] | None, resamples: int, seed: int) -> dict:
+def arm_figures(arm: dict, rung: int, rung_records: list[dict] | None, resamples: int, seed: int,
+                stage1_seconds: float | None = None, reused: tuple[str, ...] = OURS) -> dict:
     """Each method's figure and the registered differences (``rung_records``: the ladder rung's counted
-    records, for minus its ``decselfmask``; None while that rung's figures are withheld)."""
+    records, for minus its ``decselfmask``; None while that rung's figures are withheld). ``cost_seconds``:
+    the run's seconds plus, for the ``reused`` methods (stage 1 taken from the ladder), ``stage1_seconds``,
+    the estimated cost of that stage 1 (:func:`stage1_cost`); None where it is not known."""
     records = arm["records"]
     names = [m for m in arm["methods_run"] if any(r["method"] == m for r in records)]
     methods = {}
@@ -98,8 +101,10 @@ def arm_figures(arm: dict, rung: int, rung_records: list[dict] | None, resamples
         scope = _boot(records, names, resamples, seed, "each method's figure")["scopes"]["all"]["methods"]
         for m in names:
             seconds = [float(r["seconds"]) for r in records if r["method"] == m and r.get("seconds") is not None]
+            mean = sum(seconds) / len(seconds) if seconds else None
+            extra = (stage1_seconds if m in reused else 0.0)
             methods[m] = {**scope[m], "seeds": sorted({r["seed"] for r in records if r["method"] == m}),
-                          "seconds": sum(seconds) / len(seconds) if seconds else None}
+                          "seconds": mean, "cost_seconds": None if mean is None or extra is None else mean + extra}
     differences = []
     for ours, theirs in PAIRS:
         for other, where, pool in ((theirs, "arm", records), (SETFIT, "arm", records),
@@ -109,16 +114,39 @@ def arm_figures(arm: dict, rung: int, rung_records: list[dict] | None, resamples
     return {"methods": methods, "differences": differences}
 
 
+def stage1_cost(compared: list[dict]) -> float | None:
+    """The estimated seconds of a rung's stage 1: its ``decselfmask`` runs' mean seconds minus its ``sft``
+    runs' (the same stage 2 and evaluation without a stage 1; a rung without ``sft`` compares the one it
+    borrows), at least 0; None without both."""
+    def mean(method: str) -> float | None:
+        values = [float(r["seconds"]) for r in compared if r["method"] == method and r.get("seconds") is not None]
+        return sum(values) / len(values) if values else None
+
+    ours, sft = mean(REFERENCE), mean("sft")
+    return None if ours is None or sft is None else max(ours - sft, 0.0)
+
+
+def best_rung(rungs: list[dict]) -> int | None:
+    """A1's rung: the highest mean ``decselfmask`` Macro F1 under the options scorer among the rungs with a
+    figure (the first on a tie)."""
+    means = [(r["rung"], ((r["methods"].get(REFERENCE) or {}).get("options") or {}).get("mean")) for r in rungs]
+    means = [(n, m) for n, m in means if m is not None]
+    return max(means, key=lambda x: x[1])[0] if means else None
+
+
 def arm_report(path: str, grid: Grid, predictions_dir: Path, rung_seeds: list[int], rung_records: list[dict] | None,
-               resamples: int, seed: int, include_partial: bool) -> dict:
-    """Everything the report says of the arm; figures only when it is complete (or ``include_partial``)."""
+               resamples: int, seed: int, include_partial: bool, stage1_seconds: float | None = None,
+               best: int | None = None) -> dict:
+    """Everything the report says of the arm; figures only when it is complete (or ``include_partial``).
+    ``best``: A1's best rung when the ladder is finished (:func:`best_rung`), to check the arm's."""
     rung = arm_rung(path)
     arm = load_arm(path, grid, predictions_dir, rung_seeds)
     withheld = arm["status"] != "complete" and not include_partial
     figures = ({"methods": {}, "differences": []} if withheld or not arm["records"] else
-               arm_figures(arm, rung, rung_records, resamples, seed))
+               arm_figures(arm, rung, rung_records, resamples, seed, stage1_seconds, tuple(grid.stage1_models)))
     out = {k: v for k, v in arm.items() if k != "records"}
-    return {**out, "rung": rung, "withheld": withheld, **figures, "_records": [] if withheld else arm["records"]}
+    return {**out, "rung": rung, "best_rung": best, "stage1_seconds": stage1_seconds, "withheld": withheld,
+            **figures, "_records": [] if withheld else arm["records"]}
 
 
 # --------------------------------------------------------------------------- markdown
@@ -137,14 +165,22 @@ def arm_lines(arm: dict | None) -> list[str]:
     count = f"{len(arm['present'])} of {len(arm['present']) + len(arm['absent'])} runs"
     lines = ["", f"**The arm beyond the paper** (amendment A1; the stage-1 models of rung {arm['rung']}; "
                  f"`{arm['grid']}`): {arm['status']}, {count}"]
+    if arm.get("best_rung") is not None and arm["best_rung"] != arm["rung"]:
+        lines += ["", f"**The arm was written from rung {arm['rung']}, but A1's rung (the highest mean "
+                      f"{REFERENCE} Macro F1 under the options scorer) is {arm['best_rung']}**: write it again with "
+                      f"`python scripts/arm_grids.py --rung {arm['best_rung']}` before its runs count."]
     if arm["withheld"]:
         return lines[:-1] + [lines[-1] + "; figures withheld until every run is there."]
     lines[-1] += (". Macro F1 of each method's own decision (the option scoring's calibrated decision, or the "
                   "head's, fitted on out-of-fold scores), mean over tasks and seeds [95% interval]; then the "
                   "registered differences, paired over the seeds both have (`*`: the interval excludes zero).")
-    lines += ["", "| method | seeds | Macro F1 | run seconds |", "| --- | --- | --- | --- |"]
+    s1 = arm.get("stage1_seconds")
+    lines += ["", f"| method | seeds | Macro F1 | run seconds (+ the reused stage 1's, estimated: "
+                  f"{'–' if s1 is None else f'{s1:.0f}'}) |", "| --- | --- | --- | --- |"]
     for m, v in arm["methods"].items():
         secs = "–" if v["seconds"] is None else f"{v['seconds']:.0f}"
+        if v["cost_seconds"] is not None and v["cost_seconds"] != v["seconds"]:
+            secs += f" ({v['cost_seconds']:.0f} with stage 1)"
         lines.append(f"| {m} | {','.join(map(str, v['seeds']))} | {_cell(v)} | {secs} |")
     lines += ["", "| difference | seeds | Macro F1 |", "| --- | --- | --- |"]
     for d in arm["differences"]:

@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                              "by scripts/arm_grids.py; its predictions in <predictions-dir>/<its file stem>): each "
                              "method's Macro F1 and the registered differences, withheld until every run is there; "
                              "its methods join the defaults rule"))
+    p_rep.add_argument("--without-arm", action="store_true",
+                       help=("with --ladder: declare that the arm beyond the paper will not run, so that the "
+                             "defaults rule is applied over the ladder alone (by the plan it waits for the arm)"))
     _bootstrap_args(p_rep)
     return parser
 
@@ -185,13 +188,16 @@ def main(argv: list[str] | None = None) -> None:
                  args.bootstrap_seed, seeds)
     elif sum((args.budget, args.precision, args.ladder)) > 1:
         raise SystemExit("report: --budget, --precision and --ladder are separate reports; give one of them")
-    elif (args.include_partial or args.results_md or args.arm) and not args.ladder:
-        raise SystemExit("report: --include-partial, --results-md and --arm belong to the ladder's report; add --ladder")
+    elif (args.include_partial or args.results_md or args.arm or args.without_arm) and not args.ladder:
+        raise SystemExit("report: --include-partial, --results-md, --arm and --without-arm belong to the ladder's "
+                         "report; add --ladder")
+    elif args.arm and args.without_arm:
+        raise SystemExit("report: --arm and --without-arm contradict each other; give one")
     elif args.ladder:
         write_ladder(args.out, [(p, _report_grid(p, args.data_dir)) for p in args.grid],
                      args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed,
                      args.include_partial, args.results_md,
-                     (args.arm, _report_grid(args.arm, args.data_dir)) if args.arm else None)
+                     (args.arm, _report_grid(args.arm, args.data_dir)) if args.arm else None, args.without_arm)
     elif args.precision:
         if len(args.grid) != 2 or args.budget:
             raise SystemExit(f"report --precision: two grids, A (its own predictions folder) then B; got "

@@ -36,15 +36,17 @@ README = "{who} beats every DecSelfMask setting of the ladder"
 
 def _label(c: dict) -> str:
     if c["rung"] == ARM:
-        return f"the arm's {c['method']} (its own decision)"
+        return f"the arm's {c['method']} (its own decision; rung {c['stage1_rung']}'s stage 1)"
     what = "options" if c["classifier"] == "options" else f"{c['classifier']} head"
     return f"rung {c['rung']}'s {c['method']} ({what})"
 
 
 def _arm_candidates(arm: dict, methods: tuple[str, ...]) -> list[dict]:
-    """The arm's ``methods`` with figures, as candidates (their own decision: ``options`` in :func:`_view`)."""
-    return [{"rung": ARM, "method": m, "classifier": "options", "mean": f["mean"], "low": f["low"],
-             "high": f["high"], "seeds": f["seeds"], "seconds": f["seconds"]}
+    """The arm's ``methods`` with figures, as candidates (their own decision: ``options`` in :func:`_view`).
+    Their cost is the run's seconds plus, for a method whose stage 1 is reused, that stage 1's
+    (``cost_seconds``, :func:`.arm.arm_figures`): the rule compares whole settings."""
+    return [{"rung": ARM, "stage1_rung": arm["rung"], "method": m, "classifier": "options", "mean": f["mean"],
+             "low": f["low"], "high": f["high"], "seeds": f["seeds"], "seconds": f["cost_seconds"]}
             for m in methods if (f := arm["methods"].get(m))]
 
 
@@ -87,11 +89,12 @@ def _paired(a: dict, b: dict, records: dict[int, list[dict]], resamples: int, se
 
 
 def defaults_rule(rungs: list[dict], records: dict, resamples: int, seed: int,
-                  include_partial: bool, arm: dict | None = None) -> dict:
+                  include_partial: bool, arm: dict | None = None, without_arm: bool = False) -> dict:
     """The rule over ``rungs`` (the ladder's rungs with their figures) and ``records`` (rung -> its counted
     predictions records, for the rungs whose figures are computed only); with ``arm`` (:func:`.arm.arm_report`),
     its DecSelfMask methods join the candidates and its methods without stage 1 the settings without
-    DecSelfMask (amendment A1), and the rule is applied only once the arm is complete too."""
+    DecSelfMask (amendment A1), and the rule is applied only once the arm is complete too; without it, only
+    with ``without_arm`` (a declared decision not to run the arm) or ``include_partial``."""
     from axolotl_decselfmask.tools.experiments.arm import OURS, WITHOUT
 
     records = dict(records)
@@ -109,9 +112,9 @@ def defaults_rule(rungs: list[dict], records: dict, resamples: int, seed: int,
         without += _arm_candidates(arm, WITHOUT)
     reference = next((c for c in candidates if c["rung"] == 1 and c["classifier"] == "options"), None)
     winner = max(candidates, key=lambda c: c["mean"]) if candidates else None  # max keeps the first of a tie
-    arm_incomplete = arm is not None and arm["status"] != "complete"
-    out = {"applied": (not incomplete and not arm_incomplete) or include_partial, "incomplete_rungs": incomplete,
-           "arm": None if arm is None else arm["status"],
+    arm_state = arm["status"] if arm is not None else None if without_arm else "not run"
+    out = {"applied": (not incomplete and arm_state in (None, "complete")) or include_partial,
+           "incomplete_rungs": incomplete, "arm": arm_state,
            "rungs_considered": numbers, "rungs_not_considered": not_considered,
            "candidates": candidates, "reference": reference, "winner": winner, "difference": None,
            "choice": None, "why": None}
@@ -164,6 +167,13 @@ def _rungs(numbers: list) -> str:
     return ("rung " if len(numbers) == 1 else "rungs ") + ", ".join(map(str, numbers))
 
 
+def _arm_state(state: str) -> str:
+    if state == "not run":
+        return ("the arm beyond the paper (amendment A1) has not run (`--arm` gives it; `--without-arm` declares it "
+                "will not run)")
+    return f"the arm beyond the paper (amendment A1) is {state}"
+
+
 def rule_paragraph(rule: dict) -> str:
     """The results section's paragraph: the candidates, the winner, its interval, the decision, the rungs
     not considered; "not applied yet" while a rung is incomplete (without ``include_partial``)."""
@@ -171,7 +181,7 @@ def rule_paragraph(rule: dict) -> str:
     if not rule["applied"]:
         inc = rule["incomplete_rungs"]
         parts = ([f"{_rungs(inc)} {'is' if len(inc) == 1 else 'are'} incomplete"] if inc else []) + (
-            [f"the arm is {rule['arm']}"] if rule.get("arm") not in (None, "complete") else [])
+            [_arm_state(rule["arm"])] if rule.get("arm") not in (None, "complete") else [])
         text += (f"not applied yet: {' and '.join(parts)}; it is applied when the ladder"
                  f"{' and the arm are' if rule.get('arm') else ' is'} finished or a cut is declared "
                  "(`--include-partial`).")
@@ -180,7 +190,8 @@ def rule_paragraph(rule: dict) -> str:
         text += (f" So far, over the complete {_rungs(rule['rungs_considered'])}"
                  + (" and the arm" if any(c["rung"] == ARM for c in rule["candidates"]) else "") + ": ")
     else:
-        text += f"over {_rungs(rule['rungs_considered'])}" + (" and the arm" if rule.get("arm") else "")
+        text += f"over {_rungs(rule['rungs_considered'])}" + (
+            " and the arm" if any(c["rung"] == ARM for c in rule["candidates"]) else "")
         if rule["rungs_not_considered"]:
             text += (" (not considered, no figures: " + ", ".join(
                 f"rung {r['rung']} {r['status']}" for r in rule["rungs_not_considered"]) + ")")

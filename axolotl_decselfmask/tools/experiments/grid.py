@@ -139,6 +139,10 @@ class Grid(_Strict):
             except (KeyError, IndexError, ValueError) as err:
                 raise ValueError(f"stage1_models.{method}: {template!r} may hold only {{corpus}} and {{seed}} "
                                  f"({err})") from None
+        if self.stage1_models and self.share_stage1_across_seeds:
+            raise ValueError("stage1_models: each seed's run starts from that seed's stage-1 model, so set "
+                             "share_stage1_across_seeds: false (with true, one run would serve every seed from the "
+                             "first seed's model)")
         return self
 
     @model_validator(mode="after")

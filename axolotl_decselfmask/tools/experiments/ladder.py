@@ -267,10 +267,12 @@ def _rung_figures(rung: dict, resamples: int, seed: int) -> dict:
 
 
 def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples: int = 10_000,
-           seed: int = 0, include_partial: bool = False, arm: tuple[str, Grid] | None = None) -> dict:
+           seed: int = 0, include_partial: bool = False, arm: tuple[str, Grid] | None = None,
+           without_arm: bool = False) -> dict:
     """Every figure of the ladder over ``grids`` ((path, grid) pairs, one per rung); those of a rung
     that is not complete only with ``include_partial`` (:func:`_withhold`); with ``arm`` ((path, grid) of
-    the arm beyond the paper), its figures (:func:`.arm.arm_report`), also candidates of the defaults rule."""
+    the arm beyond the paper), its figures (:func:`.arm.arm_report`), also candidates of the defaults rule, which
+    waits for the arm unless ``without_arm`` declares that it will not run."""
     if not grids:
         raise SystemExit("report --ladder: no grid given (the rungs' grid files, examples/grids/ladder_*.yml)")
     rungs = sorted((_load_rung(p, g, Path(predictions_dir), i) for i, (p, g) in enumerate(grids)),
@@ -291,16 +293,18 @@ def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples
     zero = next(({"rung": r["rung"], **r["methods"][ZERO]} for r in out if ZERO in r["methods"]), None)
     arm_out = None
     if arm is not None:
-        from axolotl_decselfmask.tools.experiments.arm import arm_report, arm_rung
+        from axolotl_decselfmask.tools.experiments.arm import arm_report, arm_rung, best_rung, stage1_cost
 
         number = arm_rung(arm[0])
-        source = next((r for r in out if r["rung"] == number), None)
+        source = next((r for r in rungs if r["rung"] == number), None)
         if source is None:
             raise SystemExit(f"report --arm: {arm[0]} was written from rung {number}, which is not among the "
                              f"ladder's grids ({', '.join(str(r['rung']) for r in out)}); give that rung's grid too")
+        finished = all(r["status"] == "complete" for r in out) or include_partial
         arm_out = arm_report(arm[0], arm[1], Path(predictions_dir), source["seeds"], shown_records.get(number),
-                             resamples, seed, include_partial)
-    rule = defaults_rule(out, shown_records, resamples, seed, include_partial, arm_out)
+                             resamples, seed, include_partial, stage1_cost(source["compared"]),
+                             best_rung(out) if finished else None)
+    rule = defaults_rule(out, shown_records, resamples, seed, include_partial, arm_out, without_arm)
     if arm_out is not None:
         arm_out = {k: v for k, v in arm_out.items() if k != "_records"}
     return {"reference": REFERENCE, "baselines": list(BASELINES), "resamples": resamples, "seed": seed,
@@ -643,13 +647,14 @@ def plot_ladder(lad: dict, path: Path) -> None:
 
 def write_ladder(out: str | Path, grids: list[tuple[str, Grid]], predictions_dir: str | Path,
                  resamples: int = 10_000, seed: int = 0, include_partial: bool = False,
-                 results_md: str | Path | None = None, arm: tuple[str, Grid] | None = None) -> dict:
+                 results_md: str | Path | None = None, arm: tuple[str, Grid] | None = None,
+                 without_arm: bool = False) -> dict:
     """:func:`ladder` written as ``ladder.json``, ``ladder.md`` and ``ladder.png`` in ``out``; with
     ``results_md``, its generated section (:func:`ladder_section`) too, the file's markers checked
     before anything is computed."""
     if results_md is not None:
         _marker_span(_read_results_md(Path(results_md)), Path(results_md))
-    lad = ladder(grids, predictions_dir, resamples, seed, include_partial, arm)
+    lad = ladder(grids, predictions_dir, resamples, seed, include_partial, arm, without_arm)
     out = write_report_files(out, "ladder", lad, ladder_markdown(lad), plot_ladder)
     states = ", ".join(f"{r['rung']}: {r['status']}" for r in lad["rungs"])
     print(f"ladder: rungs {states} -> {out / 'ladder.md'}, ladder.png")

@@ -3,7 +3,6 @@ in ``run.log``), and ``done.json`` written last so that a finished run is not ru
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -13,10 +12,10 @@ from pathlib import Path
 from axolotl_decselfmask.io.files import (
     atomic_write_json,
     atomic_write_text,
-    fingerprint,
     read_json,
 )
 from axolotl_decselfmask.stage1.budget import STATS_FILE
+from axolotl_decselfmask.stage1.checkpoints import STAGE1_MARKER, stage1_weights_key
 from axolotl_decselfmask.stage2.model import MERGED_RECORD
 from axolotl_decselfmask.stage2.outputs import forget_metrics, read_metrics
 from axolotl_decselfmask.tools.experiments.data import build_data
@@ -66,10 +65,9 @@ def plan(grid: Grid, out: Path, data: dict) -> list[dict]:
 
 def reuse_stage1(run: dict, folder: str) -> None:
     """Make ``run`` start from the saved stage-1 model in ``folder`` (``stage1_models``): its recipe's
-    base model, no stage 1 of its own. ``run["stage1_model"]`` records the folder and the stage-1 key
-    the model was saved with (``decselfmask_merged.json``; for a full fine-tune, :func:`stage1_model_key`'s
-    fingerprint of its files), which is part of the run key (:func:`.results.run_key`) in
-    place of the folder's path; a folder that is not there yet gets the key ``missing``."""
+    base model, no stage 1 of its own. ``run["stage1_model"]`` records the folder and the key of the
+    finished stage 1 it holds (:func:`stage1_model_key`), which is part of the run key
+    (:func:`.results.run_key`) in place of the folder's path."""
     path = Path(folder).resolve()
     run["recipe"]["base_model"] = str(path)
     run["recipe"]["decselfmask"]["stage1"] = False
@@ -77,24 +75,19 @@ def reuse_stage1(run: dict, folder: str) -> None:
 
 
 def stage1_model_key(path: Path) -> str:
-    """What identifies a saved stage-1 model: the key in its ``decselfmask_merged.json`` (a merged
-    stage-1 LoRA), else a fingerprint of its ``config.json`` and its weight files' sha256 (a full
-    fine-tune's output folder), else ``missing``."""
+    """The key of the finished stage 1 a folder holds: a merged stage-1 LoRA's (the key in its
+    ``decselfmask_merged.json``), or a full fine-tune's (the run's ``output/`` with the completion
+    record stage 1 writes after its weights are saved, ``decselfmask_stage1_complete.json``: the
+    fingerprint of their names, sizes and sha256). ``missing`` for anything else: a folder that is not
+    there, a merge or a stage 1 that did not finish (Axolotl writes ``config.json`` before training, so
+    a config alone is no model)."""
     record = read_json(path / MERGED_RECORD)
     if isinstance(record, dict) and record.get("key"):
         return str(record["key"])
-    if not (path / "config.json").is_file():
-        return "missing"
-    weights = sorted((p.name, _sha256(p)) for p in path.glob("*.safetensors"))
-    return fingerprint({"config": (path / "config.json").read_text(), "weights": weights})
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    marker = read_json(path / STAGE1_MARKER)
+    if isinstance(marker, dict) and marker.get("kind") == "full":
+        return stage1_weights_key(path) or "missing"
+    return "missing"
 
 
 def missing_stage1_models(runs: list[dict]) -> list[str]:
@@ -248,8 +241,9 @@ def run_grid(grid_path: str, out: str, methods: list[str] | None = None, dry_run
     todo = [r for r in runs if not done_record(r) and id(r) not in committed]
     missing = missing_stage1_models(todo)
     if missing:  # before any run: a stage 1 to reuse that is not there
-        raise SystemExit(f"{grid_path}: stage1_models names stage-1 models that are not there (no "
-                         f"{MERGED_RECORD} nor config.json):\n  " + "\n  ".join(missing)
+        raise SystemExit(f"{grid_path}: stage1_models names stage-1 models that are not there or did not finish "
+                         f"(neither a merged stage 1's {MERGED_RECORD} nor a full fine-tune's {STAGE1_MARKER}):\n  "
+                         + "\n  ".join(missing)
                          + "\nRun the grid that trains them first (its runs keep output/stage1_merged), fix the "
                          "path, or leave those seeds out with --seeds.")
     print(f"experiments: {len(runs)} runs ({len(runs) - len(todo)} already done), "
