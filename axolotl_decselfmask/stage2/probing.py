@@ -99,7 +99,7 @@ def feature_index(ids: list[int], position: str = "last", mask_id: int | None = 
     return None
 
 
-def _mask_missing(tokenizer, mask_id: int, row: int, n: int) -> InputError:
+def mask_missing_error(tokenizer, mask_id: int, row: int, n: int) -> InputError:
     token = tokenizer.convert_ids_to_tokens(mask_id)
     return InputError(
         f"the classification prompt of text {row + 1} of {n} has no mask token (id {mask_id}, {token!r}), "
@@ -115,7 +115,7 @@ def _encode(tokenizer, texts, labels, question, system_prompt, position, mask_id
         ids = prompt_ids(tokenizer, text, labels, question, system_prompt, prompt)
         index = feature_index(ids, position, mask_id)
         if index is None:
-            raise _mask_missing(tokenizer, mask_id, row, len(texts))
+            raise mask_missing_error(tokenizer, mask_id, row, len(texts))
         encoded.append(ids)
         where.append(index)
     return encoded, where

@@ -198,11 +198,17 @@ def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, fol
     seed = config.seed if seed is None else seed
     model = load_model(folder, cfg, dtype)
     features: dict = {}  # hidden states of the (frozen) starting model, shared by probing and heads
+    settings = config.classification if len(tasks) > 1 else tasks[0].settings
+    if config.probing.enabled or (settings.train and settings.method == "head"):
+        from axolotl_decselfmask.stage2.shared_features import prefetch_features, task_feature_requests
+
+        # tasks on the same test notes: each note's prompt prefix once for all of them
+        prefetch_features(model, tokenizer, task_feature_requests(config, tasks, tokenizer), features,
+                          settings.eval_batch_size, progress)
     if config.probing.enabled:
         from axolotl_decselfmask.stage2.probing import probe_tasks
 
         probe_tasks(config, tasks, model, tokenizer, progress, features)
-    settings = config.classification if len(tasks) > 1 else tasks[0].settings
     heads: dict = {}
     if settings.train and settings.method == "head":
         from axolotl_decselfmask.stage2.head import train_task_head
