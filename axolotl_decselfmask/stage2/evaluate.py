@@ -142,9 +142,18 @@ def _score_group(cfg, config, out: Path, saved: list[SavedTask], tasks: list[Tas
     decisions = _decisions(saved)
     heads = {s.settings.task: load_head(s) for t in saved for s in ([*t.parts] or [t])} if saved[0].kind == "head" else {}
     metrics, pictures = {}, {}
+    features: dict = {}  # heads on the same test notes: each note's prompt prefix once (stage2/shared_features.py)
+    if heads:
+        from axolotl_decselfmask.stage2.shared_features import FeatureRequest, prefetch_features
+
+        wanted = [FeatureRequest(t.test_texts, h.labels, t.prompt.question, t.prompt.system_prompt, h.position,
+                                 h.mask_id, h.settings.prompt)
+                  for t in tasks if t.test_texts and (h := heads.get(t.name)) is not None]
+        prefetch_features(model, tokenizer, wanted, features, min(t.settings.eval_batch_size for t in tasks),
+                          progress)
     for name, parts in task_groups([t for t in tasks if t.parent is not None]):
         if heads:
-            scorers = [Scorer.of(model, tokenizer, t, progress, heads[t.name], {}) for t in parts]
+            scorers = [Scorer.of(model, tokenizer, t, progress, heads[t.name], features) for t in parts]
         else:
             shared = SharedPrefixScorer(model, tokenizer, parts, progress)
             scorers = [shared.part(i) for i in range(len(parts))]
@@ -152,7 +161,7 @@ def _score_group(cfg, config, out: Path, saved: list[SavedTask], tasks: list[Tas
     singles = [t for t in tasks if t.parent is None]
     shared = {} if heads else shared_test_scorers(model, tokenizer, singles, progress)
     for t in singles:
-        scorer = shared.get(t.name) or Scorer.of(model, tokenizer, t, progress, heads.get(t.name), {})
+        scorer = shared.get(t.name) or Scorer.of(model, tokenizer, t, progress, heads.get(t.name), features)
         metrics, pictures[t.name] = _single(cfg, out, t, scorer, decisions[t.name], evaluated)
     del model
     return metrics, pictures

@@ -205,13 +205,37 @@ class NoteLabeller:
         for t in self.tasks:
             cut_texts[t.index], cut[t.settings.task] = self.cut(t, notes[t.index].texts)
         scores: list = [None] * len(self.tasks)
+        features = self._head_features(cut_texts)
         for group in self._sharing_groups():
             if len(group) > 1 and all(cut_texts[t.index] for t in group):
                 self._score_shared(group, cut_texts, scores)
                 continue
             for t in group:
-                scores[t.index] = self._score(t, cut_texts[t.index])
+                scores[t.index] = self._score(t, cut_texts[t.index], features.get(t.folder, {}))
         return scores, cut
+
+    def _head_features(self, cut_texts: dict) -> dict:
+        """Per classifier folder, the features its heads will read of this chunk's notes where several heads
+        read the same notes (each note's prompt prefix once: :mod:`.shared_features`), for their scorers."""
+        from axolotl_decselfmask.stage2.shared_features import FeatureRequest, prefetch_features
+
+        requests: dict = {}
+        for t in self.tasks:
+            if t.kind != "head" or not cut_texts[t.index]:
+                continue
+            pairs = zip(t.parts, self.prompts[t.index][:-1]) if t.multi_label else [(t, self.prompts[t.index][0])]
+            for part, prompt in pairs:
+                head = self.heads.get(part.settings.task)
+                if head is not None:
+                    requests.setdefault(t.folder, []).append(FeatureRequest(
+                        cut_texts[t.index], head.labels, prompt.question, prompt.system_prompt, head.position,
+                        head.mask_id, head.settings.prompt))
+        features: dict = {}
+        for folder, wanted in requests.items():
+            features[folder] = {}
+            batch = min(t.settings.eval_batch_size for t in self.tasks if t.folder == folder)
+            prefetch_features(self.models[folder], self.tokenizer, wanted, features[folder], batch, False)
+        return features
 
     def _sharing_groups(self) -> list[list[SavedTask]]:
         """Tasks scored on one prompt prefix per note: single-label tasks of one (generative) classifier
@@ -233,22 +257,23 @@ class NoteLabeller:
         for i, t in enumerate(group):
             scores[t.index] = shared.part(i)(cut_texts[t.index])
 
-    def _score(self, t: SavedTask, texts: list[str]) -> np.ndarray:
+    def _score(self, t: SavedTask, texts: list[str], features: dict | None = None) -> np.ndarray:
         model = self.models[t.folder]
         if not t.multi_label:
-            return self._scorer(t, self.prompts[t.index][0])(texts)
+            return self._scorer(t, self.prompts[t.index][0], features)(texts)
         prompts = self.prompts[t.index][:-1]
         if t.kind == "head":
             if not texts:
                 return np.zeros((0, len(t.parts), len(t.answers)))
-            return np.stack([self._scorer(p, q)(texts) for p, q in zip(t.parts, prompts)], axis=1)
+            return np.stack([self._scorer(p, q, features)(texts) for p, q in zip(t.parts, prompts)], axis=1)
         return score_questions(model, self.tokenizer, texts, [q.question for q in prompts], t.answers,
                                prompts[0].system_prompt, False, t.settings.eval_batch_size, t.settings.option_chunk)
 
-    def _scorer(self, t: SavedTask, prompt) -> Scorer:
-        """The evaluation's :class:`.scoring.Scorer` of a (sub-)task: its options' scores, or its head's."""
+    def _scorer(self, t: SavedTask, prompt, features: dict | None = None) -> Scorer:
+        """The evaluation's :class:`.scoring.Scorer` of a (sub-)task: its options' scores, or its head's
+        (reading ``features``, the chunk's prefetched ones, where it has them)."""
         return Scorer(self.models[t.folder], self.tokenizer, t.labels, prompt, t.settings, False,
-                      self.heads.get(t.settings.task), {})
+                      self.heads.get(t.settings.task), {} if features is None else features)
 
     def records(self, chunk: NotesChunk, path, id_columns: set[str]) -> tuple[dict, list[dict]]:
         """A chunk's shard: its header (``size``, ``notes``, ``rows``, ``skipped``, ``cut`` per task) and

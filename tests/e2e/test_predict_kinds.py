@@ -109,3 +109,47 @@ def rows_of_csv(path):
 
     with open(path, encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_heads_of_tasks_on_the_same_notes_share_each_note_s_prefix(setting, monkeypatch):
+    """Three yes/no tasks with heads on the same notes: predict reads their features on one prompt prefix per
+    note (stage2/shared_features.py) and gives the evaluation's scores and labels of the same notes."""
+    from axolotl_decselfmask.stage2 import shared_features
+
+    tmp, recipe, test = setting
+    recipe = copy.deepcopy(recipe)
+    yes_no = [dict(r, label="yes" if r["label"] == "neoplasms" else "no") for r in test]
+    write_rows(tmp / "test_neo.jsonl", yes_no)
+    questions = ("Is the text above about a neoplasm?", "Does the abstract above name a tumour?",
+                 "Is cancer the subject of the abstract above?")
+    recipe["decselfmask"]["tasks"] = [
+        {"task": f"neo{k}", "train_file": str(tmp / "train_neo.jsonl"), "test_file": str(tmp / "test_neo.jsonl"),
+         "labels": ["yes", "no"], "question": q} for k, q in enumerate(questions)]
+    recipe["decselfmask"]["classification"].update(method="head", head={"epochs": 20})
+    out = tmp / "out_heads"
+    cfg = _run(recipe, out)
+    computed = []
+    real = shared_features.prefetch_features
+    monkeypatch.setattr(shared_features, "prefetch_features",
+                        lambda *a, **k: computed.append(real(*a, **k)) or computed[-1])
+    _, rows = _predict(cfg, tmp / "notes.jsonl", tmp / "heads.jsonl")
+    # the (note, task) features on shared prefixes: all but those of notes cut differently for each question
+    # (sequence_len 192), which are left to each task's own call
+    assert computed and 2 * len(test) <= computed[0] <= 3 * len(test)
+    for k in range(3):
+        evaluated = [json.loads(line) for line in (out / f"predictions-neo{k}.jsonl").read_text().splitlines()]
+        mine = [r for r in rows if r["task"] == f"neo{k}"]
+        assert [r["label"] for r in mine] == [p["pred"] for p in evaluated]
+        for r, p in zip(mine, evaluated):
+            assert r["scores"] == pytest.approx(p["scores"], abs=1e-4)
+    # `evaluate` reads them on shared prefixes too, and gives the run's own figures
+    from axolotl_decselfmask.stage2.evaluate import evaluate
+
+    computed.clear()
+    with contextlib.redirect_stdout(io.StringIO()):
+        again = evaluate(cfg, tmp / "evaluated_heads", progress=False)["metrics"]
+    run = json.loads((out / "metrics.json").read_text())
+    assert computed and computed[0] > 0
+    for k in range(3):
+        assert again["tasks"][f"neo{k}"]["macro_f1"] == pytest.approx(run["tasks"][f"neo{k}"]["macro_f1"], abs=1e-6)
+        assert again["tasks"][f"neo{k}"]["confusion_matrix"] == run["tasks"][f"neo{k}"]["confusion_matrix"]
