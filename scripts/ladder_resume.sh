@@ -6,9 +6,13 @@
 #
 #   scripts/ladder_resume.sh [--print] [--two-lanes] [WORKTREE]     (default ../ladder)
 #
-# --print: only print the lane's jobs, one a line, and exit. --two-lanes (amendment L3): lane 1 (core 1)
-# runs seed 0 of rungs 2 -> 7 and lane 0 (core 0) seeds 1 and 2 of rungs 1 -> 3, each started only if it
-# is not running (outputs/lane1.pid, outputs/lane0.pid); without it one lane on core 1 runs them all. The worktree is made if it is not there
+# --print: only print the lane's jobs, one a line, and exit. --two-lanes (amendments L3, L4): lane 1 (core 1)
+# runs seed 0 of rungs 2 -> 7 and lane 0 (core 0) seeds 1 and 2 of rungs 1 -> 3, then seed 0's runs from rung 7
+# backwards, one method a job; each lane takes a lock per run before it (scripts/lane.sh), so the two meet in the
+# middle without running anything twice. Each lane is started only if it is not running (outputs/lane1.pid,
+# outputs/lane0.pid); without --two-lanes one lane on core 1 runs them all. The lanes run this checkout's
+# scripts/lane.sh (copied to the worktree's outputs/lane.sh: the queue and its locks), the runs the worktree's
+# package at the pinned commit. The worktree is made if it is not there
 # (`git worktree add --detach`, the checkout's models and venvs linked into it). Refuses to start a second
 # lane while one runs (outputs/lane1.pid in the worktree). Sync finished runs back with
 # scripts/ladder_sync.sh WORKTREE.
@@ -37,8 +41,19 @@ for s in 1 2; do
          "ladder_3_hallmarks|$M3|$s|$P/ladder_3_hallmarks")
 done
 JOBS+=("${LATER[@]}")
+TEACHER=ladder_6_hallmarks  # its relevance runs Qwen2.5-0.5B (about 10 GB): never two of its runs at once
+per_method() {  # each job "grid|m1,m2|seeds|dir" as one job per method (the teacher rung's kept whole)
+  local job stem methods seeds dir m
+  for job in "$@"; do
+    IFS='|' read -r stem methods seeds dir <<< "$job"
+    if [ "$stem" = "$TEACHER" ]; then echo "$job"; continue; fi
+    for m in ${methods//,/ }; do echo "$stem|$m|$seeds|$dir"; done
+  done
+}
+mapfile -t LANE1 < <(per_method "${SEED0[@]}")
+mapfile -t LANE0 < <(per_method "${LATER[@]}"; per_method "${SEED0[@]}" | tac)
 if [ $PRINT = 1 ]; then
-  if [ $TWO = 1 ]; then echo "# lane 1 (core 1)"; printf '%s\n' "${SEED0[@]}"; echo "# lane 0 (core 0)"; printf '%s\n' "${LATER[@]}"
+  if [ $TWO = 1 ]; then echo "# lane 1 (core 1)"; printf '%s\n' "${LANE1[@]}"; echo "# lane 0 (core 0)"; printf '%s\n' "${LANE0[@]}"
   else printf '%s\n' "${JOBS[@]}"; fi
   exit 0
 fi
@@ -64,12 +79,14 @@ for f in $P/ladder_*/*/*.jsonl.gz; do
   mkdir -p "$WT/$(dirname "$f")"
   cmp -s "$f" "$WT/$f" 2>/dev/null || cp "$f" "$WT/$f"
 done
+LANE_SH=$(pwd)/scripts/lane.sh
 cd "$WT"
 mkdir -p outputs
+cp "$LANE_SH" outputs/lane.sh  # the queue and its locks: this checkout's; the runs: the worktree's package
 start_lane() {  # CORE JOB...
   local core=$1; shift
   echo "=== resumed $(date -u +%F' '%H:%M) by scripts/ladder_resume.sh at $(git rev-parse --short HEAD)" >> "outputs/lane$core.log"
-  PYTHONPATH=$PWD KERNELS=native setsid nohup scripts/lane.sh "$core" "$@" >> "outputs/lane$core.log" 2>&1 &
+  PYTHONPATH=$PWD KERNELS=native setsid nohup bash outputs/lane.sh "$core" "$@" >> "outputs/lane$core.log" 2>&1 &
   echo $! > "outputs/lane$core.pid"
   echo "ladder_resume: lane started on core $core in $WT (pid $(cat "outputs/lane$core.pid")); log $WT/outputs/lane$core.log"
 }
@@ -77,6 +94,6 @@ if [ $TWO = 0 ]; then
   start_lane 1 "${JOBS[@]}"
 else
   # a lane already running keeps its queue (a lane 1 started alone reaches seeds 1-2 only after every seed-0 run)
-  running 1 && echo "ladder_resume: lane 1 already runs (pid $(cat outputs/lane1.pid)); left as it is" || start_lane 1 "${SEED0[@]}"
-  running 0 && echo "ladder_resume: lane 0 already runs (pid $(cat outputs/lane0.pid)); left as it is" || start_lane 0 "${LATER[@]}"
+  running 1 && echo "ladder_resume: lane 1 already runs (pid $(cat outputs/lane1.pid)); left as it is" || start_lane 1 "${LANE1[@]}"
+  running 0 && echo "ladder_resume: lane 0 already runs (pid $(cat outputs/lane0.pid)); left as it is" || start_lane 0 "${LANE0[@]}"
 fi

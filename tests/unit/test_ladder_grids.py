@@ -131,17 +131,29 @@ def test_resume_script_runs_every_registered_run_once_in_the_order_of_amendment_
     assert covered == expected
 
 
-def test_resume_script_two_lanes_split_the_same_jobs_by_seed():
-    """--two-lanes (amendment L3): lane 1 gets the seed-0 jobs and lane 0 seeds 1 and 2, in the order of the
-    one-lane queue, so together they run exactly its jobs and neither lane holds a job of the other."""
+def test_resume_script_two_lanes_split_the_same_runs_and_meet_in_the_middle():
+    """--two-lanes (amendments L3, L4): lane 1 gets the seed-0 runs in the one-lane order, lane 0 seeds 1 and 2,
+    then the seed-0 runs from the last backwards, one method a job (the locks of scripts/lane.sh keep the two
+    from running one run twice); rung 6's two methods stay one job, so that its teacher's relevance (about 10
+    GB) never runs twice at once; together the lanes hold every run of the one-lane queue."""
     script = str(ROOT / "scripts" / "ladder_resume.sh")
+
+    def runs(jobs):
+        return [(stem, m, seed) for stem, methods, seed, _ in (j.split("|") for j in jobs) for m in methods.split(",")]
+
     one = subprocess.run(["bash", script, "--print"], capture_output=True, text=True, check=True).stdout.split()
     two = subprocess.run(["bash", script, "--print", "--two-lanes"], capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert two[0] == "# lane 1 (core 1)" and "# lane 0 (core 0)" in two
     cut = two.index("# lane 0 (core 0)")
     lane1, lane0 = two[1:cut], two[cut + 1:]
-    assert lane1 + lane0 == one
-    assert {job.split("|")[2] for job in lane1} == {"0"} and {job.split("|")[2] for job in lane0} == {"1", "2"}
+    seed0 = [r for r in runs(one) if r[2] == "0"]
+    assert runs(lane1) == seed0
+    later = [r for r in runs(one) if r[2] != "0"]
+    assert runs(lane0) == later + [r for job in reversed(lane1) for r in runs([job])]
+    for lane in (lane0, lane1):
+        for job in lane:
+            stem, methods = job.split("|")[:2]
+            assert (len(methods.split(",")) > 1) == (stem == "ladder_6_hallmarks"), job
     bad = subprocess.run(["bash", script, "--two-lane"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown option --two-lane" in bad.stderr
