@@ -63,7 +63,11 @@ if [ ! -d "$WT" ]; then
   here=$(pwd)
   for link in models .venv .venv-setfit; do ln -s "$here/$link" "$WT/$link"; done
 fi
-running() { [ -f "$WT/outputs/lane$1.pid" ] && kill -0 "$(cat "$WT/outputs/lane$1.pid")" 2>/dev/null; }
+running() {  # lane CORE's recorded pid is alive and is a lane (not a pid reused after a sitting's end)
+  local pid
+  pid=$(cat "$WT/outputs/lane$1.pid" 2>/dev/null) || return 1
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "lane.sh"
+}
 if [ $TWO = 0 ] && { running 1 || running 0; }; then
   echo "ladder_resume: a lane already runs in $WT (outputs/lane1.pid or lane0.pid); stop it first, or add" \
     "--two-lanes to start the lane that is missing" >&2
@@ -82,7 +86,17 @@ done
 LANE_SH=$(pwd)/scripts/lane.sh
 cd "$WT"
 mkdir -p outputs
-cp "$LANE_SH" outputs/lane.sh  # the queue and its locks: this checkout's; the runs: the worktree's package
+# the queue and its locks: this checkout's; the runs: the worktree's package. A new file, not the one a running
+# lane reads (bash reads its script as it goes)
+cp "$LANE_SH" outputs/lane.sh.new && mv -f outputs/lane.sh.new outputs/lane.sh
+# a lane started before the locks (scripts/lane.sh of the worktree) takes none: never start one beside it
+for core in 0 1; do
+  if running "$core" && ! tr '\0' ' ' < "/proc/$(cat "outputs/lane$core.pid")/cmdline" | grep -q "outputs/lane.sh"; then
+    echo "ladder_resume: lane $core (pid $(cat "outputs/lane$core.pid")) runs a lane script without locks; stop it" \
+      "first (kill its bash: its run goes on to its end), then start the lanes again" >&2
+    exit 1
+  fi
+done
 start_lane() {  # CORE JOB...
   local core=$1; shift
   echo "=== resumed $(date -u +%F' '%H:%M) by scripts/ladder_resume.sh at $(git rev-parse --short HEAD)" >> "outputs/lane$core.log"

@@ -12,8 +12,9 @@
 # machine's own kernels. WAIT_PID: start after that process has exited (to queue a lane behind a run).
 # Stop a lane after its current run: kill the lane's bash process only; the run goes on to its end.
 # Two lanes may hold the same jobs (docs/experiments.md, "Running the ladder"): before a job, a lane takes a lock
-# per (grid, method, seeds) in outputs/locks/ (a folder made atomically, holding the lane's pid) and runs only the
-# methods whose lock it got; a lock whose lane has died is taken over. The runner itself skips finished runs.
+# per (grid, method, seeds), `flock` on outputs/locks/<grid>-<method>-<seeds>.lock, all of the job's or none (then
+# it skips the job). The run inherits the locks, so they last while it runs, even when its lane is killed, and the
+# kernel releases them when the last process holding them ends, whatever ended it. The runner skips finished runs.
 set -u
 cd "$(dirname "$0")/.."
 CORE=$1; shift
@@ -27,26 +28,19 @@ case $KERNELS in
 esac
 if [ -n "${WAIT_PID:-}" ]; then while kill -0 "$WAIT_PID" 2>/dev/null; do sleep 20; done; fi
 mkdir -p outputs/runlogs outputs/locks
-take_lock() {  # DIR: 0 when this lane now holds it
-  if mkdir "$1" 2>/dev/null; then echo $$ > "$1/pid"; return 0; fi
-  local owner
-  owner=$(cat "$1/pid" 2>/dev/null || true)
-  # no pid yet: its lane is writing it; a live pid: busy
-  if [ -z "$owner" ] || kill -0 "$owner" 2>/dev/null; then return 1; fi
-  rm -rf "$1"
-  if mkdir "$1" 2>/dev/null; then echo $$ > "$1/pid"; return 0; fi
-  return 1
-}
 for job in "$@"; do
-  IFS='|' read -r stem wanted seeds pdir <<< "$job"
+  IFS='|' read -r stem methods seeds pdir <<< "$job"
   pdir=${pdir:-docs/results/predictions}
-  methods="" held=()
-  for m in ${wanted//,/ }; do
-    lock=outputs/locks/$stem-$m-${seeds//,/_}
-    if take_lock "$lock"; then methods=${methods:+$methods,}$m; held+=("$lock")
-    else echo "=== skip $(date -u +%H:%M) core $CORE $stem $m $seeds: another lane runs it ($(cat "$lock/pid" 2>/dev/null))"; fi
+  fds=() busy=""
+  for m in ${methods//,/ }; do
+    exec {fd}>>"outputs/locks/$stem-$m-${seeds//,/_}.lock"
+    if flock -n "$fd"; then fds+=("$fd"); else busy=${busy:+$busy,}$m; exec {fd}>&-; fi
   done
-  [ -n "$methods" ] || continue
+  if [ -n "$busy" ]; then
+    for fd in "${fds[@]}"; do exec {fd}>&-; done
+    echo "=== skip $(date -u +%H:%M) core $CORE $stem $methods $seeds: another lane runs $busy"
+    continue
+  fi
   log=outputs/runlogs/$stem-${methods//,/_}-${seeds//,/_}.log
   echo "=== start $(date -u +%H:%M) core $CORE kernels $KERNELS $stem $methods $seeds"
   started=$(date +%s)
@@ -58,5 +52,5 @@ for job in "$@"; do
     echo "=== precision $f $(zcat "$f" | head -1 | .venv/bin/python -c 'import json, sys
 d = json.loads(sys.stdin.readline()); print(d.get("dtype"), "|", d.get("cpu_capability"), "|", d.get("seconds"), "s")')"
   done
-  rm -rf "${held[@]}"
+  for fd in "${fds[@]}"; do exec {fd}>&-; done
 done

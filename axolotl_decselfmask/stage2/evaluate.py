@@ -150,7 +150,7 @@ def _score_group(cfg, config, out: Path, saved: list[SavedTask], tasks: list[Tas
                                  h.mask_id, h.settings.prompt)
                   for t in tasks if t.test_texts and (h := heads.get(t.name)) is not None]
         prefetch_features(model, tokenizer, wanted, features, min(t.settings.eval_batch_size for t in tasks),
-                          progress)
+                          progress, min(t.settings.option_chunk for t in tasks))
     for name, parts in task_groups([t for t in tasks if t.parent is not None]):
         if heads:
             scorers = [Scorer.of(model, tokenizer, t, progress, heads[t.name], features) for t in parts]

@@ -233,8 +233,9 @@ class NoteLabeller:
         features: dict = {}
         for folder, wanted in requests.items():
             features[folder] = {}
-            batch = min(t.settings.eval_batch_size for t in self.tasks if t.folder == folder)
-            prefetch_features(self.models[folder], self.tokenizer, wanted, features[folder], batch, False)
+            mine = [t.settings for t in self.tasks if t.folder == folder]
+            prefetch_features(self.models[folder], self.tokenizer, wanted, features[folder],
+                              min(s.eval_batch_size for s in mine), False, min(s.option_chunk for s in mine))
         return features
 
     def _sharing_groups(self) -> list[list[SavedTask]]:

@@ -204,7 +204,7 @@ def _run_group(cfg, config: DecSelfMaskConfig, tasks: list[Task], tokenizer, fol
 
         # tasks on the same test notes: each note's prompt prefix once for all of them
         prefetch_features(model, tokenizer, task_feature_requests(config, tasks, tokenizer), features,
-                          settings.eval_batch_size, progress)
+                          settings.eval_batch_size, progress, settings.option_chunk)
     if config.probing.enabled:
         from axolotl_decselfmask.stage2.probing import probe_tasks
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+import copy
+
 from axolotl_decselfmask.compat import repeat_cache_rows
 from axolotl_decselfmask.stage2.probing import (
     mask_missing_error,
@@ -52,12 +54,20 @@ def _common_length(seqs: list[list[int]]) -> int:
 @torch.no_grad()
 def shared_prompt_features(model, tokenizer, texts: list[str], questions: list[str], labels: list[str],
                            system_prompt: str, position: str = "last", mask_id: int | None = None,
-                           prompt: str = "chat", batch_size: int = 8, progress: bool = True) -> torch.Tensor:
+                           prompt: str = "chat", batch_size: int = 8, progress: bool = True,
+                           question_chunk: int = 8) -> torch.Tensor:
     """Features of every (text, question) pair, shape (texts, questions, hidden), float32 on the CPU:
     what :func:`.probing.prompt_features` gives for each question, each text's prompt prefix shared by its
-    questions run once (``batch_size`` texts at a time, left-padded), then every question's rest on a copy
-    of its cache (right-padded). The prefix stops before the first token any question's feature is read
-    at, so every feature is read in the second pass."""
+    questions run once (``batch_size`` texts at a time, left-padded), then ``question_chunk`` questions at a
+    time each get a copy of its cache and run their rest on it (right-padded): memory grows with
+    ``batch_size x question_chunk`` copies of a note's cache, not with the number of questions, as
+    :func:`.scoring.score_questions` bounds it with ``option_chunk``. The prefix stops before the first
+    token any question's feature is read at, so every feature is read in the second pass."""
+    if question_chunk < 1:
+        raise ValueError(f"question_chunk must be at least 1, got {question_chunk}")
+    hidden = model.config.get_text_config().hidden_size
+    if not texts or not questions:
+        return torch.zeros((len(texts), len(questions), hidden), dtype=torch.float32)
     encoded, where, prefix = [], [], []
     for row, text in enumerate(texts):
         ids = [prompt_ids(tokenizer, text, labels, q, system_prompt, prompt) for q in questions]
@@ -67,15 +77,12 @@ def shared_prompt_features(model, tokenizer, texts: list[str], questions: list[s
         encoded.append(ids)
         where.append(index)
         prefix.append(min(_common_length(ids), min(index)))
-    hidden = model.config.get_text_config().hidden_size
     out = torch.zeros((len(texts), len(questions), hidden), dtype=torch.float32)
-    if not texts or not questions:
-        return out
     device = model.get_input_embeddings().weight.device
     was_training = model.training
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    k = len(questions)
+    chunks = [list(range(j, min(j + question_chunk, len(questions)))) for j in range(0, len(questions), question_chunk)]
     order = sorted(range(len(texts)), key=lambda i: prefix[i])
     try:
         for start in tqdm(range(0, len(order), batch_size), desc="probing features (shared prefixes)", unit="batch",
@@ -87,39 +94,49 @@ def shared_prompt_features(model, tokenizer, texts: list[str], questions: list[s
             for row, i in enumerate(batch):
                 ids[row, width - prefix[i]:] = torch.tensor(encoded[i][0][: prefix[i]], dtype=torch.long)
                 mask[row, width - prefix[i]:] = 1
-            cache = None
+            first = None
             if width:
-                cache = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                first = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                               position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True,
                               logits_to_keep=1).past_key_values
-                repeat_cache_rows(cache, k)
-            rests = [encoded[i][q][prefix[i]:] for i in batch for q in range(k)]
-            c_width = max(len(r) for r in rests)
-            c_ids = torch.full((len(rests), c_width), pad, dtype=torch.long)
-            c_own = torch.zeros((len(rests), c_width), dtype=torch.long)
-            for row, rest in enumerate(rests):
-                c_ids[row, : len(rest)] = torch.tensor(rest, dtype=torch.long)
-                c_own[row, : len(rest)] = 1
-            c_mask = torch.cat([mask.repeat_interleave(k, 0), c_own], 1)
-            c_pos = mask.sum(1).repeat_interleave(k)[:, None] + torch.arange(c_width)[None, :]
-            result = model(input_ids=c_ids.to(device), attention_mask=c_mask.to(device), position_ids=c_pos.to(device),
-                           past_key_values=cache, use_cache=cache is not None, output_hidden_states=True,
-                           logits_to_keep=1)
-            last = result.hidden_states[-1]
-            rows = torch.arange(len(rests), device=last.device)
-            cols = torch.tensor([where[i][q] - prefix[i] for i in batch for q in range(k)], device=last.device)
-            picked = last[rows, cols].float().cpu().view(len(batch), k, -1)
-            for row, i in enumerate(batch):
-                out[i] = picked[row]
-            del result, cache
+            for n, chunk in enumerate(chunks):
+                # the continuations extend the cache in place: every chunk but the last gets a copy
+                cache = None if first is None else first if n == len(chunks) - 1 else copy.deepcopy(first)
+                _continue(model, cache, encoded, where, prefix, batch, chunk, mask, pad, device, out)
+            del first
     finally:
         if was_training:
             model.train()
     return out
 
 
+def _continue(model, cache, encoded, where, prefix, batch, chunk, mask, pad, device, out) -> None:
+    """The rests of the ``chunk`` questions of every text of ``batch`` after the prefixes' ``cache`` (None: no
+    prefix), right-padded, one row per (text, question); each row's feature into ``out``."""
+    k = len(chunk)
+    if cache is not None:
+        repeat_cache_rows(cache, k)
+    rests = [encoded[i][q][prefix[i]:] for i in batch for q in chunk]
+    c_width = max(len(r) for r in rests)
+    c_ids = torch.full((len(rests), c_width), pad, dtype=torch.long)
+    c_own = torch.zeros((len(rests), c_width), dtype=torch.long)
+    for row, rest in enumerate(rests):
+        c_ids[row, : len(rest)] = torch.tensor(rest, dtype=torch.long)
+        c_own[row, : len(rest)] = 1
+    c_mask = torch.cat([mask.repeat_interleave(k, 0), c_own], 1)
+    c_pos = mask.sum(1).repeat_interleave(k)[:, None] + torch.arange(c_width)[None, :]
+    result = model(input_ids=c_ids.to(device), attention_mask=c_mask.to(device), position_ids=c_pos.to(device),
+                   past_key_values=cache, use_cache=cache is not None, output_hidden_states=True, logits_to_keep=1)
+    last = result.hidden_states[-1]
+    rows = torch.arange(len(rests), device=last.device)
+    cols = torch.tensor([where[i][q] - prefix[i] for i in batch for q in chunk], device=last.device)
+    picked = last[rows, cols].float().cpu().view(len(batch), k, -1)
+    for row, i in enumerate(batch):
+        out[i, chunk] = picked[row]
+
+
 def prefetch_features(model, tokenizer, requests: list[FeatureRequest], feature_cache: dict, batch_size: int = 8,
-                      progress: bool = True) -> int:
+                      progress: bool = True, question_chunk: int = 8) -> int:
     """Put into ``feature_cache`` the features of every text that at least two of ``requests`` (of the same
     options, system prompt, position and prompt, with other questions) want and the cache lacks, by
     :func:`shared_prompt_features`; the per-task calls then read them there. Returns how many it computed."""
@@ -142,7 +159,7 @@ def prefetch_features(model, tokenizer, requests: list[FeatureRequest], feature_
             model.requires_grad_(False)
             try:
                 feats = shared_prompt_features(model, tokenizer, texts, list(questions), list(labels), system_prompt,
-                                               position, mask_id, prompt, batch_size, progress)
+                                               position, mask_id, prompt, batch_size, progress, question_chunk)
             finally:
                 for p, r in zip(model.parameters(), requires):
                     p.requires_grad_(r)

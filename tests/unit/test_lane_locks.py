@@ -1,11 +1,14 @@
 """scripts/lane.sh's locks (docs/experiments.md, "Running the ladder"): two lanes that hold the same jobs run
-each (grid, method, seeds) once, a lane runs only the methods whose lock it took, a lock whose lane has died
-is taken over, and every lock is released after its job. The lanes run in a scratch copy of the layout
-lane.sh expects, whose ``.venv/bin/axolotl`` records the runs it is asked for (the experiment runner is not
-what is tested here; the lane's queue and locks are)."""
+each (grid, method, seeds) once; a job runs only when all of its locks are free (else it is skipped whole);
+the run holds its locks, so a lane killed under it does not free them, while a lock nobody holds (a lane that
+died, at a session's end) is simply taken. The lanes run in a scratch copy of the layout lane.sh expects,
+whose ``.venv/bin/axolotl`` records the runs it is asked for (the experiment runner is not what is tested
+here; the lane's queue and locks are)."""
 
+import fcntl
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -42,37 +45,68 @@ def _runs(tmp: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def _wait_for(path: Path, held: bool = True, seconds: float = 20.0) -> None:
+    """Until the lock file ``path`` is held by some process (``flock`` says so)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if path.exists():
+            with open(path) as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                except BlockingIOError:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was never locked")
+
+
 def test_two_lanes_run_each_method_once(tmp_path):
     tmp = _layout(tmp_path)
-    first = _lane(tmp, "g|m1,m2|0|", sleep=3)
-    deadline = time.time() + 20
-    while not (tmp / "outputs" / "locks" / "g-m2-0" / "pid").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    second = _lane(tmp, "g|m2|0|", "g|m3|0|")
+    first = _lane(tmp, "g|m1|0|", "g|m2|0|", sleep=2)
+    _wait_for(tmp / "outputs" / "locks" / "g-m1-0.lock")
+    second = _lane(tmp, "g|m1|0|", "g|m3|0|")
     out2 = second.communicate(timeout=60)[0]
     out1 = first.communicate(timeout=60)[0]
-    assert sorted(_runs(tmp)) == ["examples/grids/g.yml m1,m2 0", "examples/grids/g.yml m3 0"]
-    assert "=== skip" in out2 and "g m2 0: another lane runs it" in out2 and "=== skip" not in out1
-    assert list((tmp / "outputs" / "locks").iterdir()) == []  # released
+    # the second lane skipped m1 (running) and ran m3; the first ran m1 and m2 (the runner skips finished runs:
+    # here the recording runner counts every call)
+    assert sorted(_runs(tmp)) == ["examples/grids/g.yml m1 0", "examples/grids/g.yml m2 0", "examples/grids/g.yml m3 0"]
+    assert "g m1 0: another lane runs m1" in out2 and "=== skip" not in out1
 
 
-def test_a_dead_lane_s_lock_is_taken_over(tmp_path):
+def test_a_job_runs_only_with_all_of_its_locks(tmp_path):
+    """A job of two methods (rung 6's: one teacher relevance) whose one lock is held is skipped whole."""
     tmp = _layout(tmp_path)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    lock = tmp / "outputs" / "locks" / "g-m1-0"
-    lock.mkdir(parents=True)
-    (lock / "pid").write_text(f"{dead.pid}\n")
+    lock = tmp / "outputs" / "locks" / "g-m1-0.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # this test holds it: another lane's run
+        out = _lane(tmp, "g|m1,m2|0|", "g|m3|0|").communicate(timeout=60)[0]
+    assert _runs(tmp) == ["examples/grids/g.yml m3 0"] and "g m1,m2 0: another lane runs m1" in out
+
+
+def test_a_lock_nobody_holds_is_taken(tmp_path):
+    """A lock file left by a lane that died (a session's end): nobody holds it, so the job runs."""
+    tmp = _layout(tmp_path)
+    lock = tmp / "outputs" / "locks" / "g-m1-0.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
     out = _lane(tmp, "g|m1|0|").communicate(timeout=60)[0]
     assert _runs(tmp) == ["examples/grids/g.yml m1 0"] and "skip" not in out
-    assert not lock.exists()
 
 
-def test_a_live_lane_s_lock_is_left_alone(tmp_path):
+def test_a_run_keeps_its_locks_when_its_lane_is_killed(tmp_path):
+    """Stopping a lane by killing its bash leaves its run going: the run still holds the locks."""
     tmp = _layout(tmp_path)
-    lock = tmp / "outputs" / "locks" / "g-m1-0"
-    lock.mkdir(parents=True)
-    (lock / "pid").write_text(f"{os.getpid()}\n")  # this test's own process: alive
-    out = _lane(tmp, "g|m1,m2|0|").communicate(timeout=60)[0]
-    assert _runs(tmp) == ["examples/grids/g.yml m2 0"] and "g m1 0: another lane runs it" in out
-    assert lock.exists()  # not this lane's to release
+    first = _lane(tmp, "g|m1|0|", sleep=4)
+    lock = tmp / "outputs" / "locks" / "g-m1-0.lock"
+    _wait_for(lock)
+    deadline = time.time() + 20
+    while not _runs(tmp) and time.time() < deadline:  # the run has started
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)  # the lane's bash only
+    first.wait()
+    out = _lane(tmp, "g|m1|0|").communicate(timeout=60)[0]
+    assert "another lane runs m1" in out and _runs(tmp) == ["examples/grids/g.yml m1 0"]
+    time.sleep(4.5)  # the orphaned run ends: the kernel releases its lock
+    out = _lane(tmp, "g|m1|0|").communicate(timeout=60)[0]
+    assert "skip" not in out and len(_runs(tmp)) == 2

@@ -36,8 +36,10 @@ def loaded(tiny_llama, tmp_path_factory):
     return tok, model, config, cfg, tasks[:3]  # the three tasks on the same test notes
 
 
-@pytest.mark.parametrize("prompt, position", [("chat", "last"), ("raw", "last"), ("chat", "mask"), ("raw", "mask")])
-def test_shared_prefix_features_are_those_of_one_prompt_per_question(loaded, prompt, position):
+@pytest.mark.parametrize("prompt, position, chunk", [("chat", "last", 8), ("raw", "last", 8), ("chat", "mask", 8),
+                                                     ("raw", "mask", 8), ("chat", "last", 2), ("raw", "mask", 1)])
+def test_shared_prefix_features_are_those_of_one_prompt_per_question(loaded, prompt, position, chunk):
+    """chunk: the questions that run on one copy of the prefixes' cache (2: chunks of 2 and 1 questions)."""
     tok, model, _, _, tasks = loaded
     mask_id = mask_token_id(tok, tasks[0].prompt.mask_text) if position == "mask" else None
     if position == "mask":
@@ -45,7 +47,7 @@ def test_shared_prefix_features_are_those_of_one_prompt_per_question(loaded, pro
     texts, questions = tasks[0].test_texts, [t.prompt.question for t in tasks]
     labels, system = tasks[0].data.labels, tasks[0].prompt.system_prompt
     shared = shared_prompt_features(model, tok, texts, questions, labels, system, position, mask_id, prompt,
-                                    batch_size=4, progress=False)  # 6 notes of 40-320 characters: padded batches
+                                    batch_size=4, progress=False, question_chunk=chunk)  # 6 notes, padded batches
     assert shared.shape == (len(texts), len(questions), model.config.hidden_size)
     for j, q in enumerate(questions):
         one = prompt_features(model, tok, texts, labels, q, system, batch_size=4, progress=False, position=position,
@@ -103,6 +105,16 @@ def test_a_run_s_requests_are_what_probing_and_the_head_read(loaded):
                                 mask_id=mask_id, prompt=prompt)[0]
         torch.testing.assert_close(features[k], fresh, rtol=RTOL, atol=ATOL)
         assert feature_key(text, list(labels), question, system, position, mask_id, prompt) == k
+
+
+def test_no_question_or_no_text_gives_an_empty_result(loaded):
+    tok, model, _, _, tasks = loaded
+    t = tasks[0]
+    args = (t.data.labels, t.prompt.system_prompt)
+    assert shared_prompt_features(model, tok, t.test_texts, [], *args).shape == (len(t.test_texts), 0, 32)
+    assert shared_prompt_features(model, tok, [], [t.prompt.question], *args).shape == (0, 1, 32)
+    with pytest.raises(ValueError, match="question_chunk"):
+        shared_prompt_features(model, tok, t.test_texts, [t.prompt.question], *args, question_chunk=0)
 
 
 def test_a_text_one_question_asks_for_is_left_to_the_per_task_call(loaded):
