@@ -517,6 +517,18 @@ def test_rule_an_interval_with_zero_keeps_the_cheaper(tmp_path, seconds, chosen)
             f"decselfmask (options) {verb} the default") in section
 
 
+@pytest.mark.parametrize("seconds", [(100.0, 150.0), (150.0, 100.0), (100.0, 199.0)])
+def test_rule_run_seconds_within_twice_are_no_cost_difference(tmp_path, seconds):
+    """Amendment L5: beside a second lane one run's seconds move by up to 1.9x, so seconds within 2x of each
+    other make neither setting the cheaper one: with an interval through zero, today's default stays."""
+    rule, section = _rule(tmp_path, {
+        (1, "sft"): (ALWAYS_NO, None, 50.0), (1, "decselfmask"): (HALF, None, seconds[0]),
+        (2, "sft"): (ALWAYS_NO, None, 50.0), (2, "decselfmask"): (ONE_MORE, None, seconds[1])})
+    assert not rule["difference"]["excludes_zero"]
+    assert _pick(rule["choice"]) == (1, "decselfmask", "options") and "within 2x" in rule["why"]
+    assert "rung 1's decselfmask (options) stays the default" in section
+
+
 def test_rule_sft_or_a_head_on_the_untouched_model_beating_every_decselfmask_setting(tmp_path):
     rule, section = _rule(tmp_path / "sft", {
         (1, "sft"): (PERFECT, NO_HEADS, 50.0), (1, "decselfmask"): (ALWAYS_NO, NO_HEADS, 100.0),
