@@ -160,10 +160,11 @@ def _read_answers(model, tokenizer, tasks: list[Task], batch_size: int) -> tuple
     (``gold``, ``pred``: the answers' joined ids; ``answer``: the predicted answer's text;
     ``off_format``: the prediction is none of the task's options), and how they were read."""
     header, special, text, rule = header_and_special(tokenizer)
-    rows, owner, valid = [], [], {}
+    rows, owner, valid, notes = [], [], {}, []
     for t in tasks:
         rows += _string_match_rows(tokenizer, t, t.gold, t.test_texts)
         owner += [t.name] * len(t.gold)
+        notes += list(t.test_texts)  # the rows of one note (tasks on the same test notes) share its prefix
         option_rows = _string_match_rows(tokenizer, t, t.data.labels, t.test_texts[:1] * len(t.data.labels))
         valid[t.name] = {answer_string(r["labels"], header, special) for r in option_rows}
     missing = sorted({owner[i] for i, r in enumerate(rows) if not _has(r["labels"], header)})
@@ -173,7 +174,8 @@ def _read_answers(model, tokenizer, tasks: list[Task], batch_size: int) -> tuple
                          "use classification.scorer: options with this template")
     was_training = model.training
     model.eval()
-    predicted, gold = teacher_forced_argmax(model, tokenizer, rows, batch_size=batch_size, shift=False)
+    predicted, gold = teacher_forced_argmax(model, tokenizer, rows, batch_size=batch_size, shift=False, groups=notes,
+                                            row_chunk=min(t.settings.option_chunk for t in tasks))
     model.train(was_training)
     out: dict[str, list[dict]] = {}
     for p, g, task in zip(predicted, gold, owner):

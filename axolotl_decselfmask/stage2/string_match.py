@@ -180,7 +180,8 @@ def header_and_special(tokenizer) -> tuple[list[int], set[int], str, str]:
 
 
 def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size: int = 8,
-                          shift: bool = True) -> tuple[list[list[int]], list[list[int]]]:
+                          shift: bool = True, groups: Sequence | None = None,
+                          row_chunk: int = 8) -> tuple[list[list[int]], list[list[int]]]:
     """(argmax ids, gold ids) on each row's labelled positions (``labels`` != -100), one forward per batch.
 
     ``rows``: dicts with ``input_ids`` and ``labels`` (the stage-2 training format). ``shift=True``: the
@@ -188,27 +189,128 @@ def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size:
     labelled position 0 has no prediction and is left out). ``shift=False``: the argmax at t itself, as
     the authors' Trainer hands it to ``compute_metrics_sft`` (their answers then carry the prediction made
     after the last token). Right padding with the tokenizer's pad id (eos when it has none).
+
+    ``groups``: one key per row (the note it reads); rows of one key (one note's rows for several tasks) have the
+    argmax of their common prefix computed once, and each row's rest on a copy of its key/value cache
+    (:func:`shared_prefix_argmax`, ``row_chunk`` rows a copy); equal to one forward per row up to rounding.
     """
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    predicted, gold = [], []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        width = max(len(r["input_ids"]) for r in batch)
+    sequences = [list(r["input_ids"]) for r in rows]
+    argmaxes: list = [None] * len(rows)
+    alone = list(range(len(rows)))
+    if groups is not None:
+        sizes: dict = {}
+        for key in groups:
+            sizes[key] = sizes.get(key, 0) + 1
+        shared = [i for i, key in enumerate(groups) if sizes[key] > 1]
+        if shared:
+            found = shared_prefix_argmax(model, [sequences[i] for i in shared], [groups[i] for i in shared], int(pad),
+                                         batch_size, row_chunk)
+            for i, a in zip(shared, found):
+                argmaxes[i] = a
+        alone = [i for i, key in enumerate(groups) if sizes[key] == 1]
+    for start in range(0, len(alone), batch_size):
+        batch = alone[start:start + batch_size]
+        width = max(len(sequences[i]) for i in batch)
         ids = torch.full((len(batch), width), int(pad), dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, r in enumerate(batch):
-            ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"], dtype=torch.long)
-            mask[i, :len(r["input_ids"])] = 1
+        for b, i in enumerate(batch):
+            ids[b, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
+            mask[b, :len(sequences[i])] = 1
         with torch.no_grad():
             argmax = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.argmax(-1).cpu()
-        for i, r in enumerate(batch):
-            if len(r["labels"]) != len(r["input_ids"]):
-                raise ValueError(f"string_match: row {start + i} has {len(r['labels'])} labels for "
-                                 f"{len(r['input_ids'])} input ids")
-            keep = [t for t, y in enumerate(r["labels"]) if y != IGNORE and (t > 0 or not shift)]
-            predicted.append([int(argmax[i, t - 1 if shift else t]) for t in keep])
-            gold.append([int(r["labels"][t]) for t in keep])
+        for b, i in enumerate(batch):
+            argmaxes[i] = argmax[b, :len(sequences[i])].tolist()
+    return _labelled(rows, argmaxes, shift)
+
+
+def _labelled(rows: Sequence[Mapping], argmaxes: list[list[int]], shift: bool) -> tuple[list[list[int]], list[list[int]]]:
+    """(argmax ids, gold ids) on each row's labelled positions, from each row's argmax at every position."""
+    predicted, gold = [], []
+    for n, (r, argmax) in enumerate(zip(rows, argmaxes)):
+        if len(r["labels"]) != len(r["input_ids"]):
+            raise ValueError(f"string_match: row {n} has {len(r['labels'])} labels for {len(r['input_ids'])} input ids")
+        keep = [t for t, y in enumerate(r["labels"]) if y != IGNORE and (t > 0 or not shift)]
+        predicted.append([int(argmax[t - 1 if shift else t]) for t in keep])
+        gold.append([int(r["labels"][t]) for t in keep])
     return predicted, gold
+
+
+def _common_length(seqs: list[list[int]]) -> int:
+    n = min(len(x) for x in seqs)
+    for i in range(n):
+        if any(x[i] != seqs[0][i] for x in seqs[1:]):
+            return i
+    return n
+
+
+def shared_prefix_argmax(model, sequences: list[list[int]], groups: Sequence, pad: int, batch_size: int = 8,
+                         row_chunk: int = 8) -> list[list[int]]:
+    """The argmax of the logits at every position of each sequence, the sequences of one group key sharing
+    their common prefix: ``batch_size`` groups' prefixes at a time (left-padded, with a key/value cache), then
+    ``row_chunk`` rows of each group at a time on a copy of that cache (right-padded). A group of one row, or
+    rows without a common prefix, run whole. Groups are batched by their number of rows."""
+    import copy
+
+    import torch
+
+    from axolotl_decselfmask.compat import repeat_cache_rows
+
+    device = next(model.parameters()).device
+    out: list[list[int] | None] = [None] * len(sequences)
+    members: dict = {}
+    for i, key in enumerate(groups):
+        members.setdefault(key, []).append(i)
+    by_size: dict[int, list[list[int]]] = {}
+    for rows in members.values():
+        by_size.setdefault(len(rows), []).append(rows)
+    with torch.no_grad():
+        for k, all_groups in by_size.items():
+            prefix = {g[0]: min(_common_length([sequences[i] for i in g]), min(len(sequences[i]) for i in g) - 1)
+                      for g in all_groups}
+            all_groups.sort(key=lambda g: prefix[g[0]])
+            for start in range(0, len(all_groups), batch_size):
+                batch = all_groups[start:start + batch_size]
+                lengths = [prefix[g[0]] for g in batch]
+                width = max(lengths)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                first = None
+                if width:
+                    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                    for b, (g, n) in enumerate(zip(batch, lengths)):
+                        ids[b, width - n:] = torch.tensor(sequences[g[0]][:n], dtype=torch.long)
+                        mask[b, width - n:] = 1
+                    result = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                   position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True)
+                    head = result.logits.argmax(-1).cpu()
+                    first = result.past_key_values
+                    del result
+                chunks = [list(range(j, min(j + row_chunk, k))) for j in range(0, k, row_chunk)]
+                for c, chunk in enumerate(chunks):
+                    cache = None if first is None else first if c == len(chunks) - 1 else copy.deepcopy(first)
+                    if cache is not None:
+                        repeat_cache_rows(cache, len(chunk))
+                    rests = [sequences[g[j]][n:] for g, n in zip(batch, lengths) for j in chunk]
+                    c_width = max(len(r) for r in rests)
+                    c_ids = torch.full((len(rests), c_width), pad, dtype=torch.long)
+                    c_own = torch.zeros((len(rests), c_width), dtype=torch.long)
+                    for row, rest in enumerate(rests):
+                        c_ids[row, :len(rest)] = torch.tensor(rest, dtype=torch.long)
+                        c_own[row, :len(rest)] = 1
+                    c_mask = torch.cat([mask.repeat_interleave(len(chunk), 0), c_own], 1)
+                    c_pos = mask.sum(1).repeat_interleave(len(chunk))[:, None] + torch.arange(c_width)[None, :]
+                    tail = model(input_ids=c_ids.to(device), attention_mask=c_mask.to(device),
+                                 position_ids=c_pos.to(device), past_key_values=cache,
+                                 use_cache=cache is not None).logits.argmax(-1).cpu()
+                    row = 0
+                    for b, (g, n) in enumerate(zip(batch, lengths)):
+                        mine = head[b, width - n:].tolist() if n else []
+                        for j in chunk:
+                            rest = len(sequences[g[j]]) - n
+                            out[g[j]] = mine + tail[row, :rest].tolist()
+                            row += 1
+                del first
+    return out

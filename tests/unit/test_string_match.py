@@ -133,6 +133,40 @@ def test_teacher_forced_argmax_matches_a_manual_forward(tiny_llama, train_on_inp
         assert u == [argmax[t] for t in everything]
 
 
+@pytest.mark.parametrize("row_chunk, batch_size", [(8, 2), (2, 1), (1, 3)])
+def test_shared_prefix_argmax_is_that_of_one_forward_per_row(tiny_llama, row_chunk, batch_size):
+    """Rows of several questions on the same notes (the string-match rows of tasks that share their test notes):
+    grouped by note, each note's common prefix run once and each row's rest on a copy of its cache, they give the
+    argmax of one forward per row; a note with one row, and notes of different lengths, in the same call."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from axolotl_decselfmask.prompts import classification_messages, tokenize_for_training
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype="float32").eval()
+    notes = ["Patient with a tumour of the colon.", "Chest pain at rest, troponin raised, two days, then relief.",
+             "Fever."]
+    questions = [("Is it a tumour?", "yes"), ("Is the heart named in the text above?", "no"), ("Any pain?", "no")]
+    rows, groups = [], []
+    for q, y in questions:
+        for n, text in enumerate(notes if q != "Any pain?" else notes[:2]):  # note 3 has two rows, the others 3
+            rows.append(tokenize_for_training(tok, classification_messages(text, q, ["yes", "no"], "Classify.",
+                                                                           answer=y), train_on_inputs=True))
+            groups.append(text)
+    rows.append(_rows(tok, True)[0])  # a row alone in its group
+    groups.append("alone")
+    shared, gold = teacher_forced_argmax(model, tok, rows, batch_size=batch_size, shift=False, groups=groups,
+                                         row_chunk=row_chunk)
+    plain, plain_gold = teacher_forced_argmax(model, tok, rows, batch_size=batch_size, shift=False)
+    assert shared == plain and gold == plain_gold
+    shifted, _ = teacher_forced_argmax(model, tok, rows, batch_size=batch_size, groups=groups, row_chunk=row_chunk)
+    assert shifted == teacher_forced_argmax(model, tok, rows, batch_size=batch_size)[0]
+    with torch.no_grad():  # and the first row against a forward of it alone
+        argmax = model(input_ids=torch.tensor([rows[0]["input_ids"]])).logits[0].argmax(-1).tolist()
+    assert shared[0] == argmax
+
+
 def test_chatml_header_ids_read_the_gold_answer(smollm_tok):
     """SmolLM2's ChatML header '<|im_start|>assistant\\n': with every position labelled (the authors' rows),
     the gold answer read after it is the label's own ids."""
