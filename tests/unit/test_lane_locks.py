@@ -13,7 +13,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not (shutil.which("flock") and shutil.which("taskset")),
+                                reason="scripts/lane.sh needs flock and taskset (util-linux)")
 FAKE = """#!/bin/bash
 # records: grid methods seeds
 while [ $# -gt 0 ]; do
