@@ -35,6 +35,30 @@ LOG = logging.getLogger(__name__)
 OPTION_CHUNK = 8
 
 
+def shared_prefix_length(seqs: list[list[int]], keep: int = 1) -> int:
+    """How many leading token ids all of ``seqs`` have in common, leaving each at least ``keep`` ids of
+    its own after them (the prompts of one note's questions: the prefix run once on a key/value cache)."""
+    n = min(len(x) for x in seqs) - keep
+    for x in seqs[1:]:
+        n = next((i for i, (a, b) in enumerate(zip(seqs[0][:n], x[:n])) if a != b), n)
+    return max(n, 0)
+
+
+def continuation_inputs(rests: list[list[int]], prefix_mask: torch.Tensor, k: int, pad: int):
+    """Input ids, attention mask and position ids of ``rests``, right-padded, run on a cache of the
+    left-padded prefixes of ``prefix_mask`` whose rows are each repeated ``k`` times
+    (:func:`.compat.repeat_cache_rows`): row ``i * k + j`` continues prefix ``i``."""
+    width = max(len(r) for r in rests)
+    ids = torch.full((len(rests), width), pad, dtype=torch.long)
+    own = torch.zeros((len(rests), width), dtype=torch.long)
+    for row, rest in enumerate(rests):
+        ids[row, : len(rest)] = torch.tensor(rest, dtype=torch.long)
+        own[row, : len(rest)] = 1
+    mask = torch.cat([prefix_mask.repeat_interleave(k, 0), own], 1)
+    positions = prefix_mask.sum(1).repeat_interleave(k)[:, None] + torch.arange(width)[None, :]
+    return ids, mask, positions
+
+
 def _question_ids(tokenizer, text, questions: list[str], options: list[str], system_prompt: str):
     """Token ids of the note's shared prompt prefix, of each question's rest of the prompt, and of
     each option's answer (label + end of turn): each question's prompt is its prefix + its rest.
@@ -47,9 +71,7 @@ def _question_ids(tokenizer, text, questions: list[str], options: list[str], sys
     turns = [render(tokenizer, classification_messages(per_question[0], questions[0], options, system_prompt,
                                                        answer=o)) for o in options]
     answers = [tokenizer(t.answer, add_special_tokens=False)["input_ids"] for t in turns]
-    n = min(len(p) for p in prompts) - 1  # every question keeps at least one token of its own
-    for p in prompts[1:]:
-        n = next((i for i, (a, b) in enumerate(zip(prompts[0][:n], p[:n])) if a != b), n)
+    n = shared_prefix_length(prompts)  # every question keeps at least one token of its own
     return prompts[0][:n], [p[n:] for p in prompts], answers
 
 

@@ -11,26 +11,27 @@ cache (:func:`.probing.feature_key`) the per-task calls read, which then find th
 
 A feature computed this way equals the per-task one up to floating-point rounding (the prefix's
 attention is computed once, in another order): within 1e-4 relative in float32 (tests/unit/
-test_shared_features.py); in bfloat16 as close as two forwards of one prompt in different batches.
+test_shared_features.py); in bfloat16 within a few percent (2.6e-2 relative at most, docs/benchmark.md).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from tqdm.auto import tqdm
 
-import copy
-
 from axolotl_decselfmask.compat import repeat_cache_rows
 from axolotl_decselfmask.stage2.probing import (
-    mask_missing_error,
     feature_index,
     feature_key,
+    mask_missing_error,
     mask_token_id,
     probe_settings,
     prompt_ids,
     resolve_position,
 )
+from axolotl_decselfmask.stage2.scoring import continuation_inputs, shared_prefix_length
 
 __all__ = ["FeatureRequest", "prefetch_features", "shared_prompt_features", "task_feature_requests"]
 
@@ -41,14 +42,6 @@ class FeatureRequest(tuple):
 
     def __new__(cls, texts, labels, question, system_prompt, position, mask_id, prompt):
         return super().__new__(cls, (tuple(texts), tuple(labels), question, system_prompt, position, mask_id, prompt))
-
-
-def _common_length(seqs: list[list[int]]) -> int:
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        if any(s[i] != seqs[0][i] for s in seqs[1:]):
-            return i
-    return n
 
 
 @torch.no_grad()
@@ -76,7 +69,7 @@ def shared_prompt_features(model, tokenizer, texts: list[str], questions: list[s
             raise mask_missing_error(tokenizer, mask_id, row, len(texts))
         encoded.append(ids)
         where.append(index)
-        prefix.append(min(_common_length(ids), min(index)))
+        prefix.append(min(shared_prefix_length(ids, keep=0), min(index)))
     out = torch.zeros((len(texts), len(questions), hidden), dtype=torch.float32)
     device = model.get_input_embeddings().weight.device
     was_training = model.training
@@ -117,14 +110,7 @@ def _continue(model, cache, encoded, where, prefix, batch, chunk, mask, pad, dev
     if cache is not None:
         repeat_cache_rows(cache, k)
     rests = [encoded[i][q][prefix[i]:] for i in batch for q in chunk]
-    c_width = max(len(r) for r in rests)
-    c_ids = torch.full((len(rests), c_width), pad, dtype=torch.long)
-    c_own = torch.zeros((len(rests), c_width), dtype=torch.long)
-    for row, rest in enumerate(rests):
-        c_ids[row, : len(rest)] = torch.tensor(rest, dtype=torch.long)
-        c_own[row, : len(rest)] = 1
-    c_mask = torch.cat([mask.repeat_interleave(k, 0), c_own], 1)
-    c_pos = mask.sum(1).repeat_interleave(k)[:, None] + torch.arange(c_width)[None, :]
+    c_ids, c_mask, c_pos = continuation_inputs(rests, mask, k, pad)
     result = model(input_ids=c_ids.to(device), attention_mask=c_mask.to(device), position_ids=c_pos.to(device),
                    past_key_values=cache, use_cache=cache is not None, output_hidden_states=True, logits_to_keep=1)
     last = result.hidden_states[-1]

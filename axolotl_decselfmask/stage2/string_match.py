@@ -239,14 +239,6 @@ def _labelled(rows: Sequence[Mapping], argmaxes: list[list[int]], shift: bool) -
     return predicted, gold
 
 
-def _common_length(seqs: list[list[int]]) -> int:
-    n = min(len(x) for x in seqs)
-    for i in range(n):
-        if any(x[i] != seqs[0][i] for x in seqs[1:]):
-            return i
-    return n
-
-
 def shared_prefix_argmax(model, sequences: list[list[int]], groups: Sequence, pad: int, batch_size: int = 8,
                          row_chunk: int = 8) -> list[list[int]]:
     """The argmax of the logits at every position of each sequence, the sequences of one group key sharing
@@ -258,6 +250,7 @@ def shared_prefix_argmax(model, sequences: list[list[int]], groups: Sequence, pa
     import torch
 
     from axolotl_decselfmask.compat import repeat_cache_rows
+    from axolotl_decselfmask.stage2.scoring import continuation_inputs, shared_prefix_length
 
     device = next(model.parameters()).device
     out: list[list[int] | None] = [None] * len(sequences)
@@ -269,8 +262,7 @@ def shared_prefix_argmax(model, sequences: list[list[int]], groups: Sequence, pa
         by_size.setdefault(len(rows), []).append(rows)
     with torch.no_grad():
         for k, all_groups in by_size.items():
-            prefix = {g[0]: min(_common_length([sequences[i] for i in g]), min(len(sequences[i]) for i in g) - 1)
-                      for g in all_groups}
+            prefix = {g[0]: shared_prefix_length([sequences[i] for i in g]) for g in all_groups}
             all_groups.sort(key=lambda g: prefix[g[0]])
             for start in range(0, len(all_groups), batch_size):
                 batch = all_groups[start:start + batch_size]
@@ -294,14 +286,7 @@ def shared_prefix_argmax(model, sequences: list[list[int]], groups: Sequence, pa
                     if cache is not None:
                         repeat_cache_rows(cache, len(chunk))
                     rests = [sequences[g[j]][n:] for g, n in zip(batch, lengths) for j in chunk]
-                    c_width = max(len(r) for r in rests)
-                    c_ids = torch.full((len(rests), c_width), pad, dtype=torch.long)
-                    c_own = torch.zeros((len(rests), c_width), dtype=torch.long)
-                    for row, rest in enumerate(rests):
-                        c_ids[row, :len(rest)] = torch.tensor(rest, dtype=torch.long)
-                        c_own[row, :len(rest)] = 1
-                    c_mask = torch.cat([mask.repeat_interleave(len(chunk), 0), c_own], 1)
-                    c_pos = mask.sum(1).repeat_interleave(len(chunk))[:, None] + torch.arange(c_width)[None, :]
+                    c_ids, c_mask, c_pos = continuation_inputs(rests, mask, len(chunk), pad)
                     tail = model(input_ids=c_ids.to(device), attention_mask=c_mask.to(device),
                                  position_ids=c_pos.to(device), past_key_values=cache,
                                  use_cache=cache is not None).logits.argmax(-1).cpu()
