@@ -20,9 +20,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, bootstrap
+from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, bootstrap, paired_difference
 from axolotl_decselfmask.tools.experiments.grid import Grid
-from axolotl_decselfmask.tools.experiments.predictions import load_predictions
+from axolotl_decselfmask.tools.experiments.counted import counted_runs
 
 #: each DecSelfMask method of the arm and its counterpart without stage 1
 PAIRS = (("decselfmask_early_stop", "sft_early_stop"), ("decselfmask_head", "head"),
@@ -30,7 +30,6 @@ PAIRS = (("decselfmask_early_stop", "sft_early_stop"), ("decselfmask_head", "hea
 OURS = tuple(a for a, _ in PAIRS)
 WITHOUT = tuple(b for _, b in PAIRS)
 SETFIT = "setfit"
-PRECISION = "bfloat16"
 _RUNG = re.compile(r"--rung (\d+)")
 
 
@@ -43,26 +42,13 @@ def arm_rung(path: str | Path) -> int:
     return int(found[1])
 
 
-def _run_name(corpus: str, method: str, seed: int) -> str:
-    return f"{corpus}/{method}-seed{seed}"
-
-
 def load_arm(path: str, grid: Grid, predictions_dir: Path, rung_seeds: list[int]) -> dict:
     """The arm's counted records and which of its expected runs are there (``rung_seeds``: the seeds of the
     ladder rung whose stage-1 models the reused methods start from)."""
-    folder = predictions_dir / Path(path).stem
-    records = load_predictions(folder, {c.name for c in grid.corpora}, set(grid.methods), set(grid.seeds))
-    counted = [r for r in records if not r.get("dtype") or r["dtype"] == PRECISION]
-    not_counted = [{"run": _run_name(r["corpus"], r["method"], r["seed"]),
-                    "why": f"recorded precision {r['dtype']}, not {PRECISION}"} for r in records if r not in counted]
     expected = [(c.name, m, s) for c in grid.corpora for m in grid.methods
                 for s in grid.seeds if m not in grid.stage1_models or s in rung_seeds]
-    have = {(r["corpus"], r["method"], r["seed"]) for r in counted}
-    present = [_run_name(*k) for k in expected if k in have]
-    absent = [_run_name(*k) for k in expected if k not in have]
-    return {"grid": str(path), "predictions": str(folder), "methods_run": list(grid.methods),
-            "status": "complete" if not absent else "partial" if present else "missing",
-            "present": present, "absent": absent, "not_counted": not_counted, "records": counted}
+    return {"grid": str(path), "methods_run": list(grid.methods),
+            **counted_runs(predictions_dir / Path(path).stem, grid, expected)}
 
 
 def _boot(records: list[dict], names: list[str], resamples: int, seed: int, where: str) -> dict:
@@ -72,20 +58,18 @@ def _boot(records: list[dict], names: list[str], resamples: int, seed: int, wher
         raise SystemExit(f"report --arm: {where}: {err}") from None
 
 
-def _renamed(records: list[dict], method: str, name: str) -> list[dict]:
-    return [{**r, "method": name} for r in records if r["method"] == method]
-
-
 def paired(ours: list[dict], a: str, theirs: list[dict], b: str, resamples: int, seed: int) -> dict | None:
     """``a`` (in ``ours``) minus ``b`` (in ``theirs``), over the seeds both have: {mean, low, high,
     excludes_zero, seeds}; None where they share no seed."""
     seeds = sorted({r["seed"] for r in ours if r["method"] == a} & {r["seed"] for r in theirs if r["method"] == b})
     if not seeds:
         return None
-    recs = (_renamed([r for r in ours if r["seed"] in seeds], a, "a")
-            + _renamed([r for r in theirs if r["seed"] in seeds], b, "b"))
-    boot = _boot(recs, ["a", "b"], resamples, seed, f"{a} minus {b}")
-    return {**boot["scopes"]["all"]["difference"]["b"], "seeds": seeds}
+    try:
+        diff = paired_difference([r for r in ours if r["method"] == a and r["seed"] in seeds],
+                                 [r for r in theirs if r["method"] == b and r["seed"] in seeds], resamples, seed)
+    except ValueError as err:
+        raise SystemExit(f"report --arm: {a} minus {b}: {err}") from None
+    return None if diff is None else {**diff, "seeds": seeds}
 
 
 def arm_figures(arm: dict, rung: int, rung_records: list[dict] | None, resamples: int, seed: int,

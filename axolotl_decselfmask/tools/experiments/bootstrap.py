@@ -227,3 +227,13 @@ def bootstrap(records: list[dict], methods: list[str], resamples: int = 10_000, 
         scopes[k] = scope
     return {"resamples": resamples, "seed": seed, "seconds": round(time.time() - start, 2), "reference": reference,
             "methods": methods, "scopes": scopes}
+
+
+def paired_difference(first: list[dict], second: list[dict], resamples: int, seed: int) -> dict | None:
+    """``first``'s records minus ``second``'s (each one method's, whatever they are named), on the same draws:
+    {mean, low, high, excludes_zero}; None where the two share no task. Both are renamed, so a method can be
+    compared with itself under another view or from another grid; pair their seeds before (a ValueError from
+    :func:`bootstrap` as it raises it)."""
+    records = [{**r, "method": "a"} for r in first] + [{**r, "method": "b"} for r in second]
+    boot = bootstrap(records, ["a", "b"], resamples, seed, reference="a")
+    return ((boot["scopes"].get("all") or {}).get("difference") or {}).get("b")

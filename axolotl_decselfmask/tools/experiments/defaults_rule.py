@@ -26,7 +26,7 @@ computed over the complete rungs and marked not applied, with the rungs it could
 
 from __future__ import annotations
 
-from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, bootstrap
+from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE, paired_difference
 from axolotl_decselfmask.tools.experiments.predictions import head_records
 
 SFT = "sft"
@@ -54,12 +54,12 @@ def _arm_candidates(arm: dict, methods: tuple[str, ...]) -> list[dict]:
             for m in methods if (f := arm["methods"].get(m))]
 
 
-def _view(records: list[dict], method: str, classifier: str, name: str) -> list[dict]:
-    """``method``'s records as ``classifier`` scores them, renamed ``name`` (one bootstrap method)."""
+def _view(records: list[dict], method: str, classifier: str) -> list[dict]:
+    """``method``'s records as ``classifier`` scores them."""
     own = [r for r in records if r["method"] == method]
     if classifier != "options":
         own = [r for r in head_records(own) if r["method"] == f"{method}:{classifier}_head"]
-    return [{**r, "method": name} for r in own]
+    return own
 
 
 def _candidates(rung: dict, records: list[dict], method: str) -> list[dict]:
@@ -81,14 +81,11 @@ def _paired(a: dict, b: dict, records: dict[int, list[dict]], resamples: int, se
     seeds = sorted(set(a["seeds"] or []) & set(b["seeds"] or []))
     if not seeds:
         return None
-    pick = lambda c, name: _view([r for r in records[c["rung"]] if r["seed"] in seeds],  # noqa: E731
-                                 c["method"], c["classifier"], name)
-    recs = pick(a, "a") + pick(b, "b")
+    pick = lambda c: _view([r for r in records[c["rung"]] if r["seed"] in seeds], c["method"], c["classifier"])  # noqa: E731
     try:
-        boot = bootstrap(recs, ["a", "b"], resamples, seed, reference="a")
+        diff = paired_difference(pick(a), pick(b), resamples, seed)
     except ValueError as err:
         raise SystemExit(f"report --ladder: the defaults rule, {_label(a)} minus {_label(b)}: {err}") from None
-    diff = ((boot["scopes"].get("all") or {}).get("difference") or {}).get("b")
     return None if diff is None else {**diff, "seeds": seeds}
 
 

@@ -51,21 +51,17 @@ from axolotl_decselfmask.io.files import atomic_write_text
 from axolotl_decselfmask.tools.experiments.arm import arm_lines
 from axolotl_decselfmask.tools.experiments.bootstrap import BLOCK, REFERENCE, bootstrap
 from axolotl_decselfmask.tools.experiments.budget import write_report_files
+from axolotl_decselfmask.tools.experiments.counted import PRECISION, counted_runs, run_name
 from axolotl_decselfmask.tools.experiments.defaults_rule import defaults_rule, rule_paragraph
 from axolotl_decselfmask.tools.experiments.grid import Grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
 from axolotl_decselfmask.tools.experiments.plots import save_figure
-from axolotl_decselfmask.tools.experiments.predictions import (
-    head_records,
-    load_predictions,
-    string_match_records,
-)
+from axolotl_decselfmask.tools.experiments.predictions import head_records, string_match_records
 
 SFT, CPT, ZERO = "sft", "continual_pretraining_authors", "zero_shot"
 BASELINES = (SFT, CPT)
 SCORERS = ("options", "string_match")
 HEADS = ("package", "authors")
-PRECISION = "bfloat16"
 _ADDS = re.compile(r"^#\s*Rung (\d+) adds:\s*(.*)$", re.M)
 BEGIN, END = "<!-- ladder-report:begin -->", "<!-- ladder-report:end -->"  # the generated part of a results file
 
@@ -88,30 +84,17 @@ def _expected(grid: Grid) -> list[tuple]:
 
 
 def _run_name(key: tuple) -> str:
-    return f"{key[0]}/{key[1]}-seed{key[2]}"
+    return run_name(*key)
 
 
 def _load_rung(path: str, grid: Grid, predictions_dir: Path, position: int) -> dict:
     """A rung's counted predictions records, and which of its expected runs are there."""
     number, adds = _rung_label(path, position)
-    folder = predictions_dir / Path(path).stem
-    records = load_predictions(folder, {c.name for c in grid.corpora}, set(grid.methods), set(grid.seeds))
-    counted, not_counted = [], []
-    for rec in records:
-        key = (rec["corpus"], rec["method"], rec["seed"])
-        if rec.get("dtype") and rec["dtype"] != PRECISION:
-            not_counted.append({"run": _run_name(key), "why": f"recorded precision {rec['dtype']}, not {PRECISION}"})
-        else:
-            counted.append(rec)
-    have = {(r["corpus"], r["method"], r["seed"]) for r in counted}
-    expected = _expected(grid)
-    present = [_run_name(k) for k in expected if k in have]
-    absent = [_run_name(k) for k in expected if k not in have]
-    status = "complete" if not absent else "partial" if present else "missing"
-    return {"rung": number, "grid": str(path), "adds": adds, "predictions": str(folder), "status": status,
-            "methods_run": [m for m in METHODS if m in grid.methods], "seeds": list(grid.seeds),
-            "present": present, "absent": absent, "not_counted": not_counted, "records": counted,
-            "_corpora": [c.name for c in grid.corpora]}
+    runs = counted_runs(predictions_dir / Path(path).stem, grid, _expected(grid))
+    return {"rung": number, "grid": str(path), "adds": adds, "predictions": runs["predictions"],
+            "status": runs["status"], "methods_run": [m for m in METHODS if m in grid.methods],
+            "seeds": list(grid.seeds), "present": runs["present"], "absent": runs["absent"],
+            "not_counted": runs["not_counted"], "records": runs["records"], "_corpora": [c.name for c in grid.corpora]}
 
 
 def _borrow_sft(rungs: list[dict]) -> None:
