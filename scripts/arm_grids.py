@@ -76,11 +76,9 @@ def render(rung: int, grid: dict) -> str:
     seeds = "0" if rung >= 4 else "0,1,2"
     return ("# PRE-REGISTERED (docs/results.md, \"The arm beyond the paper\", amendment A1). Written by\n"
             f"# scripts/arm_grids.py --rung {rung} from ladder_{rung}_hallmarks.yml (the ladder's best rung); do not\n"
-            "# edit by hand. The decselfmask_* methods start from that rung's saved stage-1 models (stage1_models).\n"
-            "# Run: KERNELS=native scripts/lane.sh 0 \"arm_hallmarks|sft_early_stop,head,head_authors,setfit|0,1,2|"
-            "docs/results/predictions/arm_hallmarks\"\n"
-            "#      KERNELS=native scripts/lane.sh 0 \"arm_hallmarks|decselfmask_early_stop,decselfmask_head,"
-            f"decselfmask_head_authors|{seeds}|docs/results/predictions/arm_hallmarks\"\n"
+            "# edit by hand. The decselfmask_* methods start from that rung's saved stage-1 models (stage1_models),\n"
+            f"# so they run the seeds that rung ran: {seeds}.\n"
+            "# Run (after committing it): scripts/after_ladder.sh (two lanes, the registered order; docs/experiments.md)\n"
             + yaml.safe_dump(grid, sort_keys=False, width=120))
 
 

@@ -4,10 +4,12 @@
 # the run wrote (its recorded precision and seconds), so a pre-registered grid can be run without reading its
 # results; each run's full output goes to outputs/runlogs/<grid>-<methods>-<seeds>.log.
 #
-#   [KERNELS=avx2|native] [WAIT_PID=pid] scripts/lane.sh CORE "grid|methods|seeds|predictions-dir" ...
+#   [KERNELS=avx2|native] [WAIT_PID=pid] scripts/lane.sh CORE "grid|methods|seeds|predictions-dir[|group]" ...
 #
 # grid: a file stem of examples/grids/; methods and seeds: comma lists, as `experiments run` takes them;
-# predictions-dir: empty for docs/results/predictions. KERNELS=avx2 (the default) caps torch, oneDNN and MKL
+# predictions-dir: empty for docs/results/predictions. group (optional): jobs of one group never run at once, in
+# any lane: a job of a group waits (after taking its own locks) until no other lane runs one (a lock on
+# outputs/locks/group-<group>.lock, kept like the job's): Qwen's runs, about 10 GB each. KERNELS=avx2 (the default) caps torch, oneDNN and MKL
 # at AVX2, so that `bf16: auto` gives float32 on any x86 machine (docs/results.md, note 3); native leaves the
 # machine's own kernels. WAIT_PID: start after that process has exited (to queue a lane behind a run).
 # Stop a lane after its current run: kill the lane's bash process only; the run goes on to its end.
@@ -29,7 +31,7 @@ esac
 if [ -n "${WAIT_PID:-}" ]; then while kill -0 "$WAIT_PID" 2>/dev/null; do sleep 20; done; fi
 mkdir -p outputs/runlogs outputs/locks
 for job in "$@"; do
-  IFS='|' read -r stem methods seeds pdir <<< "$job"
+  IFS='|' read -r stem methods seeds pdir group <<< "$job"
   pdir=${pdir:-docs/results/predictions}
   fds=() busy=""
   for m in ${methods//,/ }; do
@@ -40,6 +42,14 @@ for job in "$@"; do
     for fd in "${fds[@]}"; do exec {fd}>&-; done
     echo "=== skip $(date -u +%H:%M) core $CORE $stem $methods $seeds: another lane runs $busy"
     continue
+  fi
+  if [ -n "${group:-}" ]; then
+    exec {gfd}>>"outputs/locks/group-$group.lock"
+    if ! flock -n "$gfd"; then
+      echo "=== wait $(date -u +%H:%M) core $CORE $stem $methods $seeds: another lane runs a job of group $group"
+      flock "$gfd"
+    fi
+    fds+=("$gfd")
   fi
   log=outputs/runlogs/$stem-${methods//,/_}-${seeds//,/_}.log
   echo "=== start $(date -u +%H:%M) core $CORE kernels $KERNELS $stem $methods $seeds"

@@ -6,7 +6,8 @@ examples/grids/transfer_qwen_hallmarks.yml.
     python scripts/transfer_grids.py --rungs 4,5         # given rungs (a test, or a declared choice)
     python scripts/transfer_grids.py --check             # exit 1 when a file differs from what it writes
 
-Which rungs "moved the result" is fixed here, before any ladder result was read (:func:`moved_rungs`): a rung
+Which rungs "moved the result" was fixed before any ladder result was read (``moved_rungs``, in
+axolotl_decselfmask/tools/experiments/transfer.py, which the ladder's report uses too): a rung
 moved it when DecSelfMask minus SFT, under the options scorer or under the string match, is at least
 :data:`STEP` (two Macro F1 points) higher than at the rung before it (the previous rung with a figure). Only a
 gain counts: the transfer keeps a rung's factor, which is worth doing only where it helped. The rungs' factors
@@ -33,11 +34,11 @@ from pathlib import Path
 
 import yaml
 
+from axolotl_decselfmask.tools.experiments.transfer import STEP, moved_rungs  # noqa: F401 (STEP: the rule's step)
+
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "examples" / "grids"
 LADDER_JSON = ROOT / "docs" / "results" / "ladder" / "ladder.json"
-STEP = 0.02  # two Macro F1 points: a rung moved the result when DecSelfMask minus SFT rose at least this much
-SCORERS = ("options", "string_match")
 QWEN = "models/qwen2.5-coder-0.5b-instruct"
 TEACHER_RUNG = 6
 METHODS = ["sft", "decselfmask", "continual_pretraining_authors"]
@@ -49,21 +50,6 @@ def _ladder_grids():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def moved_rungs(lad: dict) -> list[int]:
-    """The rungs whose DecSelfMask minus SFT (options or string match) is at least :data:`STEP` above the
-    previous rung's with a figure under that scorer; an error while the ladder is not finished."""
-    if not lad["rungs"] or any(r["status"] != "complete" for r in lad["rungs"]) and not lad.get("include_partial"):
-        raise SystemExit("transfer_grids: the ladder is not finished (a rung is not complete, and no cut is declared "
-                         "with --include-partial); give --rungs only for a declared choice")
-    moved = set()
-    for scorer in SCORERS:
-        shown = [(r["rung"], ((r["difference"].get(scorer) or {}).get("sft") or {}).get("mean"))
-                 for r in sorted(lad["rungs"], key=lambda r: r["rung"])]
-        shown = [(n, d) for n, d in shown if d is not None]
-        moved |= {n for (_, a), (n, b) in zip(shown, shown[1:]) if b - a >= STEP - 1e-12}
-    return sorted(moved)
 
 
 def _factor_keys(rungs: list[int], skip: set[int] = frozenset()) -> dict:
@@ -92,12 +78,11 @@ def transfer_grids(rungs: list[int]) -> dict[str, dict]:
 
 
 def render(name: str, rungs: list[int], grid: dict) -> str:
-    stem = OUT[name].stem
     kept = [n for n in rungs if not (name == "qwen" and n == TEACHER_RUNG)]
     return ("# PRE-REGISTERED (docs/results.md, amendment T1). Written by scripts/transfer_grids.py from the "
             f"ladder's moving\n# rungs {','.join(map(str, rungs)) or 'none'} (factors kept here: "
             f"{','.join(map(str, kept)) or 'none'}); do not edit by hand.\n"
-            f"# Run: KERNELS=native scripts/lane.sh 1 \"{stem}|{','.join(METHODS)}|0|docs/results/predictions/{stem}\"\n"
+            "# Run (after committing it): scripts/after_ladder.sh, after the arm (two lanes, the registered order)\n"
             + yaml.safe_dump(grid, sort_keys=False, width=120))
 
 

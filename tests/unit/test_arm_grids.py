@@ -58,4 +58,5 @@ def test_arm_check_says_when_the_file_is_not_the_scripts(tmp_path, monkeypatch):
     assert arm.main(["--rung", "4", "--check"]) == 0
     assert arm.main(["--rung", "5", "--check"]) == 1
     text = (tmp_path / "arm_hallmarks.yml").read_text()
-    assert text.startswith("# PRE-REGISTERED") and "|0|docs/results/predictions/arm_hallmarks" in text
+    assert text.startswith("# PRE-REGISTERED") and "so they run the seeds that rung ran: 0." in text
+    assert "scripts/after_ladder.sh" in text

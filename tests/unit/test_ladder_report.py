@@ -428,8 +428,11 @@ def test_the_committed_ladder_is_what_report_ladder_gives(tmp_path, monkeypatch)
     results.write_text((ROOT / "docs" / "results.md").read_text())
     out = tmp_path / "docs" / "results" / "ladder"
     arm = ROOT / "examples" / "grids" / "arm_hallmarks.yml"  # the arm, once scripts/arm_grids.py has written it
+    # the transfer grids, once scripts/transfer_grids.py has written them (as scripts/ladder_sync.sh gives them)
+    transfer = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "examples" / "grids").glob("transfer_*.yml"))
     main(["report", "--ladder", *LADDER_GRIDS, "--out", str(out), "--predictions-dir", "docs/results/predictions",
-          "--results-md", str(results), *(["--arm", "examples/grids/arm_hallmarks.yml"] if arm.is_file() else [])])
+          "--results-md", str(results), *(["--arm", "examples/grids/arm_hallmarks.yml"] if arm.is_file() else []),
+          *(["--transfer", *transfer] if transfer else [])])
     lad = json.loads((committed / "ladder.json").read_text())
     assert json.loads((out / "ladder.json").read_text()) == lad
     assert (out / "ladder.md").read_text() == (committed / "ladder.md").read_text()

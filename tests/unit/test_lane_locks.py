@@ -114,3 +114,19 @@ def test_a_run_keeps_its_locks_when_its_lane_is_killed(tmp_path):
     time.sleep(4.5)  # the orphaned run ends: the kernel releases its lock
     out = _lane(tmp, "g|m1|0|").communicate(timeout=60)[0]
     assert "skip" not in out and len(_runs(tmp)) == 2
+
+
+def test_jobs_of_one_group_never_run_at_once(tmp_path):
+    """Two Qwen jobs (group ``qwen``, about 10 GB each) in two lanes: the second waits for the first to end, then
+    runs (it is not skipped: it is another job); a job of no group runs beside them."""
+    tmp = _layout(tmp_path)
+    first = _lane(tmp, "q|m1|0||qwen", sleep=3)
+    _wait_for(tmp / "outputs" / "locks" / "group-qwen.lock")
+    started = time.time()
+    second = _lane(tmp, "q|m1|1||qwen", "g|m2|0|")
+    out2 = second.communicate(timeout=60)[0]
+    first.communicate(timeout=60)
+    assert "q m1 1: another lane runs a job of group qwen" in out2 and "skip" not in out2
+    assert time.time() - started >= 2.0  # it waited for the first run to end before its own
+    runs = _runs(tmp)
+    assert runs == ["examples/grids/q.yml m1 0", "examples/grids/q.yml m1 1", "examples/grids/g.yml m2 0"]

@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     p_rep.add_argument("--without-arm", action="store_true",
                        help=("with --ladder: declare that the arm beyond the paper will not run, so that the "
                              "defaults rule is applied over the ladder alone (by the plan it waits for the arm)"))
+    p_rep.add_argument("--transfer", metavar="GRID", nargs="+",
+                       help=("with --ladder: the transfer of the ladder's moving rungs too (amendment T1; "
+                             "examples/grids/transfer_mtsamples.yml, transfer_qwen_hallmarks.yml, written by "
+                             "scripts/transfer_grids.py; each one's predictions in <predictions-dir>/<its file "
+                             "stem>): DecSelfMask minus sft and minus continual_pretraining_authors under each "
+                             "scorer, withheld until every run of the grid is there"))
     _bootstrap_args(p_rep)
     return parser
 
@@ -188,16 +194,17 @@ def main(argv: list[str] | None = None) -> None:
                  args.bootstrap_seed, seeds)
     elif sum((args.budget, args.precision, args.ladder)) > 1:
         raise SystemExit("report: --budget, --precision and --ladder are separate reports; give one of them")
-    elif (args.include_partial or args.results_md or args.arm or args.without_arm) and not args.ladder:
-        raise SystemExit("report: --include-partial, --results-md, --arm and --without-arm belong to the ladder's "
-                         "report; add --ladder")
+    elif (args.include_partial or args.results_md or args.arm or args.without_arm or args.transfer) and not args.ladder:
+        raise SystemExit("report: --include-partial, --results-md, --arm, --without-arm and --transfer belong to the "
+                         "ladder's report; add --ladder")
     elif args.arm and args.without_arm:
         raise SystemExit("report: --arm and --without-arm contradict each other; give one")
     elif args.ladder:
         write_ladder(args.out, [(p, _report_grid(p, args.data_dir)) for p in args.grid],
                      args.predictions_dir or Path(args.out) / "predictions", args.resamples, args.bootstrap_seed,
                      args.include_partial, args.results_md,
-                     (args.arm, _report_grid(args.arm, args.data_dir)) if args.arm else None, args.without_arm)
+                     (args.arm, _report_grid(args.arm, args.data_dir)) if args.arm else None, args.without_arm,
+                     [(p, _report_grid(p, args.data_dir)) for p in args.transfer or []])
     elif args.precision:
         if len(args.grid) != 2 or args.budget:
             raise SystemExit(f"report --precision: two grids, A (its own predictions folder) then B; got "

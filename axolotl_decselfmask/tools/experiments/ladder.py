@@ -57,6 +57,7 @@ from axolotl_decselfmask.tools.experiments.grid import Grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
 from axolotl_decselfmask.tools.experiments.plots import save_figure
 from axolotl_decselfmask.tools.experiments.predictions import head_records, string_match_records
+from axolotl_decselfmask.tools.experiments.transfer import transfer_lines, transfer_report
 
 SFT, CPT, ZERO = "sft", "continual_pretraining_authors", "zero_shot"
 BASELINES = (SFT, CPT)
@@ -251,11 +252,12 @@ def _rung_figures(rung: dict, resamples: int, seed: int) -> dict:
 
 def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples: int = 10_000,
            seed: int = 0, include_partial: bool = False, arm: tuple[str, Grid] | None = None,
-           without_arm: bool = False) -> dict:
+           without_arm: bool = False, transfer: list[tuple[str, Grid]] | None = None) -> dict:
     """Every figure of the ladder over ``grids`` ((path, grid) pairs, one per rung); those of a rung
     that is not complete only with ``include_partial`` (:func:`_withhold`); with ``arm`` ((path, grid) of
     the arm beyond the paper), its figures (:func:`.arm.arm_report`), also candidates of the defaults rule, which
-    waits for the arm unless ``without_arm`` declares that it will not run."""
+    waits for the arm unless ``without_arm`` declares that it will not run; with ``transfer`` ((path, grid) of each
+    transfer grid) or once the ladder is finished, the transfer of its moving rungs (:func:`.transfer.transfer_report`)."""
     if not grids:
         raise SystemExit("report --ladder: no grid given (the rungs' grid files, examples/grids/ladder_*.yml)")
     rungs = sorted((_load_rung(p, g, Path(predictions_dir), i) for i, (p, g) in enumerate(grids)),
@@ -274,6 +276,11 @@ def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples
             shown_records[rung["rung"]] = rung["records"]
         out.append({k: v for k, v in rung.items() if k not in ("records", "compared", "_corpora")} | figures)
     zero = next(({"rung": r["rung"], **r["methods"][ZERO]} for r in out if ZERO in r["methods"]), None)
+    finished = all(r["status"] == "complete" for r in out) or include_partial
+    transfer_out = None
+    if transfer or finished:
+        transfer_out = transfer_report(transfer or [], Path(predictions_dir), out, finished, include_partial,
+                                       resamples, seed)
     arm_out = None
     if arm is not None:
         from axolotl_decselfmask.tools.experiments.arm import arm_report, arm_rung, best_rung, stage1_cost
@@ -283,7 +290,6 @@ def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples
         if source is None:
             raise SystemExit(f"report --arm: {arm[0]} was written from rung {number}, which is not among the "
                              f"ladder's grids ({', '.join(str(r['rung']) for r in out)}); give that rung's grid too")
-        finished = all(r["status"] == "complete" for r in out) or include_partial
         arm_out = arm_report(arm[0], arm[1], Path(predictions_dir), source["seeds"], shown_records.get(number),
                              resamples, seed, include_partial, stage1_cost(source["compared"]),
                              best_rung(out) if finished else None)
@@ -292,7 +298,7 @@ def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples
         arm_out = {k: v for k, v in arm_out.items() if k != "_records"}
     return {"reference": REFERENCE, "baselines": list(BASELINES), "resamples": resamples, "seed": seed,
             "include_partial": include_partial, "predictions_dir": str(predictions_dir), "zero_shot": zero,
-            "rungs": out, "arm": arm_out, "defaults_rule": rule}
+            "rungs": out, "arm": arm_out, "transfer": transfer_out, "defaults_rule": rule}
 
 
 # --------------------------------------------------------------------------- ladder.md
@@ -526,7 +532,8 @@ def ladder_markdown(lad: dict) -> str:
               "Macro F1 over every note of every task, averaged over seeds; no interval). A rung of one seed has "
               "no seed variance in its intervals. The figures of a rung that is not complete are withheld (not "
               "computed) until it is, unless the report is run with `--include-partial`."), ""]
-    lines += _main_lines(lad) + _method_lines(lad) + _head_lines(lad) + arm_lines(lad.get("arm")) + _run_lines(lad)
+    lines += (_main_lines(lad) + _method_lines(lad) + _head_lines(lad) + arm_lines(lad.get("arm"))
+              + transfer_lines(lad.get("transfer")) + _run_lines(lad))
     return "\n".join(lines) + "\n"
 
 
@@ -557,7 +564,7 @@ def ladder_section(lad: dict, png: str = "results/ladder/ladder.png") -> str:
     lines += _zero_lines(lad)
     lines += ["", f"![{REFERENCE} minus SFT and minus CPT per rung, options and string match, with 95% intervals]"
                   f"({png})"]
-    lines += _head_lines(lad) + arm_lines(lad.get("arm"))
+    lines += _head_lines(lad) + arm_lines(lad.get("arm")) + transfer_lines(lad.get("transfer"))
     return "\n".join(lines) + "\n"
 
 
@@ -631,13 +638,13 @@ def plot_ladder(lad: dict, path: Path) -> None:
 def write_ladder(out: str | Path, grids: list[tuple[str, Grid]], predictions_dir: str | Path,
                  resamples: int = 10_000, seed: int = 0, include_partial: bool = False,
                  results_md: str | Path | None = None, arm: tuple[str, Grid] | None = None,
-                 without_arm: bool = False) -> dict:
+                 without_arm: bool = False, transfer: list[tuple[str, Grid]] | None = None) -> dict:
     """:func:`ladder` written as ``ladder.json``, ``ladder.md`` and ``ladder.png`` in ``out``; with
     ``results_md``, its generated section (:func:`ladder_section`) too, the file's markers checked
     before anything is computed."""
     if results_md is not None:
         _marker_span(_read_results_md(Path(results_md)), Path(results_md))
-    lad = ladder(grids, predictions_dir, resamples, seed, include_partial, arm, without_arm)
+    lad = ladder(grids, predictions_dir, resamples, seed, include_partial, arm, without_arm, transfer)
     out = write_report_files(out, "ladder", lad, ladder_markdown(lad), plot_ladder)
     states = ", ".join(f"{r['rung']}: {r['status']}" for r in lad["rungs"])
     print(f"ladder: rungs {states} -> {out / 'ladder.md'}, ladder.png")

@@ -1,0 +1,83 @@
+"""scripts/after_ladder.sh (docs/experiments.md, "After the ladder"): its queue follows the registered order (the
+arm's seeds one after another, the reused-stage-1 methods only at the seeds their rung ran, then the transfer with
+Qwen's jobs in one group), and it refuses grids that are not committed as they are, before it starts anything.
+Run in a scratch git repository holding the script and grids written by scripts/arm_grids.py and
+scripts/transfer_grids.py."""
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not shutil.which("git"), reason="needs git")
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _repo(tmp: Path, rung: int, transfer: bool) -> Path:
+    (tmp / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "after_ladder.sh", tmp / "scripts")
+    grids = tmp / "examples" / "grids"
+    grids.mkdir(parents=True)
+    arm = _script("arm_grids")
+    (grids / "arm_hallmarks.yml").write_text(arm.render(rung, arm.arm_grid(rung)))
+    if transfer:
+        tg = _script("transfer_grids")
+        for name, grid in tg.transfer_grids([rung]).items():
+            (grids / tg.OUT[name].name).write_text(tg.render(name, [rung], grid))
+    git = ["git", "-C", str(tmp), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "grids"], check=True)
+    return tmp
+
+
+def _run(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(repo / "scripts" / "after_ladder.sh"), *args], capture_output=True, text=True)
+
+
+def test_the_queue_of_a_late_rung_with_both_transfer_grids(tmp_path):
+    repo = _repo(tmp_path, 5, transfer=True)
+    done = _run(repo, "--print")
+    assert done.returncode == 0, done.stderr
+    jobs = done.stdout.split()
+    arm = [j for j in jobs if j.startswith("arm_hallmarks|")]
+    methods = _script("arm_grids").METHODS
+    # seed 0: every method; seeds 1 and 2: not the decselfmask_* methods (rung 5 ran seed 0 only)
+    assert [j.split("|")[1:3] for j in arm] == (
+        [[m, "0"] for m in methods] + [[m, s] for s in "12" for m in methods if not m.startswith("decselfmask")])
+    assert jobs[:len(arm)] == arm  # the arm first
+    transfer = jobs[len(arm):]
+    three = "sft,decselfmask,continual_pretraining_authors"
+    assert transfer[:4] == [f"transfer_mtsamples|sft|0|docs/results/predictions/transfer_mtsamples",
+                            "transfer_mtsamples|decselfmask|0|docs/results/predictions/transfer_mtsamples",
+                            "transfer_mtsamples|continual_pretraining_authors|0|docs/results/predictions/transfer_mtsamples",
+                            f"transfer_qwen_hallmarks|{three}|0|docs/results/predictions/transfer_qwen_hallmarks|qwen"]
+    assert len(transfer) == 12 and all(j.endswith("|qwen") for j in transfer if j.startswith("transfer_qwen"))
+
+
+def test_an_early_rung_runs_every_seed_and_no_transfer_without_its_grids(tmp_path):
+    repo = _repo(tmp_path, 2, transfer=False)
+    jobs = _run(repo, "--print").stdout.split()
+    assert len(jobs) == 3 * 7 and all(j.startswith("arm_hallmarks|") for j in jobs)
+    assert [j.split("|")[2] for j in jobs] == ["0"] * 7 + ["1"] * 7 + ["2"] * 7
+
+
+def test_a_grid_not_committed_as_it_is_is_refused(tmp_path):
+    repo = _repo(tmp_path, 5, transfer=True)
+    grid = repo / "examples" / "grids" / "transfer_mtsamples.yml"
+    grid.write_text(grid.read_text() + "\n# edited\n")
+    done = _run(repo, "--print")
+    assert done.returncode == 1 and "transfer_mtsamples.yml is not committed as it is" in done.stderr
+    (repo / "examples" / "grids" / "arm_hallmarks.yml").unlink()
+    done = _run(repo)
+    assert done.returncode == 1 and "arm_hallmarks.yml is not there" in done.stderr
+    assert not (tmp_path.parent / "after").exists()  # nothing was started
