@@ -154,7 +154,8 @@ def prompt_features(model, tokenizer, texts: list[str], labels: list[str], quest
                 mask[row, width - n:] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             result = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), output_hidden_states=True, use_cache=False)
+                           position_ids=positions.to(device), output_hidden_states=True, use_cache=False,
+                           logits_to_keep=1)  # the features are hidden states: no vocabulary-wide logits per token
             # left padding: a prompt of n tokens fills the last n columns
             columns = torch.tensor([width - len(encoded[i]) + where[i] for i in batch], device=ids.device)
             hidden = result.hidden_states[-1]
