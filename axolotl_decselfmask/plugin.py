@@ -68,7 +68,7 @@ class DecSelfMaskPlugin(BasePlugin):
         if block is None:
             cfg["decselfmask"] = block = {}
         for line in preset_report(cfg, block):
-            LOG.info("decselfmask: protocol %s: %s", block.get("protocol"), line)
+            LOG.info("decselfmask: protocol %s: %s", block.get("protocol", "default"), line)
         apply_recipe_preset(cfg, block)
         for line in hub_start_warnings(cfg, block):  # the classifier's repository and Axolotl's stage-1 push
             LOG.warning(line)

@@ -28,6 +28,8 @@ docs/method.md, "The paper's procedure"):
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -52,6 +54,32 @@ PRESETS: dict[str, dict[str, Any]] = {
 RECIPE_KEYS: dict[str, dict[str, Any]] = {"default": {}, "paper": {"train_on_inputs": True}}
 #: Axolotl keys a preset sets only when the recipe trains stage 1 without an adapter (a full fine-tune)
 FULL_FINETUNE_KEYS: dict[str, dict[str, Any]] = {"default": {}, "paper": {"learning_rate": 4e-5}}
+
+
+#: the defaults the pre-registered rule of issue 34 chose (docs/results.md, amendment D1), written by
+#: scripts/apply_defaults.py with the measurement that chose them; absent until the rule has been applied
+MEASURED_DEFAULTS = Path(__file__).with_name("measured_defaults.json")
+
+
+def install_measured_defaults(path: str | Path = MEASURED_DEFAULTS) -> dict | None:
+    """Make the ``default`` protocol fill in the keys of ``path`` (scripts/apply_defaults.py's file: the
+    ``decselfmask`` block's keys, the Axolotl keys of ``recipe`` and ``full_finetune``), as ``paper`` fills in
+    its own; nothing when the file is not there. Returns what it read."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        parts = {k: data.get(k) or {} for k in ("decselfmask", "recipe", "full_finetune")}
+        if not all(isinstance(v, dict) for v in parts.values()):
+            raise ValueError("decselfmask, recipe and full_finetune must be mappings")
+    except ValueError as err:
+        raise RuntimeError(f"{path}: not the file scripts/apply_defaults.py writes ({err}); write it again with "
+                           "`python scripts/apply_defaults.py --write`") from None
+    PRESETS["default"] = parts["decselfmask"]
+    RECIPE_KEYS["default"] = parts["recipe"]
+    FULL_FINETUNE_KEYS["default"] = parts["full_finetune"]
+    return data
 
 
 def _merge(preset: dict, block: dict) -> dict:
@@ -90,16 +118,17 @@ def preset_report(cfg: dict, block: dict) -> list[str]:
         return []
     written = _leaves(block)
     lines = []
+    fallback = "measured default: docs/results.md, amendment D1" if name == "default" else "preset"
     for key, value in _leaves(PRESETS[name]).items():
-        source = "recipe" if key in written else "preset"
+        source = "recipe" if key in written else fallback
         lines.append(f"decselfmask.{key}: {written.get(key, value)!r} ({source})")
     for key, value in RECIPE_KEYS[name].items():
-        lines.append(f"{key}: {cfg.get(key, value)!r} ({'recipe' if key in cfg else 'preset'})")
+        lines.append(f"{key}: {cfg.get(key, value)!r} ({'recipe' if key in cfg else fallback})")
     for key, value in FULL_FINETUNE_KEYS[name].items():
         if key in cfg:
             lines.append(f"{key}: {cfg[key]!r} (recipe)")
         elif not cfg.get("adapter"):
-            lines.append(f"{key}: {value!r} (preset: stage 1 is a full fine-tune)")
+            lines.append(f"{key}: {value!r} ({fallback}: stage 1 is a full fine-tune)")
     return lines
 
 
@@ -112,3 +141,6 @@ def apply_recipe_preset(cfg: dict, block: dict) -> None:
     if not cfg.get("adapter"):
         for key, value in FULL_FINETUNE_KEYS.get(name, {}).items():
             cfg.setdefault(key, value)
+
+
+install_measured_defaults()
