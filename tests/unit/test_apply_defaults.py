@@ -129,3 +129,12 @@ def test_the_committed_defaults_are_what_the_committed_rule_gives():
     else:
         assert not rule["applied"], ("the committed ladder report applies the defaults rule: write its defaults with "
                                      "`python scripts/apply_defaults.py --write` and commit them")
+
+
+def test_the_readme_says_so_when_sft_or_a_head_beats_every_decselfmask_setting():
+    """The plan: if plain SFT or a head on the untouched model beats every DecSelfMask setting, the README says so
+    plainly: the committed rule's sentence, word for word, once the rule is applied."""
+    rule = json.loads(_script().LADDER_JSON.read_text())["defaults_rule"]
+    if rule["readme_sentence"]:
+        assert rule["readme_sentence"] in (ROOT / "README.md").read_text(), (
+            f"the README must say: {rule['readme_sentence']!r} (docs/results.md, the defaults rule)")
