@@ -70,6 +70,8 @@ def install_measured_defaults(path: str | Path = MEASURED_DEFAULTS) -> dict | No
         return None
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("its top level must be a mapping")
         parts = {k: data.get(k) or {} for k in ("decselfmask", "recipe", "full_finetune")}
         if not all(isinstance(v, dict) for v in parts.values()):
             raise ValueError("decselfmask, recipe and full_finetune must be mappings")

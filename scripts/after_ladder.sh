@@ -9,9 +9,10 @@
 # the arm's seed 0, then seed 1, then seed 2 (its seeds are what is cut first, 2 then 1, A1), one method a job;
 # then the transfer (T1): mtsamples seed 0, Qwen seed 0, then seeds 1 and 2 of each. Qwen's three methods of a
 # seed are one job, and its jobs are one group (scripts/lane.sh: never two at once, about 10 GB each).
-# It needs examples/grids/arm_hallmarks.yml (scripts/arm_grids.py) committed, and the ladder's lanes stopped;
-# the transfer grids are run if they are committed (scripts/transfer_grids.py writes none when no rung moved the
-# result). The worktree is made at HEAD if it is not there, and keeps its commit afterwards (a restart after a
+# It needs examples/grids/arm_hallmarks.yml (scripts/arm_grids.py) committed, and the ladder's lanes and runs ended;
+# the transfer grids are run when they are there (scripts/transfer_grids.py writes none when no rung moved the
+# result), and must be committed as they are. When the mtsamples grid carries rung 6 (Qwen as the teacher), its two
+# stage-1 methods of a seed are one job of the Qwen group too. The worktree is made at HEAD if it is not there, and keeps its commit afterwards (a restart after a
 # sitting's end runs the same code); it refuses when HEAD's grids differ from the worktree's. The arm's
 # decselfmask_* methods read the ladder's stage-1 models from ../ladder/outputs/experiments (the grid's
 # stage1_models). --print: the queue, one job a line. Copy finished predictions back with
@@ -44,7 +45,7 @@ for g in "${GRIDS[@]}"; do
 done
 
 # the queue
-rung=$(grep -oE -- '--rung [0-9]+' "$ARM" | head -1 | awk '{print $2}')
+rung=$({ grep -oE -- '--rung [0-9]+' "$ARM" || true; } | head -1 | awk '{print $2}')
 [ -n "$rung" ] || { echo "after_ladder: $ARM does not name its rung (--rung N): write it with scripts/arm_grids.py" >&2; exit 1; }
 methods=$(sed -n 's/^methods: *\[\(.*\)\]$/\1/p' "$ARM" | tr -d ' ')
 if [ -z "$methods" ]; then
@@ -62,7 +63,14 @@ done
 T3="sft,decselfmask,continual_pretraining_authors"
 for s in 0 1 2; do
   if [ -f examples/grids/transfer_mtsamples.yml ]; then
-    for m in ${T3//,/ }; do JOBS+=("transfer_mtsamples|$m|$s|$P/transfer_mtsamples"); done
+    if grep -q "qwen2.5-coder-0.5b-instruct" examples/grids/transfer_mtsamples.yml; then
+      # rung 6 carried over: Qwen is the teacher of both stage-1 methods (one relevance, about 10 GB): one job of
+      # the qwen group, as the ladder kept its rung 6 whole
+      JOBS+=("transfer_mtsamples|sft|$s|$P/transfer_mtsamples"
+             "transfer_mtsamples|decselfmask,continual_pretraining_authors|$s|$P/transfer_mtsamples|qwen")
+    else
+      for m in ${T3//,/ }; do JOBS+=("transfer_mtsamples|$m|$s|$P/transfer_mtsamples"); done
+    fi
   fi
   if [ -f examples/grids/transfer_qwen_hallmarks.yml ]; then
     JOBS+=("transfer_qwen_hallmarks|$T3|$s|$P/transfer_qwen_hallmarks|qwen")
@@ -79,6 +87,14 @@ for core in 0 1; do
   if running "$LADDER" "$core"; then
     echo "after_ladder: the ladder's lane $core still runs in $LADDER: the arm is chosen from the finished ladder," \
       "and Qwen never runs beside the ladder's teacher rung; wait for it" >&2
+    exit 1
+  fi
+done
+# a run whose lane was stopped (its bash killed) goes on, holding its locks (scripts/lane.sh)
+for lock in "$LADDER"/outputs/locks/*.lock; do
+  [ -e "$lock" ] || continue
+  if ! flock -n "$lock" true; then
+    echo "after_ladder: a ladder run still holds $lock (its lane was stopped, the run goes on): wait for it" >&2
     exit 1
   fi
 done

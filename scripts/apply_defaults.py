@@ -79,15 +79,22 @@ def _leaves(tree: dict, prefix: str = ""):
 
 
 def measured_setting() -> dict:
-    """The keys of the ladder's setting (rung 1's grid, the core grid's) that differ from the plugin's defaults,
+    """The keys of the ladder's setting (rung 1's grid, the core grid's) that differ from the plugin's built-in defaults,
     as dotted ``decselfmask.`` keys, without the ladder's own measurement (``COMMON``: the scorer, the probing
     heads): the rungs' factors were measured on top of these."""
     import yaml
 
     from axolotl_decselfmask.args import DecSelfMaskConfig
 
+    from axolotl_decselfmask import protocol
+
     grid = yaml.safe_load((ROOT / "examples" / "grids" / "ladder_1_hallmarks.yml").read_text())
-    plugin = DecSelfMaskConfig().model_dump()
+    measured = protocol.PRESETS["default"]
+    protocol.PRESETS["default"] = {}  # the plugin's own defaults, not the ones a written file already installed
+    try:
+        plugin = DecSelfMaskConfig().model_dump()
+    finally:
+        protocol.PRESETS["default"] = measured
     measurement = {k.removeprefix("decselfmask.") for k in _ladder_grids().COMMON}
     out = {}
     for key, value in _leaves(grid.get("decselfmask") or {}):

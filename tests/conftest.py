@@ -22,6 +22,17 @@ def pytest_configure(config):
         os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) :: count])
 
 
+@pytest.fixture(autouse=True)
+def builtin_defaults(monkeypatch):
+    """Each test sees the plugin's built-in defaults, whether or not the defaults the issue-34 rule chose are
+    written (axolotl_decselfmask/measured_defaults.json, docs/results.md amendment D1): tests/unit/test_apply_defaults.py
+    tests what that file sets. Processes a test starts (`axolotl train`) read the file as a user's would."""
+    from axolotl_decselfmask import protocol
+
+    for table in (protocol.PRESETS, protocol.RECIPE_KEYS, protocol.FULL_FINETUNE_KEYS):
+        monkeypatch.setitem(table, "default", {})
+
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM = ROOT / "models" / "smollm2-135m-instruct"
 DATA = ROOT / "examples" / "data"

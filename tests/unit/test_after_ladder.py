@@ -78,6 +78,26 @@ def test_a_grid_not_committed_as_it_is_is_refused(tmp_path):
     done = _run(repo, "--print")
     assert done.returncode == 1 and "transfer_mtsamples.yml is not committed as it is" in done.stderr
     (repo / "examples" / "grids" / "arm_hallmarks.yml").unlink()
-    done = _run(repo)
+    done = _run(repo, "--print")
     assert done.returncode == 1 and "arm_hallmarks.yml is not there" in done.stderr
-    assert not (tmp_path.parent / "after").exists()  # nothing was started
+
+
+def test_an_arm_grid_that_names_no_rung_is_refused_with_a_message(tmp_path):
+    repo = _repo(tmp_path, 5, transfer=False)
+    grid = repo / "examples" / "grids" / "arm_hallmarks.yml"
+    grid.write_text(grid.read_text().replace("--rung 5", "rung five"))
+    subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "x"],
+                   check=True)
+    done = _run(repo, "--print")
+    assert done.returncode == 1 and "does not name its rung" in done.stderr
+
+
+def test_a_carried_teacher_puts_mtsamples_stage_1_methods_in_the_qwen_group(tmp_path):
+    """Rung 6 carried over: Qwen is the teacher of mtsamples' decselfmask and continual pretraining (one relevance
+    of about 10 GB), so the two are one job of the qwen group, never beside another Qwen job."""
+    repo = _repo(tmp_path, 6, transfer=True)
+    jobs = _run(repo, "--print").stdout.split()
+    mts = [j for j in jobs if j.startswith("transfer_mtsamples|")]
+    assert mts[:2] == ["transfer_mtsamples|sft|0|docs/results/predictions/transfer_mtsamples",
+                       "transfer_mtsamples|decselfmask,continual_pretraining_authors|0|"
+                       "docs/results/predictions/transfer_mtsamples|qwen"] and len(mts) == 6

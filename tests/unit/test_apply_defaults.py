@@ -115,9 +115,24 @@ def test_no_file_changes_nothing_and_a_broken_file_is_an_error_naming_it(tmp_pat
     broken.write_text(json.dumps({"decselfmask": ["not", "a", "mapping"]}))
     with pytest.raises(RuntimeError, match="measured_defaults.json: not the file scripts/apply_defaults.py writes"):
         install_measured_defaults(broken)
-    broken.write_text("{")
-    with pytest.raises(RuntimeError, match="measured_defaults.json"):
-        install_measured_defaults(broken)
+    for text in ("{", "[1, 2]"):
+        broken.write_text(text)
+        with pytest.raises(RuntimeError, match="measured_defaults.json: not the file"):
+            install_measured_defaults(broken)
+
+
+def test_writing_twice_gives_the_same_file(tmp_path, monkeypatch):
+    """The setting is compared with the plugin's built-in defaults, not with a file already installed: --write
+    after --write changes nothing (and --check holds right after it)."""
+    ad = _script()
+    for table in (protocol.PRESETS, protocol.RECIPE_KEYS, protocol.FULL_FINETUNE_KEYS):
+        monkeypatch.setitem(table, "default", table["default"])
+    rule = {"applied": True, "choice": _choice(3, "package"), "why": "x", "difference": None}
+    first = ad.render(ad.measured_defaults(rule))
+    path = tmp_path / "measured_defaults.json"
+    path.write_text(first)
+    install_measured_defaults(path)
+    assert ad.render(ad.measured_defaults(rule)) == first and '"prompt": "mask_fill"' in first
 
 
 def test_the_committed_defaults_are_what_the_committed_rule_gives():

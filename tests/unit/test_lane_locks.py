@@ -118,7 +118,7 @@ def test_a_run_keeps_its_locks_when_its_lane_is_killed(tmp_path):
 
 def test_jobs_of_one_group_never_run_at_once(tmp_path):
     """Two Qwen jobs (group ``qwen``, about 10 GB each) in two lanes: the second waits for the first to end, then
-    runs (it is not skipped: it is another job); a job of no group runs beside them."""
+    runs (it is not skipped: it is another job); the lane goes on with its next job after it."""
     tmp = _layout(tmp_path)
     first = _lane(tmp, "q|m1|0||qwen", sleep=3)
     _wait_for(tmp / "outputs" / "locks" / "group-qwen.lock")

@@ -114,10 +114,10 @@ def transfer_lines(tr: dict | None) -> list[str]:
     if not tr["grids"]:
         tail = ("; their grids are not written yet (`python scripts/transfer_grids.py`)." if moved else ".")
         return ["", head + tail]
-    lines = ["", head + (". Each grid carries those rungs' factors; the ladder's own figure at the highest rung "
-                         "it carries is beside it for reference (hallmarks, SmolLM2-135M: no paired interval "
-                         "between the two). Macro F1 differences [95% paired bootstrap interval; `*`: it "
-                         "excludes zero].")]
+    lines = ["", head + (". Each grid carries the factors of the rungs its header names; the ladder's own figure "
+                         "at the highest rung it carries is beside it for reference (hallmarks, SmolLM2-135M: no "
+                         "paired interval between the two). Macro F1 differences [95% paired bootstrap interval; "
+                         "`*`: it excludes zero].")]
     for g in tr["grids"]:
         if g["stale"]:
             lines += ["", f"**`{g['grid']}` carries rungs {', '.join(map(str, g['carries'])) or 'none'}, but the "
