@@ -7,6 +7,7 @@ scripts/transfer_grids.py."""
 import importlib.util
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def _script(name: str):
 
 
 def _repo(tmp: Path, rung: int, transfer: bool) -> Path:
-    (tmp / "scripts").mkdir()
+    (tmp / "scripts").mkdir(parents=True)
     shutil.copy(ROOT / "scripts" / "after_ladder.sh", tmp / "scripts")
     grids = tmp / "examples" / "grids"
     grids.mkdir(parents=True)
@@ -101,3 +102,49 @@ def test_a_carried_teacher_puts_mtsamples_stage_1_methods_in_the_qwen_group(tmp_
     assert mts[:2] == ["transfer_mtsamples|sft|0|docs/results/predictions/transfer_mtsamples",
                        "transfer_mtsamples|decselfmask,continual_pretraining_authors|0|"
                        "docs/results/predictions/transfer_mtsamples|qwen"] and len(mts) == 6
+
+
+FAKE = """#!/bin/bash
+# records: grid methods seeds
+while [ $# -gt 0 ]; do
+  case $1 in --methods) m=$2; shift 2 ;; --seeds) s=$2; shift 2 ;; run) g=$2; shift 2 ;; *) shift ;; esac
+done
+echo "$g $m $s" >> "$(dirname "$0")/../../runs.txt"
+"""
+
+
+@pytest.mark.skipif(not (shutil.which("flock") and shutil.which("taskset")), reason="needs flock and taskset")
+def test_it_starts_two_lanes_from_its_worktree_that_run_every_job(tmp_path):
+    """The real start, in a scratch repository whose runner only records what it is asked to run: the worktree is
+    made at the commit, both lanes hold the whole queue, and every job is run."""
+    repo = _repo(tmp_path / "main", 5, transfer=False)
+    shutil.copy(ROOT / "scripts" / "lane.sh", repo / "scripts")
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    fake = repo / ".venv" / "bin" / "axolotl"
+    fake.write_text(FAKE)
+    fake.chmod(0o755)
+    (repo / "models").mkdir()
+    (repo / ".venv-setfit").mkdir()
+    (repo / ".gitignore").write_text(".venv/\n.venv-setfit/\nmodels/\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "lane"], check=True)
+    expected = _run(repo, "--print").stdout.split()
+    worktree = tmp_path / "after"
+    done = _run(repo, str(worktree))
+    assert done.returncode == 0, done.stderr
+    assert "lane started on core 1" in done.stdout and "lane started on core 0" in done.stdout
+    pids = [int((worktree / "outputs" / f"lane{c}.pid").read_text()) for c in (0, 1)]
+    deadline = time.time() + 60
+    while any(Path(f"/proc/{p}").exists() for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    runs = (repo / "runs.txt").read_text().splitlines()  # the worktree's .venv is a link to the checkout's
+    wanted = sorted(f"examples/grids/{j.split('|')[0]}.yml {j.split('|')[1]} {j.split('|')[2]}" for j in expected)
+    # every job, by one lane or the other (a lane that comes to a job the other has finished calls the runner
+    # again, which skips a finished run: this runner finishes at once, so that happens here)
+    assert sorted(set(runs)) == wanted
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert subprocess.run(["git", "-C", str(worktree), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() == head
+    again = _run(repo, str(worktree))  # a second start finds the grids the same and starts the lanes again
+    assert again.returncode == 0, again.stderr
