@@ -142,3 +142,15 @@ def run_stage2_captured(recipe: dict, out) -> tuple[dict, str]:
     with contextlib.redirect_stdout(buffer):
         metrics = run_stage2(DictDefault(recipe), DecSelfMaskConfig(**recipe["decselfmask"]), progress=False)
     return metrics, buffer.getvalue()
+
+
+def script_module(name: str):
+    """``scripts/<name>.py`` of the repository, imported as a module (the scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

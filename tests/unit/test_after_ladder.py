@@ -4,23 +4,20 @@ Qwen's jobs in one group), and it refuses grids that are not committed as they a
 Run in a scratch git repository holding the script and grids written by scripts/arm_grids.py and
 scripts/transfer_grids.py."""
 
-import importlib.util
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from helpers import script_module
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not shutil.which("git"), reason="needs git")
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module(name)
 
 
 def _repo(tmp: Path, rung: int, transfer: bool) -> Path:

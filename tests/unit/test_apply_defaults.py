@@ -3,11 +3,11 @@ the plugin's defaults (the factors of its rung and those before it, its classifi
 every possible choice giving keys the plugin accepts; and the file it writes is what the ``default`` protocol
 fills in (a recipe's own keys still win), a broken file an error that names it."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import script_module
 
 from axolotl_decselfmask import protocol
 from axolotl_decselfmask.args import DecSelfMaskConfig
@@ -17,10 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("apply_defaults", ROOT / "scripts" / "apply_defaults.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("apply_defaults")
 
 
 def _choice(rung, classifier="options", method="decselfmask", **extra):

@@ -2,10 +2,10 @@
 ladder may pick, a grid the runner accepts, with the rung's data and stage-2 settings, the registered
 methods and seeds, and the decselfmask_* methods starting from that rung's saved stage-1 models."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers import script_module
 import yaml
 
 from axolotl_decselfmask.tools.experiments.grid import Grid
@@ -15,10 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("arm_grids", ROOT / "scripts" / "arm_grids.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("arm_grids")
 
 
 @pytest.mark.parametrize("rung", range(1, 8))

@@ -2,10 +2,10 @@
 for which rungs moved the result, worked on hand-made ladders, and the grids it writes (valid for the runner,
 the rungs' factors over mtsamples' core grid and over Qwen on the hallmarks, rung 6 left out for Qwen)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers import script_module
 import yaml
 
 from axolotl_decselfmask.tools.experiments.grid import Grid
@@ -14,10 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("transfer_grids", ROOT / "scripts" / "transfer_grids.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("transfer_grids")
 
 
 def _ladder(options: list, string_match: list | None = None, status: str = "complete") -> dict:

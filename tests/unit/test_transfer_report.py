@@ -6,11 +6,11 @@ rungs flagged."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import script_module
 from test_ladder_report import ALWAYS_NO, HALF, PERFECT, RESAMPLES, ROOT, TASKS, _grid, _write
 
 from axolotl_decselfmask.tools.experiments.cli import main
@@ -19,10 +19,7 @@ METHODS = ["sft", "decselfmask", "continual_pretraining_authors"]
 
 
 def _transfer_grids():
-    spec = importlib.util.spec_from_file_location("transfer_grids", ROOT / "scripts" / "transfer_grids.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("transfer_grids")
 
 
 def _transfer_grid(folder: Path, rungs: list[int], seeds: list[int]) -> str:
