@@ -581,3 +581,23 @@ def test_rule_not_applied_while_a_rung_is_incomplete(tmp_path, withheld, ladder)
     assert rule["applied"] and rule["rungs_considered"] == [1, 2, 3]
     assert rule["rungs_not_considered"] == [{"rung": 4, "status": "missing"}]
     assert "(not considered, no figures: rung 4 missing)" in ladder[1]
+
+
+def _clause_rung(opt: float, sm: float, off_sft: float, off_dsm: float) -> dict:
+    cell = lambda m: {"mean": m, "low": m - 0.01, "high": m + 0.01, "excludes_zero": False}  # noqa: E731
+    return {"rung": 4, "difference": {"options": {"sft": cell(opt)}, "string_match": {"sft": cell(sm)}},
+            "methods": {"sft": {"off_format": cell(off_sft)}, "decselfmask": {"off_format": cell(off_dsm)}}}
+
+
+@pytest.mark.parametrize("opt, sm, offs, says, mostly_off", [
+    (0.0, 0.10, (1.0, 0.0), "+0.1000 above the options difference: that much of the string-match gain can be a "
+                            "format effect", False),
+    (-0.0852, -0.0005, (0.973, 1.0), "+0.0847 above the options difference but no gain: no format effect", True),
+    (0.05, 0.02, (0.5, 0.95), "not above the options difference (-0.0300): no format effect", False),
+])
+def test_the_format_clause_calls_a_gain_only_a_gain(opt, sm, offs, says, mostly_off):
+    from axolotl_decselfmask.tools.experiments.ladder import _format_clause
+
+    text = _format_clause(_clause_rung(opt, sm, *offs))
+    assert says in text
+    assert ("Nearly every answer of both is off format" in text) is mostly_off

@@ -455,20 +455,36 @@ def _run_lines(lad: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- the sentence a user needs
 
+#: an off-format share at or above this, for both SFT and DecSelfMask, makes the sentence say that the string match
+#: barely reads their classification (wording only; every share is in the table)
+MOSTLY_OFF = 0.9
+
+
 def _format_clause(r: dict) -> str:
-    """Whether rung ``r``'s string-match difference to SFT exceeds its options difference, with the
-    off-format shares of SFT and DecSelfMask."""
+    """Whether rung ``r``'s string-match difference to SFT exceeds its options difference (a string-match gain the
+    options do not show: a format effect), with the off-format shares of SFT and DecSelfMask. A string-match
+    difference that is not above zero is no gain, whatever the options difference; and where both methods answer
+    off format at least :data:`MOSTLY_OFF` of the time, the sentence says that the string match barely reads their
+    classification."""
     opt, sm = _difference(r, "options", SFT), _difference(r, "string_match", SFT)
-    shares = (f"off-format answers: {SFT} {_pct((r['methods'].get(SFT) or {}).get('off_format'))}, {REFERENCE} "
-              f"{_pct((r['methods'].get(REFERENCE) or {}).get('off_format'))}")
+    offs = [(r["methods"].get(m) or {}).get("off_format") for m in (SFT, REFERENCE)]
+    shares = f"off-format answers: {SFT} {_pct(offs[0])}, {REFERENCE} {_pct(offs[1])}"
     if sm is None:
         return f"Under the authors' string match rung {r['rung']} has no figure ({shares})."
     gap = sm["mean"] - opt["mean"]
-    if gap > 0:
-        return (f"Under the authors' string match it is {_cell(sm)}, {gap:+.4f} above the options difference: "
+    if gap > 0 and sm["mean"] > 0:
+        text = (f"Under the authors' string match it is {_cell(sm)}, {gap:+.4f} above the options difference: "
                 f"that much of the string-match gain can be a format effect ({shares}).")
-    return (f"Under the authors' string match it is {_cell(sm)}, not above the options difference ({gap:+.4f}): "
-            f"no format effect ({shares}).")
+    elif gap > 0:
+        text = (f"Under the authors' string match it is {_cell(sm)}, {gap:+.4f} above the options difference but "
+                f"no gain: no format effect ({shares}).")
+    else:
+        text = (f"Under the authors' string match it is {_cell(sm)}, not above the options difference ({gap:+.4f}): "
+                f"no format effect ({shares}).")
+    if all(o and o["mean"] >= MOSTLY_OFF for o in offs):
+        text += (f" Nearly every answer of both is off format, so the string match barely reads their "
+                 "classification at this rung.")
+    return text
 
 
 def _adds(r: dict) -> str:
