@@ -12,7 +12,8 @@ seed; the seeds are recorded beside it). A rung whose grid has no ``sft`` takes 
 from the nearest earlier rung that has them (the plan: from rung 3 on, rung 2's: same stage 2, labelled
 notes and seeds). Each probing head's Macro F1 per method (the files' ``heads``, argmax) and DecSelfMask's head
 minus continual pretraining's; the share of off-format answers per method (``sm_off``) with a bootstrap
-interval over test notes; zero-shot (the first rung that runs it) as the reference.
+interval over test notes; zero-shot (the first rung that runs it) as the reference. The figures of a rung are
+:func:`.figures.rung_figures`, which the transfer's grids use too.
 
 The rungs are in the order of their number: the grid file's ``# Rung <n> adds: ...`` line (written
 by scripts/ladder_grids.py), else the ``_<n>_`` of its file name, else its place among the grids given.
@@ -45,24 +46,31 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
-
 from axolotl_decselfmask.io.files import atomic_write_text
 from axolotl_decselfmask.tools.experiments.arm import arm_lines
-from axolotl_decselfmask.tools.experiments.bootstrap import BLOCK, REFERENCE, bootstrap
+from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE
 from axolotl_decselfmask.tools.experiments.budget import write_report_files
 from axolotl_decselfmask.tools.experiments.counted import PRECISION, counted_runs, run_name
+from axolotl_decselfmask.tools.experiments.figures import (
+    BASELINES,
+    CPT,
+    HEADS,
+    SCORERS,
+    SFT,
+    WITHHELD,
+    ZERO,
+    cell,
+    expected_runs,
+    off_format,
+    pct,
+    rung_figures,
+)
 from axolotl_decselfmask.tools.experiments.defaults_rule import defaults_rule, rule_paragraph
 from axolotl_decselfmask.tools.experiments.grid import Grid
 from axolotl_decselfmask.tools.experiments.methods import METHODS
 from axolotl_decselfmask.tools.experiments.plots import save_figure
-from axolotl_decselfmask.tools.experiments.predictions import head_records, string_match_records
 from axolotl_decselfmask.tools.experiments.transfer import transfer_lines, transfer_report
 
-SFT, CPT, ZERO = "sft", "continual_pretraining_authors", "zero_shot"
-BASELINES = (SFT, CPT)
-SCORERS = ("options", "string_match")
-HEADS = ("package", "authors")
 _ADDS = re.compile(r"^#\s*Rung (\d+) adds:\s*(.*)$", re.M)
 BEGIN, END = "<!-- ladder-report:begin -->", "<!-- ladder-report:end -->"  # the generated part of a results file
 
@@ -79,11 +87,6 @@ def _rung_label(path: str, position: int) -> tuple[int, str]:
     return (int(stem[1]) if stem else position + 1), ""
 
 
-def _expected(grid: Grid) -> list[tuple]:
-    return [(c.name, m, s) for c in grid.corpora for m in grid.methods
-            for s in ([grid.seeds[0]] if m == ZERO else grid.seeds)]
-
-
 def _run_name(key: tuple) -> str:
     return run_name(*key)
 
@@ -91,7 +94,7 @@ def _run_name(key: tuple) -> str:
 def _load_rung(path: str, grid: Grid, predictions_dir: Path, position: int) -> dict:
     """A rung's counted predictions records, and which of its expected runs are there."""
     number, adds = _rung_label(path, position)
-    runs = counted_runs(predictions_dir / Path(path).stem, grid, _expected(grid))
+    runs = counted_runs(predictions_dir / Path(path).stem, grid, expected_runs(grid))
     return {"rung": number, "grid": str(path), "adds": adds, "predictions": runs["predictions"],
             "status": runs["status"], "methods_run": [m for m in METHODS if m in grid.methods],
             "seeds": list(grid.seeds), "present": runs["present"], "absent": runs["absent"],
@@ -144,112 +147,6 @@ def _reused(rungs: list[dict]) -> None:
             seen.setdefault(key, rung["rung"])
 
 
-# --------------------------------------------------------------------------- the figures
-
-def _view(records: list[dict], view: str) -> list[dict]:
-    """The records as one scorer or head sees them, each method under its own name (:func:`_named`)."""
-    if view == "options":
-        return records
-    if view == "string_match":
-        return string_match_records(records)
-    return [r for r in head_records(records) if r["method"].endswith(f":{view}_head")]
-
-
-def _named(method: str, view: str) -> str:
-    return method if view in SCORERS else f"{method}:{view}_head"
-
-
-def _boot(records: list[dict], names: list[str], reference: str, resamples: int, seed: int, where: str) -> dict:
-    try:
-        return bootstrap(records, names, resamples, seed, reference=reference)
-    except ValueError as err:
-        raise SystemExit(f"report --ladder: {where}: {err}") from None
-
-
-def _method_figures(rung: dict, view: str, resamples: int, seed: int) -> dict:
-    """Each method's Macro F1 [95% CI] in ``view`` over the seeds present."""
-    records = _view(rung["compared"], view)
-    names = [_named(m, view) for m in METHODS if any(r["method"] == _named(m, view) for r in records)]
-    if not names:
-        return {}
-    scope = _boot(records, names, names[0], resamples, seed, f"rung {rung['rung']}, {view}")["scopes"]["all"]
-    return {m: scope["methods"][_named(m, view)] for m in METHODS if _named(m, view) in scope["methods"]}
-
-
-def _pooled(records: list[dict], method: str) -> float | None:
-    """The authors' pooling: one Macro F1 over every note of every task of a file (the classes present),
-    averaged over the files (seeds)."""
-    from sklearn.metrics import f1_score
-
-    values = []
-    for rec in records:
-        lines = [line for line in rec["tasks"] if "sm_gold" in line] if rec["method"] == method else []
-        if lines:
-            gold = [y for line in lines for y in line["sm_gold"]]
-            pred = [y for line in lines for y in line["sm_pred"]]
-            values.append(float(f1_score(gold, pred, average="macro", zero_division=0)))
-    return sum(values) / len(values) if values else None
-
-
-def _paired(rung: dict, other: str, view: str, resamples: int, seed: int) -> dict | None:
-    """DecSelfMask minus ``other`` in ``view``, over the seeds both have: {mean, low, high,
-    excludes_zero, seeds} (and ``pooled``, the pooled figures' difference, under string match)."""
-    ours = [r for r in rung["compared"] if r["method"] == REFERENCE]
-    theirs = [r for r in rung["compared"] if r["method"] == other]
-    seeds = sorted({r["seed"] for r in ours} & {r["seed"] for r in theirs})
-    paired = [r for r in ours + theirs if r["seed"] in seeds]
-    records = _view(paired, view)
-    a, b = _named(REFERENCE, view), _named(other, view)
-    if not seeds or not {a, b} <= {r["method"] for r in records}:
-        return None
-    boot = _boot(records, [a, b], a, resamples, seed, f"rung {rung['rung']}, {view}, {REFERENCE} minus {other}")
-    out = {**boot["scopes"]["all"]["difference"][b], "seeds": seeds}
-    if view == "string_match":
-        pa, pb = _pooled(paired, REFERENCE), _pooled(paired, other)
-        out["pooled"] = None if pa is None or pb is None else pa - pb
-    return out
-
-
-def off_format(records: list[dict], method: str, resamples: int = 10_000, seed: int = 0) -> dict | None:
-    """The share of ``method``'s string-match answers that are off format, over every note of every
-    task and seed, with a 95% bootstrap interval over test notes (a note, ``(corpus, row)``, drawn
-    with all of its answers); None without ``sm_off``."""
-    lines = [(r["corpus"], line) for r in records if r["method"] == method for line in r["tasks"] if "sm_off" in line]
-    if not lines:
-        return None
-    notes = sorted({(c, x) for c, line in lines for x in line["row"]})
-    where = {n: i for i, n in enumerate(notes)}
-    off, count = np.zeros(len(notes)), np.zeros(len(notes))
-    for corpus, line in lines:
-        idx = np.fromiter((where[corpus, x] for x in line["row"]), int, len(line["row"]))
-        np.add.at(off, idx, np.asarray(line["sm_off"], float))
-        np.add.at(count, idx, 1.0)
-    rng, n, draws = np.random.default_rng(seed), len(notes), []
-    for start in range(0, resamples, BLOCK):
-        b = min(BLOCK, resamples - start)
-        flat = rng.integers(0, n, (b, n)) + np.arange(b)[:, None] * n
-        w = np.bincount(flat.ravel(), minlength=b * n).reshape(b, n).astype(float)
-        draws.append((w @ off) / (w @ count))
-    low, high = np.percentile(np.concatenate(draws), [2.5, 97.5]).tolist()
-    return {"mean": float(off.sum() / count.sum()), "low": float(low), "high": float(high)}
-
-
-def _rung_figures(rung: dict, resamples: int, seed: int) -> dict:
-    """The figures of one rung: per method and view, and DecSelfMask's differences."""
-    views = [*SCORERS, *HEADS]
-    per_view = {v: _method_figures(rung, v, resamples, seed) for v in views}
-    methods = {}
-    for m in [m for m in METHODS if any(r["method"] == m for r in rung["compared"])]:
-        own = [r for r in rung["compared"] if r["method"] == m]
-        methods[m] = {"seeds": sorted({s for r in own for s in r["seeds"]}), "options": per_view["options"].get(m),
-                      "string_match": per_view["string_match"].get(m), "pooled": _pooled(own, m),
-                      "off_format": off_format(own, m, resamples, seed),
-                      "heads": {h: per_view[h][m] for h in HEADS if m in per_view[h]}}
-    difference = {v: {b: _paired(rung, b, v, resamples, seed) for b in BASELINES} for v in SCORERS}
-    difference["heads"] = {h: {CPT: _paired(rung, CPT, h, resamples, seed)} for h in HEADS}
-    return {"methods": methods, "difference": difference}
-
-
 def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples: int = 10_000,
            seed: int = 0, include_partial: bool = False, arm: tuple[str, Grid] | None = None,
            without_arm: bool = False, transfer: list[tuple[str, Grid]] | None = None) -> dict:
@@ -271,7 +168,7 @@ def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples
     for rung in rungs:
         _withhold(rung, include_partial)
         shown = rung["records"] and rung["withheld"] != "rung"
-        figures = _rung_figures(rung, resamples, seed) if shown else {"methods": {}, "difference": {}}
+        figures = rung_figures(rung, resamples, seed) if shown else {"methods": {}, "difference": {}}
         if shown:
             shown_records[rung["rung"]] = rung["records"]
         out.append({k: v for k, v in rung.items() if k not in ("records", "compared", "_corpora")} | figures)
@@ -303,26 +200,6 @@ def ladder(grids: list[tuple[str, Grid]], predictions_dir: str | Path, resamples
 
 # --------------------------------------------------------------------------- ladder.md
 
-WITHHELD = "withheld"
-
-
-def _cell(d: dict | None, sign: bool = True, rung_seeds: list | None = None) -> str:
-    if not d:
-        return "–"
-    f = "+.4f" if sign else ".4f"
-    text = f"{d['mean']:{f}} [{d['low']:{f}}, {d['high']:{f}}]"
-    if d.get("excludes_zero"):
-        text += " *"
-    if rung_seeds is not None and d.get("seeds") is not None and d["seeds"] != rung_seeds:
-        text += f" (seeds {','.join(map(str, d['seeds']))})"
-    return text
-
-
-def _pct(d: dict | None) -> str:
-    """A share [95% CI] as percentages."""
-    return "–" if not d else f"{100 * d['mean']:.1f}% [{100 * d['low']:.1f}, {100 * d['high']:.1f}]"
-
-
 def _hidden(r: dict, baseline: str | None = None) -> bool:
     """Whether the figures of rung ``r`` (against ``baseline``) exist but are withheld."""
     if r["withheld"] == "rung":
@@ -337,7 +214,7 @@ def _difference(r: dict, view: str, baseline: str) -> dict | None:
 def _diff_cell(r: dict, view: str, baseline: str) -> str:
     if _hidden(r, baseline):
         return WITHHELD
-    return _cell(_difference(r, view, baseline), True, (r["methods"].get(REFERENCE) or {}).get("seeds"))
+    return cell(_difference(r, view, baseline), True, (r["methods"].get(REFERENCE) or {}).get("seeds"))
 
 
 def _seeds_text(names: list[str]) -> str:
@@ -388,10 +265,10 @@ def _main_lines(lad: dict) -> list[str]:
 def _zero_lines(lad: dict) -> list[str]:
     zero = lad["zero_shot"]
     if zero:
-        return ["", (f"Zero-shot (rung {zero['rung']}), the reference: options {_cell(zero['options'], False)}, "
-                     f"string match {_cell(zero['string_match'], False)}, pooled "
+        return ["", (f"Zero-shot (rung {zero['rung']}), the reference: options {cell(zero['options'], False)}, "
+                     f"string match {cell(zero['string_match'], False)}, pooled "
                      f"{'–' if zero['pooled'] is None else format(zero['pooled'], '.4f')}, off-format answers "
-                     f"{_cell(zero['off_format'], False)}.")]
+                     f"{cell(zero['off_format'], False)}.")]
     hidden = [r["rung"] for r in lad["rungs"] if ZERO in r["methods_run"] and _hidden(r)]
     return ["", f"Zero-shot (rung {hidden[0]}): withheld until rung {hidden[0]} is complete."] if hidden else []
 
@@ -410,9 +287,9 @@ def _method_lines(lad: dict) -> list[str]:
         for m, v in r["methods"].items():
             own = "" if m in r["methods_run"] else f" (rung {r['sft_from_rung']}'s)"
             pooled = "–" if v["pooled"] is None else f"{v['pooled']:.4f}"
-            heads = [_cell(v["heads"].get(h), False) for h in HEADS]
-            lines.append(f"| {r['rung']} | {m}{own} | {','.join(map(str, v['seeds']))} | {_cell(v['options'], False)} "
-                         f"| {_cell(v['string_match'], False)} | {pooled} | {_cell(v['off_format'], False)} | "
+            heads = [cell(v["heads"].get(h), False) for h in HEADS]
+            lines.append(f"| {r['rung']} | {m}{own} | {','.join(map(str, v['seeds']))} | {cell(v['options'], False)} "
+                         f"| {cell(v['string_match'], False)} | {pooled} | {cell(v['off_format'], False)} | "
                          + " | ".join(heads) + " |")
         if r["withheld"] == "sft":
             lines.append(f"| {r['rung']} | {SFT} (rung {r['sft_from_rung']}'s): withheld until its runs of this "
@@ -426,7 +303,7 @@ def _head_lines(lad: dict) -> list[str]:
     for r in lad["rungs"]:
         heads = (r["difference"].get("heads") or {})
         dsm = (r["methods"].get(REFERENCE) or {}).get("seeds")
-        lines.append(f"| {r['rung']} | " + " | ".join(WITHHELD if _hidden(r) else _cell((heads.get(h) or {}).get(CPT),
+        lines.append(f"| {r['rung']} | " + " | ".join(WITHHELD if _hidden(r) else cell((heads.get(h) or {}).get(CPT),
                                                                                         True, dsm)
                                                    for h in HEADS) + " |")
     return lines
@@ -468,18 +345,18 @@ def _format_clause(r: dict) -> str:
     classification."""
     opt, sm = _difference(r, "options", SFT), _difference(r, "string_match", SFT)
     offs = [(r["methods"].get(m) or {}).get("off_format") for m in (SFT, REFERENCE)]
-    shares = f"off-format answers: {SFT} {_pct(offs[0])}, {REFERENCE} {_pct(offs[1])}"
+    shares = f"off-format answers: {SFT} {pct(offs[0])}, {REFERENCE} {pct(offs[1])}"
     if sm is None:
         return f"Under the authors' string match rung {r['rung']} has no figure ({shares})."
     gap = sm["mean"] - opt["mean"]
     if gap > 0 and sm["mean"] > 0:
-        text = (f"Under the authors' string match it is {_cell(sm)}, {gap:+.4f} above the options difference: "
+        text = (f"Under the authors' string match it is {cell(sm)}, {gap:+.4f} above the options difference: "
                 f"that much of the string-match gain can be a format effect ({shares}).")
     elif gap > 0:
-        text = (f"Under the authors' string match it is {_cell(sm)}, {gap:+.4f} above the options difference but "
+        text = (f"Under the authors' string match it is {cell(sm)}, {gap:+.4f} above the options difference but "
                 f"no gain: no format effect ({shares}).")
     else:
-        text = (f"Under the authors' string match it is {_cell(sm)}, not above the options difference ({gap:+.4f}): "
+        text = (f"Under the authors' string match it is {cell(sm)}, not above the options difference ({gap:+.4f}): "
                 f"no format effect ({shares}).")
     if all(o and o["mean"] >= MOSTLY_OFF for o in offs):
         text += (f" Nearly every answer of both is off format, so the string match barely reads their "
@@ -521,7 +398,7 @@ def ladder_sentence(lad: dict) -> str:
         d = _difference(r, "options", SFT)
         return lead + (f"Only rung {r['rung']} ({_adds(r)}) has a {REFERENCE} minus {SFT} figure yet "
                        f"({_states(partial) or 'the other rungs have none'}): under the "
-                       f"options scorer it is {_cell(d)}, whose 95% interval "
+                       f"options scorer it is {cell(d)}, whose 95% interval "
                        f"{'excludes' if d['excludes_zero'] else 'includes'} zero; no step between rungs can be read "
                        f"yet. " + _format_clause(r))
     steps = [(a, b, _difference(b, "options", SFT)["mean"] - _difference(a, "options", SFT)["mean"])
@@ -532,7 +409,7 @@ def ladder_sentence(lad: dict) -> str:
                f" (rungs between {prev['rung']} and {r['rung']} are not shown, so the step holds their factors too)")
     return lead + (f"Of the {which} ({', '.join(str(x['rung']) for x in shown)}), rung {r['rung']}'s factor "
                    f"({_adds(r)}) changes {REFERENCE} minus {SFT} under the options scorer the most: "
-                   f"from {_difference(prev, 'options', SFT)['mean']:+.4f} at rung {prev['rung']} to {_cell(d)}, "
+                   f"from {_difference(prev, 'options', SFT)['mean']:+.4f} at rung {prev['rung']} to {cell(d)}, "
                    f"a step of {step:+.4f}{skipped}; rung {r['rung']}'s 95% interval "
                    f"{'excludes' if d['excludes_zero'] else 'includes'} zero (the step itself has no interval). "
                    + _format_clause(r))
@@ -574,7 +451,7 @@ def ladder_section(lad: dict, png: str = "results/ladder/ladder.png") -> str:
         if _hidden(r) or not r["methods"]:
             off = WITHHELD if _hidden(r) else "–"
         else:
-            off = "; ".join(WITHHELD if _hidden(r, m) else _pct((r["methods"].get(m) or {}).get("off_format"))
+            off = "; ".join(WITHHELD if _hidden(r, m) else pct((r["methods"].get(m) or {}).get("off_format"))
                             for m in (SFT, REFERENCE, CPT))
         lines.append(f"| {r['rung']} | {r['adds']} | {_runs_cell(r)} | " + " | ".join(cells) + f" | {off} |")
     lines += _zero_lines(lad)

@@ -7,7 +7,7 @@ previous rung's with a figure under that scorer. ``scripts/transfer_grids.py`` w
 (``examples/grids/transfer_mtsamples.yml``, ``transfer_qwen_hallmarks.yml``) with those rungs' factors and
 names them in its header.
 
-Per transfer grid, as per ladder rung (:func:`.ladder._rung_figures`): DecSelfMask minus ``sft`` and minus
+Per transfer grid, as per ladder rung (:func:`.figures.rung_figures`): DecSelfMask minus ``sft`` and minus
 ``continual_pretraining_authors`` under both scorers with paired bootstrap 95% intervals, the off-format
 shares; beside them, for reference, the ladder's own difference at the highest rung whose factor the grid
 carries (hallmarks, SmolLM2; another corpus or model, so no paired interval between the two). As in the
@@ -23,11 +23,10 @@ from pathlib import Path
 
 from axolotl_decselfmask.tools.experiments.bootstrap import REFERENCE
 from axolotl_decselfmask.tools.experiments.counted import counted_runs
+from axolotl_decselfmask.tools.experiments.figures import CPT, SCORERS, SFT, WITHHELD, cell, expected_runs, pct, rung_figures
 from axolotl_decselfmask.tools.experiments.grid import Grid
 
 STEP = 0.02  # two Macro F1 points: a rung moved the result when DecSelfMask minus SFT rose at least this much
-SCORERS = ("options", "string_match")
-SFT, CPT = "sft", "continual_pretraining_authors"
 _HEADER = re.compile(r"moving\s*(?:#\s*)?rungs ([\d,]+|none) \(factors kept here: ([\d,]+|none)\)")
 
 
@@ -75,16 +74,14 @@ def transfer_report(grids: list[tuple[str, Grid]], predictions_dir: Path, rungs:
     """Everything the report says of the transfer: the moving rungs once the ladder is ``finished`` (``rungs``:
     the ladder's, with their figures), and each grid's runs and figures (withheld until complete, unless
     ``include_partial``)."""
-    from axolotl_decselfmask.tools.experiments.ladder import _expected, _rung_figures
-
     moved = moved_rungs({"rungs": rungs, "include_partial": include_partial}) if finished else None
     out = []
     for path, grid in grids:
         carried, kept = transfer_header(path)
-        runs = counted_runs(Path(predictions_dir) / Path(path).stem, grid, _expected(grid))
+        runs = counted_runs(Path(predictions_dir) / Path(path).stem, grid, expected_runs(grid))
         withheld = runs["status"] != "complete" and not include_partial
         shown = runs["records"] and not withheld
-        figures = (_rung_figures({"rung": Path(path).stem, "compared": runs["records"]}, resamples, seed)
+        figures = (rung_figures({"rung": Path(path).stem, "compared": runs["records"]}, resamples, seed)
                    if shown else {"methods": {}, "difference": {}})
         out.append({"grid": str(path), "name": Path(path).stem, "carries": carried, "kept": kept,
                     "model": grid.model, "corpora": [c.name for c in grid.corpora], "seeds": list(grid.seeds),
@@ -97,8 +94,6 @@ def transfer_report(grids: list[tuple[str, Grid]], predictions_dir: Path, rungs:
 
 def transfer_lines(tr: dict | None) -> list[str]:
     """The transfer's paragraph and table (for ladder.md and the results section)."""
-    from axolotl_decselfmask.tools.experiments.ladder import WITHHELD, _cell, _pct
-
     if not tr:
         return []
     moved = tr["moved"]
@@ -134,10 +129,10 @@ def transfer_lines(tr: dict | None) -> list[str]:
         if g["withheld"]:
             cells = [WITHHELD if g["present"] else "–"] * 5
         else:
-            cells = [_cell((g["difference"].get(v) or {}).get(b)) for v in SCORERS for b in (SFT, CPT)]
-            cells.append("; ".join(_pct((g["methods"].get(m) or {}).get("off_format")) for m in (SFT, REFERENCE, CPT)))
+            cells = [cell((g["difference"].get(v) or {}).get(b)) for v in SCORERS for b in (SFT, CPT)]
+            cells.append("; ".join(pct((g["methods"].get(m) or {}).get("off_format")) for m in (SFT, REFERENCE, CPT)))
         ref = g["ladder"]
-        ref_cell = "–" if not ref else f"rung {ref['rung']}: " + ", ".join(_cell(ref[v]) for v in SCORERS)
+        ref_cell = "–" if not ref else f"rung {ref['rung']}: " + ", ".join(cell(ref[v]) for v in SCORERS)
         name = f"`{g['name']}` ({', '.join(g['corpora'])}; {Path(g['model']).name})"
         lines.append(f"| {name} | {', '.join(map(str, g['kept'])) or 'none'} | {runs} | " + " | ".join(cells)
                      + f" | {ref_cell} |")
