@@ -62,6 +62,18 @@ def register_attention_function(name: str, function) -> None:
     AttentionMaskInterface.register(name, sdpa_mask)
 
 
+def takes_logits_to_keep(model) -> bool:
+    """Whether ``model``'s forward takes ``logits_to_keep`` (transformers' causal LMs do, a PEFT wrapper passes it
+    on; a remote-code model or a hand-made stand-in may not): then the caller computes every position's logits."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "logits_to_keep" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def plain_dynamic_cache(config):
     """A ``DynamicCache`` for ``config`` whose layers are all plain ``DynamicLayer`` s (keys and
     values kept whole, no sliding window or quantisation), else None. ``cache.layers`` and

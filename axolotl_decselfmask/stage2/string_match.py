@@ -196,9 +196,13 @@ def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size:
     """
     import torch
 
+    from axolotl_decselfmask.compat import takes_logits_to_keep
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     sequences = [list(r["input_ids"]) for r in rows]
+    firsts = [_first_read(r, shift) for r in rows]
+    takes = takes_logits_to_keep(model)
     argmaxes: list = [None] * len(rows)
     alone = list(range(len(rows)))
     if groups is not None:
@@ -208,7 +212,7 @@ def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size:
         shared = [i for i, key in enumerate(groups) if sizes[key] > 1]
         if shared:
             found = shared_prefix_argmax(model, [sequences[i] for i in shared], [groups[i] for i in shared], int(pad),
-                                         batch_size, row_chunk)
+                                         batch_size, row_chunk, [firsts[i] for i in shared] if takes else None)
             for i, a in zip(shared, found):
                 argmaxes[i] = a
         alone = [i for i, key in enumerate(groups) if sizes[key] == 1]
@@ -220,11 +224,26 @@ def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size:
         for b, i in enumerate(batch):
             ids[b, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
             mask[b, :len(sequences[i])] = 1
+        # the logits of the positions whose argmax is read only (the answer's, when only the answer is labelled):
+        # the vocabulary-wide logits of a long note are most of the pass's memory
+        skip = min(min(firsts[i] for i in batch), width - 1) if takes else 0
+        extra = {"logits_to_keep": torch.arange(skip, width, device=device)} if takes else {}
         with torch.no_grad():
-            argmax = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.argmax(-1).cpu()
+            argmax = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra).logits.argmax(-1).cpu()
         for b, i in enumerate(batch):
-            argmaxes[i] = argmax[b, :len(sequences[i])].tolist()
+            argmaxes[i] = [_UNREAD] * skip + argmax[b, :len(sequences[i]) - skip].tolist()
     return _labelled(rows, argmaxes, shift)
+
+
+_UNREAD = -1  # the argmax of a position no labelled position reads (not computed)
+
+
+def _first_read(row: Mapping, shift: bool) -> int:
+    """The first position whose argmax :func:`_labelled` reads (the row's length when it reads none)."""
+    for t, y in enumerate(row["labels"]):
+        if y != IGNORE and (t > 0 or not shift):
+            return t - 1 if shift else t
+    return len(row["input_ids"])
 
 
 def _labelled(rows: Sequence[Mapping], argmaxes: list[list[int]], shift: bool) -> tuple[list[list[int]], list[list[int]]]:
@@ -240,11 +259,14 @@ def _labelled(rows: Sequence[Mapping], argmaxes: list[list[int]], shift: bool) -
 
 
 def shared_prefix_argmax(model, sequences: list[list[int]], groups: Sequence, pad: int, batch_size: int = 8,
-                         row_chunk: int = 8) -> list[list[int]]:
+                         row_chunk: int = 8, firsts: Sequence[int] | None = None) -> list[list[int]]:
     """The argmax of the logits at every position of each sequence, the sequences of one group key sharing
     their common prefix: ``batch_size`` groups' prefixes at a time (left-padded, with a key/value cache), then
     ``row_chunk`` rows of each group at a time on a copy of that cache (right-padded). A group of one row, or
-    rows without a common prefix, run whole. Groups are batched by their number of rows."""
+    rows without a common prefix, run whole. Groups are batched by their number of rows. ``firsts``: each
+    sequence's first position whose argmax is read; where no sequence of a batch reads one inside its prefix,
+    the prefixes' vocabulary-wide logits are not computed (their argmax is -1; give ``firsts`` only for a model
+    whose forward takes ``logits_to_keep``, :func:`.compat.takes_logits_to_keep`)."""
     import copy
 
     import torch
@@ -275,9 +297,12 @@ def shared_prefix_argmax(model, sequences: list[list[int]], groups: Sequence, pa
                     for b, (g, n) in enumerate(zip(batch, lengths)):
                         ids[b, width - n:] = torch.tensor(sequences[g[0]][:n], dtype=torch.long)
                         mask[b, width - n:] = 1
+                    read = firsts is None or any(firsts[i] < n for g, n in zip(batch, lengths) for i in g)
                     result = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                   position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True)
-                    head = result.logits.argmax(-1).cpu()
+                                   position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True,
+                                   **({} if read else {"logits_to_keep": 1}))
+                    head = (result.logits.argmax(-1).cpu() if read
+                            else torch.full((len(batch), width), _UNREAD, dtype=torch.long))
                     first = result.past_key_values
                     del result
                 chunks = [list(range(j, min(j + row_chunk, k))) for j in range(0, k, row_chunk)]

@@ -133,11 +133,13 @@ def test_teacher_forced_argmax_matches_a_manual_forward(tiny_llama, train_on_inp
         assert u == [argmax[t] for t in everything]
 
 
+@pytest.mark.parametrize("train_on_inputs", [True, False])
 @pytest.mark.parametrize("row_chunk, batch_size", [(8, 2), (2, 1), (1, 3)])
-def test_shared_prefix_argmax_is_that_of_one_forward_per_row(tiny_llama, row_chunk, batch_size):
+def test_shared_prefix_argmax_is_that_of_one_forward_per_row(tiny_llama, row_chunk, batch_size, train_on_inputs):
     """Rows of several questions on the same notes (the string-match rows of tasks that share their test notes):
     grouped by note, each note's common prefix run once and each row's rest on a copy of its cache, they give the
-    argmax of one forward per row; a note with one row, and notes of different lengths, in the same call."""
+    argmax of one forward per row; a note with one row, and notes of different lengths, in the same call. With the
+    answer alone labelled, the prefixes' logits are not computed, and the labelled positions' argmax is the same."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -152,9 +154,9 @@ def test_shared_prefix_argmax_is_that_of_one_forward_per_row(tiny_llama, row_chu
     for q, y in questions:
         for n, text in enumerate(notes if q != "Any pain?" else notes[:2]):  # note 3 has two rows, the others 3
             rows.append(tokenize_for_training(tok, classification_messages(text, q, ["yes", "no"], "Classify.",
-                                                                           answer=y), train_on_inputs=True))
+                                                                           answer=y), train_on_inputs=train_on_inputs))
             groups.append(text)
-    rows.append(_rows(tok, True)[0])  # a row alone in its group
+    rows.append(_rows(tok, train_on_inputs)[0])  # a row alone in its group
     groups.append("alone")
     shared, gold = teacher_forced_argmax(model, tok, rows, batch_size=batch_size, shift=False, groups=groups,
                                          row_chunk=row_chunk)
@@ -162,9 +164,9 @@ def test_shared_prefix_argmax_is_that_of_one_forward_per_row(tiny_llama, row_chu
     assert shared == plain and gold == plain_gold
     shifted, _ = teacher_forced_argmax(model, tok, rows, batch_size=batch_size, groups=groups, row_chunk=row_chunk)
     assert shifted == teacher_forced_argmax(model, tok, rows, batch_size=batch_size)[0]
-    with torch.no_grad():  # and the first row against a forward of it alone
+    with torch.no_grad():  # and the first row against a forward of it alone, on its labelled positions
         argmax = model(input_ids=torch.tensor([rows[0]["input_ids"]])).logits[0].argmax(-1).tolist()
-    assert shared[0] == argmax
+    assert shared[0] == [argmax[t] for t, y in enumerate(rows[0]["labels"]) if y != -100]
 
 
 def test_chatml_header_ids_read_the_gold_answer(smollm_tok):
@@ -177,3 +179,23 @@ def test_chatml_header_ids_read_the_gold_answer(smollm_tok):
     # with the labels on the answer only, the header is not among the labelled positions: whole-sequence rule
     answer_only = [y for y in _rows(smollm_tok, False)[0]["labels"] if y != -100]
     assert answer_ids(answer_only, header, special) == smollm_tok("neoplasms", add_special_tokens=False)["input_ids"]
+
+
+def test_takes_logits_to_keep(tiny_llama):
+    """A transformers causal LM takes ``logits_to_keep``; a forward without it (a stand-in, a remote-code model) is
+    told apart, so the passes give it no such argument and read every position's logits instead."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from axolotl_decselfmask.compat import takes_logits_to_keep
+
+    class Plain(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return input_ids
+
+    class Passes(torch.nn.Module):
+        def forward(self, input_ids, **kwargs):
+            return input_ids
+
+    assert takes_logits_to_keep(AutoModelForCausalLM.from_pretrained(tiny_llama, dtype="float32"))
+    assert not takes_logits_to_keep(Plain()) and takes_logits_to_keep(Passes())
