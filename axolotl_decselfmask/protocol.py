@@ -103,11 +103,12 @@ def resolve_preset(block: dict) -> dict:
     return _merge(PRESETS[name], block)
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+def leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``tree``'s values by their dotted keys (``classification.prompt``), nested blocks flattened."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
+            out.update(leaves(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -118,10 +119,10 @@ def preset_report(cfg: dict, block: dict) -> list[str]:
     name = block.get("protocol", "default")
     if name not in PRESETS or not PRESETS[name]:
         return []
-    written = _leaves(block)
+    written = leaves(block)
     lines = []
     fallback = "measured default: docs/results.md, amendment D1" if name == "default" else "preset"
-    for key, value in _leaves(PRESETS[name]).items():
+    for key, value in leaves(PRESETS[name]).items():
         source = "recipe" if key in written else fallback
         lines.append(f"decselfmask.{key}: {written.get(key, value)!r} ({source})")
     for key, value in RECIPE_KEYS[name].items():

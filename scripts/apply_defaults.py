@@ -32,6 +32,7 @@ ladder's own measurement, ``COMMON``, is no factor), then its classifier:
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import sys
@@ -56,26 +57,12 @@ ARM_METHODS = {"decselfmask_early_stop": {"classification.early_stopping.enabled
                "decselfmask_head": HEADS["package"], "decselfmask_head_authors": HEADS["authors"]}
 
 
+@functools.cache
 def _ladder_grids():
     spec = importlib.util.spec_from_file_location("ladder_grids", ROOT / "scripts" / "ladder_grids.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _nest(tree: dict, dotted: str, value) -> None:
-    *parents, last = dotted.split(".")
-    for part in parents:
-        tree = tree.setdefault(part, {})
-    tree[last] = value
-
-
-def _leaves(tree: dict, prefix: str = ""):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def measured_setting() -> dict:
@@ -85,27 +72,15 @@ def measured_setting() -> dict:
     import yaml
 
     from axolotl_decselfmask.args import DecSelfMaskConfig
-
-    from axolotl_decselfmask import protocol
+    from axolotl_decselfmask.protocol import leaves
 
     grid = yaml.safe_load((ROOT / "examples" / "grids" / "ladder_1_hallmarks.yml").read_text())
-    measured = protocol.PRESETS["default"]
-    protocol.PRESETS["default"] = {}  # the plugin's own defaults, not the ones a written file already installed
-    try:
-        plugin = DecSelfMaskConfig().model_dump()
-    finally:
-        protocol.PRESETS["default"] = measured
+    # the built-in defaults: model_construct skips the validator that fills in a protocol's preset, so a file
+    # already written (measured_defaults.json) does not count as the plugin's default
+    plugin = leaves(DecSelfMaskConfig.model_construct().model_dump())
     measurement = {k.removeprefix("decselfmask.") for k in _ladder_grids().COMMON}
-    out = {}
-    for key, value in _leaves(grid.get("decselfmask") or {}):
-        if key in measurement or key.startswith("probing."):
-            continue
-        default = plugin
-        for part in key.split("."):
-            default = default.get(part) if isinstance(default, dict) else None
-        if default != value:
-            out[f"decselfmask.{key}"] = value
-    return out
+    return {f"decselfmask.{key}": value for key, value in leaves(grid.get("decselfmask") or {}).items()
+            if key not in measurement and not key.startswith("probing.") and plugin.get(key) != value}
 
 
 def setting_keys(choice: dict) -> dict:
@@ -133,7 +108,7 @@ def setting_keys(choice: dict) -> dict:
         elif key in ALREADY_DEFAULT:
             out["already_default"][key] = ALREADY_DEFAULT[key]
         elif key.startswith("decselfmask."):
-            _nest(out["decselfmask"], key.removeprefix("decselfmask."), value)
+            _ladder_grids().set_dotted(out["decselfmask"], key.removeprefix("decselfmask."), value)
         elif key == "recipe.learning_rate" and full:
             out["full_finetune"]["learning_rate"] = value
         elif key.startswith("recipe."):
@@ -147,7 +122,7 @@ def setting_keys(choice: dict) -> dict:
     else:
         extra = HEADS.get(choice["classifier"], {})
     for key, value in extra.items():
-        _nest(out["decselfmask"], key, value)
+        _ladder_grids().set_dotted(out["decselfmask"], key, value)
     return out
 
 
