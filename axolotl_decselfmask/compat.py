@@ -74,6 +74,27 @@ def takes_logits_to_keep(model) -> bool:
     return "logits_to_keep" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def forward_keeping(model, keep, **inputs):
+    """``model(**inputs)`` with logits at the ``keep`` positions only, as transformers' ``logits_to_keep`` reads it:
+    an int k keeps the last k positions (0 keeps all), a 1-D tensor of positions keeps those. A forward that does not
+    take the argument (:func:`takes_logits_to_keep`) computes every position's logits, and the output's ``logits``
+    are then cut to the same positions, so the caller indexes them alike either way (only the memory differs). A
+    forward that takes ``**kwargs`` but drops the argument is cut the same way."""
+    if takes_logits_to_keep(model):
+        out = model(**inputs, logits_to_keep=keep)
+    else:
+        out = model(**inputs)
+    logits = getattr(out, "logits", None)
+    if logits is None:
+        return out
+    if isinstance(keep, int):
+        if keep and logits.shape[1] != keep:
+            out.logits = logits[:, -keep:]
+    elif logits.shape[1] != len(keep):
+        out.logits = logits[:, keep]
+    return out
+
+
 def plain_dynamic_cache(config):
     """A ``DynamicCache`` for ``config`` whose layers are all plain ``DynamicLayer`` s (keys and
     values kept whole, no sliding window or quantisation), else None. ``cache.layers`` and

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from axolotl_decselfmask.args import ProbingConfig
-from axolotl_decselfmask.compat import takes_logits_to_keep
+from axolotl_decselfmask.compat import forward_keeping
 from axolotl_decselfmask.errors import InputError
 from axolotl_decselfmask.prompts import classification_messages, render
 from axolotl_decselfmask.stage2.metrics import macro_f1
@@ -144,7 +144,6 @@ def prompt_features(model, tokenizer, texts: list[str], labels: list[str], quest
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     out: list[torch.Tensor | None] = [None] * len(texts)
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-    keep = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
     try:
         for batch in tqdm(batches, desc="probing features", unit="batch", disable=not progress):
             width = max(len(encoded[i]) for i in batch)
@@ -155,9 +154,9 @@ def prompt_features(model, tokenizer, texts: list[str], labels: list[str], quest
                 ids[row, width - n:] = torch.tensor(encoded[i])
                 mask[row, width - n:] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            result = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), output_hidden_states=True, use_cache=False,
-                           **keep)  # the features are hidden states: no vocabulary-wide logits per token
+            # the features are hidden states: no vocabulary-wide logits per token
+            result = forward_keeping(model, 1, input_ids=ids.to(device), attention_mask=mask.to(device),
+                                     position_ids=positions.to(device), output_hidden_states=True, use_cache=False)
             # left padding: a prompt of n tokens fills the last n columns
             columns = torch.tensor([width - len(encoded[i]) + where[i] for i in batch], device=ids.device)
             hidden = result.hidden_states[-1]

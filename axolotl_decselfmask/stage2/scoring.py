@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from axolotl_decselfmask.compat import repeat_cache_rows
+from axolotl_decselfmask.compat import forward_keeping, repeat_cache_rows
 from axolotl_decselfmask.prompts import classification_messages, render
 from axolotl_decselfmask.stage2.tasks import Task, TaskPrompt
 
@@ -109,8 +109,8 @@ def score_questions(model, tokenizer, texts: list, questions: list[str], options
             prefix = encoded[i][0]
             ids[row, width - len(prefix):] = torch.tensor(prefix, dtype=torch.long)
             mask[row, width - len(prefix):] = 1
-        first = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                      position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True, logits_to_keep=1)
+        first = forward_keeping(model, 1, input_ids=ids.to(device), attention_mask=mask.to(device),
+                                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True)
         for n, chunk in enumerate(chunks):
             # the continuations extend the cache in place: every chunk but the last gets a copy
             cache = first.past_key_values if n == len(chunks) - 1 else copy.deepcopy(first.past_key_values)
@@ -143,9 +143,9 @@ def _score_pairs(model, cache, encoded, batch, chunk, mask, pad, device, out) ->
     c_mask = torch.cat([mask.repeat_interleave(k, 0), torch.ones((len(conts), width), dtype=torch.long)], 1)
     c_pos = mask.sum(1).repeat_interleave(k)[:, None] + torch.arange(width)[None, :]
     lo, hi = min(starts), max(s + len(a) for s, a in zip(starts, answers))
-    lp = model(input_ids=c_ids.to(device), attention_mask=c_mask.to(device), position_ids=c_pos.to(device),
-               past_key_values=cache, use_cache=True,
-               logits_to_keep=torch.arange(lo, hi, device=device)).logits.float().log_softmax(-1).cpu()
+    lp = forward_keeping(model, torch.arange(lo, hi, device=device), input_ids=c_ids.to(device),
+                         attention_mask=c_mask.to(device), position_ids=c_pos.to(device), past_key_values=cache,
+                         use_cache=True).logits.float().log_softmax(-1).cpu()
     targets = [(i, q, o) for i in batch for q, o in chunk]
     for row, ((i, q, o), a) in enumerate(zip(targets, answers)):
         at = torch.arange(len(a)) + starts[row] - lo

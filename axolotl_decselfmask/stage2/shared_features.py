@@ -21,7 +21,7 @@ import copy
 import torch
 from tqdm.auto import tqdm
 
-from axolotl_decselfmask.compat import repeat_cache_rows
+from axolotl_decselfmask.compat import forward_keeping, repeat_cache_rows
 from axolotl_decselfmask.stage2.probing import (
     feature_index,
     feature_key,
@@ -89,9 +89,9 @@ def shared_prompt_features(model, tokenizer, texts: list[str], questions: list[s
                 mask[row, width - prefix[i]:] = 1
             first = None
             if width:
-                first = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                              position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True,
-                              logits_to_keep=1).past_key_values
+                first = forward_keeping(model, 1, input_ids=ids.to(device), attention_mask=mask.to(device),
+                                        position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
+                                        use_cache=True).past_key_values
             for n, chunk in enumerate(chunks):
                 # the continuations extend the cache in place: every chunk but the last gets a copy
                 cache = None if first is None else first if n == len(chunks) - 1 else copy.deepcopy(first)
@@ -111,8 +111,9 @@ def _continue(model, cache, encoded, where, prefix, batch, chunk, mask, pad, dev
         repeat_cache_rows(cache, k)
     rests = [encoded[i][q][prefix[i]:] for i in batch for q in chunk]
     c_ids, c_mask, c_pos = continuation_inputs(rests, mask, k, pad)
-    result = model(input_ids=c_ids.to(device), attention_mask=c_mask.to(device), position_ids=c_pos.to(device),
-                   past_key_values=cache, use_cache=cache is not None, output_hidden_states=True, logits_to_keep=1)
+    result = forward_keeping(model, 1, input_ids=c_ids.to(device), attention_mask=c_mask.to(device),
+                             position_ids=c_pos.to(device), past_key_values=cache, use_cache=cache is not None,
+                             output_hidden_states=True)
     last = result.hidden_states[-1]
     rows = torch.arange(len(rests), device=last.device)
     cols = torch.tensor([where[i][q] - prefix[i] for i in batch for q in chunk], device=last.device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from axolotl_decselfmask.compat import ensure_eager_attention
+from axolotl_decselfmask.compat import ensure_eager_attention, forward_keeping
 from axolotl_decselfmask.relevance.methods.base import (
     MethodNotSupported,
     RelevanceMethod,
@@ -29,8 +29,8 @@ class AttentionRelevance(RelevanceMethod):
             raise MethodNotSupported(f"attention: cannot switch this model to eager attention ({exc})") from exc
         batch = self.batch(prompts)
         with torch.no_grad():
-            out = self.model(input_ids=batch.ids, attention_mask=batch.mask, output_attentions=True,
-                             use_cache=False, logits_to_keep=1)
+            out = forward_keeping(self.model, 1, input_ids=batch.ids, attention_mask=batch.mask,
+                                  output_attentions=True, use_cache=False)
         if not out.attentions or out.attentions[0] is None:
             raise MethodNotSupported("attention: the model returned no attention weights")
         # [layers, B, heads, L, L] -> mean over layers and heads -> [B, L, L]

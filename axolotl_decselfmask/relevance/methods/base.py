@@ -17,6 +17,8 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
+from axolotl_decselfmask.compat import forward_keeping
+
 Target = Literal["sum_logprob", "token_logit", "max_logit"]
 Position = Literal["first", "middle", "last"]
 TARGETS = ("sum_logprob", "token_logit", "max_logit")
@@ -117,10 +119,7 @@ class RelevanceMethod(ABC):
         ``B * expand`` rows, for methods such as integrated gradients that stack copies).
         """
         mask = batch.mask.repeat(expand, 1) if expand > 1 else batch.mask
-        out = self.model(attention_mask=mask, logits_to_keep=batch.keep, use_cache=False, **model_inputs)
-        logits = out.logits
-        if logits.shape[1] != len(batch.keep):  # the model ignored logits_to_keep
-            logits = logits[:, batch.keep]
+        logits = forward_keeping(self.model, batch.keep, attention_mask=mask, use_cache=False, **model_inputs).logits
         n = batch.mask.shape[0]
         offsets = torch.arange(expand, device=self.device).repeat_interleave(len(batch.rows)) * n
         rows = batch.rows.repeat(expand) + offsets

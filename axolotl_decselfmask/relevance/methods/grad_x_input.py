@@ -26,6 +26,7 @@ import torch
 from axolotl_decselfmask.compat import (
     cache_from_tensors,
     cache_tensors,
+    forward_keeping,
     plain_dynamic_cache,
 )
 from axolotl_decselfmask.relevance.methods.base import RelevanceMethod
@@ -127,15 +128,15 @@ class GradientXInput(RelevanceMethod):
         prefix_ids = torch.tensor([prompts[0].input_ids[:split]], device=dev)
         if head > 0:
             with torch.no_grad():
-                model(inputs_embeds=self.embedding(prefix_ids[:, :head]),
-                      attention_mask=torch.ones_like(prefix_ids[:, :head]), use_cache=True, past_key_values=cache,
-                      logits_to_keep=1)
+                forward_keeping(model, 1, inputs_embeds=self.embedding(prefix_ids[:, :head]),
+                                attention_mask=torch.ones_like(prefix_ids[:, :head]), use_cache=True,
+                                past_key_values=cache)
         embeds = self.embedding(prefix_ids[:, head:]).detach().requires_grad_(True)
         k = len(prompts)
         with torch.enable_grad():
             # the rest of the prefix, once; its logits are not needed (one position, the least logits_to_keep allows)
-            model(inputs_embeds=embeds, attention_mask=torch.ones_like(prefix_ids), use_cache=True,
-                  past_key_values=cache, logits_to_keep=1)
+            forward_keeping(model, 1, inputs_embeds=embeds, attention_mask=torch.ones_like(prefix_ids),
+                            use_cache=True, past_key_values=cache)
             prefix_kv = cache_tensors(cache)
             # every item's suffix on its own copy of the prefix's keys and values (leaves), as one batch
             leaves = [t.detach().expand(k, *t.shape[1:]).requires_grad_(True) for t in prefix_kv]
@@ -154,12 +155,9 @@ class GradientXInput(RelevanceMethod):
                     targets.append(token)
             keep = sorted(set(cols))
             where = {c: i for i, c in enumerate(keep)}
-            out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=True,
-                        past_key_values=cache_from_tensors(leaves, model.config),
-                        logits_to_keep=torch.tensor(keep, device=dev))
-            logits = out.logits
-            if logits.shape[1] != len(keep):  # the model ignored logits_to_keep
-                logits = logits[:, keep]
+            logits = forward_keeping(model, torch.tensor(keep, device=dev), input_ids=ids.to(dev),
+                                     attention_mask=mask.to(dev), use_cache=True,
+                                     past_key_values=cache_from_tensors(leaves, model.config)).logits
             rows_t = torch.tensor(rows, device=dev)
             sel = logits[rows_t, torch.tensor([where[c] for c in cols], device=dev)]
             scores = self.target_values(sel, torch.tensor(targets, device=dev), rows_t, k)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from axolotl_decselfmask.compat import attn_implementation, restore_attention
+from axolotl_decselfmask.compat import attn_implementation, forward_keeping, restore_attention
 
 #: the embedded model's folder as ``axolotl decselfmask quickstart DIR`` (or ``make model``) writes it
 DEFAULT_MODEL = "models/smollm2-135m-instruct"
@@ -129,7 +129,7 @@ def product_fast_backward(model) -> bool:
 def plain_forward(model, batch) -> None:
     """A plain inference forward of the batch the methods see (logits at the scored positions)."""
     with torch.inference_mode():
-        model(input_ids=batch.ids, attention_mask=batch.mask, logits_to_keep=batch.keep, use_cache=False)
+        forward_keeping(model, batch.keep, input_ids=batch.ids, attention_mask=batch.mask, use_cache=False)
 
 
 def timed(fn: Callable, *args):
