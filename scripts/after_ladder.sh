@@ -47,10 +47,8 @@ done
 # the queue
 rung=$({ grep -oE -- '--rung [0-9]+' "$ARM" || true; } | head -1 | awk '{print $2}')
 [ -n "$rung" ] || { echo "after_ladder: $ARM does not name its rung (--rung N): write it with scripts/arm_grids.py" >&2; exit 1; }
-methods=$(sed -n 's/^methods: *\[\(.*\)\]$/\1/p' "$ARM" | tr -d ' ')
-if [ -z "$methods" ]; then
-  methods=$(awk '/^methods:/{on=1; next} on && /^- /{print $2; next} on{exit}' "$ARM" | paste -sd, -)
-fi
+methods=$(.venv/bin/python -c 'import sys, yaml; print(",".join(yaml.safe_load(open(sys.argv[1])).get("methods") or []))' \
+  "$ARM") || { echo "after_ladder: $ARM is not a grid YAML: write it with scripts/arm_grids.py" >&2; exit 1; }
 [ -n "$methods" ] || { echo "after_ladder: no methods in $ARM" >&2; exit 1; }
 JOBS=()
 for s in 0 1 2; do

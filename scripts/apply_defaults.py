@@ -32,11 +32,11 @@ ladder's own measurement, ``COMMON``, is no factor), then its classifier:
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
 import json
 import sys
 from pathlib import Path
+
+import ladder_grids  # scripts/ladder_grids.py: a script's own folder is first on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 LADDER_JSON = ROOT / "docs" / "results" / "ladder" / "ladder.json"
@@ -57,13 +57,6 @@ ARM_METHODS = {"decselfmask_early_stop": {"classification.early_stopping.enabled
                "decselfmask_head": HEADS["package"], "decselfmask_head_authors": HEADS["authors"]}
 
 
-@functools.cache
-def _ladder_grids():
-    spec = importlib.util.spec_from_file_location("ladder_grids", ROOT / "scripts" / "ladder_grids.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def measured_setting() -> dict:
     """The keys of the ladder's setting (rung 1's grid, the core grid's) that differ from the plugin's built-in defaults,
@@ -78,7 +71,7 @@ def measured_setting() -> dict:
     # the built-in defaults: model_construct skips the validator that fills in a protocol's preset, so a file
     # already written (measured_defaults.json) does not count as the plugin's default
     plugin = leaves(DecSelfMaskConfig.model_construct().model_dump())
-    measurement = {k.removeprefix("decselfmask.") for k in _ladder_grids().COMMON}
+    measurement = {k.removeprefix("decselfmask.") for k in ladder_grids.COMMON}
     return {f"decselfmask.{key}": value for key, value in leaves(grid.get("decselfmask") or {}).items()
             if key not in measurement and not key.startswith("probing.") and plugin.get(key) != value}
 
@@ -97,7 +90,7 @@ def setting_keys(choice: dict) -> dict:
     if choice["rung"] == 1 and choice["classifier"] == "options" and choice["method"] == "decselfmask":
         return out
     factors: dict = dict(measured_setting())
-    for _, keys, _, _ in _ladder_grids().RUNGS[:rung]:
+    for _, keys, _, _ in ladder_grids.RUNGS[:rung]:
         factors.update(keys)
     full = "recipe.adapter" in factors and factors["recipe.adapter"] is None
     for key, value in factors.items():
@@ -108,7 +101,7 @@ def setting_keys(choice: dict) -> dict:
         elif key in ALREADY_DEFAULT:
             out["already_default"][key] = ALREADY_DEFAULT[key]
         elif key.startswith("decselfmask."):
-            _ladder_grids().set_dotted(out["decselfmask"], key.removeprefix("decselfmask."), value)
+            ladder_grids.set_dotted(out["decselfmask"], key.removeprefix("decselfmask."), value)
         elif key == "recipe.learning_rate" and full:
             out["full_finetune"]["learning_rate"] = value
         elif key.startswith("recipe."):
@@ -122,7 +115,7 @@ def setting_keys(choice: dict) -> dict:
     else:
         extra = HEADS.get(choice["classifier"], {})
     for key, value in extra.items():
-        _ladder_grids().set_dotted(out["decselfmask"], key, value)
+        ladder_grids.set_dotted(out["decselfmask"], key, value)
     return out
 
 

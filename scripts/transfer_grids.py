@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -35,6 +34,8 @@ from pathlib import Path
 import yaml
 
 from axolotl_decselfmask.tools.experiments.transfer import STEP, moved_rungs  # noqa: F401 (STEP: the rule's step)
+
+import ladder_grids  # noqa: E402,I001 (scripts/ladder_grids.py: a script's folder is first on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "examples" / "grids"
@@ -45,33 +46,24 @@ METHODS = ["sft", "decselfmask", "continual_pretraining_authors"]
 OUT = {"mtsamples": GRIDS / "transfer_mtsamples.yml", "qwen": GRIDS / "transfer_qwen_hallmarks.yml"}
 
 
-def _ladder_grids():
-    spec = importlib.util.spec_from_file_location("ladder_grids", ROOT / "scripts" / "ladder_grids.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _factor_keys(rungs: list[int], skip: set[int] = frozenset()) -> dict:
-    module = _ladder_grids()
-    keys = dict(module.COMMON)
+    keys = dict(ladder_grids.COMMON)
     for n in rungs:
         if n not in skip:
-            keys.update(module.RUNGS[n - 1][1])
+            keys.update(ladder_grids.RUNGS[n - 1][1])
     return keys
 
 
 def transfer_grids(rungs: list[int]) -> dict[str, dict]:
-    module = _ladder_grids()
     out = {}
     mts = yaml.safe_load((GRIDS / "comparison_core_mtsamples.yml").read_text())
     for key, value in _factor_keys(rungs).items():
-        module.set_dotted(mts, key, 1700 if key == "pool_size" else value)
+        ladder_grids.set_dotted(mts, key, 1700 if key == "pool_size" else value)
     mts["methods"], mts["seeds"] = list(METHODS), [0, 1, 2]
     out["mtsamples"] = mts
     qwen = yaml.safe_load((GRIDS / "ladder_1_hallmarks.yml").read_text())
     for key, value in _factor_keys(rungs, {TEACHER_RUNG}).items():
-        module.set_dotted(qwen, key, value)
+        ladder_grids.set_dotted(qwen, key, value)
     qwen["model"], qwen["methods"], qwen["seeds"] = QWEN, list(METHODS), [0, 1, 2]
     out["qwen"] = qwen
     return out

@@ -145,11 +145,16 @@ def run_stage2_captured(recipe: dict, out) -> tuple[dict, str]:
 
 
 def script_module(name: str):
-    """``scripts/<name>.py`` of the repository, imported as a module (the scripts are not a package)."""
+    """``scripts/<name>.py`` of the repository, imported as a module (the scripts are not a package). The scripts'
+    folder goes on ``sys.path``, as it is when a script runs, for the scripts that import one another."""
     import importlib.util
+    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    folder = Path(__file__).resolve().parents[1] / "scripts"
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    path = folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -6,6 +6,7 @@ scripts/transfer_grids.py."""
 
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,9 @@ def _script(name: str):
 def _repo(tmp: Path, rung: int, transfer: bool) -> Path:
     (tmp / "scripts").mkdir(parents=True)
     shutil.copy(ROOT / "scripts" / "after_ladder.sh", tmp / "scripts")
+    (tmp / ".venv" / "bin").mkdir(parents=True)
+    (tmp / ".venv" / "bin" / "python").symlink_to(sys.executable)  # the script reads the arm grid with the venv's
+    (tmp / ".gitignore").write_text(".venv/\n")
     grids = tmp / "examples" / "grids"
     grids.mkdir(parents=True)
     arm = _script("arm_grids")
@@ -60,6 +64,19 @@ def test_the_queue_of_a_late_rung_with_both_transfer_grids(tmp_path):
                             "transfer_mtsamples|continual_pretraining_authors|0|docs/results/predictions/transfer_mtsamples",
                             f"transfer_qwen_hallmarks|{three}|0|docs/results/predictions/transfer_qwen_hallmarks|qwen"]
     assert len(transfer) == 12 and all(j.endswith("|qwen") for j in transfer if j.startswith("transfer_qwen"))
+
+
+def test_an_arm_grid_without_methods_or_not_yaml_is_refused_by_name(tmp_path):
+    repo = _repo(tmp_path, 5, transfer=False)
+    arm = repo / "examples" / "grids" / "arm_hallmarks.yml"
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    header = "\n".join(line for line in arm.read_text().splitlines() if line.startswith("#"))  # names the rung
+    for body, says in (("methods: []\n", "no methods in examples/grids/arm_hallmarks.yml"),
+                       ("methods: [sft\n", "examples/grids/arm_hallmarks.yml is not a grid YAML")):
+        arm.write_text(header + "\n" + body)
+        subprocess.run([*git, "commit", "-qam", "edit"], check=True)
+        done = _run(repo, "--print")
+        assert done.returncode == 1 and says in done.stderr and not done.stdout
 
 
 def test_an_early_rung_runs_every_seed_and_no_transfer_without_its_grids(tmp_path):
@@ -116,7 +133,6 @@ def test_it_starts_two_lanes_from_its_worktree_that_run_every_job(tmp_path):
     made at the commit, both lanes hold the whole queue, and every job is run."""
     repo = _repo(tmp_path / "main", 5, transfer=False)
     shutil.copy(ROOT / "scripts" / "lane.sh", repo / "scripts")
-    (repo / ".venv" / "bin").mkdir(parents=True)
     fake = repo / ".venv" / "bin" / "axolotl"
     fake.write_text(FAKE)
     fake.chmod(0o755)

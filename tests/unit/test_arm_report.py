@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_ladder_report import ALWAYS_NO, HALF, PERFECT, RESAMPLES, ROOT, TASKS, _grid, _write
+from ladder_predictions import ALWAYS_NO, HALF, PERFECT, RESAMPLES, ROOT, TASKS, grid_file, write_run
 
 from axolotl_decselfmask.tools.experiments.cli import main
 
@@ -49,16 +49,16 @@ def arm_of_rung_1(tmp_path_factory):
     """Rung 1 complete (seeds 0, 1; decselfmask always "no", 1/3); the arm of rung 1 complete."""
     tmp = tmp_path_factory.mktemp("arm")
     pred = tmp / "predictions"
-    g1 = _grid(tmp, 1, ["zero_shot", "sft", "decselfmask", "continual_pretraining_authors"], [0, 1])
-    _write(pred, g1, "zero_shot", 0, ALWAYS_NO, seeds=[0, 1])
+    g1 = grid_file(tmp, 1, ["zero_shot", "sft", "decselfmask", "continual_pretraining_authors"], [0, 1])
+    write_run(pred, g1, "zero_shot", 0, ALWAYS_NO, seeds=[0, 1])
     for seed in (0, 1):
-        _write(pred, g1, "sft", seed, ALWAYS_NO, seconds=10.0)
-        _write(pred, g1, "decselfmask", seed, ALWAYS_NO, seconds=100.0)
-        _write(pred, g1, "continual_pretraining_authors", seed, ALWAYS_NO)
+        write_run(pred, g1, "sft", seed, ALWAYS_NO, seconds=10.0)
+        write_run(pred, g1, "decselfmask", seed, ALWAYS_NO, seconds=100.0)
+        write_run(pred, g1, "continual_pretraining_authors", seed, ALWAYS_NO)
     arm = _arm_grid(tmp, 1, [0, 1])
     for method, answers in ANSWERS.items():
         for seed in (0, 1):
-            _write(pred, arm, method, seed, answers, seconds=50.0)
+            write_run(pred, arm, method, seed, answers, seconds=50.0)
     return tmp, pred, g1, arm
 
 
@@ -120,13 +120,13 @@ def test_the_arm_is_withheld_until_complete_and_the_rule_waits_for_it(arm_of_run
 def test_reused_stage1_methods_expect_the_seeds_of_their_rung(tmp_path):
     """The arm of a one-seed rung: its decselfmask_* methods have seed 0 only, the others seeds 0 and 1."""
     pred = tmp_path / "predictions"
-    g4 = _grid(tmp_path, 4, ["decselfmask", "continual_pretraining_authors"], [0])
-    _write(pred, g4, "decselfmask", 0, HALF)
-    _write(pred, g4, "continual_pretraining_authors", 0, ALWAYS_NO)
+    g4 = grid_file(tmp_path, 4, ["decselfmask", "continual_pretraining_authors"], [0])
+    write_run(pred, g4, "decselfmask", 0, HALF)
+    write_run(pred, g4, "continual_pretraining_authors", 0, ALWAYS_NO)
     arm = _arm_grid(tmp_path, 4, [0, 1])
     for method, answers in ANSWERS.items():
         for seed in ((0,) if method.startswith("decselfmask") else (0, 1)):
-            _write(pred, arm, method, seed, answers)
+            write_run(pred, arm, method, seed, answers)
     lad, _ = _report(tmp_path, [g4], arm, pred)
     assert lad["arm"]["status"] == "complete" and len(lad["arm"]["present"]) == 3 + 4 * 2
     diff = {(d["method"], d["minus"]): d["difference"] for d in lad["arm"]["differences"]}
@@ -165,11 +165,11 @@ def test_an_arm_of_another_rung_than_the_best_is_flagged(arm_of_rung_1, tmp_path
     tmp, shared, g1, arm = arm_of_rung_1
     pred = tmp_path / "predictions"
     shutil.copytree(shared, pred)  # the module's files stay as they are
-    g2 = _grid(tmp_path, 2, ["sft", "decselfmask", "continual_pretraining_authors"], [0, 1])
+    g2 = grid_file(tmp_path, 2, ["sft", "decselfmask", "continual_pretraining_authors"], [0, 1])
     for seed in (0, 1):
-        _write(pred, g2, "sft", seed, ALWAYS_NO)
-        _write(pred, g2, "decselfmask", seed, PERFECT)  # rung 2 is the best: 1 against rung 1's 1/3
-        _write(pred, g2, "continual_pretraining_authors", seed, ALWAYS_NO)
+        write_run(pred, g2, "sft", seed, ALWAYS_NO)
+        write_run(pred, g2, "decselfmask", seed, PERFECT)  # rung 2 is the best: 1 against rung 1's 1/3
+        write_run(pred, g2, "continual_pretraining_authors", seed, ALWAYS_NO)
     lad, md = _report(tmp_path, [g1, g2], arm, pred)
     assert lad["arm"]["best_rung"] == 2 and lad["arm"]["rung"] == 1
     assert "**The arm was written from rung 1, but A1's rung" in md and "arm_grids.py --rung 2`" in md

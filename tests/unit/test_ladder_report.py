@@ -13,63 +13,12 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from ladder_predictions import (ALL_OFF, ALWAYS_NO, ALWAYS_YES, COMMITTED, CORPUS, GOLD, HALF, NO, OFF_ON_YES, PERFECT,
+                                RESAMPLES, ROOT, YES, grid_file, write_run)
 
-from axolotl_decselfmask.io.files import atomic_write_jsonl
-from axolotl_decselfmask.stage2 import outputs
 from axolotl_decselfmask.tools.experiments.cli import main
 from axolotl_decselfmask.tools.experiments.ladder import BEGIN, END, off_format
-from axolotl_decselfmask.tools.experiments.predictions import export_run, load_predictions
-
-ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ROOT / "docs" / "results"
-CORPUS = "hallmarks_of_cancer"
-YES, NO, OFF = "8505", "2152", "99 13"  # answers as the string-match scorer reads them: joined token ids
-GOLD = ["yes", "no", "yes", "no", "yes", "no", "yes", "no"]  # 4 + 4 test notes, shared by both tasks
-TASKS = ("t1", "t2")
-RESAMPLES = 400
-
-# the hand-made predictions (per note): options answer, string-match answer
-PERFECT = ([*GOLD], [YES if g == "yes" else NO for g in GOLD])
-ALWAYS_NO = (["no"] * 8, [NO] * 8)  # options: Macro F1 (0 + 2*4/(4+8)) / 2 = 1/3
-OFF_ON_YES = (["no"] * 8, [OFF if g == "yes" else NO for g in GOLD])  # string match: (0 + 1 + 0) / 3 = 1/3
-ALWAYS_YES = (["yes"] * 8, [YES] * 8)  # 1/3 under both
-# options: the first 4 notes right, then "no": F1 yes 2*2/(2*2+2) = 2/3, no 2*4/(2*4+2) = 4/5, mean 11/15
-HALF = (["yes", "no", "yes", "no", "no", "no", "no", "no"], [YES, NO, YES, NO, NO, NO, NO, NO])
-ALL_OFF = (["no"] * 8, [OFF] * 8)  # options 1/3; string match: no answer on format, 0
-
-
-def _grid(folder: Path, rung: int, methods: list[str], seeds: list[int]) -> str:
-    """A rung's grid file, as scripts/ladder_grids.py writes them (its "Rung <n> adds" line), two tasks."""
-    grid = yaml.safe_load((ROOT / "examples" / "grids" / "ladder_1_hallmarks.yml").read_text())
-    grid["corpora"][0]["file"] = str(folder / "absent.csv.gz")  # a report from predictions needs no corpus file
-    grid["corpora"][0]["tasks"] = [{**grid["corpora"][0]["tasks"][0], "name": t} for t in TASKS]
-    grid.update(methods=methods, seeds=seeds)
-    path = folder / f"ladder_{rung}_test.yml"
-    path.write_text(f"# Rung {rung} adds: factor {rung}.\n" + yaml.safe_dump(grid, sort_keys=False))
-    return str(path)
-
-
-def _write(pred_dir: Path, grid_path: str, method: str, seed: int, answers: tuple, heads: dict | None = None,
-           dtype: str = "bfloat16", seeds: list[int] | None = None, seconds: float = 1.0) -> None:
-    """One run's predictions file, through the runner's writer (a run folder, its metrics entries)."""
-    run_dir = pred_dir.parent / "runs" / f"{Path(grid_path).stem}-{method}-{seed}"
-    test_file = run_dir / "test.jsonl"
-    atomic_write_jsonl(test_file, [{"text": "x", "label": g, "row": 100 + i} for i, g in enumerate(GOLD)])
-    run = {"corpus": CORPUS, "method": method, "dir": run_dir,
-           "recipe": {"decselfmask": {"tasks": [{"task": f"{t}@seed{seed}", "test_file": str(test_file)}
-                                                for t in TASKS]}}}
-    entries = {}
-    for t in TASKS:
-        outputs.write_prediction_rows(run_dir / "output", f"{t}@seed{seed}", [
-            {"id": i, "row": i, "gold": g, "pred": p, "scores": [0.0, 0.0],
-             "string_match": {"gold": YES if g == "yes" else NO, "pred": sm, "off_format": sm not in (YES, NO)}}
-            for i, (g, p, sm) in enumerate(zip(GOLD, *answers))])
-        entries[f"{t}@seed{seed}"] = {
-            "labels": ["yes", "no"], "n_train": 16, "environment": {"dtype": dtype, "cpu_capability": "AMX"},
-            "probe_heads": {style: {"predictions": list(pred)} for style, pred in (heads or {}).items()}}
-    record = {"seconds": seconds, "run_key": f"{grid_path}-{method}-{seed}", "metrics": {"tasks": entries}}
-    export_run(run, record, pred_dir / Path(grid_path).stem, seeds or [seed])
+from axolotl_decselfmask.tools.experiments.predictions import load_predictions
 
 
 @pytest.fixture(scope="module")
@@ -78,21 +27,21 @@ def ladder(tmp_path_factory):
     without sft in its grid, one file; rung 4 no file at all."""
     tmp = tmp_path_factory.mktemp("ladder")
     pred = tmp / "predictions"
-    g1 = _grid(tmp, 1, ["zero_shot", "sft", "decselfmask", "continual_pretraining_authors"], [0, 1])
-    g2 = _grid(tmp, 2, ["sft", "decselfmask", "continual_pretraining_authors"], [0, 1])
-    g3 = _grid(tmp, 3, ["decselfmask", "continual_pretraining_authors"], [0])
-    g4 = _grid(tmp, 4, ["decselfmask", "continual_pretraining_authors"], [0])
-    _write(pred, g1, "zero_shot", 0, ALWAYS_YES, seeds=[0, 1])
+    g1 = grid_file(tmp, 1, ["zero_shot", "sft", "decselfmask", "continual_pretraining_authors"], [0, 1])
+    g2 = grid_file(tmp, 2, ["sft", "decselfmask", "continual_pretraining_authors"], [0, 1])
+    g3 = grid_file(tmp, 3, ["decselfmask", "continual_pretraining_authors"], [0])
+    g4 = grid_file(tmp, 4, ["decselfmask", "continual_pretraining_authors"], [0])
+    write_run(pred, g1, "zero_shot", 0, ALWAYS_YES, seeds=[0, 1])
     for seed in (0, 1):
-        _write(pred, g1, "sft", seed, OFF_ON_YES, {"package": GOLD, "authors": ["no"] * 8})
-        _write(pred, g1, "decselfmask", seed, PERFECT, {"package": GOLD, "authors": GOLD})
-        _write(pred, g1, "continual_pretraining_authors", seed, PERFECT, {"package": ["no"] * 8, "authors": GOLD})
-    _write(pred, g2, "sft", 0, ALWAYS_NO)
-    _write(pred, g2, "sft", 1, PERFECT)  # unpaired, sft's mean would be 2/3 and the difference 1/3
-    _write(pred, g2, "decselfmask", 0, PERFECT)
-    _write(pred, g2, "continual_pretraining_authors", 0, ALWAYS_NO)
-    _write(pred, g2, "continual_pretraining_authors", 1, ALWAYS_NO, dtype="float32")
-    _write(pred, g3, "decselfmask", 0, ALWAYS_YES)
+        write_run(pred, g1, "sft", seed, OFF_ON_YES, {"package": GOLD, "authors": ["no"] * 8})
+        write_run(pred, g1, "decselfmask", seed, PERFECT, {"package": GOLD, "authors": GOLD})
+        write_run(pred, g1, "continual_pretraining_authors", seed, PERFECT, {"package": ["no"] * 8, "authors": GOLD})
+    write_run(pred, g2, "sft", 0, ALWAYS_NO)
+    write_run(pred, g2, "sft", 1, PERFECT)  # unpaired, sft's mean would be 2/3 and the difference 1/3
+    write_run(pred, g2, "decselfmask", 0, PERFECT)
+    write_run(pred, g2, "continual_pretraining_authors", 0, ALWAYS_NO)
+    write_run(pred, g2, "continual_pretraining_authors", 1, ALWAYS_NO, dtype="float32")
+    write_run(pred, g3, "decselfmask", 0, ALWAYS_YES)
     out = tmp / "out"
     # the grids in another order than the rungs': the report orders them by rung; the partial rungs'
     # figures shown (--include-partial), as at a cut declared at the end
@@ -349,8 +298,8 @@ def steps(tmp_path_factory):
     HALF - ALWAYS_NO = 11/15 - 1/3 = 0.4; rung 2 PERFECT - ALL_OFF = 2/3 (a step of +4/15); rung 3
     ALWAYS_YES - ALL_OFF = 0 (a step of -2/3, the largest), whose string-match difference is 1/3 - 0."""
     tmp = tmp_path_factory.mktemp("steps")
-    grids = [_grid(tmp, 1, ["sft", "decselfmask"], [0]), _grid(tmp, 2, ["sft", "decselfmask"], [0]),
-             _grid(tmp, 3, ["decselfmask"], [0])]
+    grids = [grid_file(tmp, 1, ["sft", "decselfmask"], [0]), grid_file(tmp, 2, ["sft", "decselfmask"], [0]),
+             grid_file(tmp, 3, ["decselfmask"], [0])]
     return tmp, grids
 
 
@@ -367,8 +316,8 @@ def test_the_sentence_names_the_rung_of_the_largest_step(steps):
     pred = tmp / "all"
     for grid, sft, dsm in ((g1, ALWAYS_NO, HALF), (g2, ALL_OFF, PERFECT), (g3, None, ALWAYS_YES)):
         if sft:
-            _write(pred, grid, "sft", 0, sft)
-        _write(pred, grid, "decselfmask", 0, dsm)
+            write_run(pred, grid, "sft", 0, sft)
+        write_run(pred, grid, "decselfmask", 0, dsm)
     lad, section = _report_steps(tmp, [g1, g2, g3], pred, "all")
     means = [r["difference"]["options"]["sft"]["mean"] for r in lad["rungs"]]
     assert means == pytest.approx([0.4, 2 / 3, 0.0])
@@ -386,7 +335,7 @@ def test_the_sentence_names_the_rung_of_the_largest_step(steps):
 def test_no_rung_complete_and_a_borrowed_sft_not_complete(steps):
     tmp, (g1, g2, g3) = steps
     pred = tmp / "few"
-    _write(pred, g1, "sft", 0, ALWAYS_NO)
+    write_run(pred, g1, "sft", 0, ALWAYS_NO)
     lad, section = _report_steps(tmp, [g1, g2, g3], pred, "none")
     assert ("No rung is complete yet: rung 1 partial (1 of 2 runs), rung 2 missing (0 of 2 runs), rung 3 missing "
             "(0 of 1 runs); no figure is read until its rung is complete.") in section
@@ -396,7 +345,7 @@ def test_no_rung_complete_and_a_borrowed_sft_not_complete(steps):
             "applied when the ladder and the arm are finished or a cut is declared (`--include-partial`). No rung is "
             "complete, so no candidate is considered yet.") in section and lad["defaults_rule"]["candidates"] == []
     # rung 3 complete, but rung 2's sft of seed 0 is not there: its minus-SFT figures wait for it
-    _write(pred, g3, "decselfmask", 0, ALWAYS_YES)
+    write_run(pred, g3, "decselfmask", 0, ALWAYS_YES)
     lad, section = _report_steps(tmp, [g1, g2, g3], pred, "borrowed")
     r3 = lad["rungs"][2]
     assert r3["status"] == "complete" and r3["withheld"] == "sft" and r3["difference"]["options"]["sft"] is None
@@ -456,11 +405,11 @@ def _rule(tmp: Path, runs: dict, complete: bool = True, flags: tuple = ()) -> tu
     """Two rungs of seed 0, each running sft and decselfmask; ``runs``: (rung, method) -> (answers, heads,
     seconds); without ``complete``, rung 2's sft is not written. The rule and the results section."""
     tmp.mkdir(parents=True, exist_ok=True)
-    grids = {n: _grid(tmp, n, ["sft", "decselfmask"], [0]) for n in (1, 2)}
+    grids = {n: grid_file(tmp, n, ["sft", "decselfmask"], [0]) for n in (1, 2)}
     pred = tmp / "predictions"
     for (rung, method), (answers, heads, seconds) in runs.items():
         if complete or (rung, method) != (2, "sft"):
-            _write(pred, grids[rung], method, 0, answers, heads, seconds=seconds)
+            write_run(pred, grids[rung], method, 0, answers, heads, seconds=seconds)
     md_path = tmp / "results.md"
     _results_md(md_path)
     # the arm is not part of these rules' cases: declared not to run (else the rule waits for it)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import script_module
-from test_ladder_report import ALWAYS_NO, HALF, PERFECT, RESAMPLES, ROOT, TASKS, _grid, _write
+from ladder_predictions import ALWAYS_NO, HALF, PERFECT, RESAMPLES, ROOT, TASKS, grid_file, write_run
 
 from axolotl_decselfmask.tools.experiments.cli import main
 
@@ -38,12 +38,12 @@ def _transfer_grid(folder: Path, rungs: list[int], seeds: list[int]) -> str:
 def _ladder(tmp: Path, pred: Path, second: tuple) -> list[str]:
     """Rungs 1 and 2, seed 0, complete: DecSelfMask minus SFT 0 at rung 1, and at rung 2 what ``second`` (the
     DecSelfMask answers against SFT's ALWAYS_NO) gives."""
-    g1 = _grid(tmp, 1, ["sft", "decselfmask", "continual_pretraining_authors"], [0])
-    g2 = _grid(tmp, 2, ["sft", "decselfmask", "continual_pretraining_authors"], [0])
+    g1 = grid_file(tmp, 1, ["sft", "decselfmask", "continual_pretraining_authors"], [0])
+    g2 = grid_file(tmp, 2, ["sft", "decselfmask", "continual_pretraining_authors"], [0])
     for g, dsm in ((g1, ALWAYS_NO), (g2, second)):
-        _write(pred, g, "sft", 0, ALWAYS_NO)
-        _write(pred, g, "decselfmask", 0, dsm)
-        _write(pred, g, "continual_pretraining_authors", 0, ALWAYS_NO)
+        write_run(pred, g, "sft", 0, ALWAYS_NO)
+        write_run(pred, g, "decselfmask", 0, dsm)
+        write_run(pred, g, "continual_pretraining_authors", 0, ALWAYS_NO)
     return [g1, g2]
 
 
@@ -64,7 +64,7 @@ def moved(tmp_path_factory):
     transfer = _transfer_grid(tmp, [2], [0, 1])
     for seed in (0, 1):
         for method, answers in zip(METHODS, (ALWAYS_NO, HALF, PERFECT)):
-            _write(pred, transfer, method, seed, answers)
+            write_run(pred, transfer, method, seed, answers)
     return tmp, pred, grids, transfer
 
 
