@@ -159,3 +159,26 @@ def script_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def prediction_records(methods: dict, corpora=(("a", 6, 120),), seeds=(0, 1, 2), seed=0, rows_of=None):
+    """Predictions records: ``methods`` name -> error rate (or "copy:<name>" for the same predictions)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for corpus, n_tasks, n_notes in corpora:
+        gold = {t: rng.integers(0, 2, n_notes) for t in range(n_tasks)}
+        made = {}
+        for m, how in methods.items():
+            for s in ([0] if m == "zero_shot" else seeds):
+                if isinstance(how, str):
+                    made[m, s] = made[how.split(":")[1], s]
+                else:
+                    made[m, s] = [np.where(rng.random(n_notes) < how, 1 - gold[t], gold[t]) for t in range(n_tasks)]
+                tasks = [{"task": f"t{t}", "labels": ["no", "yes"],
+                          "row": (rows_of(corpus, t) if rows_of else list(range(100, 100 + n_notes))),
+                          "gold": gold[t].tolist(), "pred": made[m, s][t].tolist()} for t in range(n_tasks)]
+                out.append({"corpus": corpus, "method": m, "seed": s,
+                            "seeds": list(seeds) if m == "zero_shot" else [s], "tasks": tasks})
+    return out

@@ -283,15 +283,11 @@ def test_probing_records_both_heads_and_the_runner_reports_them(tmp_path, tiny, 
 
 
 def test_old_predictions_without_heads_give_the_same_report(tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_bootstrap import _records
+    from helpers import prediction_records
 
     from axolotl_decselfmask.tools.experiments.predictions import rows_from_predictions
     from axolotl_decselfmask.tools.experiments.report import write_results
 
-    records = _records({"sft": 0.3, "decselfmask": 0.3})
+    records = prediction_records({"sft": 0.3, "decselfmask": 0.3})
     boot = write_results(tmp_path, rows_from_predictions(records), records=records, resamples=100)
     assert "heads" not in boot and "Heads on the frozen model" not in (tmp_path / "results.md").read_text()

@@ -1,6 +1,7 @@
 """The paired bootstrap of the comparison (tools/experiments/bootstrap.py) on synthetic predictions."""
 
 import numpy as np
+from helpers import prediction_records
 from sklearn.metrics import f1_score
 
 from axolotl_decselfmask.tools.experiments.bootstrap import (
@@ -10,32 +11,8 @@ from axolotl_decselfmask.tools.experiments.bootstrap import (
     statistics,
 )
 
-LABELS = ["no", "yes"]
-
-
-def _records(methods: dict, corpora=(("a", 6, 120),), seeds=(0, 1, 2), seed=0, rows_of=None):
-    """Predictions records: ``methods`` name -> error rate (or "copy:<name>" for the same predictions)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for corpus, n_tasks, n_notes in corpora:
-        gold = {t: rng.integers(0, 2, n_notes) for t in range(n_tasks)}
-        made = {}
-        for m, how in methods.items():
-            for s in ([0] if m == "zero_shot" else seeds):
-                if isinstance(how, str):
-                    made[m, s] = made[how.split(":")[1], s]
-                else:
-                    made[m, s] = [np.where(rng.random(n_notes) < how, 1 - gold[t], gold[t]) for t in range(n_tasks)]
-                tasks = [{"task": f"t{t}", "labels": LABELS,
-                          "row": (rows_of(corpus, t) if rows_of else list(range(100, 100 + n_notes))),
-                          "gold": gold[t].tolist(), "pred": made[m, s][t].tolist()} for t in range(n_tasks)]
-                out.append({"corpus": corpus, "method": m, "seed": s,
-                            "seeds": list(seeds) if m == "zero_shot" else [s], "tasks": tasks})
-    return out
-
-
 def test_a_method_identical_to_decselfmask_differs_by_exactly_zero():
-    recs = _records({"sft": 0.3, "decselfmask": 0.2, "twin": "copy:decselfmask"})
+    recs = prediction_records({"sft": 0.3, "decselfmask": 0.2, "twin": "copy:decselfmask"})
     for r in recs:
         if r["method"] == "twin":
             r["method"] = "random_masking"
@@ -46,7 +23,7 @@ def test_a_method_identical_to_decselfmask_differs_by_exactly_zero():
 
 
 def test_a_clearly_better_method_excludes_zero_and_a_noisy_equal_one_does_not():
-    recs = _records({"sft": 0.40, "random_masking": 0.20, "decselfmask": 0.20},
+    recs = prediction_records({"sft": 0.40, "random_masking": 0.20, "decselfmask": 0.20},
                     corpora=(("a", 8, 150), ("b", 4, 100)))
     out = bootstrap(recs, ["sft", "random_masking", "decselfmask"], resamples=2000, seed=0)
     sft = out["scopes"]["all"]["difference"]["sft"]
@@ -61,7 +38,7 @@ def test_a_clearly_better_method_excludes_zero_and_a_noisy_equal_one_does_not():
 
 
 def test_the_point_estimate_is_the_mean_of_sklearn_macro_f1_over_seeds_then_tasks():
-    recs = _records({"zero_shot": 0.45, "sft": 0.3, "decselfmask": 0.2}, corpora=(("a", 3, 40), ("b", 2, 30)))
+    recs = prediction_records({"zero_shot": 0.45, "sft": 0.3, "decselfmask": 0.2}, corpora=(("a", 3, 40), ("b", 2, 30)))
     out = bootstrap(recs, ["zero_shot", "sft", "decselfmask"], resamples=10, seed=0)
 
     def mean_f1(method, corpus=None):
@@ -107,7 +84,7 @@ def test_notes_are_resampled_jointly_for_tasks_that_share_them_as_a_slow_loop_do
     def rows_of(corpus, t):  # corpus a: t0, t1 share notes 100..; t2 has its own (reversed order too)
         return list(range(500, 512))[::-1] if (corpus, t) == ("a", 2) else list(range(100, 112))
 
-    recs = _records({"sft": 0.35, "decselfmask": 0.25}, corpora=(("a", 3, 12), ("b", 2, 12)), seeds=(0, 1),
+    recs = prediction_records({"sft": 0.35, "decselfmask": 0.25}, corpora=(("a", 3, 12), ("b", 2, 12)), seeds=(0, 1),
                     rows_of=rows_of)
     methods = ["sft", "decselfmask"]
     corpora = prepare(recs, methods)
@@ -125,7 +102,7 @@ def test_notes_are_resampled_jointly_for_tasks_that_share_them_as_a_slow_loop_do
 
 
 def test_deterministic_with_a_seed_and_other_with_another():
-    recs = _records({"sft": 0.3, "decselfmask": 0.25})
+    recs = prediction_records({"sft": 0.3, "decselfmask": 0.25})
     a = bootstrap(recs, ["sft", "decselfmask"], resamples=1500, seed=7)
     b = bootstrap(recs, ["sft", "decselfmask"], resamples=1500, seed=7)
     c = bootstrap(recs, ["sft", "decselfmask"], resamples=1500, seed=8)
@@ -135,14 +112,14 @@ def test_deterministic_with_a_seed_and_other_with_another():
 def test_ten_thousand_resamples_of_the_full_grid_take_seconds():
     methods = {"zero_shot": 0.45, "sft": 0.3, "random_masking": 0.25, "decselfmask": 0.22,
                "decselfmask_paper": 0.24, "setfit": 0.2}
-    recs = _records(methods, corpora=(("mtsamples", 22, 200), ("hallmarks", 10, 200)))
+    recs = prediction_records(methods, corpora=(("mtsamples", 22, 200), ("hallmarks", 10, 200)))
     out = bootstrap(recs, list(methods), resamples=10_000, seed=0)
     print(f"10,000 resamples, 32 tasks x 6 methods x 3 seeds x 200 notes: {out['seconds']:.2f} s")
     assert out["seconds"] < 30 and out["scopes"]["all"]["n_tasks"] == 32
 
 
 def test_a_difference_is_over_the_tasks_both_methods_have():
-    recs = _records({"sft": 0.3, "decselfmask": 0.2}, corpora=(("a", 4, 60),))
+    recs = prediction_records({"sft": 0.3, "decselfmask": 0.2}, corpora=(("a", 4, 60),))
     for r in recs:
         if r["method"] == "decselfmask":
             r["tasks"] = r["tasks"][:2]  # decselfmask has t0 and t1 only

@@ -545,8 +545,8 @@ def _clause_rung(opt: float, sm: float, off_sft: float, off_dsm: float) -> dict:
     (0.05, 0.02, (0.5, 0.95), "not above the options difference (-0.0300): no format effect", False),
 ])
 def test_the_format_clause_calls_a_gain_only_a_gain(opt, sm, offs, says, mostly_off):
-    from axolotl_decselfmask.tools.experiments.ladder import _format_clause
+    from axolotl_decselfmask.tools.experiments.ladder import format_clause
 
-    text = _format_clause(_clause_rung(opt, sm, *offs))
+    text = format_clause(_clause_rung(opt, sm, *offs))
     assert says in text
     assert ("Nearly every answer of both is off format" in text) is mostly_off

@@ -1,14 +1,10 @@
 """results.md names what each method's runs computed in, from the dtype its predictions files
 record (tools/experiments/report.py, precision_lines), and stays as it was where no file records one."""
 
-import sys
-from pathlib import Path
+from helpers import prediction_records
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_bootstrap import _records  # noqa: E402
-
-from axolotl_decselfmask.tools.experiments.predictions import rows_from_predictions  # noqa: E402
-from axolotl_decselfmask.tools.experiments.report import write_results  # noqa: E402
+from axolotl_decselfmask.tools.experiments.predictions import rows_from_predictions
+from axolotl_decselfmask.tools.experiments.report import write_results
 
 
 def _report(tmp_path, records) -> str:
@@ -17,7 +13,7 @@ def _report(tmp_path, records) -> str:
 
 
 def test_recorded_dtypes_are_counted_per_method_and_unrecorded_files_are_named(tmp_path):
-    records = _records({"sft": 0.3, "decselfmask": 0.3, "setfit": 0.2})
+    records = prediction_records({"sft": 0.3, "decselfmask": 0.3, "setfit": 0.2})
     for r in records:
         if r["method"] == "decselfmask":
             r.update(dtype="float32", cpu_capability="AVX2")
@@ -30,7 +26,7 @@ def test_recorded_dtypes_are_counted_per_method_and_unrecorded_files_are_named(t
 
 
 def test_no_recorded_dtype_leaves_the_report_without_the_section(tmp_path):
-    records = _records({"sft": 0.3, "decselfmask": 0.3})
+    records = prediction_records({"sft": 0.3, "decselfmask": 0.3})
     assert "Precision of each method" not in _report(tmp_path, records)
     records[0]["dtype"] = "float32"  # the same records, one file recording its dtype
     assert records[0]["method"] == "sft"

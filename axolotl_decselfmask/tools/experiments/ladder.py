@@ -337,7 +337,7 @@ def _run_lines(lad: dict) -> list[str]:
 MOSTLY_OFF = 0.9
 
 
-def _format_clause(r: dict) -> str:
+def format_clause(r: dict) -> str:
     """Whether rung ``r``'s string-match difference to SFT exceeds its options difference (a string-match gain the
     options do not show: a format effect), with the off-format shares of SFT and DecSelfMask. A string-match
     difference that is not above zero is no gain, whatever the options difference; and where both methods answer
@@ -400,7 +400,7 @@ def ladder_sentence(lad: dict) -> str:
                        f"({_states(partial) or 'the other rungs have none'}): under the "
                        f"options scorer it is {cell(d)}, whose 95% interval "
                        f"{'excludes' if d['excludes_zero'] else 'includes'} zero; no step between rungs can be read "
-                       f"yet. " + _format_clause(r))
+                       f"yet. " + format_clause(r))
     steps = [(a, b, _difference(b, "options", SFT)["mean"] - _difference(a, "options", SFT)["mean"])
              for a, b in zip(shown, shown[1:])]
     prev, r, step = max(steps, key=lambda s: abs(s[2]))
@@ -412,7 +412,7 @@ def ladder_sentence(lad: dict) -> str:
                    f"from {_difference(prev, 'options', SFT)['mean']:+.4f} at rung {prev['rung']} to {cell(d)}, "
                    f"a step of {step:+.4f}{skipped}; rung {r['rung']}'s 95% interval "
                    f"{'excludes' if d['excludes_zero'] else 'includes'} zero (the step itself has no interval). "
-                   + _format_clause(r))
+                   + format_clause(r))
 
 
 def ladder_markdown(lad: dict) -> str:
