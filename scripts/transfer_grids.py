@@ -14,8 +14,8 @@ gain counts: the transfer keeps a rung's factor, which is worth doing only where
 (scripts/ladder_grids.py) are set over:
 
 - mtsamples: the core grid of mtsamples (examples/grids/comparison_core_mtsamples.yml), its 22 tasks and 199
-  test notes; rung 4's volume is 1,700 pool notes here too (the same number as on the hallmarks, not every
-  mtsamples note: about 2.8x the cost, a stated cut);
+  test notes; rung 4's volume is 1,700 pool notes here too (the same number as on the hallmarks, not all 2,177
+  mtsamples notes that are not test notes: a stated cut);
 - Qwen2.5-Coder-0.5B-Instruct on the hallmarks: rung 1's grid with that model. Rung 6 (relevance from
   that same model as a teacher) is no factor for it and is left out.
 
