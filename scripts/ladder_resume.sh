@@ -9,7 +9,11 @@
 # --print: only print the lane's jobs, one a line, and exit. --two-lanes (amendments L3, L4): lane 1 (core 1)
 # runs seed 0 of rungs 2 -> 7 and lane 0 (core 0) seeds 1 and 2 of rungs 1 -> 3, then seed 0's runs from rung 7
 # backwards, one method a job; each lane takes a lock per run before it (scripts/lane.sh), so the two meet in the
-# middle without running anything twice. Each lane is started only if it is not running (outputs/lane1.pid,
+# middle without running anything twice. Rungs 6 and 7 run Qwen2.5-0.5B as their teacher (about 10 GB): their
+# jobs form one lane group (`|qwen`), never two at once, and rung 7's stage-1 cache is rung 6's folder
+# (scripts/share_cache.sh, amendment L6: the same relevance and masked examples). Once that cache holds its
+# masked examples (their manifest, written after the last relevance shard), rung 7 no longer loads the teacher,
+# and its jobs leave the group from the next start. Each lane is started only if it is not running (outputs/lane1.pid,
 # outputs/lane0.pid); without --two-lanes one lane on core 1 runs them all. The lanes run this checkout's
 # scripts/lane.sh (copied to the worktree's outputs/lane.sh: the queue and its locks), the runs the worktree's
 # package at the pinned commit. The worktree is made if it is not there
@@ -42,14 +46,25 @@ for s in 1 2; do
 done
 JOBS+=("${LATER[@]}")
 TEACHER=ladder_6_hallmarks  # its relevance runs Qwen2.5-0.5B (about 10 GB): never two of its runs at once
+SHARER=ladder_7_hallmarks   # the same teacher's relevance, read from rung 6's cache (amendment L6)
+teacher_done() {  # the teacher rung's cache holds its masked examples: its relevance is complete
+  compgen -G "$WT/outputs/experiments/$TEACHER/runs/hallmarks_of_cancer/stage1-cache/examples-*/manifest.json" \
+    > /dev/null
+}
+grouped() {  # JOB: the job, in the lane group qwen where its rung may load the teacher
+  local stem=${1%%|*}
+  if [ "$stem" = "$TEACHER" ] || { [ "$stem" = "$SHARER" ] && ! teacher_done; }; then echo "$1|qwen"
+  else echo "$1"; fi
+}
 per_method() {  # each job "grid|m1,m2|seeds|dir" as one job per method (the teacher rung's kept whole)
   local job stem methods seeds dir m
   for job in "$@"; do
     IFS='|' read -r stem methods seeds dir <<< "$job"
-    if [ "$stem" = "$TEACHER" ]; then echo "$job"; continue; fi
-    for m in ${methods//,/ }; do echo "$stem|$m|$seeds|$dir"; done
+    if [ "$stem" = "$TEACHER" ]; then grouped "$job"; continue; fi
+    for m in ${methods//,/ }; do grouped "$stem|$m|$seeds|$dir"; done
   done
 }
+mapfile -t JOBS < <(for job in "${JOBS[@]}"; do grouped "$job"; done)
 mapfile -t LANE1 < <(per_method "${SEED0[@]}")
 mapfile -t LANE0 < <(per_method "${LATER[@]}"; per_method "${SEED0[@]}" | tac)
 if [ $PRINT = 1 ]; then
@@ -63,6 +78,7 @@ if [ ! -d "$WT" ]; then
   here=$(pwd)
   for link in models .venv .venv-setfit; do ln -s "$here/$link" "$WT/$link"; done
 fi
+scripts/share_cache.sh "$WT" "$SHARER" "$TEACHER"
 running() {  # lane CORE's recorded pid is alive and is a lane (not a pid reused after a sitting's end)
   local pid
   pid=$(cat "$WT/outputs/lane$1.pid" 2>/dev/null) || return 1

@@ -108,7 +108,7 @@ def test_resume_script_runs_every_registered_run_once_in_the_order_of_amendment_
     grids exactly once."""
     out = subprocess.run(["bash", str(ROOT / "scripts" / "ladder_resume.sh"), "--print"], capture_output=True,
                          text=True, check=True).stdout.split()
-    jobs = [line.split("|") for line in out]
+    jobs = [line.split("|")[:4] for line in out]
     order = [(int(stem.split("_")[1]), int(seed)) for stem, _, seed, _ in jobs]
     assert order == [(r, 0) for r in range(2, 8)] + [(r, s) for s in (1, 2) for r in (1, 2, 3)]
     covered = {(1, m, 0) for m in ("zero_shot", "sft", "decselfmask", "continual_pretraining_authors")}
@@ -139,11 +139,12 @@ def test_resume_script_two_lanes_split_the_same_runs_and_meet_in_the_middle():
     script = str(ROOT / "scripts" / "ladder_resume.sh")
 
     def runs(jobs):
-        return [(stem, m, seed) for stem, methods, seed, _ in (j.split("|") for j in jobs) for m in methods.split(",")]
+        return [(stem, m, seed) for stem, methods, seed, _ in (j.split("|")[:4] for j in jobs)
+                for m in methods.split(",")]
 
     one = subprocess.run(["bash", script, "--print"], capture_output=True, text=True, check=True).stdout.split()
-    two = subprocess.run(["bash", script, "--print", "--two-lanes"], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    two = subprocess.run(["bash", script, "--print", "--two-lanes", str(ROOT / "absent-worktree")],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
     assert two[0] == "# lane 1 (core 1)" and "# lane 0 (core 0)" in two
     cut = two.index("# lane 0 (core 0)")
     lane1, lane0 = two[1:cut], two[cut + 1:]
@@ -157,3 +158,67 @@ def test_resume_script_two_lanes_split_the_same_runs_and_meet_in_the_middle():
             assert (len(methods.split(",")) > 1) == (stem == "ladder_6_hallmarks"), job
     bad = subprocess.run(["bash", script, "--two-lane"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown option --two-lane" in bad.stderr
+
+
+def _lanes(*args: str) -> list[str]:
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "ladder_resume.sh"), "--print", "--two-lanes", *args],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    return [line for line in out if not line.startswith("#")]
+
+
+def test_the_teacher_rungs_form_one_lane_group_until_the_teacher_s_cache_is_complete(tmp_path):
+    """Amendment L6: rungs 6 and 7 load Qwen2.5-0.5B as their teacher (about 10 GB) until rung 6's stage-1 cache,
+    which rung 7 shares, holds its masked examples; until then their jobs are one lane group (scripts/lane.sh's
+    fifth field), never two at once; from then on rung 7's jobs leave it, and every other job was never in it."""
+    def groups(jobs):
+        return {(j.split("|")[0], j.split("|")[1]): (j.split("|") + [""])[4] for j in jobs}
+
+    before = _lanes(str(tmp_path / "worktree"))
+    assert {k: g for k, g in groups(before).items() if g} == {
+        ("ladder_6_hallmarks", "decselfmask,continual_pretraining_authors"): "qwen",
+        ("ladder_7_hallmarks", "decselfmask"): "qwen", ("ladder_7_hallmarks", "continual_pretraining_authors"): "qwen"}
+    assert all(len(j.split("|")) == (5 if j.split("|")[0] in ("ladder_6_hallmarks", "ladder_7_hallmarks") else 4)
+               for j in before)
+    manifest = (tmp_path / "worktree" / "outputs" / "experiments" / "ladder_6_hallmarks" / "runs" /
+                "hallmarks_of_cancer" / "stage1-cache" / "examples-0123" / "manifest.json")
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")
+    after = _lanes(str(tmp_path / "worktree"))
+    assert {k: g for k, g in groups(after).items() if g} == {
+        ("ladder_6_hallmarks", "decselfmask,continual_pretraining_authors"): "qwen"}
+    assert [j.split("|")[:4] for j in after] == [j.split("|")[:4] for j in before]
+
+
+def test_rung_7_changes_nothing_its_stage_1_cache_keys_read():
+    """Rung 7 shares rung 6's stage-1 cache (amendment L6): its factor sets only how stage 1 trains (the recipe's
+    adapter and learning rate), never a ``decselfmask:`` key, the pool or the seed, which are what the relevance
+    and examples keys are made of (stage1/cache.py: the decselfmask settings, the model, the texts)."""
+    ladder = _script()
+    assert set(ladder.RUNGS[6][1]) == {"recipe.adapter", "recipe.learning_rate"}
+    six, seven = (yaml.safe_load(GRIDS[n].read_text()) for n in (5, 6))
+    assert six["decselfmask"] == seven["decselfmask"]
+    assert {k: v for k, v in six.items() if k != "recipe"} == {k: v for k, v in seven.items() if k != "recipe"}
+
+
+def test_share_cache_links_one_grid_s_stage_1_cache_to_another_s(tmp_path):
+    script = str(ROOT / "scripts" / "share_cache.sh")
+    wt = tmp_path / "wt"
+    cache = "runs/hallmarks_of_cancer/stage1-cache"
+    done = subprocess.run(["bash", script, str(wt), "ladder_7_hallmarks", "ladder_6_hallmarks"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    seven, six = (wt / "outputs" / "experiments" / f"ladder_{n}_hallmarks" / cache for n in (7, 6))
+    assert seven.is_symlink() and six.is_dir() and not six.is_symlink() and seven.resolve() == six.resolve()
+    (seven / "relevance-abc").mkdir()  # what a run of rung 7 writes lands in rung 6's folder
+    assert (six / "relevance-abc").is_dir()
+    again = subprocess.run(["bash", script, str(wt), "ladder_7_hallmarks", "ladder_6_hallmarks"], capture_output=True,
+                           text=True)
+    assert again.returncode == 0 and again.stdout == "" and seven.is_symlink()
+    # a grid whose runs computed their own cache keeps it, and is named
+    own = wt / "outputs/experiments/ladder_5_hallmarks" / cache
+    own.mkdir(parents=True)
+    kept = subprocess.run(["bash", script, str(wt), "ladder_5_hallmarks", "ladder_6_hallmarks"], capture_output=True,
+                          text=True)
+    assert kept.returncode == 0 and "is a folder already" in kept.stderr and not own.is_symlink()
+    usage = subprocess.run(["bash", script, str(wt)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage" in usage.stderr
