@@ -63,10 +63,14 @@ def register_attention_function(name: str, function) -> None:
 
 
 def takes_logits_to_keep(model) -> bool:
-    """Whether ``model``'s forward takes ``logits_to_keep`` (transformers' causal LMs do, a PEFT wrapper passes it
-    on; a remote-code model or a hand-made stand-in may not): then the caller computes every position's logits."""
+    """Whether ``model``'s forward takes ``logits_to_keep`` (transformers' causal LMs do; a remote-code model or a
+    hand-made stand-in may not): then the caller computes every position's logits. A PEFT wrapper's forward takes
+    ``**kwargs`` and hands them to the model it wraps, so the wrapped model's forward decides."""
     import inspect
 
+    inner = getattr(model, "get_base_model", None)
+    if callable(inner) and inner() is not model:
+        return takes_logits_to_keep(inner())
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
@@ -79,19 +83,22 @@ def forward_keeping(model, keep, **inputs):
     an int k keeps the last k positions (0 keeps all), a 1-D tensor of positions keeps those. A forward that does not
     take the argument (:func:`takes_logits_to_keep`) computes every position's logits, and the output's ``logits``
     are then cut to the same positions, so the caller indexes them alike either way (only the memory differs). A
-    forward that takes ``**kwargs`` but drops the argument is cut the same way."""
-    if takes_logits_to_keep(model):
-        out = model(**inputs, logits_to_keep=keep)
-    else:
-        out = model(**inputs)
+    forward that takes ``**kwargs`` but drops the argument is cut the same way, told apart by the width of its
+    logits: ``keep``'s positions are then to be distinct and in order (every caller's are), since a permutation of
+    every position has the width of all of them."""
+    takes = takes_logits_to_keep(model)
+    out = model(**inputs, logits_to_keep=keep) if takes else model(**inputs)
     logits = getattr(out, "logits", None)
     if logits is None:
         return out
+    # cut where the forward could not take the argument, and where it took it into **kwargs and computed every
+    # position (its width then tells: transformers' own always returns as many positions as it keeps)
     if isinstance(keep, int):
-        if keep and logits.shape[1] != keep:
+        if keep and (not takes or logits.shape[1] != keep):
             out.logits = logits[:, -keep:]
-    elif logits.shape[1] != len(keep):
-        out.logits = logits[:, keep]
+    elif not takes or logits.shape[1] != len(keep):
+        runs = len(keep) > 0 and bool((keep.diff() == 1).all())  # consecutive positions: a view, not a copy
+        out.logits = logits[:, int(keep[0]): int(keep[-1]) + 1] if runs else logits[:, keep]
     return out
 
 

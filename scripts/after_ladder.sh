@@ -47,7 +47,9 @@ done
 # the queue
 rung=$({ grep -oE -- '--rung [0-9]+' "$ARM" || true; } | head -1 | awk '{print $2}')
 [ -n "$rung" ] || { echo "after_ladder: $ARM does not name its rung (--rung N): write it with scripts/arm_grids.py" >&2; exit 1; }
-methods=$(.venv/bin/python -c 'import sys, yaml; print(",".join(yaml.safe_load(open(sys.argv[1])).get("methods") or []))' \
+# the grid's methods, read by the checkout's Python (PYTHON: another one with PyYAML)
+methods=$("${PYTHON:-.venv/bin/python}" -c \
+  'import sys, yaml; print(",".join(yaml.safe_load(open(sys.argv[1])).get("methods") or []))' \
   "$ARM") || { echo "after_ladder: $ARM is not a grid YAML: write it with scripts/arm_grids.py" >&2; exit 1; }
 [ -n "$methods" ] || { echo "after_ladder: no methods in $ARM" >&2; exit 1; }
 JOBS=()

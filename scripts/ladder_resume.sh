@@ -9,7 +9,8 @@
 # --print: only print the lane's jobs, one a line, and exit. --two-lanes (amendments L3, L4): lane 1 (core 1)
 # runs seed 0 of rungs 2 -> 7 and lane 0 (core 0) seeds 1 and 2 of rungs 1 -> 3, then seed 0's runs from rung 7
 # backwards, one method a job; each lane takes a lock per run before it (scripts/lane.sh), so the two meet in the
-# middle without running anything twice. Rungs 6 and 7 run Qwen2.5-0.5B as their teacher (about 10 GB): their
+# middle without running anything twice. Rungs 6 and 7 run Qwen2.5-Coder-0.5B-Instruct as their teacher (about
+# 10 GB): their
 # jobs form one lane group (`|qwen`), never two at once, and rung 7's stage-1 cache is rung 6's folder
 # (scripts/share_cache.sh, amendment L6: the same relevance and masked examples). Once that cache holds its
 # masked examples (their manifest, written after the last relevance shard), rung 7 no longer loads the teacher,
@@ -45,11 +46,12 @@ for s in 1 2; do
          "ladder_3_hallmarks|$M3|$s|$P/ladder_3_hallmarks")
 done
 JOBS+=("${LATER[@]}")
-TEACHER=ladder_6_hallmarks  # its relevance runs Qwen2.5-0.5B (about 10 GB): never two of its runs at once
+TEACHER=ladder_6_hallmarks  # its relevance runs Qwen2.5-Coder-0.5B (about 10 GB): never two of its runs at once
 SHARER=ladder_7_hallmarks   # the same teacher's relevance, read from rung 6's cache (amendment L6)
-teacher_done() {  # the teacher rung's cache holds its masked examples: its relevance is complete
-  compgen -G "$WT/outputs/experiments/$TEACHER/runs/hallmarks_of_cancer/stage1-cache/examples-*/manifest.json" \
-    > /dev/null
+teacher_done() {  # rung 7 reads the teacher rung's cache, and it holds its masked examples (its relevance complete)
+  [ -L "$WT/outputs/experiments/$SHARER/runs/hallmarks_of_cancer/stage1-cache" ] &&
+    compgen -G "$WT/outputs/experiments/$TEACHER/runs/hallmarks_of_cancer/stage1-cache/examples-*/manifest.json" \
+      > /dev/null
 }
 grouped() {  # JOB: the job, in the lane group qwen where its rung may load the teacher
   local stem=${1%%|*}
@@ -111,6 +113,14 @@ for core in 0 1; do
     echo "ladder_resume: lane $core (pid $(cat "outputs/lane$core.pid")) runs a lane script without locks; stop it" \
       "first (kill its bash: its run goes on to its end), then start the lanes again" >&2
     exit 1
+  fi
+  # a lane started before amendment L6 holds the teacher rungs outside the lane group: it may load the teacher
+  # beside the other lane's
+  if running "$core" && tr '\0' '\n' < "/proc/$(cat "outputs/lane$core.pid")/cmdline" | grep -q "^$TEACHER|" &&
+     ! tr '\0' '\n' < "/proc/$(cat "outputs/lane$core.pid")/cmdline" | grep -q "^$TEACHER|.*|qwen$"; then
+    echo "ladder_resume: lane $core (pid $(cat "outputs/lane$core.pid")) holds rungs 6-7 outside the lane group" \
+      "qwen (started before amendment L6): stop it after its run (kill its bash) and start the lanes again" \
+      "before it reaches them" >&2
   fi
 done
 start_lane() {  # CORE JOB...

@@ -21,5 +21,5 @@ if [ -e "$from" ]; then
   exit 0
 fi
 mkdir -p "$to" "$(dirname "$from")"
-ln -s "../../../$TO/runs/$CORPUS/stage1-cache" "$from"
+ln -sn "../../../$TO/runs/$CORPUS/stage1-cache" "$from"
 echo "share_cache: $FROM's stage-1 cache is $TO's ($from -> $to)"

@@ -196,7 +196,7 @@ def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size:
     """
     import torch
 
-    from axolotl_decselfmask.compat import takes_logits_to_keep
+    from axolotl_decselfmask.compat import forward_keeping, takes_logits_to_keep
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
@@ -227,9 +227,9 @@ def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size:
         # the logits of the positions whose argmax is read only (the answer's, when only the answer is labelled):
         # the vocabulary-wide logits of a long note are most of the pass's memory
         skip = min(min(firsts[i] for i in batch), width - 1) if takes else 0
-        extra = {"logits_to_keep": torch.arange(skip, width, device=device)} if takes else {}
         with torch.no_grad():
-            argmax = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra).logits.argmax(-1).cpu()
+            argmax = forward_keeping(model, torch.arange(skip, width, device=device), input_ids=ids.to(device),
+                                     attention_mask=mask.to(device)).logits.argmax(-1).cpu()
         for b, i in enumerate(batch):
             argmaxes[i] = [_UNREAD] * skip + argmax[b, :len(sequences[i]) - skip].tolist()
     return _labelled(rows, argmaxes, shift)

@@ -4,6 +4,7 @@ Qwen's jobs in one group), and it refuses grids that are not committed as they a
 Run in a scratch git repository holding the script and grids written by scripts/arm_grids.py and
 scripts/transfer_grids.py."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -24,9 +25,6 @@ def _script(name: str):
 def _repo(tmp: Path, rung: int, transfer: bool) -> Path:
     (tmp / "scripts").mkdir(parents=True)
     shutil.copy(ROOT / "scripts" / "after_ladder.sh", tmp / "scripts")
-    (tmp / ".venv" / "bin").mkdir(parents=True)
-    (tmp / ".venv" / "bin" / "python").symlink_to(sys.executable)  # the script reads the arm grid with the venv's
-    (tmp / ".gitignore").write_text(".venv/\n")
     grids = tmp / "examples" / "grids"
     grids.mkdir(parents=True)
     arm = _script("arm_grids")
@@ -43,7 +41,10 @@ def _repo(tmp: Path, rung: int, transfer: bool) -> Path:
 
 
 def _run(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(repo / "scripts" / "after_ladder.sh"), *args], capture_output=True, text=True)
+    # the script reads the arm grid with the checkout's .venv/bin/python; here, this test's own
+    env = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(repo / "scripts" / "after_ladder.sh"), *args], capture_output=True, text=True,
+                          env=env)
 
 
 def test_the_queue_of_a_late_rung_with_both_transfer_grids(tmp_path):
@@ -133,6 +134,7 @@ def test_it_starts_two_lanes_from_its_worktree_that_run_every_job(tmp_path):
     made at the commit, both lanes hold the whole queue, and every job is run."""
     repo = _repo(tmp_path / "main", 5, transfer=False)
     shutil.copy(ROOT / "scripts" / "lane.sh", repo / "scripts")
+    (repo / ".venv" / "bin").mkdir(parents=True)
     fake = repo / ".venv" / "bin" / "axolotl"
     fake.write_text(FAKE)
     fake.chmod(0o755)

@@ -167,8 +167,8 @@ def _lanes(*args: str) -> list[str]:
 
 
 def test_the_teacher_rungs_form_one_lane_group_until_the_teacher_s_cache_is_complete(tmp_path):
-    """Amendment L6: rungs 6 and 7 load Qwen2.5-0.5B as their teacher (about 10 GB) until rung 6's stage-1 cache,
-    which rung 7 shares, holds its masked examples; until then their jobs are one lane group (scripts/lane.sh's
+    """Amendment L6: rungs 6 and 7 load Qwen2.5-Coder-0.5B as their teacher (about 10 GB) until rung 6's stage-1
+    cache, which rung 7 shares, holds its masked examples; until then their jobs are one lane group (scripts/lane.sh's
     fifth field), never two at once; from then on rung 7's jobs leave it, and every other job was never in it."""
     def groups(jobs):
         return {(j.split("|")[0], j.split("|")[1]): (j.split("|") + [""])[4] for j in jobs}
@@ -183,6 +183,13 @@ def test_the_teacher_rungs_form_one_lane_group_until_the_teacher_s_cache_is_comp
                 "hallmarks_of_cancer" / "stage1-cache" / "examples-0123" / "manifest.json")
     manifest.parent.mkdir(parents=True)
     manifest.write_text("{}")
+    # rung 7 with a cache folder of its own (not rung 6's) would load the teacher itself: it stays in the group
+    own = tmp_path / "worktree" / "outputs" / "experiments" / "ladder_7_hallmarks" / "runs" / "hallmarks_of_cancer"
+    (own / "stage1-cache").mkdir(parents=True)
+    assert groups(_lanes(str(tmp_path / "worktree"))) == groups(before)
+    (own / "stage1-cache").rmdir()
+    subprocess.run(["bash", str(ROOT / "scripts" / "share_cache.sh"), str(tmp_path / "worktree"), "ladder_7_hallmarks",
+                    "ladder_6_hallmarks"], check=True, capture_output=True)
     after = _lanes(str(tmp_path / "worktree"))
     assert {k: g for k, g in groups(after).items() if g} == {
         ("ladder_6_hallmarks", "decselfmask,continual_pretraining_authors"): "qwen"}
