@@ -124,9 +124,17 @@ for core in 0 1; do
   fi
 done
 start_lane() {  # CORE JOB...
-  local core=$1; shift
+  local core=$1 wait_pid="" run; shift
+  # a run of this core whose lane was stopped (its bash killed) goes on: the new lane starts after it
+  run=$(cat "outputs/run$core.pid" 2>/dev/null) || true
+  if [ -n "$run" ] && kill -0 "$run" 2>/dev/null && tr '\0' ' ' < "/proc/$run/cmdline" 2>/dev/null |
+       grep -q "experiments run"; then
+    wait_pid=$run
+    echo "ladder_resume: lane $core starts after the run still going on in it (pid $run)"
+  fi
   echo "=== resumed $(date -u +%F' '%H:%M) by scripts/ladder_resume.sh at $(git rev-parse --short HEAD)" >> "outputs/lane$core.log"
-  PYTHONPATH=$PWD KERNELS=native setsid nohup bash outputs/lane.sh "$core" "$@" >> "outputs/lane$core.log" 2>&1 &
+  WAIT_PID=$wait_pid PYTHONPATH=$PWD KERNELS=native setsid nohup bash outputs/lane.sh "$core" "$@" \
+    >> "outputs/lane$core.log" 2>&1 &
   echo $! > "outputs/lane$core.pid"
   echo "ladder_resume: lane started on core $core in $WT (pid $(cat "outputs/lane$core.pid")); log $WT/outputs/lane$core.log"
 }

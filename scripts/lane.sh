@@ -12,7 +12,8 @@
 # outputs/locks/group-<group>.lock, kept like the job's): Qwen's runs, about 10 GB each. KERNELS=avx2 (the default) caps torch, oneDNN and MKL
 # at AVX2, so that `bf16: auto` gives float32 on any x86 machine (docs/results.md, note 3); native leaves the
 # machine's own kernels. WAIT_PID: start after that process has exited (to queue a lane behind a run).
-# Stop a lane after its current run: kill the lane's bash process only; the run goes on to its end.
+# Stop a lane after its current run: kill the lane's bash process only; the run goes on to its end (its pid is in
+# outputs/run<CORE>.pid, which scripts/ladder_resume.sh hands to the next lane of that core as WAIT_PID).
 # Two lanes may hold the same jobs (docs/experiments.md, "Running the ladder"): before a job, a lane takes a lock
 # per (grid, method, seeds), `flock` on outputs/locks/<grid>-<method>-<seeds>.lock, all of the job's or none (then
 # it skips the job). The run inherits the locks, so they last while it runs, even when its lane is killed, and the
@@ -28,7 +29,7 @@ case $KERNELS in
   native) ;;
   *) echo "lane.sh: KERNELS must be avx2 or native, got '$KERNELS'" >&2; exit 2 ;;
 esac
-if [ -n "${WAIT_PID:-}" ]; then while kill -0 "$WAIT_PID" 2>/dev/null; do sleep 20; done; fi
+if [ -n "${WAIT_PID:-}" ]; then while kill -0 "$WAIT_PID" 2>/dev/null; do sleep 2; done; fi
 mkdir -p outputs/runlogs outputs/locks
 for job in "$@"; do
   IFS='|' read -r stem methods seeds pdir group <<< "$job"
@@ -55,7 +56,10 @@ for job in "$@"; do
   echo "=== start $(date -u +%H:%M) core $CORE kernels $KERNELS $stem $methods $seeds"
   started=$(date +%s)
   taskset -c "$CORE" .venv/bin/axolotl decselfmask experiments run "examples/grids/$stem.yml" \
-    --out "outputs/experiments/$stem" --predictions-dir "$pdir" --methods "$methods" --seeds "$seeds" > "$log" 2>&1
+    --out "outputs/experiments/$stem" --predictions-dir "$pdir" --methods "$methods" --seeds "$seeds" > "$log" 2>&1 &
+  run=$!
+  echo "$run" > "outputs/run$CORE.pid"  # a lane started on this core while the run goes on waits for it
+  wait "$run"
   echo "=== exit $? $(date -u +%H:%M) $stem $methods $seeds"
   # the predictions files this run wrote: their first line only (no F1 in it)
   find "$pdir" -mindepth 2 -maxdepth 2 -name '*.jsonl.gz' -newermt "@$started" | sort | while read -r f; do

@@ -4,6 +4,8 @@ present) recipes whose resolved settings are the plan's at every rung."""
 
 import copy
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -229,3 +231,44 @@ def test_share_cache_links_one_grid_s_stage_1_cache_to_another_s(tmp_path):
     assert kept.returncode == 0 and "is a folder already" in kept.stderr and not own.is_symlink()
     usage = subprocess.run(["bash", script, str(wt)], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+RECORDING_RUNNER = """#!/bin/bash
+# records: when, on which cores, what
+echo "$(date +%s.%N) $(grep Cpus_allowed_list /proc/$$/status | cut -f2) $*" >> "$(dirname "$0")/../../calls.txt"
+"""
+
+
+@pytest.mark.skipif(not (shutil.which("flock") and shutil.which("taskset") and (os.cpu_count() or 1) > 1),
+                    reason="needs flock, taskset and two cores")
+def test_a_restarted_lane_starts_after_the_run_its_stopped_lane_left_going(tmp_path):
+    """scripts/lane.sh records its run's pid (outputs/run<core>.pid); a lane that ladder_resume.sh starts on that
+    core while that run goes on (its lane's bash was killed) waits for it, so one core never holds two runs; the
+    other lane starts at once. In a scratch worktree whose runner only records its calls."""
+    import time
+
+    wt = tmp_path / "wt"
+    (wt / "outputs").mkdir(parents=True)
+    (wt / ".venv" / "bin").mkdir(parents=True)
+    runner = wt / ".venv" / "bin" / "axolotl"
+    runner.write_text(RECORDING_RUNNER)
+    runner.chmod(0o755)
+    going = subprocess.Popen(["bash", "-c", 'exec -a "axolotl decselfmask experiments run going" sleep 6'])
+    (wt / "outputs" / "run0.pid").write_text(f"{going.pid}\n")
+    started = time.time()
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "ladder_resume.sh"), "--two-lanes", str(wt)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"lane 0 starts after the run still going on in it (pid {going.pid})" in done.stdout
+    assert "lane 1 starts after" not in done.stdout
+    pids = [int((wt / "outputs" / f"lane{c}.pid").read_text()) for c in (0, 1)]
+    going.wait()
+    ended = time.time()
+    deadline = ended + 120
+    while any(Path(f"/proc/{p}").exists() for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    calls = [line.split(" ", 2) for line in (wt / "calls.txt").read_text().splitlines()]
+    on = {core: [float(t) for t, c, _ in calls if c == core] for core in ("0", "1")}
+    assert on["1"] and min(on["1"]) < started + 5  # lane 1 did not wait
+    assert on["0"] and min(on["0"]) >= ended - 0.5  # lane 0 began with the run's end
+    assert (wt / "outputs" / "run0.pid").read_text().strip() != str(going.pid)  # its own runs recorded since
