@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_shared_prefix_tasks import _setup
+from helpers import shared_test_tasks
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.stage2.probing import feature_key, mask_token_id, prompt_features
@@ -31,7 +31,7 @@ def loaded(tiny_llama, tmp_path_factory):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
     tok.add_special_tokens({"additional_special_tokens": ["<mask>"]})  # one token, as stage 1 leaves it
     model.resize_token_embeddings(len(tok))
-    config, cfg = _setup(tmp, "mask_fill", 256)
+    config, cfg = shared_test_tasks(tmp, "mask_fill", 256)
     tasks = prepare_tasks(cfg("x"), config, tok)
     return tok, model, config, cfg, tasks[:3]  # the three tasks on the same test notes
 

@@ -10,48 +10,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import data_rows, write_rows
+from helpers import QUESTIONS, shared_test_tasks
 
-from axolotl_decselfmask.args import DecSelfMaskConfig
-
-QUESTIONS = {"neoplasms": "Is the abstract above about neoplasms?",
-             "heart": "Does the abstract above describe a disease of the heart or of the blood vessels?",
-             "treatment": "Is a treatment named in the abstract above?"}
 RTOL = 1e-4
-
-
-def _label(task: str, row: dict) -> str:
-    if task == "treatment":
-        return "yes" if "treat" in row["text"].lower() else "no"
-    return "yes" if row["label"] == {"neoplasms": "neoplasms", "heart": "cardiovascular diseases"}[task] else "no"
-
-
-def _setup(tmp_path, prompt: str, sequence_len: int = 256):
-    """Three yes/no tasks with one test file (6 notes of 40-320 characters) and their own labelled
-    examples, and a fourth task on other test notes (not scored with them)."""
-    from axolotl.utils.dict import DictDefault
-
-    rows = data_rows("abstracts_test.jsonl", n=10)
-    test = [{**r, "text": r["text"][: n]} for r, n in zip(rows, (320, 40, 200, 90, 260, 140))]
-    train = data_rows("abstracts_train.jsonl", per_class=2)
-    tasks = []
-    for k, (task, question) in enumerate(QUESTIONS.items()):
-        mine = train[k * 3: k * 3 + 4]
-        write_rows(tmp_path / f"test-{task}.jsonl", [{"text": r["text"], "label": _label(task, r)} for r in test])
-        write_rows(tmp_path / f"train-{task}.jsonl", [{"text": r["text"][:200], "label": y}
-                                                      for r, y in zip(mine, ["yes", "no"] * 2)])
-        tasks.append({"task": task, "train_file": str(tmp_path / f"train-{task}.jsonl"), "question": question,
-                      "test_file": str(tmp_path / f"test-{task}.jsonl"), "labels": ["yes", "no"]})
-    write_rows(tmp_path / "test-other.jsonl", [{"text": r["text"][:150], "label": "no"} for r in rows[6:]])
-    tasks.append({**tasks[0], "task": "other", "test_file": str(tmp_path / "test-other.jsonl")})
-    config = DecSelfMaskConfig(items=["x"], masking={"mask_token": "<mask>"}, tasks=tasks, classification={
-        "prompt": prompt, "train": False, "calibration": "balanced", "eval_batch_size": 4, "option_chunk": 3})
-
-    def cfg(name):
-        return DictDefault({"sequence_len": sequence_len, "output_dir": str(tmp_path / name), "datasets": [],
-                            "use_tensorboard": False, "use_wandb": False})
-
-    return config, cfg
 
 
 def _close(a, b, where=""):
@@ -82,7 +43,7 @@ def test_tasks_sharing_test_notes_score_as_one_prompt_per_task(tmp_path, tiny_ll
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
-    config, cfg = _setup(tmp_path, prompt, sequence_len)
+    config, cfg = shared_test_tasks(tmp_path, prompt, sequence_len)
     tasks = prepare_tasks(cfg("each"), config, tok)
     by_note = list(zip(*(t.test_texts for t in tasks[:3])))
     cut = sum(len(set(x)) > 1 for x in by_note)
