@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
-from conftest import DATA
+from conftest import DATA, ROOT, SMOLLM
 
 # `axolotl train ... --launcher python`: training in the CLI's own process instead of under `accelerate launch`,
 # which starts a second Python that imports Axolotl again (~20 s a run on these CPUs). For tests whose subject is
@@ -224,3 +224,56 @@ def shared_test_tasks(tmp_path, prompt: str, sequence_len: int = 256):
                             "use_tensorboard": False, "use_wandb": False})
 
     return config, cfg
+
+
+SETFIT_MODEL = ROOT / "models" / "all-minilm-l6-v2"
+SETFIT_PACKAGES = ROOT / ".venv-setfit"
+
+
+def setfit_grid(tmp_path, methods: list[str]):
+    """A tiny grid with SetFit's settings on the shipped abstracts (one task), written to ``tmp_path``."""
+    import yaml
+
+    corpus = write_corpus(tmp_path / "corpus.csv.gz", "abstracts_test.jsonl", "abstracts_unlabelled.jsonl")
+    grid = {
+        "model": str(SMOLLM), "methods": methods, "seeds": [0, 1], "labelled_per_task": 8, "test_per_task": 10,
+        "pool_size": 8, "max_text_chars": 300, "setfit_model": str(SETFIT_MODEL),
+        "setfit_packages": str(SETFIT_PACKAGES), "setfit": {"num_iterations": 1, "batch_size": 16},
+        "corpora": [{"name": "abstracts", "file": str(corpus), "tasks": [
+            {"name": "neoplasms", "label_column": "label", "positive": "neoplasms",
+             "question": "Is the abstract above about neoplasms?"}]}],
+    }
+    path = tmp_path / "grid.yml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def experiment_grid(tmp_path, model, **over):
+    """A tiny grid on the shipped abstracts (one task), written to ``tmp_path``; ``over`` replaces its keys."""
+    import yaml
+
+    grid = {
+        "model": str(model),
+        "seeds": [0, 1],
+        "labelled_per_task": 6,
+        "test_per_task": 6,
+        "pool_size": 8,
+        "stage1_token_budget": 600,
+        "pseudo_label_texts": 6,
+        "max_text_chars": 300,
+        "recipe": {"bf16": False, "sequence_len": 160, "micro_batch_size": 2, "lora_r": 4, "lora_alpha": 8},
+        "decselfmask": {"relevance": {"batch_size": 4}, "spans": {"rescale_after_smoothing": True},
+                        "classification": {"lora_r": 4, "lora_alpha": 8, "batch_size": 4},
+                        "probing": {"epochs": 20}},
+        "corpora": [{
+            "name": "abstracts", "file": str(write_corpus(tmp_path / "corpus.csv.gz", "abstracts_test.jsonl", "abstracts_unlabelled.jsonl")), "text_column": "text",
+            "tasks": [
+                {"name": "neoplasms", "label_column": "label", "positive": "neoplasms",
+                 "question": "Is the abstract above about neoplasms?"},
+            ],
+        }],
+    }
+    grid.update(over)
+    path = tmp_path / "grid.yml"
+    path.write_text(yaml.safe_dump(grid))
+    return path

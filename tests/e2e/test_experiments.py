@@ -2,13 +2,13 @@
 results.csv / results.md / plots; and the data splits it writes."""
 
 import csv
-import gzip
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DATA, make_tiny_llama
+from conftest import make_tiny_llama
+from helpers import experiment_grid
 
 from axolotl_decselfmask.tools.experiments.data import build_data
 from axolotl_decselfmask.tools.experiments.grid import Grid, load_grid
@@ -24,49 +24,8 @@ from axolotl_decselfmask.tools.experiments.report import report_markdown
 from axolotl_decselfmask.tools.experiments.runner import plan, run_grid
 
 
-def _corpus(tmp_path):
-    """A small real corpus: abstracts with their 5-class label."""
-    rows = [json.loads(line) for line in (DATA / "abstracts_test.jsonl").read_text().splitlines()]
-    rows += [json.loads(line) for line in (DATA / "abstracts_unlabelled.jsonl").read_text().splitlines()]
-    path = tmp_path / "corpus.csv.gz"
-    with gzip.open(path, "wt", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text", "label"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({"text": r["text"], "label": r.get("label", "")})
-    return path
-
-
-def _grid(tmp_path, model, **over):
-    grid = {
-        "model": str(model),
-        "seeds": [0, 1],
-        "labelled_per_task": 6,
-        "test_per_task": 6,
-        "pool_size": 8,
-        "stage1_token_budget": 600,
-        "pseudo_label_texts": 6,
-        "max_text_chars": 300,
-        "recipe": {"bf16": False, "sequence_len": 160, "micro_batch_size": 2, "lora_r": 4, "lora_alpha": 8},
-        "decselfmask": {"relevance": {"batch_size": 4}, "spans": {"rescale_after_smoothing": True},
-                        "classification": {"lora_r": 4, "lora_alpha": 8, "batch_size": 4},
-                        "probing": {"epochs": 20}},
-        "corpora": [{
-            "name": "abstracts", "file": str(_corpus(tmp_path)), "text_column": "text",
-            "tasks": [
-                {"name": "neoplasms", "label_column": "label", "positive": "neoplasms",
-                 "question": "Is the abstract above about neoplasms?"},
-            ],
-        }],
-    }
-    grid.update(over)
-    path = tmp_path / "grid.yml"
-    path.write_text(yaml.safe_dump(grid))
-    return path
-
-
 def test_splits_keep_test_rows_out_of_pool_and_labelled(tmp_path, tiny_llama):
-    grid = load_grid(_grid(tmp_path, tiny_llama, test_per_task=20, labelled_per_task=10, pool_size=400,
+    grid = load_grid(experiment_grid(tmp_path, tiny_llama, test_per_task=20, labelled_per_task=10, pool_size=400,
                            seeds=[0, 1, 2]))
     data = build_data(grid, tmp_path / "out")["abstracts"]
     task = data["tasks"]["neoplasms"]
@@ -87,10 +46,10 @@ def test_splits_keep_test_rows_out_of_pool_and_labelled(tmp_path, tiny_llama):
 
 
 def test_bad_grid_names_the_key(tmp_path, tiny_llama):
-    path = _grid(tmp_path, tiny_llama, methods=["sft", "decselfmsk"])
+    path = experiment_grid(tmp_path, tiny_llama, methods=["sft", "decselfmsk"])
     with pytest.raises(SystemExit, match="methods"):
         load_grid(path)
-    path = _grid(tmp_path, tiny_llama)
+    path = experiment_grid(tmp_path, tiny_llama)
     raw = yaml.safe_load(path.read_text())
     raw["corpora"][0]["tasks"][0]["label_column"] = "nope"
     path.write_text(yaml.safe_dump(raw))
@@ -99,7 +58,7 @@ def test_bad_grid_names_the_key(tmp_path, tiny_llama):
 
 
 def _plan(tmp_path, model, **over):
-    grid = load_grid(_grid(tmp_path, model, **over))
+    grid = load_grid(experiment_grid(tmp_path, model, **over))
     out = tmp_path / "out"
     return grid, plan(grid, out, build_data(grid, out))
 
@@ -147,7 +106,7 @@ def test_random_masking_reuses_the_relevance_cache_of_decselfmask(tmp_path, tiny
 @pytest.mark.slow  # six `axolotl train` runs and a resume (make test-slow)
 def test_tiny_grid_runs_all_methods_and_resumes(tmp_path):
     model = make_tiny_llama(tmp_path / "tiny")
-    grid_path = _grid(tmp_path, model)
+    grid_path = experiment_grid(tmp_path, model)
     out = tmp_path / "exp"
     rows = run_grid(str(grid_path), str(out))
     assert {r["method"] for r in rows} == set(DEFAULT_METHODS)

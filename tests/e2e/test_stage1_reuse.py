@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import yaml
-from test_experiments import _grid
+from helpers import experiment_grid
 
 from axolotl_decselfmask.stage2.model import MERGED_DIR, MERGED_RECORD
 from axolotl_decselfmask.tools.experiments.data import build_data
@@ -28,7 +28,7 @@ def _saved_stage1(root, model, seed: int, key: str):
 
 
 def _reuse_grid(tmp_path, model, root, methods=("decselfmask_head",), **over):
-    return _grid(tmp_path, model, methods=list(methods), seeds=[0, 1], share_stage1_across_seeds=False,
+    return experiment_grid(tmp_path, model, methods=list(methods), seeds=[0, 1], share_stage1_across_seeds=False,
                  stage1_models={m: TEMPLATE.format(root=root) for m in methods if METHODS[m].stage1}, **over)
 
 
@@ -94,7 +94,7 @@ def test_a_full_fine_tune_is_known_by_its_completion_record(tmp_path, tiny_llama
 ])
 def test_bad_stage1_models_name_the_key(tmp_path, tiny_llama, over, message):
     over = {"share_stage1_across_seeds": False, **over}
-    path = _grid(tmp_path, tiny_llama, methods=["head", "decselfmask_head"], **over)
+    path = experiment_grid(tmp_path, tiny_llama, methods=["head", "decselfmask_head"], **over)
     with pytest.raises(SystemExit, match="stage1_models") as err:
         load_grid(path)
     assert message in str(err.value)
@@ -119,7 +119,7 @@ def test_head_methods_and_a_reused_stage1_run_end_to_end(tmp_path, tiny_llama):
     the untouched model, without training stage 1 again."""
     first = tmp_path / "first"
     first.mkdir()
-    run_grid(str(_grid(first, tiny_llama, methods=["decselfmask"], seeds=[0], share_stage1_across_seeds=False,
+    run_grid(str(experiment_grid(first, tiny_llama, methods=["decselfmask"], seeds=[0], share_stage1_across_seeds=False,
                        probing=False)), str(first / "exp"))
     saved = first / "exp/runs/abstracts/decselfmask-seed0/output" / MERGED_DIR
     assert (saved / MERGED_RECORD).is_file()
@@ -127,7 +127,7 @@ def test_head_methods_and_a_reused_stage1_run_end_to_end(tmp_path, tiny_llama):
     second = tmp_path / "second"
     second.mkdir()
     methods = ["head", "head_authors", "decselfmask_head_authors"]
-    path = _grid(second, tiny_llama, methods=methods, seeds=[0], share_stage1_across_seeds=False,
+    path = experiment_grid(second, tiny_llama, methods=methods, seeds=[0], share_stage1_across_seeds=False,
                  stage1_models={"decselfmask_head_authors": TEMPLATE.format(root=first / "exp")},
                  decselfmask={"relevance": {"batch_size": 4}, "classification": {"head": {"folds": 3}}})
     rows = run_grid(str(path), str(second / "exp"))

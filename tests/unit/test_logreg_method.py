@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_setfit_method import SETFIT_MODEL, SETFIT_PACKAGES, _grid
+from helpers import SETFIT_MODEL, SETFIT_PACKAGES, setfit_grid
 
 from axolotl_decselfmask.io.files import safe_filename
 from axolotl_decselfmask.tools.experiments.data import build_data
@@ -43,7 +43,7 @@ def _require_encoder():
 def test_logreg_run_writes_decoder_form_outputs_and_results_rows(tmp_path):
     _require_encoder()
     out = tmp_path / "exp"
-    rows = run_grid(str(_grid(tmp_path, ["logreg_minilm"])), str(out))
+    rows = run_grid(str(setfit_grid(tmp_path, ["logreg_minilm"])), str(out))
     run_dir = out / "runs" / "abstracts" / "logreg_minilm"
     metrics = json.loads((run_dir / "output" / "metrics.json").read_text())
     spec = json.loads((run_dir / "runspec.json").read_text())
@@ -79,12 +79,12 @@ def test_logreg_run_writes_decoder_form_outputs_and_results_rows(tmp_path):
     assert [r["stage1_tokens"] for r in table] == ["", ""] and len(rows) == 2
     assert len(list((out / "predictions").rglob("*logreg_minilm*"))) == 2  # one committed file per seed
     stamp = (run_dir / "run.log").stat().st_mtime_ns  # resumable: the finished run is not run again
-    assert run_grid(str(_grid(tmp_path, ["logreg_minilm"])), str(out)) == rows
+    assert run_grid(str(setfit_grid(tmp_path, ["logreg_minilm"])), str(out)) == rows
     assert (run_dir / "run.log").stat().st_mtime_ns == stamp
 
 
 def test_logreg_spec_has_the_decoder_tasks(tmp_path):
-    grid = load_grid(_grid(tmp_path, ["sft", "logreg_minilm"]))
+    grid = load_grid(setfit_grid(tmp_path, ["sft", "logreg_minilm"]))
     out = tmp_path / "out"
     runs = {r["method"]: r for r in plan(grid, out, build_data(grid, out))}
     decoder = runs["sft"]["recipe"]["decselfmask"]["tasks"]

@@ -4,19 +4,13 @@ in the decoder runs' form, and its rows in results.csv. Needs `make setfit` and 
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
-import yaml
-from conftest import ROOT, SMOLLM
-from helpers import write_corpus
+from helpers import SETFIT_MODEL, SETFIT_PACKAGES, setfit_grid
 
 from axolotl_decselfmask.io.files import safe_filename
 from axolotl_decselfmask.tools.experiments.results import row_key
 from axolotl_decselfmask.tools.experiments.runner import plan, run_grid
-
-SETFIT_MODEL = ROOT / "models" / "all-minilm-l6-v2"
-SETFIT_PACKAGES = ROOT / ".venv-setfit"
 
 
 def _require_setfit():
@@ -28,25 +22,10 @@ def _require_setfit():
         pytest.skip("setfit is not installed: run `make setfit`")
 
 
-def _grid(tmp_path: Path, methods: list[str]) -> Path:
-    corpus = write_corpus(tmp_path / "corpus.csv.gz", "abstracts_test.jsonl", "abstracts_unlabelled.jsonl")
-    grid = {
-        "model": str(SMOLLM), "methods": methods, "seeds": [0, 1], "labelled_per_task": 8, "test_per_task": 10,
-        "pool_size": 8, "max_text_chars": 300, "setfit_model": str(SETFIT_MODEL),
-        "setfit_packages": str(SETFIT_PACKAGES), "setfit": {"num_iterations": 1, "batch_size": 16},
-        "corpora": [{"name": "abstracts", "file": str(corpus), "tasks": [
-            {"name": "neoplasms", "label_column": "label", "positive": "neoplasms",
-             "question": "Is the abstract above about neoplasms?"}]}],
-    }
-    path = tmp_path / "grid.yml"
-    path.write_text(yaml.safe_dump(grid))
-    return path
-
-
 def test_setfit_run_writes_decoder_form_outputs_and_results_rows(tmp_path):
     _require_setfit()
     out = tmp_path / "exp"
-    rows = run_grid(str(_grid(tmp_path, ["setfit"])), str(out))
+    rows = run_grid(str(setfit_grid(tmp_path, ["setfit"])), str(out))
     run_dir = out / "runs" / "abstracts" / "setfit"
     metrics = json.loads((run_dir / "output" / "metrics.json").read_text())
     assert set(metrics["tasks"]) == {"neoplasms@seed0", "neoplasms@seed1"}  # the decoder's <task>@seed<k>
@@ -70,7 +49,7 @@ def test_setfit_run_writes_decoder_form_outputs_and_results_rows(tmp_path):
     assert [r["stage1_tokens"] for r in table] == ["", ""] and len(rows) == 2
     # resumable like a decoder run: the finished run is not run again
     stamp = (run_dir / "run.log").stat().st_mtime_ns
-    assert run_grid(str(_grid(tmp_path, ["setfit"])), str(out)) == rows
+    assert run_grid(str(setfit_grid(tmp_path, ["setfit"])), str(out)) == rows
     assert (run_dir / "run.log").stat().st_mtime_ns == stamp
 
 
@@ -79,7 +58,7 @@ def test_setfit_rows_are_keyed_like_a_decoder_methods(tmp_path):
     from axolotl_decselfmask.tools.experiments.data import build_data
     from axolotl_decselfmask.tools.experiments.grid import load_grid
 
-    grid = load_grid(_grid(tmp_path, ["sft", "setfit"]))
+    grid = load_grid(setfit_grid(tmp_path, ["sft", "setfit"]))
     out = tmp_path / "out"
     runs = {r["method"]: r for r in plan(grid, out, build_data(grid, out))}
     decoder = runs["sft"]["recipe"]["decselfmask"]["tasks"]
