@@ -57,7 +57,6 @@ ARM_METHODS = {"decselfmask_early_stop": {"classification.early_stopping.enabled
                "decselfmask_head": HEADS["package"], "decselfmask_head_authors": HEADS["authors"]}
 
 
-
 def measured_setting() -> dict:
     """The keys of the ladder's setting (rung 1's grid, the core grid's) that differ from the plugin's built-in defaults,
     as dotted ``decselfmask.`` keys, without the ladder's own measurement (``COMMON``: the scorer, the probing

@@ -10,12 +10,11 @@
 # runs seed 0 of rungs 2 -> 7 and lane 0 (core 0) seeds 1 and 2 of rungs 1 -> 3, then seed 0's runs from rung 7
 # backwards, one method a job; each lane takes a lock per run before it (scripts/lane.sh), so the two meet in the
 # middle without running anything twice. Rungs 6 and 7 run Qwen2.5-Coder-0.5B-Instruct as their teacher (about
-# 10 GB): their
-# jobs form one lane group (`|qwen`), never two at once, and rung 7's stage-1 cache is rung 6's folder
-# (scripts/share_cache.sh, amendment L6: the same relevance and masked examples). Once that cache holds its
+# 10 GB): their jobs form one lane group (`|qwen`), never two at once, and rung 7's stage-1 cache is rung 6's
+# folder (scripts/share_cache.sh, amendment L6: the same relevance and masked examples). Once that cache holds its
 # masked examples (their manifest, written after the last relevance shard), rung 7 no longer loads the teacher,
-# and its jobs leave the group from the next start. Each lane is started only if it is not running (outputs/lane1.pid,
-# outputs/lane0.pid); without --two-lanes one lane on core 1 runs them all. The lanes run this checkout's
+# and its jobs leave the group from the next start. Each lane is started only if it is not running
+# (outputs/lane1.pid, outputs/lane0.pid); without --two-lanes one lane on core 1 runs them all. The lanes run this checkout's
 # scripts/lane.sh (copied to the worktree's outputs/lane.sh: the queue and its locks), the runs the worktree's
 # package at the pinned commit. The worktree is made if it is not there
 # (`git worktree add --detach`, the checkout's models and venvs linked into it). Refuses to start a second
@@ -81,10 +80,13 @@ if [ ! -d "$WT" ]; then
   for link in models .venv .venv-setfit; do ln -s "$here/$link" "$WT/$link"; done
 fi
 scripts/share_cache.sh "$WT" "$SHARER" "$TEACHER"
+cmdline() {  # PID: its arguments, one a line
+  tr '\0' '\n' < "/proc/$1/cmdline" 2>/dev/null
+}
 running() {  # lane CORE's recorded pid is alive and is a lane (not a pid reused after a sitting's end)
   local pid
   pid=$(cat "$WT/outputs/lane$1.pid" 2>/dev/null) || return 1
-  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "lane.sh"
+  kill -0 "$pid" 2>/dev/null && cmdline "$pid" | grep -q "lane.sh"
 }
 if [ $TWO = 0 ] && { running 1 || running 0; }; then
   echo "ladder_resume: a lane already runs in $WT (outputs/lane1.pid or lane0.pid); stop it first, or add" \
@@ -109,15 +111,15 @@ mkdir -p outputs
 cp "$LANE_SH" outputs/lane.sh.new && mv -f outputs/lane.sh.new outputs/lane.sh
 # a lane started before the locks (scripts/lane.sh of the worktree) takes none: never start one beside it
 for core in 0 1; do
-  if running "$core" && ! tr '\0' ' ' < "/proc/$(cat "outputs/lane$core.pid")/cmdline" | grep -q "outputs/lane.sh"; then
+  if running "$core" && ! cmdline "$(cat "outputs/lane$core.pid")" | grep -q "outputs/lane.sh"; then
     echo "ladder_resume: lane $core (pid $(cat "outputs/lane$core.pid")) runs a lane script without locks; stop it" \
       "first (kill its bash: its run goes on to its end), then start the lanes again" >&2
     exit 1
   fi
   # a lane started before amendment L6 holds the teacher rungs outside the lane group: it may load the teacher
   # beside the other lane's
-  if running "$core" && tr '\0' '\n' < "/proc/$(cat "outputs/lane$core.pid")/cmdline" | grep -q "^$TEACHER|" &&
-     ! tr '\0' '\n' < "/proc/$(cat "outputs/lane$core.pid")/cmdline" | grep -q "^$TEACHER|.*|qwen$"; then
+  if running "$core" && cmdline "$(cat "outputs/lane$core.pid")" | grep -q "^$TEACHER|" &&
+     ! cmdline "$(cat "outputs/lane$core.pid")" | grep -q "^$TEACHER|.*|qwen$"; then
     echo "ladder_resume: lane $core (pid $(cat "outputs/lane$core.pid")) holds rungs 6-7 outside the lane group" \
       "qwen (started before amendment L6): stop it after its run (kill its bash) and start the lanes again" \
       "before it reaches them" >&2
@@ -127,8 +129,7 @@ start_lane() {  # CORE JOB...
   local core=$1 wait_pid="" run; shift
   # a run of this core whose lane was stopped (its bash killed) goes on: the new lane starts after it
   run=$(cat "outputs/run$core.pid" 2>/dev/null) || true
-  if [ -n "$run" ] && kill -0 "$run" 2>/dev/null && tr '\0' ' ' < "/proc/$run/cmdline" 2>/dev/null |
-       grep -q "experiments run"; then
+  if [ -n "$run" ] && kill -0 "$run" 2>/dev/null && cmdline "$run" | tr '\n' ' ' | grep -q "experiments run"; then
     wait_pid=$run
     echo "ladder_resume: lane $core starts after the run still going on in it (pid $run)"
   fi

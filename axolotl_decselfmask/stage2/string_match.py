@@ -196,13 +196,12 @@ def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size:
     """
     import torch
 
-    from axolotl_decselfmask.compat import forward_keeping, takes_logits_to_keep
+    from axolotl_decselfmask.compat import forward_keeping
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     sequences = [list(r["input_ids"]) for r in rows]
     firsts = [_first_read(r, shift) for r in rows]
-    takes = takes_logits_to_keep(model)
     argmaxes: list = [None] * len(rows)
     alone = list(range(len(rows)))
     if groups is not None:
@@ -212,7 +211,7 @@ def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size:
         shared = [i for i, key in enumerate(groups) if sizes[key] > 1]
         if shared:
             found = shared_prefix_argmax(model, [sequences[i] for i in shared], [groups[i] for i in shared], int(pad),
-                                         batch_size, row_chunk, [firsts[i] for i in shared] if takes else None)
+                                         batch_size, row_chunk, [firsts[i] for i in shared])
             for i, a in zip(shared, found):
                 argmaxes[i] = a
         alone = [i for i, key in enumerate(groups) if sizes[key] == 1]
@@ -226,7 +225,7 @@ def teacher_forced_argmax(model, tokenizer, rows: Sequence[Mapping], batch_size:
             mask[b, :len(sequences[i])] = 1
         # the logits of the positions whose argmax is read only (the answer's, when only the answer is labelled):
         # the vocabulary-wide logits of a long note are most of the pass's memory
-        skip = min(min(firsts[i] for i in batch), width - 1) if takes else 0
+        skip = min(min(firsts[i] for i in batch), width - 1)
         with torch.no_grad():
             argmax = forward_keeping(model, torch.arange(skip, width, device=device), input_ids=ids.to(device),
                                      attention_mask=mask.to(device)).logits.argmax(-1).cpu()
@@ -265,13 +264,12 @@ def shared_prefix_argmax(model, sequences: list[list[int]], groups: Sequence, pa
     ``row_chunk`` rows of each group at a time on a copy of that cache (right-padded). A group of one row, or
     rows without a common prefix, run whole. Groups are batched by their number of rows. ``firsts``: each
     sequence's first position whose argmax is read; where no sequence of a batch reads one inside its prefix,
-    the prefixes' vocabulary-wide logits are not computed (their argmax is -1; give ``firsts`` only for a model
-    whose forward takes ``logits_to_keep``, :func:`.compat.takes_logits_to_keep`)."""
+    the prefixes' vocabulary-wide logits are not kept (their argmax is -1; :func:`.compat.forward_keeping`)."""
     import copy
 
     import torch
 
-    from axolotl_decselfmask.compat import repeat_cache_rows
+    from axolotl_decselfmask.compat import forward_keeping, repeat_cache_rows
     from axolotl_decselfmask.stage2.scoring import continuation_inputs, shared_prefix_length
 
     device = next(model.parameters()).device
@@ -298,9 +296,9 @@ def shared_prefix_argmax(model, sequences: list[list[int]], groups: Sequence, pa
                         ids[b, width - n:] = torch.tensor(sequences[g[0]][:n], dtype=torch.long)
                         mask[b, width - n:] = 1
                     read = firsts is None or any(firsts[i] < n for g, n in zip(batch, lengths) for i in g)
-                    result = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                   position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True,
-                                   **({} if read else {"logits_to_keep": 1}))
+                    result = forward_keeping(model, 0 if read else 1, input_ids=ids.to(device),
+                                             attention_mask=mask.to(device), use_cache=True,
+                                             position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device))
                     head = (result.logits.argmax(-1).cpu() if read
                             else torch.full((len(batch), width), _UNREAD, dtype=torch.long))
                     first = result.past_key_values

@@ -5,13 +5,13 @@ seeds their rung ran); the arm's methods as candidates of the defaults rule."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import script_module
 from ladder_predictions import ALWAYS_NO, HALF, PERFECT, RESAMPLES, ROOT, TASKS, grid_file, write_run
 
 from axolotl_decselfmask.tools.experiments.cli import main
@@ -25,9 +25,7 @@ ANSWERS = {"decselfmask_early_stop": PERFECT, "sft_early_stop": ALWAYS_NO, "decs
 
 def _arm_grid(folder: Path, rung: int, seeds: list[int]) -> str:
     """An arm grid as scripts/arm_grids.py writes it (its header names the rung), two tasks."""
-    spec = importlib.util.spec_from_file_location("arm_grids", ROOT / "scripts" / "arm_grids.py")
-    arm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(arm)
+    arm = script_module("arm_grids")
     grid = arm.arm_grid(1)
     grid["corpora"][0]["file"] = str(folder / "absent.csv.gz")
     grid["corpora"][0]["tasks"] = [{**grid["corpora"][0]["tasks"][0], "name": t} for t in TASKS]

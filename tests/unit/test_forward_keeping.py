@@ -55,6 +55,7 @@ def pair(tiny_llama):
 def test_the_stand_in_cannot_take_the_argument(pair):
     model, strict, tok = pair
     assert takes_logits_to_keep(model) and not takes_logits_to_keep(strict)
+    assert takes_logits_to_keep(Dropping(model))  # **kwargs: it may take it (its logits' width then tells)
     with pytest.raises(TypeError):
         strict(input_ids=torch.tensor([[1, 2]]), logits_to_keep=1)
 

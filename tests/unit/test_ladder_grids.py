@@ -3,7 +3,6 @@ scripts/ladder_grids.py, valid for the runner, one factor per rung, and (where t
 present) recipes whose resolved settings are the plan's at every rung."""
 
 import copy
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import script_module
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.tools.experiments.data import build_data
@@ -22,13 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "ladder_grids.py"
 SHARED = ROOT.parent / "shared" / "data"
 GRIDS = [ROOT / "examples" / "grids" / f"ladder_{n}_hallmarks.yml" for n in range(1, 8)]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("ladder_grids", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _flat(tree, prefix=""):
@@ -47,7 +40,7 @@ def test_the_committed_grids_are_what_the_script_writes():
 
 
 def test_each_rung_adds_only_its_factor_to_the_one_before():
-    ladder = _script()
+    ladder = script_module("ladder_grids")
     grids = [yaml.safe_load(p.read_text()) for p in GRIDS]
     for g in grids:
         Grid(**g)  # unknown keys are errors
@@ -68,7 +61,7 @@ def test_each_rung_adds_only_its_factor_to_the_one_before():
 
 
 def test_the_script_notices_a_hand_edit(tmp_path):
-    ladder = _script()
+    ladder = script_module("ladder_grids")
     grids = ladder.rung_grids()
     edited = copy.deepcopy(grids[2])
     edited["pool_size"] = 5
@@ -202,7 +195,7 @@ def test_rung_7_changes_nothing_its_stage_1_cache_keys_read():
     """Rung 7 shares rung 6's stage-1 cache (amendment L6): its factor sets only how stage 1 trains (the recipe's
     adapter and learning rate), never a ``decselfmask:`` key, the pool or the seed, which are what the relevance
     and examples keys are made of (stage1/cache.py: the decselfmask settings, the model, the texts)."""
-    ladder = _script()
+    ladder = script_module("ladder_grids")
     assert set(ladder.RUNGS[6][1]) == {"recipe.adapter", "recipe.learning_rate"}
     six, seven = (yaml.safe_load(GRIDS[n].read_text()) for n in (5, 6))
     assert six["decselfmask"] == seven["decselfmask"]

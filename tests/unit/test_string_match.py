@@ -179,23 +179,3 @@ def test_chatml_header_ids_read_the_gold_answer(smollm_tok):
     # with the labels on the answer only, the header is not among the labelled positions: whole-sequence rule
     answer_only = [y for y in _rows(smollm_tok, False)[0]["labels"] if y != -100]
     assert answer_ids(answer_only, header, special) == smollm_tok("neoplasms", add_special_tokens=False)["input_ids"]
-
-
-def test_takes_logits_to_keep(tiny_llama):
-    """A transformers causal LM takes ``logits_to_keep``; a forward without it (a stand-in, a remote-code model) is
-    told apart, so the passes give it no such argument and read every position's logits instead."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from axolotl_decselfmask.compat import takes_logits_to_keep
-
-    class Plain(torch.nn.Module):
-        def forward(self, input_ids, attention_mask):
-            return input_ids
-
-    class Passes(torch.nn.Module):
-        def forward(self, input_ids, **kwargs):
-            return input_ids
-
-    assert takes_logits_to_keep(AutoModelForCausalLM.from_pretrained(tiny_llama, dtype="float32"))
-    assert not takes_logits_to_keep(Plain()) and takes_logits_to_keep(Passes())
