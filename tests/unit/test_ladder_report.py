@@ -550,3 +550,22 @@ def test_the_format_clause_calls_a_gain_only_a_gain(opt, sm, offs, says, mostly_
     text = format_clause(_clause_rung(opt, sm, *offs))
     assert says in text
     assert ("Nearly every answer of both is off format" in text) is mostly_off
+
+
+def test_a_string_match_gain_at_another_rung_is_named_beside_the_largest_step():
+    """Rung 4 has the largest options step, but rung 1's string match is far above its options (a format
+    effect): the sentence names rung 1 after rung 4; where the largest gap is at the rung described, or no
+    rung has a string-match gain, nothing is added."""
+    from axolotl_decselfmask.tools.experiments.ladder import largest_gap_clause, ladder_sentence
+
+    r1 = dict(_clause_rung(-0.0254, 0.2651, 0.125, 0.001), rung=1, adds="the core grid's setting.", status="complete")
+    r4 = dict(_clause_rung(-0.0852, -0.0005, 0.973, 1.0), adds="stage-1 volume.", status="complete")
+    text = ladder_sentence({"rungs": [r1, r4]})
+    assert "rung 4's factor (stage-1 volume) changes decselfmask minus sft under the options scorer the most" in text
+    assert text.index("rung 4's factor") < text.index(
+        "The string match departs most from the options at rung 1 (the core grid's setting): there the options "
+        "give -0.0254 [-0.0354, -0.0154]. Under the authors' string match it is +0.2651 [+0.2551, +0.2751], "
+        "+0.2905 above the options difference: that much of the string-match gain can be a format effect "
+        "(off-format answers: sft 12.5% [11.5, 13.5], decselfmask 0.1% [-0.9, 1.1]).")
+    assert largest_gap_clause([r1, r4], r1) == ""  # rung 1 is the one described already
+    assert largest_gap_clause([r4], r4) == "" and largest_gap_clause([r4, r4], r1) == ""  # no string-match gain

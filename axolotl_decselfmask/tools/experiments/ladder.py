@@ -372,10 +372,29 @@ def _states(rungs: list[dict]) -> str:
     return ", ".join(f"rung {r['rung']} {r['status']} ({_count(r)} runs)" for r in rungs)
 
 
+def largest_gap_clause(shown: list[dict], described: dict) -> str:
+    """The rung shown whose string-match difference to SFT is furthest above its options difference, where that
+    difference is a gain, said with its options figure and :func:`format_clause`; empty where that rung is
+    ``described`` already or no rung shown has such a gain. A string-match gain may sit at a rung whose options
+    step is not the largest; the sentence names both."""
+    gaps = [(_difference(r, "string_match", SFT)["mean"] - _difference(r, "options", SFT)["mean"], r)
+            for r in shown if _difference(r, "string_match", SFT) and _difference(r, "string_match", SFT)["mean"] > 0]
+    gaps = [(g, r) for g, r in gaps if g > 0]
+    if not gaps:
+        return ""
+    gap, r = max(gaps, key=lambda x: x[0])
+    if r is described:
+        return ""
+    return (f" The string match departs most from the options at rung {r['rung']} ({_adds(r)}): there the options "
+            f"give {cell(_difference(r, 'options', SFT))}. " + format_clause(r))
+
+
 def ladder_sentence(lad: dict) -> str:
     """Which rung's factor changes DecSelfMask minus SFT (options scorer) the most from the previous
     rung shown, by how much, whether that rung's interval excludes zero, and whether the string-match
-    difference exceeds the options difference (a format effect); from the rungs shown only."""
+    difference exceeds the options difference (a format effect); then, where another rung shown has a
+    larger string-match gain over its options difference, that rung too (:func:`largest_gap_clause`); from
+    the rungs shown only."""
     rungs = lad["rungs"]
     shown = [r for r in rungs if _difference(r, "options", SFT)]
     partial = [r for r in rungs if r["status"] != "complete"]
@@ -400,7 +419,7 @@ def ladder_sentence(lad: dict) -> str:
                        f"({_states(partial) or 'the other rungs have none'}): under the "
                        f"options scorer it is {cell(d)}, whose 95% interval "
                        f"{'excludes' if d['excludes_zero'] else 'includes'} zero; no step between rungs can be read "
-                       f"yet. " + format_clause(r))
+                       f"yet. " + format_clause(r) + largest_gap_clause(shown, r))
     steps = [(a, b, _difference(b, "options", SFT)["mean"] - _difference(a, "options", SFT)["mean"])
              for a, b in zip(shown, shown[1:])]
     prev, r, step = max(steps, key=lambda s: abs(s[2]))
@@ -412,7 +431,7 @@ def ladder_sentence(lad: dict) -> str:
                    f"from {_difference(prev, 'options', SFT)['mean']:+.4f} at rung {prev['rung']} to {cell(d)}, "
                    f"a step of {step:+.4f}{skipped}; rung {r['rung']}'s 95% interval "
                    f"{'excludes' if d['excludes_zero'] else 'includes'} zero (the step itself has no interval). "
-                   + format_clause(r))
+                   + format_clause(r) + largest_gap_clause(shown, r))
 
 
 def ladder_markdown(lad: dict) -> str:
