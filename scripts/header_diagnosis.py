@@ -23,13 +23,6 @@ from collections import Counter
 from pathlib import Path
 
 
-def _header_start(ids: list[int], header: list[int]) -> int:
-    for i in range(len(ids) - len(header) + 1):
-        if ids[i:i + len(header)] == header:
-            return i
-    return -1
-
-
 def read_header(predicted: list[int], gold: list[int], header: list[int], special: set[int],
                 options: set[tuple]) -> dict:
     """One note's teacher-forced argmax ``predicted`` (unshifted: position t holds the prediction of token
@@ -37,12 +30,12 @@ def read_header(predicted: list[int], gold: list[int], header: list[int], specia
     ``answer`` (the ids read after it, ``special`` dropped; None when not found), ``answer_off`` (found, and
     the answer is none of the ``options``' id tuples), ``wrong`` ([(j, id predicted)] for each header token j
     mispredicted where the gold row has the header: the argmax one position before it)."""
-    from axolotl_decselfmask.stage2.string_match import answer_ids
+    from axolotl_decselfmask.stage2.string_match import answer_ids, header_start
 
-    start = _header_start(gold, header)
+    start = header_start(gold, header)
     if start < 1:
         raise ValueError(f"header_diagnosis: the gold row has no header {header} after its first token")
-    found = _header_start(predicted, header) >= 0
+    found = header_start(predicted, header) >= 0
     answer = tuple(answer_ids(predicted, header, special)) if found else None
     wrong = [(j, predicted[start - 1 + j]) for j, h in enumerate(header) if predicted[start - 1 + j] != h]
     return {"found": found, "answer": answer, "answer_off": found and answer not in options, "wrong": wrong}

@@ -15,6 +15,7 @@ also scored as the authors' evaluation scores them (:func:`evaluate_string_match
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
@@ -32,6 +33,7 @@ from axolotl_decselfmask.stage2.string_match import (
     answer_ids,
     answer_string,
     header_and_special,
+    header_miss,
     score_strings,
     teacher_forced_argmax,
 )
@@ -180,17 +182,37 @@ def _read_answers(model, tokenizer, tasks: list[Task], batch_size: int) -> tuple
     out: dict[str, list[dict]] = {}
     for p, g, task in zip(predicted, gold, owner):
         pred = answer_string(p, header, special)
-        out.setdefault(task, []).append({
-            "gold": answer_string(g, header, special), "pred": pred, "off_format": pred not in valid[task],
-            "answer": tokenizer.decode(answer_ids(p, header, special))})
+        record = {"gold": answer_string(g, header, special), "pred": pred, "off_format": pred not in valid[task],
+                  "answer": tokenizer.decode(answer_ids(p, header, special)), "header_found": _has(p, header)}
+        miss = header_miss(p, g, header)
+        if miss is not None:  # why the whole sequence is the answer: the header token mispredicted, and as what
+            record["header_miss"] = {"expected": tokenizer.decode([header[miss[0]]]),
+                                     "predicted": tokenizer.decode([miss[1]])}
+        out.setdefault(task, []).append(record)
     how = {"header": text, "header_ids": header, "header_rule": rule, "shift": False}
     return out, how
 
 
 def _figures(notes: list[dict], how: dict) -> dict:
+    """The string-match figures of ``notes``; ``off_format_no_header``: the share of notes whose predicted
+    sequence holds no header (so the whole sequence is the answer), None where a note was scored before the
+    records said (``header_found`` absent)."""
     s = score_strings([n["gold"] for n in notes], [n["pred"] for n in notes], ["all"] * len(notes),
                       [n["off_format"] for n in notes])
-    return {"macro_f1": s.macro_f1, "micro_f1": s.micro_f1, "off_format": s.off_format, "n": s.n, **how}
+    found = [n.get("header_found") for n in notes]
+    no_header = None if None in found else sum(not f for f in found) / len(found)
+    return {"macro_f1": s.macro_f1, "micro_f1": s.micro_f1, "off_format": s.off_format,
+            "off_format_no_header": no_header, "n": s.n, **how}
+
+
+def _why_off(notes: list[dict]) -> str:
+    """`` (k without the header: 'x' predicted for 'y' k times, ...)`` for the notes whose header is missing."""
+    misses = Counter((n["header_miss"]["predicted"], n["header_miss"]["expected"]) for n in notes if "header_miss" in n)
+    missing = sum(n.get("header_found") is False for n in notes)
+    if not missing:
+        return ""
+    said = ", ".join(f"{p!r} predicted for {e!r} {k}x" for (p, e), k in misses.most_common(3))
+    return f" ({missing} without the header" + (f": {said}" if said else "") + ")"
 
 
 def evaluate_string_match(cfg, config: DecSelfMaskConfig, tasks: list[Task], model, tokenizer,
@@ -220,13 +242,16 @@ def evaluate_string_match(cfg, config: DecSelfMaskConfig, tasks: list[Task], mod
         flat = [r for p in parts for r in notes[p.name]]
         outputs.add_string_match(cfg.output_dir, name, _figures(flat, how), records)
         print(f"  [{name}] string-match Macro F1 {_figures(flat, how)['macro_f1']:.4f}, off format "
-              f"{sum(r['off_format'] for r in flat)}/{len(flat)}")
+              f"{sum(r['off_format'] for r in flat)}/{len(flat)}{_why_off(flat)}")
     every = outputs.string_match_notes(cfg.output_dir)  # every task scored so far (joint: false: other groups)
     per_task = {t: _figures(v, how)["macro_f1"] for t, v in every.items()}
     pooled = _figures([r for v in every.values() for r in v], how)
     pooled.update(mean_per_task_macro_f1=sum(per_task.values()) / len(per_task), n_tasks=len(per_task))
     print(f"decselfmask string_match pooled over {len(per_task)} task(s): Macro F1 {pooled['macro_f1']:.4f} "
-          f"(mean of tasks {pooled['mean_per_task_macro_f1']:.4f}), off format {pooled['off_format']:.3f}")
+          f"(mean of tasks {pooled['mean_per_task_macro_f1']:.4f}), off format {pooled['off_format']:.3f}"
+          + (f" ({pooled['off_format_no_header']:.3f} without the header: the model, teacher-forced, does not predict "
+             "it after the prompt, so its whole sequence is the answer; docs/method.md)"
+             if pooled["off_format_no_header"] else ""))
     return outputs.write_string_match_pooled(cfg.output_dir, pooled)
 
 

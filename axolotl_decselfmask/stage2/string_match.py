@@ -30,12 +30,33 @@ def answer_ids(ids: Sequence[int], header: Sequence[int], special: Iterable[int]
     if not header:
         raise ValueError("string_match: the assistant-header id sequence is empty; pass the chat template's "
                          "header ids (e.g. the ids of '<|im_start|>assistant\\n' for ChatML)")
-    start = 0
+    found = header_start(ids, header)
+    start = found + len(header) if found >= 0 else 0
+    return [t for t in ids[start:] if t not in special]
+
+
+def header_start(ids: Sequence[int], header: Sequence[int]) -> int:
+    """Where ``header`` first occurs in ``ids`` (-1 when it does not)."""
+    ids, header = [int(i) for i in ids], [int(h) for h in header]
     for i in range(len(ids) - len(header) + 1):
         if ids[i:i + len(header)] == header:
-            start = i + len(header)
-            break
-    return [t for t in ids[start:] if t not in special]
+            return i
+    return -1
+
+
+def header_miss(predicted: Sequence[int], gold: Sequence[int], header: Sequence[int]) -> tuple[int, int] | None:
+    """Why ``predicted`` (unshifted argmax ids: position t holds the prediction of token t + 1) holds no header:
+    (j, the id predicted) for the first header token j the model mispredicts where ``gold`` has the header (the
+    argmax one position before it); None when ``predicted`` holds the header, or ``gold`` has none to compare."""
+    if header_start(predicted, header) >= 0:
+        return None
+    start = header_start(gold, header)
+    if start < 1:
+        return None
+    for j, h in enumerate(header):
+        if start - 1 + j < len(predicted) and int(predicted[start - 1 + j]) != int(h):
+            return j, int(predicted[start - 1 + j])
+    return None
 
 
 def answer_string(ids: Sequence[int], header: Sequence[int], special: Iterable[int]) -> str:

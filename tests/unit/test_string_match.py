@@ -179,3 +179,15 @@ def test_chatml_header_ids_read_the_gold_answer(smollm_tok):
     # with the labels on the answer only, the header is not among the labelled positions: whole-sequence rule
     answer_only = [y for y in _rows(smollm_tok, False)[0]["labels"] if y != -100]
     assert answer_ids(answer_only, header, special) == smollm_tok("neoplasms", add_special_tokens=False)["input_ids"]
+
+
+def test_header_miss_names_the_first_header_token_mispredicted():
+    """Unshifted argmax: the header [7, 8] of a gold row [11, 12, 7, 8, 5] is predicted one position early."""
+    from axolotl_decselfmask.stage2.string_match import header_miss, header_start
+
+    gold = [11, 12, 7, 8, 5]
+    assert header_start(gold, [7, 8]) == 2 and header_start([1, 2], [7, 8]) == -1
+    assert header_miss([12, 7, 8, 5, 2], gold, [7, 8]) is None  # the header is there: nothing missed
+    assert header_miss([12, 99, 8, 5, 2], gold, [7, 8]) == (0, 99)  # a newline, say, for the end of turn
+    assert header_miss([12, 7, 3, 5, 2], gold, [7, 8]) == (1, 3)
+    assert header_miss([12, 99, 8, 5, 2], [7, 8, 5], [7, 8]) is None  # no position before the gold header

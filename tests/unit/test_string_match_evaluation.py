@@ -111,6 +111,26 @@ def test_a_perfect_run_gives_one_and_no_off_format(scored, smollm_tok):
     assert metrics["tasks"]["neoplasm"]["string_match"]["off_format"] == 0.0
 
 
+def test_a_header_not_predicted_is_said_with_the_token_predicted_instead(scored, smollm_tok, capsys):
+    """The end of the user's turn predicted as a newline (what untouched SmolLM2 does, docs/results.md): no
+    header in any predicted sequence, every answer off format, and the log and records say which token."""
+    (end,) = smollm_tok("<|im_end|>", add_special_tokens=False)["input_ids"]
+    (newline,) = smollm_tok("\n", add_special_tokens=False)["input_ids"]
+    metrics, gold = _rescore(scored, smollm_tok, {end: newline})
+    entry = metrics["tasks"]["neoplasm"]["string_match"]
+    assert entry["off_format"] == 1.0 and entry["off_format_no_header"] == 1.0
+    rows = outputs.read_predictions(scored[0], "neoplasm")
+    assert all(r["string_match"]["header_found"] is False for r in rows)
+    assert {(r["string_match"]["header_miss"]["expected"], r["string_match"]["header_miss"]["predicted"])
+            for r in rows} == {("<|im_end|>", "\n")}
+    assert f"off format {len(gold)}/{len(gold)} ({len(gold)} without the header: '\\n' predicted for " \
+           f"'<|im_end|>' {len(gold)}x)" in capsys.readouterr().out
+    metrics, _ = _rescore(scored, smollm_tok, None)  # a perfect run finds every header
+    assert metrics["tasks"]["neoplasm"]["string_match"]["off_format_no_header"] == 0.0
+    assert all(r["string_match"]["header_found"] and "header_miss" not in r["string_match"]
+               for r in outputs.read_predictions(scored[0], "neoplasm"))
+
+
 def test_wrong_and_off_format_answers_by_hand(scored, smollm_tok):
     (yes,), (no,), (maybe,) = (smollm_tok(w, add_special_tokens=False)["input_ids"] for w in ("yes", "no", "maybe"))
     metrics, gold = _rescore(scored, smollm_tok, {yes: no})  # every "yes" answered "no": in format, wrong
