@@ -59,7 +59,12 @@ def diagnose(recipe: str, task: str | None, notes: int | None) -> dict:
     chosen = chosen_tasks(saved, task, None)
     tokenizer = load_tokenizer(cfg)
     ensure_chat_template(tokenizer, config.fallback_chat_template, where=str(cfg.base_model))
-    tasks = prepare(cfg, config, chosen, None, tokenizer)
+    folders = {t.folder for t in chosen}
+    if len(folders) > 1:  # joint: false: one classifier a task; say which
+        raise SystemExit(f"header_diagnosis: {recipe} trains one classifier a task ({len(folders)}): pass --task")
+    tasks = [t for t in prepare(cfg, config, chosen, None, tokenizer) if t.test_texts]
+    if not tasks:
+        raise SystemExit(f"header_diagnosis: {recipe} has no test notes to read (no test_file or test_fraction)")
     header, special, text, _ = header_and_special(tokenizer)
     model = load_classifier(cfg, config, chosen[0], recipe_precision(cfg).torch_dtype(), "header_diagnosis")
     model.eval()

@@ -563,9 +563,11 @@ def test_a_string_match_gain_at_another_rung_is_named_beside_the_largest_step():
     text = ladder_sentence({"rungs": [r1, r4]})
     assert "rung 4's factor (stage-1 volume) changes decselfmask minus sft under the options scorer the most" in text
     assert text.index("rung 4's factor") < text.index(
-        "The string match departs most from the options at rung 1 (the core grid's setting): there the options "
+        "The string-match gain departs most from the options at rung 1 (the core grid's setting): there the options "
         "give -0.0254 [-0.0354, -0.0154]. Under the authors' string match it is +0.2651 [+0.2551, +0.2751], "
         "+0.2905 above the options difference: that much of the string-match gain can be a format effect "
         "(off-format answers: sft 12.5% [11.5, 13.5], decselfmask 0.1% [-0.9, 1.1]).")
     assert largest_gap_clause([r1, r4], r1) == ""  # rung 1 is the one described already
     assert largest_gap_clause([r4], r4) == "" and largest_gap_clause([r4, r4], r1) == ""  # no string-match gain
+    below = dict(_clause_rung(0.30, 0.10, 0.0, 0.0), rung=2, adds="x.", status="complete")  # a gain, below options
+    assert largest_gap_clause([below, r4], r4) == ""

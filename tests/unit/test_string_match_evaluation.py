@@ -175,3 +175,12 @@ def test_llama3_template_gives_the_authors_llama_header(smollm_tok):
                          "m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}"
                          "<start_of_turn>model\n{% endif %}")  # Gemma's layout: the authors' Gemma string
     assert assistant_header(tok) == ("<start_of_turn>model\n", "template")
+
+
+def test_records_written_before_header_found_give_no_share():
+    from axolotl_decselfmask.stage2.evaluation import _figures
+
+    notes = [{"gold": "1", "pred": "1", "off_format": False, "header_found": True},
+             {"gold": "2", "pred": "9", "off_format": True, "header_found": False}]
+    assert _figures(notes, {})["off_format_no_header"] == 0.5
+    assert _figures([*notes, {"gold": "2", "pred": "2", "off_format": False}], {})["off_format_no_header"] is None

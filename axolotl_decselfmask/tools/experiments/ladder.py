@@ -385,7 +385,7 @@ def largest_gap_clause(shown: list[dict], described: dict) -> str:
     gap, r = max(gaps, key=lambda x: x[0])
     if r is described:
         return ""
-    return (f" The string match departs most from the options at rung {r['rung']} ({_adds(r)}): there the options "
+    return (f" The string-match gain departs most from the options at rung {r['rung']} ({_adds(r)}): there the options "
             f"give {cell(_difference(r, 'options', SFT))}. " + format_clause(r))
 
 
