@@ -34,6 +34,7 @@ from axolotl_decselfmask.stage2.string_match import (
     answer_string,
     header_and_special,
     header_miss,
+    header_start,
     score_strings,
     teacher_forced_argmax,
 )
@@ -154,7 +155,7 @@ def _string_match_rows(tokenizer, task: Task, answers: list[str], texts: list[st
 
 
 def _has(ids: list[int], header: list[int]) -> bool:
-    return any(ids[i:i + len(header)] == header for i in range(len(ids) - len(header) + 1))
+    return header_start(ids, header) >= 0
 
 
 def _read_answers(model, tokenizer, tasks: list[Task], batch_size: int) -> tuple[dict, dict]:
@@ -240,8 +241,9 @@ def evaluate_string_match(cfg, config: DecSelfMaskConfig, tasks: list[Task], mod
         else:
             records = [{"per_label": {p.label: notes[p.name][i] for p in parts}} for i in range(len(parts[0].gold))]
         flat = [r for p in parts for r in notes[p.name]]
-        outputs.add_string_match(cfg.output_dir, name, _figures(flat, how), records)
-        print(f"  [{name}] string-match Macro F1 {_figures(flat, how)['macro_f1']:.4f}, off format "
+        figures = _figures(flat, how)
+        outputs.add_string_match(cfg.output_dir, name, figures, records)
+        print(f"  [{name}] string-match Macro F1 {figures['macro_f1']:.4f}, off format "
               f"{sum(r['off_format'] for r in flat)}/{len(flat)}{_why_off(flat)}")
     every = outputs.string_match_notes(cfg.output_dir)  # every task scored so far (joint: false: other groups)
     per_task = {t: _figures(v, how)["macro_f1"] for t, v in every.items()}

@@ -377,13 +377,11 @@ def largest_gap_clause(shown: list[dict], described: dict) -> str:
     difference is a gain, said with its options figure and :func:`format_clause`; empty where that rung is
     ``described`` already or no rung shown has such a gain. A string-match gain may sit at a rung whose options
     step is not the largest; the sentence names both."""
-    gaps = [(_difference(r, "string_match", SFT)["mean"] - _difference(r, "options", SFT)["mean"], r)
-            for r in shown if _difference(r, "string_match", SFT) and _difference(r, "string_match", SFT)["mean"] > 0]
-    gaps = [(g, r) for g, r in gaps if g > 0]
-    if not gaps:
-        return ""
-    gap, r = max(gaps, key=lambda x: x[0])
-    if r is described:
+    gains = [(sm["mean"] - _difference(r, "options", SFT)["mean"], r)
+             for r in shown if (sm := _difference(r, "string_match", SFT)) and sm["mean"] > 0]
+    gaps = [(g, r) for g, r in gains if g > 0]
+    r = max(gaps, key=lambda x: x[0])[1] if gaps else None
+    if r is None or r is described:
         return ""
     return (f" The string-match gain departs most from the options at rung {r['rung']} ({_adds(r)}): there the options "
             f"give {cell(_difference(r, 'options', SFT))}. " + format_clause(r))
