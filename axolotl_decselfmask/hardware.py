@@ -1,4 +1,5 @@
-"""The machine a run is on: which precision to compute in, and how many CPU threads to use.
+"""The machine a run is on: which precision to compute in, how many CPU threads to use, and handing
+freed memory back to it.
 
 One decision for every stage (relevance, stage 1, stage 2, probing, pseudo-labels, evaluation):
 
@@ -341,3 +342,30 @@ def set_up_machine(cfg, block: dict) -> None:
 __all__ = ["CpuInfo", "Precision", "cpu_kernel_keys", "decide_precision", "decide_threads", "apply_threads",
            "environment", "read_cpu_info", "recipe_precision", "resolve_recipe_precision", "set_up_machine",
            "slow_bf16_warning"]
+
+
+# ----------------------------------------------------------------------------------------- memory
+
+def release_freed_memory() -> bool:
+    """Collect garbage, empty the CUDA cache, and hand the C allocator's free pages back to the
+    machine (glibc ``malloc_trim(0)``). Called when a model is dropped in a process that goes on:
+    after the relevance model of an in-process precompute. Without it the freed heap stays in the
+    process (a Qwen2.5-0.5B teacher left the trainer several GB, docs/benchmark.md), and the data
+    worker that Axolotl forks for training (``dataloader_num_workers``) copies those pages as the
+    trainer reuses them. True where ``malloc_trim`` ran (glibc)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return True

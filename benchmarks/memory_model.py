@@ -64,14 +64,9 @@ OUT = ROOT / "benchmarks" / "results" / "memory_model.json"
 def trimmed() -> None:
     """Collect garbage and hand the C allocator's free pages back (glibc ``malloc_trim``), so that a
     reading after it counts live tensors, not buffers freed and kept (a float32 file cast to bf16)."""
-    import ctypes
-    import gc
+    from axolotl_decselfmask.hardware import release_freed_memory
 
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    release_freed_memory()
 
 
 def anon_rss() -> int:

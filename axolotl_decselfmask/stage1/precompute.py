@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from axolotl_decselfmask.args import DecSelfMaskConfig
 from axolotl_decselfmask.errors import InputError
+from axolotl_decselfmask.hardware import release_freed_memory
 from axolotl_decselfmask.io.files import (
     texts_fingerprint,
 )
@@ -331,8 +332,10 @@ class _ShardScorer:
         return records
 
     def close(self) -> None:
+        """Drop the model and hand its memory back before the process goes on to train."""
         self.bar.close()
         del self.method, self.model
+        release_freed_memory()
 
 
 def _compute_shards(texts, config: DecSelfMaskConfig, tokenizer, model_path: str, method_cls, rel_dir: Path, shards,

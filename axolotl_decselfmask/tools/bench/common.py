@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import math
 import os
 import threading
@@ -141,11 +139,9 @@ def timed(fn: Callable, *args):
 # ------------------------------------------------------------------------------------ memory
 def malloc_trim() -> None:
     """Give freed heap memory back to the OS (glibc), so the RSS before a call is live memory."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    from axolotl_decselfmask.hardware import release_freed_memory
+
+    release_freed_memory()
 
 
 def rss_bytes() -> int:
