@@ -46,7 +46,7 @@ def diagnose(recipe: str, task: str | None, notes: int | None) -> dict:
     from axolotl_decselfmask.hardware import recipe_precision
     from axolotl_decselfmask.prompts import ensure_chat_template
     from axolotl_decselfmask.stage2.evaluate import chosen_tasks, prepare
-    from axolotl_decselfmask.stage2.evaluation import _string_match_rows
+    from axolotl_decselfmask.stage2.evaluation import option_rows, string_match_rows
     from axolotl_decselfmask.stage2.model import load_tokenizer
     from axolotl_decselfmask.stage2.saved_run import load_classifier, read_recipe, trained_tasks
     from axolotl_decselfmask.stage2.string_match import answer_ids, header_and_special, teacher_forced_argmax
@@ -74,10 +74,10 @@ def diagnose(recipe: str, task: str | None, notes: int | None) -> dict:
     off_answers = Counter()
     for t in tasks:
         texts, gold = t.test_texts[:notes], t.gold[:notes]
-        rows = _string_match_rows(tokenizer, t, gold, texts)
+        rows = string_match_rows(tokenizer, t, gold, texts)
         predicted, golds = teacher_forced_argmax(model, tokenizer, rows, shift=False)
         options = {tuple(answer_ids(r["labels"], header, special))
-                   for r in _string_match_rows(tokenizer, t, t.data.labels, texts[:1] * len(t.data.labels))}
+                   for r in option_rows(tokenizer, t, texts)}
         for p, g in zip(predicted, golds):
             n += 1
             r = read_header(p, g, header, special, options)

@@ -146,12 +146,17 @@ def evaluate_label_sets(cfg, config: DecSelfMaskConfig, tasks: list[Task], model
 
 # ------------------------------------------------------------- the authors' string-match scorer
 
-def _string_match_rows(tokenizer, task: Task, answers: list[str], texts: list[str]) -> list[dict]:
+def string_match_rows(tokenizer, task: Task, answers: list[str], texts: list[str]) -> list[dict]:
     """Rows in the stage-2 training format (chat template, ``answers[i]`` + end of turn), every
     token labelled, as the authors' rows are (their labels are the input ids)."""
     return [tokenize_for_training(tokenizer, classification_messages(x, task.prompt.question, task.data.labels,
                                                                      task.prompt.system_prompt, answer=y),
                                   train_on_inputs=True) for x, y in zip(texts, answers)]
+
+
+def option_rows(tokenizer, task: Task, texts: list[str]) -> list[dict]:
+    """One row per option of ``task`` on the first of ``texts``: what an in-format answer's ids are."""
+    return string_match_rows(tokenizer, task, task.data.labels, texts[:1] * len(task.data.labels))
 
 
 def _has(ids: list[int], header: list[int]) -> bool:
@@ -165,11 +170,10 @@ def _read_answers(model, tokenizer, tasks: list[Task], batch_size: int) -> tuple
     header, special, text, rule = header_and_special(tokenizer)
     rows, owner, valid, notes = [], [], {}, []
     for t in tasks:
-        rows += _string_match_rows(tokenizer, t, t.gold, t.test_texts)
+        rows += string_match_rows(tokenizer, t, t.gold, t.test_texts)
         owner += [t.name] * len(t.gold)
         notes += list(t.test_texts)  # the rows of one note (tasks on the same test notes) share its prefix
-        option_rows = _string_match_rows(tokenizer, t, t.data.labels, t.test_texts[:1] * len(t.data.labels))
-        valid[t.name] = {answer_string(r["labels"], header, special) for r in option_rows}
+        valid[t.name] = {answer_string(r["labels"], header, special) for r in option_rows(tokenizer, t, t.test_texts)}
     missing = sorted({owner[i] for i, r in enumerate(rows) if not _has(r["labels"], header)})
     if missing:
         raise ValueError(f"string_match: the assistant header {text!r} (ids {header}) is not among the ids of the "
