@@ -6,10 +6,11 @@ the trainer on the same cores. This times the quickstart's stage 1 (``classifica
 with ``dataloader_num_workers: 0``, each an ``axolotl train`` of its own on one core, and reads the peak resident
 memory of the whole process tree (sampled every 0.2 s).
 
-Two cores, two replicates at once: core 0 runs default then workers-0, core 1 the other order. Run it with
-nothing else on the machine (the ladder's lanes stopped):
+Two replicates of each: with two cores (the default) at once, core 0 runs default then workers-0, core 1 the
+other order; with one (``--cores 0``) one after the other, default, workers-0, workers-0, default. Run it with
+nothing else on the cores it uses:
 
-    python benchmarks/dataloader_workers.py [--steps 30]
+    python benchmarks/dataloader_workers.py [--steps 30] [--cores 0,1]
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def tree_rss(pid: int) -> int:
 
 
 def train(name: str, steps: int, core: int) -> dict:
-    log = WORK / f"{name}-core{core}.log"
+    log = WORK / f"{name}-core{core}-{time.strftime('%H%M%S')}.log"
     start = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(["taskset", "-c", str(core), str(BIN / "axolotl"), "train",
@@ -106,15 +107,20 @@ def _worker_count(pid: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--cores", default="0,1", help="one core, or two (comma-separated)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
+    cores = [int(c) for c in args.cores.split(",") if c]
+    if len(cores) not in (1, 2):
+        raise SystemExit("--cores: one core or two")
     WORK.mkdir(parents=True, exist_ok=True)
     for name in VARIANTS:
         recipe(name, args.steps)
     # the masked examples once, so that both variants train from the same cache
-    subprocess.run([str(BIN / "axolotl"), "preprocess", str(WORK / "axolotl_default.yml")],
+    subprocess.run(["taskset", "-c", str(cores[0]), str(BIN / "axolotl"), "preprocess", str(WORK / "axolotl_default.yml")],
                    cwd=ROOT, env={**os.environ, **ENV}, check=True, capture_output=True)
-    orders = {0: list(VARIANTS), 1: list(reversed(VARIANTS))}
+    forward, backward = list(VARIANTS), list(reversed(VARIANTS))
+    orders = {cores[0]: forward + backward} if len(cores) == 1 else {cores[0]: forward, cores[1]: backward}
     rows: list[dict] = []
     failures: list[BaseException] = []
 
@@ -135,7 +141,7 @@ def main() -> None:
     from axolotl_decselfmask.hardware import read_cpu_info
 
     cpu = read_cpu_info().describe()
-    print(f"quickstart stage 1, {args.steps} steps of 8 examples, one thread a run, CPU {cpu}")
+    print(f"quickstart stage 1, {args.steps} steps of 8 examples, one thread a run, core(s) {args.cores}, CPU {cpu}")
     print(f"{'variant':16} {'core':>4} {'seconds':>8} {'train_runtime':>14} {'peak tree MiB':>14} {'workers':>8}")
     for row in sorted(rows, key=lambda r: (r["variant"], r["core"])):
         print(f"{row['variant']:16} {row['core']:>4} {row['seconds']:8.1f} {row['train_runtime'] or float('nan'):14.1f} "
@@ -145,7 +151,8 @@ def main() -> None:
     print(f"workers_0 / axolotl_default: seconds {mean['workers_0']['seconds'] / mean['axolotl_default']['seconds']:.2f}, "
           f"peak memory {mean['workers_0']['peak_tree_mib'] / mean['axolotl_default']['peak_tree_mib']:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"cpu": cpu, "steps": args.steps, "rows": rows}, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps({"cpu": cpu, "steps": args.steps, "cores": cores, "rows": rows}, indent=1)
+                              + "\n")
 
 
 if __name__ == "__main__":
