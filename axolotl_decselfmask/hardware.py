@@ -221,6 +221,25 @@ def cpu_kernel_keys(cfg, precision: Precision) -> str | None:
             f"CUDA ({what}); nothing to change in the recipe")
 
 
+DATALOADER_KEYS = ("dataloader_num_workers", "dataloader_pin_memory", "dataloader_prefetch_factor")
+
+
+def cpu_data_worker_keys(cfg, precision: Precision) -> str | None:
+    """On a CPU, ``dataloader_num_workers: 0`` where the recipe sets none of :data:`DATALOADER_KEYS`; returns the
+    log line, or None (a GPU, or a recipe that sets one of them: Axolotl's and the user's choice stand).
+
+    Left unset, Axolotl gives stage 1 one data worker (its GPU count, 1 on a CPU) with a prefetch factor of 256:
+    a forked copy of the trainer on the same cores. For the quickstart's stage 1 that process tree peaked at
+    6.3 GB against 3.8 GB without the worker, in the same time (0.98x; benchmarks/dataloader_workers.py,
+    docs/benchmark.md)."""
+    if precision.device != "cpu" or any(cfg.get(k) is not None for k in DATALOADER_KEYS):
+        return None
+    cfg["dataloader_num_workers"] = 0
+    return ("decselfmask: on a CPU stage 1 loads its batches in the trainer's own process (dataloader_num_workers: "
+            "0): Axolotl's default data worker is a copy of the trainer that peaked at 2.5 GB more for the "
+            "quickstart, in the same time; set dataloader_num_workers in the recipe to choose otherwise")
+
+
 def recipe_precision(cfg) -> Precision:
     """The precision of a recipe whose ``bf16`` the plugin resolved (True/False), or still ``auto``."""
     requested = cfg.get("bf16") if hasattr(cfg, "get") else getattr(cfg, "bf16", None)
@@ -337,11 +356,14 @@ def set_up_machine(cfg, block: dict) -> None:
         kernels = cpu_kernel_keys(cfg, precision)  # the CUDA-only lora_*_kernel keys off
         if kernels:
             LOG.info(kernels)
+        workers = cpu_data_worker_keys(cfg, precision)  # no forked data worker beside the trainer
+        if workers:
+            LOG.info(workers)
 
 
-__all__ = ["CpuInfo", "Precision", "cpu_kernel_keys", "decide_precision", "decide_threads", "apply_threads",
+__all__ = ["CpuInfo", "Precision", "cpu_data_worker_keys", "cpu_kernel_keys", "decide_precision", "decide_threads", "apply_threads",
            "environment", "read_cpu_info", "recipe_precision", "resolve_recipe_precision", "set_up_machine",
-           "slow_bf16_warning"]
+           "slow_bf16_warning", "release_freed_memory"]
 
 
 # ----------------------------------------------------------------------------------------- memory

@@ -184,3 +184,46 @@ def test_the_plugin_turns_them_off_where_it_resolves_bf16_auto(tmp_path, caplog)
     assert all(recipe[k] is False for k in KERNELS) and recipe["bf16"] in (True, False)
     [line] = [r.getMessage() for r in caplog.records if "fused LoRA kernels" in r.getMessage()]
     assert "lora_qkv_kernel set to true in the recipe" in line
+
+
+def test_no_forked_data_worker_on_a_cpu_unless_the_recipe_asks(tmp_path, tiny_llama):
+    """Axolotl 0.19 gives stage 1 one data worker with a prefetch factor of 256 when a recipe sets none of the
+    dataloader keys; on a CPU the plugin sets dataloader_num_workers: 0 (benchmarks/dataloader_workers.py: 2.5 GB
+    less, same time), through validation; a recipe's own choice, or a GPU, is left as it is."""
+    from helpers import base_recipe, validate_recipe
+
+    from axolotl_decselfmask.hardware import DATALOADER_KEYS, Precision, cpu_data_worker_keys
+
+    cpu, gpu = Precision("float32", "cpu", "AVX2, no native bf16"), Precision("bfloat16", "cuda", "GPU with bf16")
+    raw = {k: v for k, v in base_recipe(tmp_path, tiny_llama).items() if k not in ("plugins", "decselfmask")}
+    assert not any(k in raw for k in DATALOADER_KEYS)
+    alone = validate_recipe(raw)  # Axolotl alone: a worker and a prefetch factor of 256
+    assert alone["dataloader_num_workers"] >= 1 and alone["dataloader_prefetch_factor"] == 256
+    line = cpu_data_worker_keys(raw, cpu)
+    assert raw["dataloader_num_workers"] == 0 and "dataloader_num_workers" in line
+    validated = validate_recipe(raw)
+    assert validated["dataloader_num_workers"] == 0 and validated["dataloader_prefetch_factor"] is None
+    for key, value in (("dataloader_num_workers", 2), ("dataloader_prefetch_factor", 4), ("dataloader_pin_memory", False)):
+        recipe = {key: value}
+        assert cpu_data_worker_keys(recipe, cpu) is None and recipe == {key: value}
+    recipe = {}
+    assert cpu_data_worker_keys(recipe, gpu) is None and recipe == {}
+
+
+def test_the_plugin_sets_no_data_worker_where_it_decides_the_machine(tmp_path, caplog):
+    import logging
+
+    from axolotl_decselfmask.hardware import decide_precision
+    from axolotl_decselfmask.plugin import DecSelfMaskPlugin
+
+    if decide_precision().device != "cpu":
+        pytest.skip("needs a machine without CUDA")
+    recipe = {"base_model": "x", "bf16": "auto", "output_dir": str(tmp_path / "out"), "decselfmask": {}}
+    with caplog.at_level(logging.INFO):
+        DecSelfMaskPlugin().register(recipe)
+    assert recipe["dataloader_num_workers"] == 0
+    assert any("dataloader_num_workers: 0" in r.getMessage() for r in caplog.records)
+    kept = {"base_model": "x", "bf16": "auto", "output_dir": str(tmp_path / "out"), "dataloader_num_workers": 1,
+            "decselfmask": {}}
+    DecSelfMaskPlugin().register(kept)
+    assert kept["dataloader_num_workers"] == 1
