@@ -361,11 +361,6 @@ def set_up_machine(cfg, block: dict) -> None:
             LOG.info(workers)
 
 
-__all__ = ["CpuInfo", "Precision", "cpu_data_worker_keys", "cpu_kernel_keys", "decide_precision", "decide_threads", "apply_threads",
-           "environment", "read_cpu_info", "recipe_precision", "resolve_recipe_precision", "set_up_machine",
-           "slow_bf16_warning", "release_freed_memory"]
-
-
 # ----------------------------------------------------------------------------------------- memory
 
 def release_freed_memory() -> bool:
@@ -391,3 +386,8 @@ def release_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc
         return False
     return True
+
+
+__all__ = ["CpuInfo", "Precision", "apply_threads", "cpu_data_worker_keys", "cpu_kernel_keys", "decide_precision",
+           "decide_threads", "environment", "read_cpu_info", "recipe_precision", "release_freed_memory",
+           "resolve_recipe_precision", "set_up_machine", "slow_bf16_warning"]

@@ -16,9 +16,9 @@ nothing else on the cores it uses:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -39,7 +39,6 @@ ENV = {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE
 
 def recipe(name: str, steps: int) -> Path:
     raw = yaml.safe_load(RECIPE.read_text())
-    raw = copy.deepcopy(raw)
     raw.update(VARIANTS[name])
     raw["max_steps"] = steps
     raw["output_dir"] = str(WORK / name)
@@ -51,22 +50,23 @@ def recipe(name: str, steps: int) -> Path:
     return path
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and its descendants."""
+def tree_reading(pid: int) -> tuple[int, int]:
+    """(resident bytes, data workers) of ``pid`` and its descendants, in one walk."""
     import psutil
 
     try:
         proc = psutil.Process(pid)
         procs = [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return 0, 0
+    total = workers = 0
     for p in procs:
         try:
             total += p.memory_info().rss
+            workers += p.name() == "pt_data_worker"
         except psutil.NoSuchProcess:
             pass
-    return total
+    return total, workers
 
 
 def train(name: str, steps: int, core: int) -> dict:
@@ -78,30 +78,17 @@ def train(name: str, steps: int, core: int) -> dict:
                                 stderr=subprocess.STDOUT)
         peak, workers = 0, 0
         while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
-            workers = max(workers, _worker_count(proc.pid))
+            rss, seen = tree_reading(proc.pid)
+            peak, workers = max(peak, rss), max(workers, seen)
             time.sleep(0.2)
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"{name} on core {core} failed ({proc.returncode}): see {log}")
     text = log.read_text()
-    runtime = None
-    marker = "train_runtime"
-    if marker in text:
-        tail = text[text.rindex(marker) + len(marker):]
-        digits = "".join(ch for ch in tail.lstrip(" ':\"=")[:12] if ch.isdigit() or ch == ".")
-        runtime = float(digits) if digits else None
+    found = re.findall(r"train_runtime\W+([0-9.]+)", text)  # the trainer's last summary
+    runtime = float(found[-1]) if found else None
     return {"variant": name, "core": core, "seconds": seconds, "train_runtime": runtime, "peak_tree_mib": peak / 2**20,
             "data_workers_seen": workers}
-
-
-def _worker_count(pid: int) -> int:
-    import psutil
-
-    try:
-        return sum(1 for c in psutil.Process(pid).children(recursive=True) if c.name() == "pt_data_worker")
-    except psutil.NoSuchProcess:
-        return 0
 
 
 def main() -> None:

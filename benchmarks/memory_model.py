@@ -61,14 +61,6 @@ PRECISIONS = ("16", "4")
 OUT = ROOT / "benchmarks" / "results" / "memory_model.json"
 
 
-def trimmed() -> None:
-    """Collect garbage and hand the C allocator's free pages back (glibc ``malloc_trim``), so that a
-    reading after it counts live tensors, not buffers freed and kept (a float32 file cast to bf16)."""
-    from axolotl_decselfmask.hardware import release_freed_memory
-
-    release_freed_memory()
-
-
 def anon_rss() -> int:
     """The process's anonymous resident memory (``RssAnon``, /proc/self/status): its tensors and heap,
     not the safetensors files that the loader maps (file pages, which the kernel may drop)."""
@@ -261,6 +253,8 @@ def child(model_name: str, precision: str, stage: str) -> dict:
     the stage's inputs (the process's, not the model's). Then the model is loaded (its peak and
     resident size recorded apart: a GPU run loads its weights through the CPU) and the stage runs;
     the measured peak is the stage's highest reading above the baseline, the loaded weights included."""
+    from axolotl_decselfmask.hardware import release_freed_memory  # before each reading: live tensors, not freed buffers
+
     import torch
 
     torch.manual_seed(0)
@@ -274,11 +268,11 @@ def child(model_name: str, precision: str, stage: str) -> dict:
         inputs = _evaluation_texts(folder, s["batch"], s["seq"])
     else:
         inputs = _train_inputs(vocab, s["batch"], s["seq"], 2 if stage == "stage2" else None)
-    trimmed()
+    release_freed_memory()
     before = anon_rss()
     with PeakRSS() as load:
         model = _load(folder, precision)
-    trimmed()
+    release_freed_memory()
     loaded = anon_rss()
     with PeakRSS() as peak:
         t0 = time.perf_counter()

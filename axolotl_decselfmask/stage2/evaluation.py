@@ -159,10 +159,6 @@ def option_rows(tokenizer, task: Task, texts: list[str]) -> list[dict]:
     return string_match_rows(tokenizer, task, task.data.labels, texts[:1] * len(task.data.labels))
 
 
-def _has(ids: list[int], header: list[int]) -> bool:
-    return header_start(ids, header) >= 0
-
-
 def _read_answers(model, tokenizer, tasks: list[Task], batch_size: int) -> tuple[dict, dict]:
     """Each task's notes read as the authors' evaluation reads them: ``{task: [record per note]}``
     (``gold``, ``pred``: the answers' joined ids; ``answer``: the predicted answer's text;
@@ -174,7 +170,7 @@ def _read_answers(model, tokenizer, tasks: list[Task], batch_size: int) -> tuple
         owner += [t.name] * len(t.gold)
         notes += list(t.test_texts)  # the rows of one note (tasks on the same test notes) share its prefix
         valid[t.name] = {answer_string(r["labels"], header, special) for r in option_rows(tokenizer, t, t.test_texts)}
-    missing = sorted({owner[i] for i, r in enumerate(rows) if not _has(r["labels"], header)})
+    missing = sorted({owner[i] for i, r in enumerate(rows) if header_start(r["labels"], header) < 0})
     if missing:
         raise ValueError(f"string_match: the assistant header {text!r} (ids {header}) is not among the ids of the "
                          f"rendered rows of task(s) {missing}: the template tokenises it otherwise in context; "
@@ -188,7 +184,7 @@ def _read_answers(model, tokenizer, tasks: list[Task], batch_size: int) -> tuple
     for p, g, task in zip(predicted, gold, owner):
         pred = answer_string(p, header, special)
         record = {"gold": answer_string(g, header, special), "pred": pred, "off_format": pred not in valid[task],
-                  "answer": tokenizer.decode(answer_ids(p, header, special)), "header_found": _has(p, header)}
+                  "answer": tokenizer.decode(answer_ids(p, header, special)), "header_found": header_start(p, header) >= 0}
         miss = header_miss(p, g, header)
         if miss is not None:  # why the whole sequence is the answer: the header token mispredicted, and as what
             record["header_miss"] = {"expected": tokenizer.decode([header[miss[0]]]),

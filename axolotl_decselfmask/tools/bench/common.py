@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from axolotl_decselfmask.compat import attn_implementation, forward_keeping, restore_attention
+from axolotl_decselfmask.hardware import release_freed_memory
 
 #: the embedded model's folder as ``axolotl decselfmask quickstart DIR`` (or ``make model``) writes it
 DEFAULT_MODEL = "models/smollm2-135m-instruct"
@@ -137,13 +138,6 @@ def timed(fn: Callable, *args):
 
 
 # ------------------------------------------------------------------------------------ memory
-def malloc_trim() -> None:
-    """Give freed heap memory back to the OS (glibc), so the RSS before a call is live memory."""
-    from axolotl_decselfmask.hardware import release_freed_memory
-
-    release_freed_memory()
-
-
 def rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
@@ -192,7 +186,7 @@ class PeakRSS:
             self.stop.wait(self.interval)
 
     def __enter__(self):
-        malloc_trim()
+        release_freed_memory()  # the RSS before a call is live memory, not heap freed and kept
         self.before = self.peak = rss_bytes()
         if reset_hwm() and hwm_bytes() is not None:
             self.how = "VmHWM"
